@@ -1,0 +1,46 @@
+# CCGSC: `make run` starts the platform with demo campaigns and a native worker;
+# `make test` runs lint, types and the whole test suite. Both set up .venv themselves.
+
+PYTHON ?= python3
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/var/zig-cache
+
+.PHONY: run test lint typecheck pytest bench kernels vendor clean
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv sync --frozen --quiet
+	@touch $@
+
+venv: $(VENV)/.synced
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo
+	$(PY) manage.py serve --port $(PORT) --with-worker
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy .
+
+pytest: venv
+	$(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup
+
+test: lint typecheck pytest
+
+bench: venv
+	$(PY) -m bench
+
+kernels: venv
+	$(PY) kernels/build.py
+
+clean:
+	rm -rf $(VENV) var/staticfiles .mypy_cache .ruff_cache .pytest_cache

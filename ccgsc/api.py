@@ -1,0 +1,32 @@
+"""One error shape for the whole REST API: {"error": {"code": ..., "message": ..., "fields": ...}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = getattr(exc, "default_code", "error")
+    detail = response.data
+    fields: dict[str, Any] | None = None
+    if isinstance(detail, dict) and "detail" in detail:
+        message = str(detail["detail"])
+    elif isinstance(detail, dict):
+        fields = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        message = "Invalid input."
+        code = "invalid"
+    elif isinstance(detail, list):
+        message = " ".join(str(m) for m in detail)
+    else:
+        message = str(detail)
+    body: dict[str, Any] = {"code": str(code), "message": message}
+    if fields:
+        body["fields"] = fields
+    response.data = {"error": body}
+    return response

@@ -1,0 +1,39 @@
+"""Shared fixtures: the people every tenancy test needs, and suite-wide settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from accounts.models import Membership, Organization, User
+
+
+@pytest.fixture(autouse=True)
+def _eager_jobs(settings):
+    # Background jobs run synchronously in tests unless a test starts a real Celery worker.
+    settings.CELERY_EMBEDDED = "eager"
+
+
+@dataclass
+class People:
+    """An owner and a teammate in `org`, an outsider who owns `other_org`."""
+
+    org: Organization
+    owner: User
+    teammate: User
+    other_org: Organization
+    outsider: User
+
+
+@pytest.fixture
+def people(db) -> People:
+    org = Organization.objects.create(name="Alpha Lab", slug="alpha")
+    other = Organization.objects.create(name="Beta Corp", slug="beta")
+    owner = User.objects.create_user("owner@alpha.test", "pw-owner-123")
+    teammate = User.objects.create_user("mate@alpha.test", "pw-mate-123")
+    outsider = User.objects.create_user("out@beta.test", "pw-out-123")
+    Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
+    Membership.objects.create(user=teammate, organization=org, role=Membership.Role.MEMBER)
+    Membership.objects.create(user=outsider, organization=other, role=Membership.Role.OWNER)
+    return People(org=org, owner=owner, teammate=teammate, other_org=other, outsider=outsider)
