@@ -1,15 +1,22 @@
-"""Users, organizations (the tenants), memberships and per-organization API tokens."""
+"""Users, organizations (the tenants), memberships, per-organization API tokens and the sites
+that embed the contributor script."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.text import slugify
+
+from accounts.tenancy import TenantQuerySet
 
 
 class UserManager(BaseUserManager["User"]):
@@ -72,6 +79,10 @@ class Organization(models.Model):
         return slug
 
 
+class MembershipQuerySet(TenantQuerySet["Membership"]):
+    tenant_path = "organization"
+
+
 class Membership(models.Model):
     class Role(models.TextChoices):
         OWNER = "owner", "Owner"
@@ -84,6 +95,8 @@ class Membership(models.Model):
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = MembershipQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "organization"], name="one_membership_per_org")
@@ -93,11 +106,15 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization} ({self.role})"
 
 
-TOKEN_PREFIX = "ccgsc_"
+TOKEN_PREFIX = "ccgsc_"  # noqa: S105 (a public prefix that makes leaked tokens greppable)
 
 
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(TenantQuerySet["ApiToken"]):
+    tenant_path = "organization"
 
 
 class ApiToken(models.Model):
@@ -116,13 +133,19 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ApiTokenQuerySet.as_manager()
+
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
 
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
     @classmethod
-    def issue(cls, *, organization: Organization, name: str, created_by: User | None) -> tuple[
-        ApiToken, str
-    ]:
+    def issue(
+        cls, *, organization: Organization, name: str, created_by: User | None
+    ) -> tuple[ApiToken, str]:
         """Create a token; returns the row and the raw token, which is never stored."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = cls.objects.create(
@@ -144,8 +167,134 @@ class ApiToken(models.Model):
             .first()
         )
         if token is not None and (
-            token.last_used_at is None
-            or (timezone.now() - token.last_used_at).total_seconds() > 60
+            token.last_used_at is None or (timezone.now() - token.last_used_at).total_seconds() > 60
         ):
             cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return token
+
+
+# --- embed sites ----------------------------------------------------------------------------------
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(value: str) -> str:
+    """The canonical form of a web origin, as browsers send it in the Origin header:
+    `scheme://host[:port]`, lowercase, http or https only, IDN hosts in punycode, no default
+    port, no path, no trailing slash. Raises ValidationError with a message meant for people."""
+    raw = value.strip()
+    if not raw:
+        raise ValidationError("Enter the site's origin, for example https://example.com.")
+    if "://" not in raw:
+        example = raw.split("/")[0] or "example.com"
+        raise ValidationError(
+            f"“{raw}” has no scheme. Write the full origin with http:// or https://, "
+            f"for example https://{example}."
+        )
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ValidationError(
+            f"“{raw}” is not a valid origin: check the host name and the port (1 to 65535)."
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValidationError(
+            f"Only http:// and https:// sites can embed the script, not {scheme}://."
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError("An origin has no user name or password: remove the part before @.")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or raw.endswith(("?", "#")):
+        raise ValidationError(
+            "An origin is only the scheme, the host and an optional port: remove the path, "
+            f"for example write {scheme}://{parts.netloc} instead of {raw}."
+        )
+    host = _normalize_host(parts.hostname or "")
+    if port == 0:
+        raise ValidationError(f"“{raw}” has port 0; a port is a number from 1 to 65535.")
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return f"{scheme}://{netloc}"
+
+
+def _normalize_host(host: str) -> str:
+    if not host:
+        raise ValidationError("The origin has no host name, for example https://example.com.")
+    if ":" in host:  # urlsplit strips the brackets of an IPv6 literal
+        try:
+            return f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise ValidationError(f"“{host}” is not a valid IPv6 address.") from None
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValidationError(f"“{host}” is not a valid host name.") from None
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.match(lb) for lb in ascii_host.split(".")):
+        raise ValidationError(
+            f"“{host}” is not a valid host name (letters, digits, hyphens and dots; no wildcards)."
+        )
+    return ascii_host
+
+
+def validate_origin(value: str) -> None:
+    """Model-field validator: the value must already be in canonical form."""
+    if normalize_origin(value) != value:
+        raise ValidationError(f"Write the origin as {normalize_origin(value)}.")
+
+
+def new_site_key() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class EmbedSiteQuerySet(TenantQuerySet["EmbedSite"]):
+    tenant_path = "organization"
+
+    def active_for(self, key: str, origin: str) -> EmbedSite | None:
+        """The active site with this public key if `origin` (a browser's Origin header) is the
+        one registered for it; None otherwise, including for malformed or "null" origins."""
+        if not key or len(key) > 64:
+            return None
+        try:
+            canonical = normalize_origin(origin)
+        except ValidationError:
+            return None
+        return (
+            self.filter(key=key, origin=canonical, active=True)
+            .select_related("organization")
+            .first()
+        )
+
+
+class EmbedSite(models.Model):
+    """A third-party website allowed to embed the contributor script for an organization.
+
+    The key is public (it appears in the page's script tag); what it grants is checked against
+    the browser's Origin header, so a copied tag does nothing on another site."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="embed_sites"
+    )
+    name = models.CharField(max_length=80)
+    origin = models.CharField(max_length=270, validators=[validate_origin])
+    key = models.CharField(max_length=32, unique=True, default=new_site_key, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    active = models.BooleanField(default=True)
+
+    objects = EmbedSiteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "origin"], name="one_embed_site_per_origin"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.origin})"
+
+    def script_tag(self, base_url: str) -> str:
+        """The one line a site owner pastes into their pages; `base_url` is the platform's
+        public URL without a trailing slash."""
+        return f'<script src="{base_url}/embed.js" data-site="{self.key}" async></script>'

@@ -5,6 +5,16 @@ goes through `Actor` and `TenantQuerySet.for_actor`. An actor is a signed-in use
 organizations they are a member of, or an API token, which sees exactly its own organization.
 `get_for_actor` answers 404 both for rows that do not exist and for rows of another
 organization, so nobody can probe for other tenants' IDs.
+
+A model joins the scheme with a TenantQuerySet subclass naming the path to its organization:
+
+    class CampaignQuerySet(TenantQuerySet["Campaign"]):
+        tenant_path = "organization"
+
+    objects = CampaignQuerySet.as_manager()
+
+(`tenant_queryset(path)` builds the same class at run time, but mypy's Django plugin cannot see
+through it and reports "Could not resolve manager type"; the explicit subclass type-checks.)
 """
 
 from __future__ import annotations
@@ -12,13 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db import models
 from django.http import Http404
 
-from accounts.models import ApiToken, Membership, Organization, User
+# accounts.models imports this module (its models use TenantQuerySet), so the models are read
+# from the module when called rather than bound while both modules are still loading.
+from accounts import models as account_models
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
+
+    from accounts.models import ApiToken, Organization, User
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,7 @@ class Actor:
     @classmethod
     def from_request(cls, request: HttpRequest | Any) -> Actor:
         auth = getattr(request, "auth", None)
-        if isinstance(auth, ApiToken):
+        if isinstance(auth, account_models.ApiToken):
             return cls(user=None, token=auth)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
@@ -40,10 +55,10 @@ class Actor:
 
     def organizations(self) -> models.QuerySet[Organization]:
         if self.token is not None:
-            return Organization.objects.filter(pk=self.token.organization_id)
+            return account_models.Organization.objects.filter(pk=self.token.organization_id)
         if self.user is not None:
-            return Organization.objects.filter(memberships__user=self.user)
-        return Organization.objects.none()
+            return account_models.Organization.objects.filter(memberships__user=self.user)
+        return account_models.Organization.objects.none()
 
     def organization_ids(self) -> models.QuerySet[Organization, int]:
         return self.organizations().values_list("pk", flat=True)
@@ -54,8 +69,8 @@ class Actor:
             return self.token.organization_id == organization.pk
         if self.user is None:
             return False
-        return Membership.objects.filter(
-            user=self.user, organization=organization, role=Membership.Role.OWNER
+        return account_models.Membership.objects.filter(
+            user=self.user, organization=organization, role=account_models.Membership.Role.OWNER
         ).exists()
 
 
@@ -79,17 +94,29 @@ def get_for_actor(queryset: TenantQuerySet[M], actor: Actor, **lookup: Any) -> M
     forbidden look the same)."""
     try:
         return queryset.for_actor(actor).get(**lookup)
-    except (queryset.model.DoesNotExist, ValueError):
+    except (ObjectDoesNotExist, ValueError):
         raise Http404("not found") from None
 
 
 def get_organization(actor: Actor, slug: str) -> Organization:
     try:
         return actor.organizations().get(slug=slug)
-    except Organization.DoesNotExist:
+    except account_models.Organization.DoesNotExist:
         raise Http404("not found") from None
+
+
+def get_organization_as_owner(actor: Actor, slug: str) -> Organization:
+    """The organization for an owner-only action: Http404 for non-members (exactly as
+    `get_organization`, so outsiders learn nothing), PermissionDenied (403) for members who are
+    not owners."""
+    organization = get_organization(actor, slug)
+    if not actor.is_owner_of(organization):
+        raise PermissionDenied("only the organization's owners may do this")
+    return organization
 
 
 def tenant_queryset(path: str) -> type[TenantQuerySet[Any]]:
     """A TenantQuerySet subclass whose rows reach their organization through `path`."""
-    return type(f"TenantQuerySet_{path.replace('__', '_')}", (TenantQuerySet,), {"tenant_path": path})
+    return type(
+        f"TenantQuerySet_{path.replace('__', '_')}", (TenantQuerySet,), {"tenant_path": path}
+    )

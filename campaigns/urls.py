@@ -1,3 +1,8 @@
 from django.urls import path
 
-urlpatterns: list = []
+from campaigns import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("campaigns/public.json", views.public_campaigns, name="public-campaigns"),
+]

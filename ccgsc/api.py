@@ -1,4 +1,4 @@
-"""One error shape for the whole REST API: {"error": {"code": ..., "message": ..., "fields": ...}}."""
+"""One error shape for the whole REST API: {"error": {"code", "message", "fields"}}."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(detail, dict) and "detail" in detail:
         message = str(detail["detail"])
     elif isinstance(detail, dict):
-        fields = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        fields = {
+            k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()
+        }
         message = "Invalid input."
         code = "invalid"
     elif isinstance(detail, list):

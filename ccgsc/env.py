@@ -71,5 +71,7 @@ def env_url(
         return None
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme not in schemes or not rest:
-        raise ConfigError(f"{name} must be a URL starting with {' or '.join(schemes)}://, got {raw!r}")
+        raise ConfigError(
+            f"{name} must be a URL starting with {' or '.join(schemes)}://, got {raw!r}"
+        )
     return raw

@@ -37,3 +37,37 @@ def people(db) -> People:
     Membership.objects.create(user=teammate, organization=org, role=Membership.Role.MEMBER)
     Membership.objects.create(user=outsider, organization=other, role=Membership.Role.OWNER)
     return People(org=org, owner=owner, teammate=teammate, other_org=other, outsider=outsider)
+
+
+KERNELS_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "kernels" / "build"
+
+
+def kernel_bytes(name: str) -> bytes:
+    return (KERNELS_DIR / f"{name}.wasm").read_bytes()
+
+
+@pytest.fixture
+def make_campaign(people):
+    """Create a campaign of `inputs` in people.org running `kernel` (a reference kernel name)."""
+    from campaigns import services
+    from campaigns.inputs import TaskSpec
+
+    def make(inputs=(), *, kernel="echo", start=True, approved=True, org=None, **policies):
+        org = org or people.org
+        k = services.kernel_upload(organization=org, name=kernel, data=kernel_bytes(kernel))
+        campaign = services.campaign_create(
+            organization=org, name=f"{kernel} campaign", kernel=k, approved=approved, **policies
+        )
+        if inputs:
+            services.tasks_add(
+                campaign=campaign,
+                specs=[
+                    TaskSpec(input=i if isinstance(i, bytes) else str(i).encode()) for i in inputs
+                ],
+            )
+        if start:
+            services.campaign_start(campaign=campaign)
+        campaign.refresh_from_db()
+        return campaign
+
+    return make

@@ -1,3 +1,5 @@
 from django.urls import path
 
-websocket_urlpatterns: list = []
+from workers.consumers import WorkConsumer
+
+websocket_urlpatterns = [path("ws/work/", WorkConsumer.as_asgi())]

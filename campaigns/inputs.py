@@ -1,0 +1,147 @@
+"""Parsers for the three ways tasks arrive, all streaming in constant memory.
+
+- generator output: frames of a 4-byte little-endian length followed by that many bytes;
+- task files: JSON Lines or a msgpack stream, one task per line/object.
+
+Each yields TaskSpec values and raises InputError with the position of the first bad item.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgpack
+
+FRAME_HEADER = struct.Struct("<I")
+READ_CHUNK = 1 << 20
+
+
+class InputError(ValueError):
+    """A task source is malformed; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    input: bytes
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+
+
+def iter_frames(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
+    """Tasks from a generator's stdout: <u32 LE length><bytes>, repeated to end of stream."""
+    index = 0
+    while True:
+        header = stream.read(FRAME_HEADER.size)
+        if not header:
+            return
+        if len(header) < FRAME_HEADER.size:
+            raise InputError(f"generator output ends inside the length of task {index}")
+        (length,) = FRAME_HEADER.unpack(header)
+        if length > max_input:
+            raise InputError(
+                f"task {index} is {length} bytes, above the {max_input}-byte task input limit"
+            )
+        data = stream.read(length)
+        if len(data) < length:
+            raise InputError(f"generator output ends inside task {index} ({len(data)}/{length})")
+        yield TaskSpec(input=data)
+        index += 1
+
+
+def _spec_from_object(obj: Any, where: str, max_input: int) -> TaskSpec:
+    """One task from a decoded JSON/msgpack value: bytes or text (the input itself), or a map
+    with `input` (text/bytes), `input_b64`, optional `args` (list of strings), `env` (map)."""
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    if isinstance(obj, bytes):
+        data = obj
+    elif isinstance(obj, str):
+        data = obj.encode()
+    elif isinstance(obj, dict):
+        unknown = set(obj) - {"input", "input_b64", "args", "env"}
+        if unknown:
+            raise InputError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        if ("input" in obj) == ("input_b64" in obj):
+            raise InputError(f"{where}: give exactly one of `input` and `input_b64`")
+        if "input_b64" in obj:
+            if not isinstance(obj["input_b64"], str):
+                raise InputError(f"{where}: `input_b64` must be a base64 string")
+            try:
+                data = base64.b64decode(obj["input_b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InputError(f"{where}: `input_b64` is not valid base64") from None
+        elif isinstance(obj["input"], bytes):
+            data = obj["input"]
+        elif isinstance(obj["input"], str):
+            data = obj["input"].encode()
+        else:
+            raise InputError(f"{where}: `input` must be a string (or bytes in msgpack)")
+        if "args" in obj:
+            args = obj["args"]
+            if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+                raise InputError(f"{where}: `args` must be a list of strings")
+        if "env" in obj:
+            env = obj["env"]
+            if not isinstance(env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+            ):
+                raise InputError(f"{where}: `env` must map strings to strings")
+    else:
+        raise InputError(f"{where}: a task is a string or an object with `input`")
+    if len(data) > max_input:
+        raise InputError(f"{where}: input is {len(data)} bytes, above the {max_input}-byte limit")
+    return TaskSpec(input=data, args=args, env=env)
+
+
+def iter_jsonl(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
+    for number, raw in enumerate(stream, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"line {number}: not valid JSON ({exc})") from None
+        yield _spec_from_object(obj, f"line {number}", max_input)
+
+
+def iter_msgpack(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
+    unpacker = msgpack.Unpacker(
+        raw=False, max_buffer_size=max(4 * max_input, READ_CHUNK * 4), strict_map_key=False
+    )
+    number = fed = 0
+    while chunk := stream.read(READ_CHUNK):
+        unpacker.feed(chunk)
+        fed += len(chunk)
+        try:
+            for obj in unpacker:
+                number += 1
+                yield _spec_from_object(obj, f"object {number}", max_input)
+        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"object {number + 1}: not valid msgpack ({exc})") from None
+    # Bytes left in the buffer mean the stream stopped in the middle of an object.
+    if unpacker.tell() != fed:
+        raise InputError(f"object {number + 1}: the stream ends in the middle of an object")
+
+
+def iter_task_file(stream: IO[bytes], *, fmt: str, max_input: int) -> Iterator[TaskSpec]:
+    if fmt == "jsonl":
+        return iter_jsonl(stream, max_input=max_input)
+    if fmt == "msgpack":
+        return iter_msgpack(stream, max_input=max_input)
+    raise InputError(f"unknown task file format {fmt!r}: use jsonl or msgpack")
+
+
+def guess_format(filename: str) -> str:
+    name = filename.lower()
+    if name.endswith((".msgpack", ".mpk", ".msgpck")):
+        return "msgpack"
+    return "jsonl"

@@ -1,0 +1,10 @@
+"""Celery tasks of the campaigns app: thin, by ID, tolerant of vanished rows."""
+
+from celery import shared_task
+
+
+@shared_task(name="campaigns.generate_tasks", acks_late=True)
+def generate_tasks(campaign_id: int) -> None:
+    from campaigns.services import run_generator
+
+    run_generator(campaign_id)

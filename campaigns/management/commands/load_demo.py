@@ -1,0 +1,109 @@
+"""Load the demo: an organization with the reference kernels and three running campaigns.
+
+Idempotent: campaigns that are still running are kept; finished ones get a fresh run, so every
+`make run` shows work completing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import Membership, Organization, User
+from campaigns import services
+from campaigns.models import Campaign, Kernel
+
+KERNELS = Path(settings.BASE_DIR) / "kernels" / "build"
+
+DEMOS: list[dict[str, Any]] = [
+    {
+        "name": "Primes below 2,000,000",
+        "description": "Finds every prime below two million, 10,000 numbers per task.",
+        "kernel": "primes",
+        "generator": "primes_gen",
+        "generator_args": ["2000000", "10000"],
+        "priority": 10,
+    },
+    {
+        "name": "Monte Carlo π",
+        "description": "Estimates π from 720 seeded streams of random points.",
+        "kernel": "montecarlo",
+        "generator": "montecarlo_gen",
+        "generator_args": ["720", "2000000"],
+        "priority": 10,
+    },
+    {
+        "name": "Mandelbrot 400x300",
+        "description": "Renders the Mandelbrot set in 720 tiles.",
+        "kernel": "mandelbrot",
+        "generator": "mandelbrot_gen",
+        "generator_args": ["400", "300", "24", "30", "1000"],
+        "priority": 10,
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo organization and start its campaigns (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # Generators run here and now, not in a background thread of this short-lived command.
+        settings.CELERY_EMBEDDED = "eager"
+        with transaction.atomic():
+            org, _ = Organization.objects.get_or_create(
+                slug="demo", defaults={"name": "CCGSC Demo"}
+            )
+            owner, created = User.objects.get_or_create(
+                email="demo@ccgsc.local", defaults={"display_name": "Demo owner"}
+            )
+            if created:
+                owner.set_unusable_password()
+                owner.save()
+            Membership.objects.get_or_create(
+                user=owner, organization=org, defaults={"role": Membership.Role.OWNER}
+            )
+        kernels: dict[str, Kernel] = {}
+        for name in sorted({d["kernel"] for d in DEMOS} | {d["generator"] for d in DEMOS}):
+            path = KERNELS / f"{name}.wasm"
+            if not path.exists():
+                raise CommandError(f"{path} is missing: run `make kernels`")
+            kernels[name] = services.kernel_upload(
+                organization=org, name=name, data=path.read_bytes(), created_by=owner
+            )
+        for demo in DEMOS:
+            live = Campaign.objects.filter(
+                organization=org,
+                name=demo["name"],
+                state__in=(Campaign.State.DRAFT, Campaign.State.RUNNING, Campaign.State.PAUSED),
+            ).first()
+            if live is not None:
+                if (
+                    live.state != Campaign.State.RUNNING
+                    and live.input_state == Campaign.InputState.READY
+                ):
+                    if live.state == Campaign.State.DRAFT:
+                        services.campaign_start(campaign=live)
+                    else:
+                        services.campaign_resume(campaign=live)
+                self.stdout.write(f"kept   {demo['name']} ({live.state}, {live.tasks_total} tasks)")
+                continue
+            campaign = services.campaign_create(
+                organization=org,
+                name=demo["name"],
+                description=demo["description"],
+                kernel=kernels[demo["kernel"]],
+                input_source=Campaign.InputSource.GENERATOR,
+                generator=kernels[demo["generator"]],
+                generator_args=demo["generator_args"],
+                approved=True,
+                created_by=owner,
+                priority=demo["priority"],
+            )
+            campaign.refresh_from_db()
+            if campaign.state == Campaign.State.FAILED:
+                raise CommandError(f"demo {demo['name']!r} failed: {campaign.error}")
+            services.campaign_start(campaign=campaign)
+            self.stdout.write(f"loaded {demo['name']} ({campaign.tasks_total} tasks)")

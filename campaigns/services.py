@@ -1,0 +1,473 @@
+"""Writes for kernels, campaigns and tasks. Keyword-only, atomic, and each announces what it
+changed (campaigns.signals) after commit. Views, the API, the CLI and jobs all call these."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Organization, User
+from campaigns import signals
+from campaigns.inputs import InputError, TaskSpec, iter_frames, iter_task_file
+from campaigns.jobs import generate_tasks
+from campaigns.models import Blob, Campaign, Kernel, Result, Task
+from ccgsc.jobs import enqueue
+
+log = logging.getLogger(__name__)
+State = Campaign.State
+
+
+class ServiceError(ValueError):
+    """A request the platform refuses, with a message meant for the person who made it."""
+
+
+def limits() -> dict[str, Any]:
+    return settings.CCGSC
+
+
+# --- blobs and kernels --------------------------------------------------------------------------
+
+
+def blob_put(data: bytes) -> Blob:
+    """Store bytes once, by content."""
+    digest = hashlib.sha256(data).hexdigest()
+    blob, _ = Blob.objects.get_or_create(sha256=digest, defaults={"data": data, "size": len(data)})
+    return blob
+
+
+def kernel_upload(
+    *,
+    organization: Organization,
+    name: str,
+    data: bytes,
+    kind: str = Kernel.Kind.WASM,
+    description: str = "",
+    created_by: User | None = None,
+) -> Kernel:
+    """Validate and store a kernel. The same bytes uploaded twice by one organization give the
+    existing kernel back. Raises ServiceError saying which check failed."""
+    cap = limits()["KERNEL_MAX_BYTES"]
+    if not data:
+        raise ServiceError("The kernel file is empty.")
+    if len(data) > cap:
+        raise ServiceError(f"The kernel is {len(data)} bytes; the limit is {cap} bytes.")
+    memory_max: int | None = None
+    imports: list[str] = []
+    if kind == Kernel.Kind.WASM:
+        # Imported here: loading wasmtime is only needed by processes that validate or run
+        # kernels, not by every web process at start-up.
+        from kernelhost import KernelRejected, inspect_module
+
+        try:
+            info = inspect_module(data, memory_cap=limits()["KERNEL_MEMORY_CAP"])
+        except KernelRejected as exc:
+            raise ServiceError(f"The kernel was rejected: {exc.reason}") from None
+        memory_max, imports = info.memory_max, list(info.imports)
+    elif kind == Kernel.Kind.JS:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServiceError("A JavaScript kernel must be UTF-8 text.") from None
+        if "run" not in text or "export" not in text:
+            raise ServiceError(
+                "A JavaScript kernel is an ES module that exports"
+                " an async function run(input, context)."
+            )
+    else:
+        raise ServiceError(f"Unknown kernel kind {kind!r}: use wasm or js.")
+    digest = hashlib.sha256(data).hexdigest()
+    with transaction.atomic():
+        existing = Kernel.objects.filter(organization=organization, sha256=digest).first()
+        if existing is not None:
+            return existing
+        blob = blob_put(data)
+        return Kernel.objects.create(
+            organization=organization,
+            name=name.strip() or "kernel",
+            description=description,
+            kind=kind,
+            blob=blob,
+            sha256=digest,
+            size=len(data),
+            memory_max=memory_max,
+            imports=imports,
+            created_by=created_by,
+        )
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+
+POLICY_FIELDS = (
+    "priority",
+    "task_timeout",
+    "max_attempts",
+    "points_per_task",
+    "min_quorum",
+    "target_replicas",
+    "max_error_replicas",
+    "max_total_replicas",
+)
+
+
+def _check_args_env(args: Any, env: Any, what: str) -> None:
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ServiceError(f"{what} arguments must be a list of strings.")
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise ServiceError(f"{what} environment must map names to string values.")
+
+
+def campaign_create(
+    *,
+    organization: Organization,
+    name: str,
+    kernel: Kernel,
+    created_by: User | None = None,
+    description: str = "",
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    static_data: bytes | None = None,
+    input_source: str = Campaign.InputSource.API,
+    generator: Kernel | None = None,
+    generator_args: list[str] | None = None,
+    task_file: IO[bytes] | None = None,
+    task_file_format: str = "jsonl",
+    verifier: Kernel | None = None,
+    reducer: Kernel | None = None,
+    approved: bool = False,
+    **policies: int,
+) -> Campaign:
+    """Create a draft campaign. A generator campaign starts generating its tasks at once (in
+    the background); a task file is read and its tasks inserted before this returns."""
+    unknown = set(policies) - set(POLICY_FIELDS)
+    if unknown:
+        raise ServiceError(f"Unknown campaign setting(s): {', '.join(sorted(unknown))}.")
+    args, env = args or [], env or {}
+    _check_args_env(args, env, "Kernel")
+    for k in (kernel, generator, verifier, reducer):
+        if k is not None and k.organization_id != organization.pk:
+            raise ServiceError("Kernels must belong to the campaign's organization.")
+    if input_source == Campaign.InputSource.GENERATOR:
+        if generator is None:
+            raise ServiceError("A generator campaign needs a generator kernel.")
+        if generator.kind != Kernel.Kind.WASM:
+            raise ServiceError("Generators run on the server and must be WebAssembly kernels.")
+        _check_args_env(generator_args or [], {}, "Generator")
+    elif input_source == Campaign.InputSource.FILE:
+        if task_file is None:
+            raise ServiceError("A task-file campaign needs a task file.")
+    elif input_source != Campaign.InputSource.API:
+        raise ServiceError(f"Unknown input source {input_source!r}.")
+    static_cap = limits()["STATIC_DATA_MAX_BYTES"]
+    if static_data is not None and len(static_data) > static_cap:
+        raise ServiceError(f"Static data is {len(static_data)} bytes; the limit is {static_cap}.")
+
+    campaign = Campaign(
+        organization=organization,
+        name=name.strip() or "campaign",
+        description=description,
+        kernel=kernel,
+        args=args,
+        env=env,
+        input_source=input_source,
+        generator=generator,
+        generator_args=generator_args or [],
+        verifier=verifier,
+        reducer=reducer,
+        approved=approved,
+        created_by=created_by,
+        **policies,
+    )
+    if campaign.min_quorum > campaign.target_replicas:
+        raise ServiceError("The target number of replicas must be at least the quorum.")
+    if campaign.target_replicas > campaign.max_total_replicas:
+        raise ServiceError("The cap on total replicas must be at least the target.")
+    with transaction.atomic():
+        if static_data is not None:
+            campaign.static_data = blob_put(static_data)
+        campaign.save()
+        if input_source == Campaign.InputSource.GENERATOR:
+            _start_generating(campaign)
+    if task_file is not None and input_source == Campaign.InputSource.FILE:
+        try:
+            tasks_add(
+                campaign=campaign,
+                specs=iter_task_file(
+                    task_file, fmt=task_file_format, max_input=limits()["TASK_INPUT_MAX_BYTES"]
+                ),
+            )
+        except InputError as exc:
+            # Nothing half-made: a campaign whose task file is bad is not kept.
+            campaign.delete()
+            raise ServiceError(f"The task file was rejected: {exc}") from None
+    return campaign
+
+
+def _start_generating(campaign: Campaign) -> None:
+    Campaign.objects.filter(pk=campaign.pk).update(
+        input_state=Campaign.InputState.GENERATING, error=""
+    )
+    campaign.input_state = Campaign.InputState.GENERATING
+    enqueue(generate_tasks, campaign.pk)
+
+
+def campaign_regenerate(*, campaign: Campaign) -> Campaign:
+    """Run a failed generator again: the campaign goes back to draft with no tasks."""
+    if campaign.input_source != Campaign.InputSource.GENERATOR:
+        raise ServiceError("Only generator campaigns can regenerate their tasks.")
+    if campaign.input_state == Campaign.InputState.GENERATING:
+        raise ServiceError("The generator is already running.")
+    if campaign.state not in (State.DRAFT, State.FAILED):
+        raise ServiceError("Only a draft or failed campaign can regenerate its tasks.")
+    with transaction.atomic():
+        _clear_tasks(campaign)
+        Campaign.objects.filter(pk=campaign.pk).update(state=State.DRAFT, error="")
+        campaign.state = State.DRAFT
+        _start_generating(campaign)
+    return campaign
+
+
+def _clear_tasks(campaign: Campaign) -> None:
+    Task.objects.filter(campaign=campaign).update(canonical_result=None)
+    Result.objects.filter(campaign=campaign).delete()
+    Task.objects.filter(campaign=campaign).delete()
+    Campaign.objects.filter(pk=campaign.pk).update(tasks_total=0, tasks_done=0, tasks_failed=0)
+
+
+def _insert_replicas(campaign_id: int, first_seq: int, end_seq: int, copies: int) -> None:
+    """Create `copies` unsent replicas for each task with first_seq <= seq < end_seq, set-based."""
+    r, t = Result._meta.db_table, Task._meta.db_table
+    sql = (
+        f"INSERT INTO {r} (campaign_id, task_id, state, outcome, validation, output_sha256,"
+        " error_kind, stderr_tail)"
+        f" SELECT campaign_id, id, 0, 0, 0, '', '', '' FROM {t}"
+        " WHERE campaign_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
+    )
+    with connection.cursor() as cursor:
+        for _ in range(copies):
+            cursor.execute(sql, [campaign_id, first_seq, end_seq])
+
+
+def _batches(specs: Iterable[TaskSpec], size: int) -> Iterator[list[TaskSpec]]:
+    it = iter(specs)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def tasks_add(*, campaign: Campaign, specs: Iterable[TaskSpec], batch_size: int = 0) -> int:
+    """Append tasks to a campaign in bulk batches, each committed on its own so workers can
+    start on the first tasks of a long stream while the rest are inserted, in constant memory.
+    Returns the number of tasks added."""
+    batch_size = batch_size or limits()["GENERATOR_BATCH"]
+    if campaign.state in (State.CANCELLED, State.FAILED):
+        raise ServiceError(f"Tasks cannot be added to a {campaign.state} campaign.")
+    max_input = limits()["TASK_INPUT_MAX_BYTES"]
+    added = 0
+    for batch in _batches(specs, batch_size):
+        for spec in batch:
+            if len(spec.input) > max_input:
+                raise ServiceError(f"A task input is above the {max_input}-byte limit.")
+        with transaction.atomic():
+            # The campaign row lock orders concurrent appends, so seq numbers never collide.
+            locked = (
+                Campaign.objects.select_for_update()
+                .only("tasks_total", "state", "target_replicas")
+                .get(pk=campaign.pk)
+            )
+            if locked.state in (State.CANCELLED, State.FAILED):
+                raise ServiceError(f"Tasks cannot be added to a {locked.state} campaign.")
+            base = locked.tasks_total
+            Task.objects.bulk_create(
+                [
+                    Task(
+                        campaign_id=campaign.pk, seq=base + i, input=s.input, args=s.args, env=s.env
+                    )
+                    for i, s in enumerate(batch)
+                ]
+            )
+            _insert_replicas(campaign.pk, base, base + len(batch), locked.target_replicas)
+            updates: dict[str, Any] = {"tasks_total": F("tasks_total") + len(batch)}
+            if campaign.input_source != Campaign.InputSource.GENERATOR:
+                updates["input_state"] = Campaign.InputState.READY
+            if locked.state == State.COMPLETED:
+                # More work for a finished campaign reopens it.
+                updates.update(state=State.RUNNING, finished_at=None)
+            Campaign.objects.filter(pk=campaign.pk).update(**updates)
+            if locked.state in (State.RUNNING, State.COMPLETED):
+                transaction.on_commit(
+                    lambda: signals.work_available.send(Campaign, campaign_id=campaign.pk)
+                )
+        added += len(batch)
+    campaign.refresh_from_db()
+    return added
+
+
+def run_generator(campaign_id: int) -> None:
+    """The generator job: run the campaign's generator in the sandbox and stream its framed
+    output into tasks. Any failure (limits, bad framing) fails the campaign with the reason and
+    removes the tasks inserted so far, so a retry starts clean."""
+    campaign = (
+        Campaign.objects.select_related("generator__blob", "static_data")
+        .filter(pk=campaign_id)
+        .first()
+    )
+    if campaign is None or campaign.input_state != Campaign.InputState.GENERATING:
+        return  # deleted, or already handled by an earlier delivery of this job
+    assert campaign.generator is not None
+    from kernelhost import Limits, default_host
+
+    cfg = limits()
+    # A redelivered job (worker crash) starts from scratch rather than appending twice.
+    _clear_tasks(campaign)
+    host = default_host()
+    static = campaign.static_data
+    result = host.run(
+        host.compile(bytes(campaign.generator.blob.data), campaign.generator.sha256),
+        args=list(campaign.generator_args),
+        argv0="generator",
+        static=bytes(static.data) if static else None,
+        static_sha256=static.sha256 if static else None,
+        limits=Limits(
+            timeout_s=cfg["SANDBOX_TIMEOUT_SECONDS"],
+            memory_bytes=cfg["KERNEL_MEMORY_CAP"],
+            output_bytes=cfg["SANDBOX_OUTPUT_MAX_BYTES"],
+        ),
+        stdout_file=True,
+    )
+    stream = result.stdout_stream
+    try:
+        if not result.ok:
+            raise ServiceError(_describe_failure("generator", result))
+        assert stream is not None
+        count = tasks_add(
+            campaign=campaign,
+            specs=iter_frames(stream, max_input=cfg["TASK_INPUT_MAX_BYTES"]),
+        )
+        if count == 0:
+            raise ServiceError("The generator produced no tasks.")
+    except (ServiceError, InputError) as exc:
+        message = str(exc)
+        if isinstance(exc, InputError):
+            message = f"The generator's output is malformed: {exc}"
+        log.warning("generator for campaign %s failed: %s", campaign_id, message)
+        with transaction.atomic():
+            _clear_tasks(campaign)
+            Campaign.objects.filter(pk=campaign_id).update(
+                state=State.FAILED,
+                input_state=Campaign.InputState.FAILED,
+                error=message,
+                finished_at=timezone.now(),
+            )
+            _announce(campaign_id, State.FAILED)
+        return
+    finally:
+        if stream is not None:
+            stream.close()
+    with transaction.atomic():
+        Campaign.objects.filter(pk=campaign_id).update(input_state=Campaign.InputState.READY)
+        campaign_check_complete(campaign_id=campaign_id)
+
+
+def _describe_failure(what: str, result: Any) -> str:
+    detail = result.message or str(result.error)
+    tail = result.stderr_tail.decode("utf-8", "replace").strip()[-500:]
+    text = f"The {what} failed ({result.error}): {detail}"
+    return f"{text}\nstderr: {tail}" if tail else text
+
+
+def _announce(campaign_id: int, state: str) -> None:
+    transaction.on_commit(
+        lambda: signals.campaign_changed.send(Campaign, campaign_id=campaign_id, state=state)
+    )
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "start": (State.DRAFT,),
+    "pause": (State.RUNNING,),
+    "resume": (State.PAUSED,),
+    "cancel": (State.DRAFT, State.RUNNING, State.PAUSED),
+}
+
+
+def _transition(campaign: Campaign, action: str, new_state: str, **extra: Any) -> Campaign:
+    allowed = TRANSITIONS[action]
+    with transaction.atomic():
+        updated = Campaign.objects.filter(pk=campaign.pk, state__in=allowed).update(
+            state=new_state, **extra
+        )
+        if not updated:
+            campaign.refresh_from_db(fields=["state"])
+            raise ServiceError(
+                f"A {campaign.state} campaign cannot be {action}ed."
+                if action != "cancel"
+                else f"A {campaign.state} campaign cannot be cancelled."
+            )
+        if new_state in (State.PAUSED, State.CANCELLED):
+            # Outstanding leases are withdrawn: paused replicas go back to the queue (it was not
+            # the worker's fault), cancelled ones are closed. Workers are told to stop them.
+            leased = Result.objects.filter(campaign=campaign, state=Result.State.LEASED)
+            if new_state == State.PAUSED:
+                leased.update(
+                    state=Result.State.UNSENT,
+                    session_id=None,
+                    user=None,
+                    site_id=None,
+                    leased_at=None,
+                    deadline=None,
+                )
+            else:
+                Result.objects.filter(
+                    campaign=campaign, state__in=(Result.State.UNSENT, Result.State.LEASED)
+                ).update(state=Result.State.CANCELLED)
+        _announce(campaign.pk, new_state)
+        if new_state == State.RUNNING:
+            transaction.on_commit(
+                lambda: signals.work_available.send(Campaign, campaign_id=campaign.pk)
+            )
+            campaign_check_complete(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def campaign_start(*, campaign: Campaign) -> Campaign:
+    if campaign.input_state == Campaign.InputState.FAILED:
+        raise ServiceError("The campaign's input failed; fix it and regenerate before starting.")
+    return _transition(campaign, "start", State.RUNNING, started_at=timezone.now())
+
+
+def campaign_pause(*, campaign: Campaign) -> Campaign:
+    return _transition(campaign, "pause", State.PAUSED)
+
+
+def campaign_resume(*, campaign: Campaign) -> Campaign:
+    return _transition(campaign, "resume", State.RUNNING)
+
+
+def campaign_cancel(*, campaign: Campaign) -> Campaign:
+    return _transition(campaign, "cancel", State.CANCELLED, finished_at=timezone.now())
+
+
+def campaign_check_complete(*, campaign_id: int) -> bool:
+    """Complete a running campaign whose input is final and whose every task is decided.
+    Called inside the transaction that decided the last tasks; idempotent."""
+    done = Campaign.objects.filter(
+        pk=campaign_id,
+        state=State.RUNNING,
+        input_state=Campaign.InputState.READY,
+        tasks_total__gt=0,
+        tasks_total=F("tasks_done") + F("tasks_failed"),
+    ).update(state=State.COMPLETED, finished_at=timezone.now())
+    if done:
+        _announce(campaign_id, State.COMPLETED)
+    return bool(done)

@@ -1,0 +1,1 @@
+"""Validation, the points ledger, teams and leaderboards (see issue: verification and rewards)."""

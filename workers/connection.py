@@ -1,0 +1,303 @@
+"""One worker session's protocol state machine, independent of the transport.
+
+The WebSocket consumer keeps one WorkerConnection per socket; the HTTP fallback rebuilds one per
+request. Database work runs in threads (`db`); everything else stays on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from workers import protocol, scheduler, sessions
+from workers.models import WorkerSession
+from workers.protocol import ProtocolError
+
+# How far ahead a session is fed: enough tasks in hand to stay busy for this long, learned
+# from its own run times, so fast sessions hold more and the round trip hides behind work.
+PREFETCH_SECONDS = 0.25
+MAX_IN_HAND = 4 * protocol.MAX_BATCH
+FLUSH_SECONDS = 5.0
+IDLE_RECHECK_SECONDS = 5.0
+MAX_STRIKES = 5
+
+
+def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Run ORM work in a thread. On PostgreSQL in a pool (sessions proceed in parallel, each
+    thread with its own connection); on SQLite in the one thread Channels uses, because SQLite
+    allows a single writer anyway and queueing in Python is cheaper than busy-waiting on locks."""
+    if settings.IS_POSTGRES:
+        return database_sync_to_async(fn, thread_sensitive=False)
+    return database_sync_to_async(fn)
+
+
+def limits() -> dict[str, Any]:
+    cfg = settings.CCGSC
+    return {
+        "max_frame": protocol.MAX_FRAME,
+        "max_batch": protocol.MAX_BATCH,
+        "max_output": cfg["RESULT_MAX_BYTES"],
+        "max_checkpoint": cfg["CHECKPOINT_MAX_BYTES"],
+        "heartbeat": 20,
+    }
+
+
+class WorkerConnection:
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        user: Any,
+        transport: str = WorkerSession.Transport.WEBSOCKET,
+    ) -> None:
+        self.send = send
+        self.user = user if user is not None and getattr(user, "is_authenticated", False) else None
+        self.transport = transport
+        self.info: scheduler.SessionInfo | None = None
+        self.secret = ""
+        self.slots = 1
+        self.in_hand: dict[int, int] = {}  # lease id -> campaign id
+        # Leases this connection was given and has let go of (answered, cancelled): a result
+        # for one of these is late or duplicate and acknowledged as ignored; a result for a
+        # lease never given to this session is an error.
+        self.let_go: dict[int, None] = {}
+        self.sent_campaigns: set[int] = set()
+        self.wanted = 0
+        self.avg_ms: float | None = None
+        self.stats: dict[str, Any] = {"done": 0, "failed": 0, "busy_ms": 0, "idle_ms": 0}
+        self.last_flush = time.monotonic()
+        self.strikes = 0
+        self.closed = False
+        self._fill_lock = asyncio.Lock()
+        self._idle_task: asyncio.Task[None] | None = None
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    async def handle(self, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if self.info is None:
+            if kind != "hello":
+                raise ProtocolError("hello_first", "the first message must be hello")
+            await self._hello(msg)
+            return
+        handler = self.HANDLERS.get(kind)
+        if handler is None:
+            raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
+        await handler(self, msg)
+
+    async def restore(self, session: WorkerSession) -> None:
+        """Rebuild the state of an HTTP-fallback session from the database."""
+        self.info = sessions.session_info(session)
+        self.slots = session.slots
+        self.avg_ms = session.avg_task_ms
+        self.in_hand = dict(await db(scheduler.leases_of)(session.pk))
+
+    async def flush(self) -> None:
+        await self._maybe_flush(force=True)
+
+    async def protocol_error(self, exc: ProtocolError) -> bool:
+        """Answer a bad message; True when the peer has misbehaved often enough to be closed."""
+        self.strikes += 1
+        fatal = self.strikes >= MAX_STRIKES or exc.code in ("version", "auth")
+        await self.send({"t": "error", "code": exc.code, "message": exc.message, "fatal": fatal})
+        return fatal
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        if self.info is not None:
+            await db(sessions.session_close)(self.info.id, self._take_stats())
+
+    async def on_work_available(self) -> None:
+        if self.wanted > 0 and not self.closed:
+            await self._fill()
+
+    async def on_campaign_changed(self, campaign_id: int, state: str) -> None:
+        """A campaign stopped being runnable: its leases here are withdrawn (the service has
+        already returned or closed them in the database)."""
+        if state in ("running",):
+            await self.on_work_available()
+            return
+        leases = [lid for lid, cid in self.in_hand.items() if cid == campaign_id]
+        for lid in leases:
+            self._let_go(lid)
+        if leases:
+            await self.send({"t": "cancel", "leases": leases, "reason": f"campaign {state}"})
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def _hello(self, msg: dict[str, Any]) -> None:
+        hello = protocol.parse_hello(msg)
+        session, secret = await db(sessions.session_open)(
+            hello, user=self.user, transport=self.transport
+        )
+        self.secret = secret
+        self.slots = hello["slots"]
+        self.info = sessions.session_info(session)
+        await self.send(
+            {
+                "t": "welcome",
+                "v": protocol.VERSION,
+                "session": session.pk,
+                "secret": secret,
+                "limits": limits(),
+            }
+        )
+
+    async def _want(self, msg: dict[str, Any]) -> None:
+        self.wanted = max(self.wanted, protocol.parse_want(msg))
+        await self._fill(announce_idle=True)
+
+    async def _result(self, msg: dict[str, Any]) -> None:
+        assert self.info is not None
+        items = protocol.parse_results(msg, max_output=settings.CCGSC["RESULT_MAX_BYTES"])
+        foreign = [
+            it["lease"]
+            for it in items
+            if it["lease"] not in self.in_hand and it["lease"] not in self.let_go
+        ]
+        if foreign:
+            items = [it for it in items if it["lease"] not in foreign]
+        outcome = await db(scheduler.submit_results)(self.info, items)
+        for lid in outcome.accepted + outcome.ignored:
+            self._let_go(lid)
+        accepted = set(outcome.accepted)
+        for item in items:
+            if item["lease"] not in accepted:
+                continue
+            if item["ok"]:
+                self.stats["done"] += 1
+                # Learn the session's speed: mean run time per task, smoothed.
+                ms = float(item["ms"])
+                self.avg_ms = ms if self.avg_ms is None else 0.8 * self.avg_ms + 0.2 * ms
+            else:
+                self.stats["failed"] += 1
+            self.stats["busy_ms"] += item["ms"]
+        await self.send({"t": "ack", "leases": outcome.accepted, "ignored": outcome.ignored})
+        if foreign:
+            # The valid items above are recorded and acknowledged; the foreign ones are not.
+            raise ProtocolError("not_leased", f"leases {foreign[:10]} are not held by this session")
+        if "want" in msg:
+            self.wanted = max(self.wanted, protocol.parse_want({"n": msg["want"]}))
+        await self._maybe_flush()
+        if self.wanted > 0:
+            await self._fill(announce_idle=True)
+
+    async def _checkpoint(self, msg: dict[str, Any]) -> None:
+        assert self.info is not None
+        lease, data = protocol.parse_checkpoint(
+            msg, max_checkpoint=settings.CCGSC["CHECKPOINT_MAX_BYTES"]
+        )
+        if lease not in self.in_hand:
+            raise ProtocolError("not_leased", f"lease {lease} is not held by this session")
+        stored = await db(scheduler.save_checkpoint)(self.info, lease, data)
+        await self.send({"t": "ack", "checkpoint": lease, "stored": stored})
+
+    async def _progress(self, msg: dict[str, Any]) -> None:
+        protocol.parse_progress(msg)  # validated; live progress views subscribe later
+
+    async def _release(self, msg: dict[str, Any]) -> None:
+        assert self.info is not None
+        leases = [lid for lid in protocol.parse_release(msg) if lid in self.in_hand]
+        if leases:
+            await db(scheduler.release)(self.info.id, leases)
+            for lid in leases:
+                self._let_go(lid)
+        self.wanted = 0
+        await self.send({"t": "ack", "released": leases})
+
+    async def _metrics(self, msg: dict[str, Any]) -> None:
+        m = protocol.parse_metrics(msg)
+        self.stats["idle_ms"] += m["idle_ms"]
+
+    async def _ping(self, msg: dict[str, Any]) -> None:
+        await self.send({"t": "pong"})
+        await self._maybe_flush(force=time.monotonic() - self.last_flush > 30)
+
+    async def _bye(self, msg: dict[str, Any]) -> None:
+        await self.close()
+        await self.send({"t": "bye"})
+
+    HANDLERS: dict[str, Callable[[WorkerConnection, dict[str, Any]], Awaitable[None]]] = {
+        "want": _want,
+        "result": _result,
+        "checkpoint": _checkpoint,
+        "progress": _progress,
+        "release": _release,
+        "metrics": _metrics,
+        "ping": _ping,
+        "bye": _bye,
+    }
+
+    def _let_go(self, lease: int) -> None:
+        self.in_hand.pop(lease, None)
+        self.let_go[lease] = None
+        if len(self.let_go) > 10_000:  # bounded: forget the oldest (dicts keep insertion order)
+            del self.let_go[next(iter(self.let_go))]
+
+    # --- feeding --------------------------------------------------------------------------------
+
+    def _target_in_hand(self) -> int:
+        if self.avg_ms is None:
+            return self.slots * 2
+        ahead = math.ceil(PREFETCH_SECONDS * 1000 / max(self.avg_ms, 0.5))
+        return min(MAX_IN_HAND, self.slots * (1 + min(ahead, 64)))
+
+    async def _fill(self, *, announce_idle: bool = False) -> None:
+        async with self._fill_lock:
+            assert self.info is not None
+            n = min(self.wanted, self._target_in_hand() - len(self.in_hand), protocol.MAX_BATCH)
+            if n <= 0:
+                return
+            leases = await db(scheduler.lease)(self.info, n)
+            if not leases:
+                if announce_idle:
+                    await self.send({"t": "idle"})
+                self._watch_idle()
+                return
+            self.wanted = max(0, self.wanted - len(leases))
+            campaigns: dict[int, Any] = {}
+            for lease in leases:
+                self.in_hand[lease.lease] = lease.campaign
+                if lease.campaign not in self.sent_campaigns:
+                    info = scheduler.campaign_info(lease.campaign)
+                    if info is not None:
+                        campaigns[lease.campaign] = info.descriptor()
+            self.sent_campaigns.update(campaigns)
+            frame: dict[str, Any] = {"t": "tasks", "tasks": [lease.to_wire() for lease in leases]}
+            if campaigns:
+                frame["campaigns"] = campaigns
+            await self.send(frame)
+
+    def _watch_idle(self) -> None:
+        """While hungry, look again now and then in case a push was missed (pushes are
+        best-effort; this is a slow safety net, not a polling loop)."""
+        if self._idle_task is None or self._idle_task.done():
+            self._idle_task = asyncio.get_running_loop().create_task(self._idle_loop())
+
+    async def _idle_loop(self) -> None:
+        while not self.closed and self.wanted > 0:
+            await asyncio.sleep(IDLE_RECHECK_SECONDS)
+            if not self.closed and self.wanted > 0:
+                await self._fill()
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    def _take_stats(self) -> dict[str, Any]:
+        stats = dict(self.stats, avg_task_ms=self.avg_ms)
+        self.stats = {"done": 0, "failed": 0, "busy_ms": 0, "idle_ms": 0}
+        self.last_flush = time.monotonic()
+        return stats
+
+    async def _maybe_flush(self, *, force: bool = False) -> None:
+        if self.info is not None and (force or time.monotonic() - self.last_flush > FLUSH_SECONDS):
+            await db(sessions.session_flush)(self.info.id, self._take_stats())

@@ -1,0 +1,70 @@
+"""The worker WebSocket endpoint (/ws/work/): binary msgpack frames, protocol v1."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http.request import validate_host
+
+from workers import protocol
+from workers.connection import WorkerConnection
+from workers.live import WORKERS_GROUP
+from workers.protocol import ProtocolError
+from workers.sweeper import ensure_sweeper
+
+log = logging.getLogger(__name__)
+CLOSE_POLICY = 4400
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    """Native workers send no Origin. Browsers always do: only the platform's own pages (the
+    contribute page and the embed iframe, both served from this origin) may connect, so a
+    third-party page cannot drive a visitor's signed-in session."""
+    headers = dict(scope.get("headers", []))
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    host = urlsplit(origin.decode("latin-1")).hostname or ""
+    return validate_host(host, settings.ALLOWED_HOSTS)
+
+
+class WorkConsumer(AsyncWebsocketConsumer):
+    groups = [WORKERS_GROUP]
+
+    async def connect(self) -> None:
+        if not origin_allowed(self.scope):
+            await self.close(code=CLOSE_POLICY)
+            return
+        ensure_sweeper()
+        self.conn = WorkerConnection(self._send, user=self.scope.get("user"))
+        await self.accept()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.send(bytes_data=protocol.encode(message))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if bytes_data is None:
+                raise ProtocolError("malformed", "frames must be binary msgpack")
+            await self.conn.handle(protocol.decode(bytes_data))
+        except ProtocolError as exc:
+            if await self.conn.protocol_error(exc):
+                await self.close(code=CLOSE_POLICY)
+        if self.conn.closed:
+            await self.close()
+
+    async def disconnect(self, code: int) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            await conn.close()
+
+    # Group events (see workers.live).
+    async def work_available(self, event: dict[str, Any]) -> None:
+        await self.conn.on_work_available()
+
+    async def campaign_changed(self, event: dict[str, Any]) -> None:
+        await self.conn.on_campaign_changed(event["campaign"], event["state"])

@@ -1,0 +1,52 @@
+"""Pushes to connected workers through a Channels group.
+
+Only nudges go through the group ("there is work", "campaign X paused"): tasks themselves are
+always sent on the worker's own connection, because group_send drops messages silently at
+capacity. A lost nudge costs at most the idle re-check interval of workers.connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from workers import scheduler
+
+WORKERS_GROUP = "ccgsc.workers"
+NUDGE_INTERVAL = 0.25
+_last_nudge: dict[int, float] = {}
+_lock = threading.Lock()
+
+
+def _group_send(event: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(WORKERS_GROUP, event)
+    except RuntimeError:
+        # Called on the event loop thread itself (no thread to block): schedule it instead.
+        import asyncio
+
+        asyncio.get_running_loop().create_task(layer.group_send(WORKERS_GROUP, event))
+
+
+def on_work_available(sender: Any, campaign_id: int, **kwargs: Any) -> None:
+    scheduler.work_available(campaign_id)
+    now = time.monotonic()
+    with _lock:
+        # Coalesce: a generator committing a batch every few milliseconds nudges a few times
+        # a second, not hundreds.
+        if now - _last_nudge.get(campaign_id, 0.0) < NUDGE_INTERVAL:
+            return
+        _last_nudge[campaign_id] = now
+    _group_send({"type": "work.available", "campaign": campaign_id})
+
+
+def on_campaign_changed(sender: Any, campaign_id: int, state: str, **kwargs: Any) -> None:
+    scheduler.work_available(campaign_id)
+    _group_send({"type": "campaign.changed", "campaign": campaign_id, "state": state})

@@ -1,0 +1,69 @@
+"""Worker sessions: one connected browser tab or native worker process."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization, User
+
+
+class WorkerSession(models.Model):
+    class Kind(models.TextChoices):
+        BROWSER = "browser"
+        NATIVE = "native"
+
+    class Transport(models.TextChoices):
+        WEBSOCKET = "ws", "WebSocket"
+        HTTP = "http", "HTTP fallback"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    transport = models.CharField(
+        max_length=4, choices=Transport.choices, default=Transport.WEBSOCKET
+    )
+    user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Set when the worker authenticated with an organization's API token: it may then work on
+    # that organization's unapproved campaigns too.
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    site_id = models.BigIntegerField(null=True, blank=True)
+    slots = models.PositiveSmallIntegerField(default=1)
+    # Browsers run JavaScript kernels too; native workers only WebAssembly.
+    accepts_js = models.BooleanField(default=False)
+    # A worker may ask to work for one campaign only (e.g. an owner testing a kernel).
+    only_campaign_id = models.BigIntegerField(null=True, blank=True)
+    agent = models.CharField(max_length=200, blank=True)
+    # HTTP-fallback sessions present this secret (hashed here) with every request.
+    secret_hash = models.CharField(max_length=64, blank=True)
+
+    connected_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+
+    # Metrics, flushed by the connection every few seconds rather than per task.
+    tasks_done = models.PositiveIntegerField(default=0)
+    tasks_failed = models.PositiveIntegerField(default=0)
+    busy_ms = models.PositiveBigIntegerField(default=0)
+    # Panther's "downtime": time the session had free slots and no task to run.
+    idle_ms = models.PositiveBigIntegerField(default=0)
+    avg_task_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["last_seen_at"],
+                condition=models.Q(disconnected_at__isnull=True),
+                name="session_connected",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} session {self.pk}"
+
+    @property
+    def is_value_session(self) -> bool:
+        """Panther's value session: it completed at least one task."""
+        return self.tasks_done > 0

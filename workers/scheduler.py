@@ -1,0 +1,624 @@
+"""The scheduler: leasing tasks to worker sessions and recording what they return.
+
+This is the hot path. Every function handles a batch in a fixed, small number of queries
+(pinned by tests/test_scheduler.py):
+
+- lease(): one statement on PostgreSQL (a CTE that picks unsent replicas FOR UPDATE SKIP LOCKED,
+  marks them leased and joins their task inputs); on SQLite an UPDATE ... RETURNING inside an
+  IMMEDIATE transaction (which holds the database write lock, so concurrent sessions serialize)
+  plus one SELECT of the inputs.
+- submit_results(): one UPDATE of the replicas (conditional on LEASED by *this* session, which
+  is what makes results exactly-once: a duplicate or late answer matches no row), one UPDATE of
+  the decided tasks, one UPDATE of the campaign counters.
+
+Fair share: each process keeps stride-scheduling passes per running campaign; a lease goes to
+the eligible campaign with the lowest pass, which advances by tasks/priority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns.models import Campaign, Kernel, Result, Task
+from campaigns.services import campaign_check_complete
+
+log = logging.getLogger(__name__)
+
+R = Result._meta.db_table
+T = Task._meta.db_table
+C = Campaign._meta.db_table
+UNSENT, LEASED, RETURNED, TIMED_OUT, CANCELLED = (s.value for s in Result.State)
+SUCCESS, ERROR, TIMEOUT = (
+    Result.Outcome.SUCCESS.value,
+    Result.Outcome.ERROR.value,
+    Result.Outcome.TIMEOUT.value,
+)
+VALID = Result.Validation.VALID.value
+
+
+def _vendor_types() -> dict[str, str]:
+    if connection.vendor == "postgresql":
+        return {"int": "bigint", "bytes": "bytea", "text": "text", "ts": "timestamptz"}
+    return {"int": "INTEGER", "bytes": "BLOB", "text": "TEXT", "ts": "TEXT"}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+# --- what the scheduler knows about sessions and campaigns --------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: int
+    kind: str = "native"
+    user_id: int | None = None
+    organization_id: int | None = None
+    site_id: int | None = None
+    js: bool = False
+    campaign_id: int | None = None
+
+
+@dataclass
+class CampaignInfo:
+    """The slice of a running campaign the hot path needs, cached per process."""
+
+    id: int
+    organization_id: int
+    name: str
+    approved: bool
+    priority: int
+    kernel_kind: str
+    kernel_sha256: str
+    static_sha256: str | None
+    args: list[str]
+    env: dict[str, str]
+    task_timeout: int
+    max_attempts: int
+    min_quorum: int
+    target_replicas: int
+    max_error_replicas: int
+    max_total_replicas: int
+    has_verifier: bool
+    memory_max: int | None
+
+    @property
+    def validates_inline(self) -> bool:
+        """One replica and byte equality: a successful result is valid as it arrives."""
+        return self.min_quorum == 1 and self.target_replicas == 1 and not self.has_verifier
+
+    @property
+    def error_limit(self) -> int:
+        return self.max_attempts if self.target_replicas == 1 else self.max_error_replicas
+
+    def descriptor(self) -> dict[str, Any]:
+        """What a worker needs to run this campaign's tasks (sent once per session)."""
+        return {
+            "name": self.name,
+            "kernel": self.kernel_sha256,
+            "kind": self.kernel_kind,
+            "static": self.static_sha256,
+            "args": self.args,
+            "env": self.env,
+            "timeout": self.task_timeout,
+            "memory": self.memory_max,
+        }
+
+
+@dataclass
+class _Directory:
+    campaigns: dict[int, CampaignInfo] = field(default_factory=dict)
+    loaded_at: float = 0.0
+    passes: dict[int, float] = field(default_factory=dict)
+    # Campaigns found without unsent replicas, until this monotonic time.
+    empty_until: dict[int, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_directory = _Directory()
+DIRECTORY_TTL = 1.0
+EMPTY_BACKOFF = 2.0
+
+
+def _load_campaigns() -> dict[int, CampaignInfo]:
+    rows = Campaign.objects.filter(state=Campaign.State.RUNNING).select_related("kernel")
+    out = {}
+    for c in rows:
+        out[c.pk] = CampaignInfo(
+            id=c.pk,
+            organization_id=c.organization_id,
+            name=c.name,
+            approved=c.approved,
+            priority=c.priority,
+            kernel_kind=c.kernel.kind,
+            kernel_sha256=c.kernel.sha256,
+            static_sha256=c.static_data_id,
+            args=list(c.args),
+            env=dict(c.env),
+            task_timeout=c.task_timeout,
+            max_attempts=c.max_attempts,
+            min_quorum=c.min_quorum,
+            target_replicas=c.target_replicas,
+            max_error_replicas=c.max_error_replicas,
+            max_total_replicas=c.max_total_replicas,
+            has_verifier=c.verifier_id is not None,
+            memory_max=c.kernel.memory_max,
+        )
+    return out
+
+
+def running_campaigns(*, refresh: bool = False) -> dict[int, CampaignInfo]:
+    d = _directory
+    now = time.monotonic()
+    if refresh or now - d.loaded_at > DIRECTORY_TTL:
+        campaigns = _load_campaigns()
+        with d.lock:
+            d.campaigns, d.loaded_at = campaigns, now
+            if d.passes:
+                floor = min(d.passes.get(cid, 0.0) for cid in campaigns) if campaigns else 0.0
+            else:
+                floor = 0.0
+            # A campaign joining the rotation starts at the current minimum pass, so it neither
+            # starves nor gets a burst of catch-up leases.
+            d.passes = {cid: max(d.passes.get(cid, floor), floor) for cid in campaigns}
+    return d.campaigns
+
+
+def campaign_info(campaign_id: int) -> CampaignInfo | None:
+    info = running_campaigns().get(campaign_id)
+    if info is None:
+        info = running_campaigns(refresh=True).get(campaign_id)
+    return info
+
+
+def work_available(campaign_id: int | None = None) -> None:
+    """Forget that a campaign (or every campaign) looked empty: work appeared."""
+    with _directory.lock:
+        if campaign_id is None:
+            _directory.empty_until.clear()
+        else:
+            _directory.empty_until.pop(campaign_id, None)
+        _directory.loaded_at = 0.0
+
+
+def eligible(session: SessionInfo, info: CampaignInfo) -> bool:
+    if session.campaign_id is not None and info.id != session.campaign_id:
+        return False
+    if info.kernel_kind == Kernel.Kind.JS and not session.js:
+        return False
+    # Unapproved campaigns only reach the owning organization's own authenticated workers.
+    return info.approved or info.organization_id == session.organization_id
+
+
+# --- leasing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    lease: int
+    task: int
+    campaign: int
+    input: bytes
+    args: list[str] | None
+    env: dict[str, str] | None
+    checkpoint: bytes | None
+
+    def to_wire(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "lease": self.lease,
+            "task": self.task,
+            "c": self.campaign,
+            "in": self.input,
+        }
+        if self.args:
+            msg["args"] = self.args
+        if self.env:
+            msg["env"] = self.env
+        if self.checkpoint is not None:
+            msg["ckpt"] = self.checkpoint
+        return msg
+
+
+def lease(session: SessionInfo, n: int) -> list[Lease]:
+    """Lease up to n replicas for a session, fairly across eligible running campaigns."""
+    if n <= 0:
+        return []
+    out: list[Lease] = []
+    campaigns = running_campaigns()
+    tried: set[int] = set()
+    while len(out) < n:
+        info = _next_campaign(session, campaigns, tried)
+        if info is None:
+            break
+        tried.add(info.id)
+        got = _lease_from(session, info, n - len(out))
+        with _directory.lock:
+            _directory.passes[info.id] = _directory.passes.get(info.id, 0.0) + max(
+                len(got), 1
+            ) / max(info.priority, 1)
+            # With replication, "nothing for this user" does not mean "nothing left".
+            if len(got) < n - len(out) and info.target_replicas == 1:
+                _directory.empty_until[info.id] = time.monotonic() + EMPTY_BACKOFF
+        out.extend(got)
+    return out
+
+
+def _next_campaign(
+    session: SessionInfo, campaigns: dict[int, CampaignInfo], tried: set[int]
+) -> CampaignInfo | None:
+    now = time.monotonic()
+    best: CampaignInfo | None = None
+    best_pass = 0.0
+    with _directory.lock:
+        for info in campaigns.values():
+            if info.id in tried or _directory.empty_until.get(info.id, 0.0) > now:
+                continue
+            if not eligible(session, info):
+                continue
+            p = _directory.passes.get(info.id, 0.0)
+            if best is None or p < best_pass:
+                best, best_pass = info, p
+    return best
+
+
+def _lease_from(session: SessionInfo, info: CampaignInfo, n: int) -> list[Lease]:
+    now = timezone.now()
+    # The deadline covers the kernel's own wall-time limit plus as much again for time spent
+    # queued in the worker's prefetch buffer and on the network.
+    deadline = now + timedelta(seconds=2 * info.task_timeout)
+    set_params = [session.id, session.user_id, session.site_id, now, deadline]
+    if info.target_replicas > 1:
+        # Never two replicas of one task to the same user (or anonymous session): skip tasks
+        # they already hold a replica of, and take at most one replica per task per batch.
+        candidates = (
+            f"SELECT MIN(r.id) FROM {R} r WHERE r.campaign_id = %s AND r.state = 0"
+            f" AND NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = r.task_id AND o.id <> r.id"
+            " AND (o.user_id = %s OR o.session_id = %s))"
+            " GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT %s"
+        )
+        candidate_params: list[Any] = [info.id, session.user_id, session.id, n]
+        pg_pick = (
+            f"SELECT id FROM {R} WHERE id IN ({candidates}) AND state = 0 FOR UPDATE SKIP LOCKED"
+        )
+    else:
+        candidates = (
+            f"SELECT r.id FROM {R} r WHERE r.campaign_id = %s AND r.state = 0"
+            " ORDER BY r.id LIMIT %s"
+        )
+        candidate_params = [info.id, n]
+        # SKIP LOCKED inside the LIMIT: concurrent sessions each get n different rows.
+        pg_pick = candidates + " FOR UPDATE SKIP LOCKED"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH picked AS ({pg_pick}),"
+                f" leased AS (UPDATE {R} r SET state = 1, session_id = %s, user_id = %s,"
+                " site_id = %s, leased_at = %s, deadline = %s FROM picked WHERE r.id = picked.id"
+                " RETURNING r.id, r.task_id)"
+                f" SELECT leased.id, t.id, t.input, t.args, t.env, t.checkpoint FROM leased"
+                f" JOIN {T} t ON t.id = leased.task_id ORDER BY leased.id",
+                [*candidate_params, *set_params],
+            )
+            rows = cursor.fetchall()
+        else:
+            # The IMMEDIATE transaction holds SQLite's write lock from its first statement, so
+            # no other session can pick the same rows between the SELECT and the UPDATE.
+            with transaction.atomic():
+                cursor.execute(
+                    f"UPDATE {R} SET state = 1, session_id = %s, user_id = %s, site_id = %s,"
+                    f" leased_at = %s, deadline = %s WHERE id IN ({candidates})"
+                    " RETURNING id, task_id",
+                    [*set_params, *candidate_params],
+                )
+                leased = dict(cursor.fetchall())
+                if not leased:
+                    return []
+                task_ids = list(set(leased.values()))
+                marks = ",".join(["%s"] * len(task_ids))
+                cursor.execute(
+                    f"SELECT id, input, args, env, checkpoint FROM {T} WHERE id IN ({marks})",
+                    task_ids,
+                )
+                tasks = {row[0]: row for row in cursor.fetchall()}
+            rows = [(rid, tid, *tasks[tid][1:]) for rid, tid in sorted(leased.items())]
+    return [
+        Lease(
+            lease=rid,
+            task=tid,
+            campaign=info.id,
+            input=bytes(inp),
+            args=_json(args),
+            env=_json(env),
+            checkpoint=_bytes(ckpt),
+        )
+        for rid, tid, inp, args, env, ckpt in rows
+    ]
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SubmitOutcome:
+    accepted: list[int] = field(default_factory=list)
+    ignored: list[int] = field(default_factory=list)
+    done: int = 0
+    failed: int = 0
+    # Successful results per campaign, for the session's speed estimate and live pages.
+    per_campaign: Counter[int] = field(default_factory=Counter)
+
+
+# Called inside the results transaction with the rows just validated inline:
+# (result_id, task_id, campaign_id, user_id, site_id). rewards/ registers the points ledger here.
+ValidatedHook = Callable[[list[tuple[int, int, int, int | None, int | None]]], None]
+validated_hooks: list[ValidatedHook] = []
+# Called inside the results transaction for successful results of campaigns that need a
+# quorum or a verifier: rewards/ decides them. Rows are (result_id, task_id, campaign_id).
+ReturnedHook = Callable[[list[tuple[int, int, int]]], None]
+returned_hooks: list[ReturnedHook] = []
+
+
+def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> SubmitOutcome:
+    """Record a batch of results from one session, durably, exactly once.
+
+    An item is {lease, ok, output, exit, err, stderr, ms} (see workers.protocol.parse_results).
+    Items whose lease this session does not hold (any more) are acknowledged as ignored.
+    """
+    outcome = SubmitOutcome()
+    if not items:
+        return outcome
+    campaigns = running_campaigns()
+    now = timezone.now()
+    ty = _vendor_types()
+    values, params = [], []
+    for i, item in enumerate(items):
+        ok = item["ok"]
+        out = item["output"] if ok else None
+        cast = (
+            f"(CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}), CAST(%s AS {ty['bytes']}),"
+            f" CAST(%s AS {ty['text']}), CAST(%s AS {ty['int']}), CAST(%s AS {ty['text']}),"
+            f" CAST(%s AS {ty['text']}), CAST(%s AS {ty['int']}))"
+        )
+        values.append(cast if i == 0 else "(%s, %s, %s, %s, %s, %s, %s, %s)")
+        params += [
+            item["lease"],
+            SUCCESS if ok else (TIMEOUT if item["err"] == "timeout" else ERROR),
+            out,
+            hashlib.sha256(out).hexdigest() if out is not None else "",
+            item["exit"],
+            item["err"] or "",
+            item["stderr"],
+            item["ms"],
+        ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH v(id, outcome, output, sha, exit_code, error_kind, stderr_tail, ms) AS"
+            f" (VALUES {', '.join(values)})"
+            # No table alias: SQLite's RETURNING cannot see one.
+            f" UPDATE {R} SET state = 2, outcome = v.outcome, output = v.output,"
+            " output_sha256 = v.sha, exit_code = v.exit_code, error_kind = v.error_kind,"
+            " stderr_tail = v.stderr_tail, runtime_ms = v.ms, returned_at = %s"
+            f" FROM v WHERE {R}.id = v.id AND {R}.session_id = %s AND {R}.state = 1"
+            f" RETURNING {R}.id, {R}.task_id, {R}.campaign_id, {R}.outcome, {R}.user_id,"
+            f" {R}.site_id",
+            [*params, now, session.id],
+        )
+        rows = cursor.fetchall()
+        accepted = {row[0] for row in rows}
+        outcome.accepted = [it["lease"] for it in items if it["lease"] in accepted]
+        outcome.ignored = [it["lease"] for it in items if it["lease"] not in accepted]
+
+        inline: list[tuple[int, int, int, int | None, int | None]] = []
+        deferred: list[tuple[int, int, int]] = []
+        failures: list[tuple[int, int, int]] = []
+        for rid, tid, cid, oc, uid, sid in rows:
+            info = campaigns.get(cid) or campaign_info(cid)
+            if oc != SUCCESS:
+                failures.append((rid, tid, cid))
+            elif info is None or info.validates_inline:
+                inline.append((rid, tid, cid, uid, sid))
+            else:
+                deferred.append((rid, tid, cid))
+            if oc == SUCCESS:
+                outcome.per_campaign[cid] += 1
+        done_by_campaign: Counter[int] = Counter()
+        if inline:
+            done_by_campaign = _decide_tasks(cursor, inline, now)
+            for hook in validated_hooks:
+                hook(inline)
+        if deferred:
+            for returned_hook in returned_hooks:
+                returned_hook(deferred)
+        failed_by_campaign = _record_failures(cursor, failures, now) if failures else Counter()
+        outcome.done = sum(done_by_campaign.values())
+        outcome.failed = sum(failed_by_campaign.values())
+        _bump_counters(cursor, done_by_campaign, failed_by_campaign)
+    return outcome
+
+
+def _decide_tasks(
+    cursor: Any, inline: list[tuple[int, int, int, int | None, int | None]], now: datetime
+) -> Counter[int]:
+    """Mark tasks done with these results as canonical (and the results valid)."""
+    ty = _vendor_types()
+    values = ", ".join(
+        f"(CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}))" if i == 0 else "(%s, %s)"
+        for i in range(len(inline))
+    )
+    params: list[Any] = []
+    for rid, tid, *_ in inline:
+        params += [tid, rid]
+    cursor.execute(
+        f"WITH v(tid, rid) AS (VALUES {values})"
+        f" UPDATE {T} SET state = 1, canonical_result_id = v.rid, finished_at = %s"
+        f" FROM v WHERE {T}.id = v.tid AND {T}.state = 0 RETURNING {T}.id, {T}.campaign_id",
+        [*params, now],
+    )
+    decided = cursor.fetchall()
+    marks = ",".join(["%s"] * len(inline))
+    cursor.execute(
+        f"UPDATE {R} SET validation = {VALID} WHERE id IN ({marks})",
+        [row[0] for row in inline],
+    )
+    return Counter(cid for _, cid in decided)
+
+
+def _bump_counters(cursor: Any, done: Counter[int], failed: Counter[int]) -> None:
+    """Add to the campaigns' counters (last in the transaction: the campaign row is the one
+    hot row every result batch of a campaign touches) and complete finished campaigns."""
+    for cid in sorted(set(done) | set(failed)):
+        cursor.execute(
+            f"UPDATE {C} SET tasks_done = tasks_done + %s, tasks_failed = tasks_failed + %s"
+            " WHERE id = %s RETURNING tasks_total, tasks_done, tasks_failed",
+            [done[cid], failed[cid], cid],
+        )
+        row = cursor.fetchone()
+        if row and row[0] == row[1] + row[2]:
+            campaign_check_complete(campaign_id=cid)
+
+
+def _record_failures(
+    cursor: Any, failures: list[tuple[int, int, int]], now: datetime
+) -> Counter[int]:
+    """Failed attempts (errors, timeouts): count them on the task; below the campaign's limit
+    a fresh replica is queued, at the limit the task fails with its reasons kept on the
+    results. Rare compared with successes, so per-task statements are fine here."""
+    failed_by_campaign: Counter[int] = Counter()
+    requeued: set[int] = set()
+    for (task_id, campaign_id), count in Counter((t, c) for _, t, c in failures).items():
+        info = campaign_info(campaign_id)
+        cursor.execute(
+            f"UPDATE {T} SET error_count = error_count + %s WHERE id = %s AND state = 0"
+            " RETURNING error_count",
+            [count, task_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            continue  # already decided (or gone): nothing to retry
+        limit = info.error_limit if info else 1
+        cursor.execute(f"SELECT COUNT(*) FROM {R} WHERE task_id = %s", [task_id])
+        total = cursor.fetchone()[0]
+        max_total = info.max_total_replicas if info else 1
+        if row[0] >= limit or total >= max_total:
+            reason = _failure_reason(task_id, row[0])
+            cursor.execute(
+                f"UPDATE {T} SET state = 2, failure = %s, finished_at = %s"
+                " WHERE id = %s AND state = 0",
+                [reason, now, task_id],
+            )
+            if cursor.rowcount:
+                failed_by_campaign[campaign_id] += 1
+                cursor.execute(
+                    f"UPDATE {R} SET state = 4 WHERE task_id = %s AND state IN (0, 1)",
+                    [task_id],
+                )
+        else:
+            cursor.execute(
+                f"INSERT INTO {R} (campaign_id, task_id, state, outcome, validation,"
+                " output_sha256, error_kind, stderr_tail) VALUES (%s, %s, 0, 0, 0, '', '', '')",
+                [campaign_id, task_id],
+            )
+            requeued.add(campaign_id)
+    for cid in requeued:
+        work_available(cid)
+    return failed_by_campaign
+
+
+def _failure_reason(task_id: int, errors: int) -> str:
+    last = (
+        Result.objects.filter(task_id=task_id, outcome__in=(ERROR, TIMEOUT))
+        .order_by("-id")
+        .values("error_kind", "exit_code", "stderr_tail")
+        .first()
+    )
+    text = f"{errors} failed attempt(s)"
+    if last:
+        text += f"; last: {last['error_kind'] or 'error'}"
+        if last["exit_code"] is not None:
+            text += f" (exit {last['exit_code']})"
+        if last["stderr_tail"]:
+            text += f": {last['stderr_tail'][-300:]}"
+    return text
+
+
+# --- checkpoints, releases, expiry --------------------------------------------------------------
+
+
+def save_checkpoint(session: SessionInfo, lease_id: int, data: bytes) -> bool:
+    """Store a checkpoint for the task behind a lease this session holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {T} SET checkpoint = %s, checkpoint_at = %s WHERE id ="
+            f" (SELECT task_id FROM {R} WHERE id = %s AND session_id = %s AND state = 1)"
+            " AND state = 0",
+            [data, timezone.now(), lease_id, session.id],
+        )
+        return cursor.rowcount == 1
+
+
+def release(session_id: int, lease_ids: Sequence[int] | None = None) -> int:
+    """Give leases back to the queue without counting an attempt: the session disconnected,
+    is shutting down, or was paused. With lease_ids=None, every lease of the session."""
+    qs = Result.objects.filter(session_id=session_id, state=LEASED)
+    if lease_ids is not None:
+        qs = qs.filter(id__in=list(lease_ids))
+    with transaction.atomic():
+        campaign_ids = set(qs.values_list("campaign_id", flat=True).distinct())
+        count = qs.update(
+            state=UNSENT, session_id=None, user=None, site_id=None, leased_at=None, deadline=None
+        )
+    for cid in campaign_ids:
+        work_available(cid)
+    if count:
+        transaction.on_commit(lambda: _notify_work(campaign_ids))
+    return count
+
+
+def _notify_work(campaign_ids: set[int]) -> None:
+    from campaigns.signals import work_available as signal
+
+    for cid in campaign_ids:
+        signal.send(Campaign, campaign_id=cid)
+
+
+def reclaim_expired(now: datetime | None = None) -> int:
+    """Leases past their deadline become timed-out attempts; their tasks are retried or
+    failed. Safe to run concurrently from several processes: each row is claimed once by the
+    conditional UPDATE."""
+    now = now or timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {R} SET state = 3, outcome = 3, error_kind = 'lease_expired'"
+            " WHERE state = 1 AND deadline < %s RETURNING id, task_id, campaign_id",
+            [now],
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return 0
+        failed = _record_failures(cursor, [tuple(r) for r in rows], now)
+        _bump_counters(cursor, Counter(), failed)
+    return len(rows)
+
+
+def leases_of(session_id: int) -> list[tuple[int, int]]:
+    """(lease id, campaign id) of every lease a session holds."""
+    return list(
+        Result.objects.filter(session_id=session_id, state=LEASED).values_list("id", "campaign_id")
+    )

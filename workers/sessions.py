@@ -1,0 +1,101 @@
+"""Opening and closing worker sessions (sync; called from the async transports in threads)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import ApiToken, User
+from workers import scheduler
+from workers.models import WorkerSession
+from workers.protocol import ProtocolError
+
+
+def session_open(
+    hello: dict[str, Any], *, user: User | None, transport: str = WorkerSession.Transport.WEBSOCKET
+) -> tuple[WorkerSession, str]:
+    """Authenticate a hello and create its session. Returns the session and a secret the HTTP
+    fallback presents with every later request (only its hash is stored)."""
+    organization = None
+    if hello.get("token"):
+        token = ApiToken.authenticate(hello["token"])
+        if token is None:
+            raise ProtocolError("auth", "invalid or revoked API token")
+        organization = token.organization
+        if user is None and token.created_by_id is not None:
+            user = token.created_by
+    site_id = None
+    if hello.get("site"):
+        site_id = _site_for_key(hello["site"])
+    secret = secrets.token_urlsafe(24)
+    session = WorkerSession.objects.create(
+        kind=hello["kind"],
+        transport=transport,
+        user=user if user is not None and user.is_authenticated else None,
+        organization=organization,
+        site_id=site_id,
+        slots=hello["slots"],
+        accepts_js=hello["js"],
+        only_campaign_id=hello["campaign"],
+        agent=hello.get("agent", "")[:200],
+        secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+    )
+    return session, secret
+
+
+def _site_for_key(key: str) -> int | None:
+    from accounts import models as accounts_models
+
+    site_model = getattr(accounts_models, "EmbedSite", None)
+    if site_model is None:
+        return None
+    site = site_model.objects.filter(key=key, active=True).values_list("pk", flat=True).first()
+    if site is None:
+        raise ProtocolError("auth", "unknown or inactive embed site")
+    return int(site)
+
+
+def session_info(session: WorkerSession) -> scheduler.SessionInfo:
+    return scheduler.SessionInfo(
+        id=session.pk,
+        kind=session.kind,
+        user_id=session.user_id,
+        organization_id=session.organization_id,
+        site_id=session.site_id,
+        js=session.accepts_js,
+        campaign_id=session.only_campaign_id,
+    )
+
+
+def session_flush(session_id: int, stats: dict[str, Any], *, closing: bool = False) -> None:
+    """Add the connection's counters accumulated since the last flush."""
+    updates: dict[str, Any] = {
+        "tasks_done": F("tasks_done") + stats.get("done", 0),
+        "tasks_failed": F("tasks_failed") + stats.get("failed", 0),
+        "busy_ms": F("busy_ms") + stats.get("busy_ms", 0),
+        "idle_ms": F("idle_ms") + stats.get("idle_ms", 0),
+        "last_seen_at": timezone.now(),
+    }
+    if stats.get("avg_task_ms") is not None:
+        updates["avg_task_ms"] = stats["avg_task_ms"]
+    if closing:
+        updates["disconnected_at"] = timezone.now()
+    WorkerSession.objects.filter(pk=session_id).update(**updates)
+
+
+def session_close(session_id: int, stats: dict[str, Any]) -> int:
+    """The connection is gone: its leases go back to the queue at once."""
+    released = scheduler.release(session_id)
+    session_flush(session_id, stats, closing=True)
+    return released
+
+
+def session_for_secret(session_id: int, secret: str) -> WorkerSession | None:
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return WorkerSession.objects.filter(
+        pk=session_id, secret_hash=digest, disconnected_at__isnull=True
+    ).first()

@@ -1,0 +1,167 @@
+"""HTTP endpoints of the worker side: content-addressed blobs, the HTTP fallback of the
+protocol, and the public status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Count, Q, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from campaigns.models import Blob, Campaign, Result
+from workers import protocol, sessions
+from workers.connection import WorkerConnection, db
+from workers.consumers import origin_allowed
+from workers.models import WorkerSession
+from workers.protocol import ProtocolError
+from workers.sweeper import ensure_sweeper
+
+CONTENT_TYPES = {
+    "wasm": "application/wasm",
+    "js": "text/javascript",
+    "": "application/octet-stream",
+}
+LONG_POLL_SECONDS = 10.0
+MSGPACK = "application/msgpack"
+
+
+@require_GET
+def blob(request: HttpRequest, sha256: str, ext: str = "") -> HttpResponse:
+    """Kernels and static data by hash. Immutable: a hash names one content forever."""
+    if request.headers.get("If-None-Match") == f'"{sha256}"':
+        response = HttpResponse(status=304)
+    else:
+        data = Blob.objects.filter(sha256=sha256).values_list("data", flat=True).first()
+        if data is None:
+            return JsonResponse(
+                {"error": {"code": "not_found", "message": "no such blob"}}, status=404
+            )
+        response = HttpResponse(bytes(data), content_type=CONTENT_TYPES.get(ext, CONTENT_TYPES[""]))
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    response["ETag"] = f'"{sha256}"'
+    # Workers of embedded pages fetch from the platform's origin inside the iframe; native
+    # workers ignore CORS. Public content-addressed bytes are safe to share.
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"
+    return response
+
+
+def _msgpack_response(messages: list[dict[str, Any]], status: int = 200) -> HttpResponse:
+    return HttpResponse(
+        protocol.encode({"messages": messages}), content_type=MSGPACK, status=status
+    )
+
+
+@csrf_exempt
+async def work(request: HttpRequest) -> HttpResponse:
+    """The protocol over HTTP for networks that block WebSockets: POST a msgpack map
+    {session, secret, messages: [...]} and get {messages: [...]} back. The first request carries
+    hello and no session. A `want` that finds no work waits up to 10 s for some (long poll)."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not origin_allowed(
+        {"headers": [(b"origin", request.headers["Origin"].encode())]}
+        if "Origin" in request.headers
+        else {}
+    ):
+        return _msgpack_response(
+            [{"t": "error", "code": "origin", "message": "origin refused", "fatal": True}], 403
+        )
+    ensure_sweeper()
+    out: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        out.append(message)
+
+    try:
+        body = protocol.decode_envelope(request.body)
+    except ProtocolError as exc:
+        return _msgpack_response(
+            [{"t": "error", "code": exc.code, "message": exc.message, "fatal": True}], 400
+        )
+    user = await request.auser()
+    conn = WorkerConnection(send, user=user, transport=WorkerSession.Transport.HTTP)
+    if body["session"] is not None:
+        session = await db(sessions.session_for_secret)(body["session"], body["secret"] or "")
+        if session is None:
+            return _msgpack_response(
+                [
+                    {
+                        "t": "error",
+                        "code": "session",
+                        "message": "unknown or closed session; send hello again",
+                        "fatal": True,
+                    }
+                ],
+                404,
+            )
+        await conn.restore(session)
+    wanted_work = False
+    for message in body["messages"]:
+        try:
+            if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+                raise ProtocolError("malformed", "a message is a map with a string type 't'")
+            wanted_work = wanted_work or message["t"] in ("want", "result")
+            await conn.handle(message)
+        except ProtocolError as exc:
+            if await conn.protocol_error(exc):
+                break
+    if (
+        wanted_work
+        and conn.wanted > 0
+        and not conn.closed
+        and not any(m["t"] == "tasks" for m in out)
+    ):
+        deadline = time.monotonic() + LONG_POLL_SECONDS
+        while time.monotonic() < deadline and not any(m["t"] == "tasks" for m in out):
+            await asyncio.sleep(0.5)
+            await conn.on_work_available()
+        if any(m["t"] == "tasks" for m in out):
+            out[:] = [m for m in out if m["t"] != "idle"]
+    if conn.info is not None and not conn.closed:
+        await conn.flush()
+    return _msgpack_response(out)
+
+
+@require_GET
+def status(request: HttpRequest) -> JsonResponse:
+    """Public health and throughput, cached for a second."""
+    data = cache.get("ccgsc:status")
+    if data is None:
+        now = timezone.now()
+        workers = WorkerSession.objects.filter(disconnected_at__isnull=True).aggregate(
+            browser=Count("pk", filter=Q(kind=WorkerSession.Kind.BROWSER)),
+            native=Count("pk", filter=Q(kind=WorkerSession.Kind.NATIVE)),
+            slots=Sum("slots"),
+        )
+        last_minute = Result.objects.filter(
+            returned_at__gte=now - timedelta(seconds=60), state=Result.State.RETURNED
+        ).count()
+        campaigns = Campaign.objects.aggregate(
+            running=Count("pk", filter=Q(state=Campaign.State.RUNNING)),
+            done=Sum("tasks_done"),
+        )
+        data = {
+            "workers": {
+                "browser": workers["browser"],
+                "native": workers["native"],
+                "total": workers["browser"] + workers["native"],
+                "slots": workers["slots"] or 0,
+            },
+            "tasks_done": campaigns["done"] or 0,
+            "tasks_per_second": round(last_minute / 60.0, 2),
+            "campaigns_running": campaigns["running"],
+            "time": now.isoformat(),
+        }
+        cache.set("ccgsc:status", data, 1)
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-cache"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
