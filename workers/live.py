@@ -19,6 +19,7 @@ from workers import scheduler
 WORKERS_GROUP = "ccgsc.workers"
 NUDGE_INTERVAL = 0.25
 _last_nudge: dict[int, float] = {}
+_pending: set[int] = set()
 _lock = threading.Lock()
 
 
@@ -37,14 +38,29 @@ def _group_send(event: dict[str, Any]) -> None:
 
 def on_work_available(sender: Any, campaign_id: int, **kwargs: Any) -> None:
     scheduler.work_available(campaign_id)
+    event = {"type": "work.available", "campaign": campaign_id}
     now = time.monotonic()
     with _lock:
-        # Coalesce: a generator committing a batch every few milliseconds nudges a few times
-        # a second, not hundreds.
-        if now - _last_nudge.get(campaign_id, 0.0) < NUDGE_INTERVAL:
+        # Coalesce: a generator committing a batch every few milliseconds nudges a few times a
+        # second, not hundreds. A nudge inside the interval is not dropped but sent once at its
+        # end, so the last change always reaches idle workers promptly.
+        wait = _last_nudge.get(campaign_id, -NUDGE_INTERVAL) + NUDGE_INTERVAL - now
+        if wait > 0:
+            if campaign_id not in _pending:
+                _pending.add(campaign_id)
+                timer = threading.Timer(wait, _send_pending, args=(campaign_id, event))
+                timer.daemon = True
+                timer.start()
             return
         _last_nudge[campaign_id] = now
-    _group_send({"type": "work.available", "campaign": campaign_id})
+    _group_send(event)
+
+
+def _send_pending(campaign_id: int, event: dict[str, Any]) -> None:
+    with _lock:
+        _pending.discard(campaign_id)
+        _last_nudge[campaign_id] = time.monotonic()
+    _group_send(event)
 
 
 def on_campaign_changed(sender: Any, campaign_id: int, state: str, **kwargs: Any) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from workers.protocol import MAX_FRAME
+
 
 class Command(BaseCommand):
     help = "Run the server (daphne) and, with --with-worker, one native worker process."
@@ -35,7 +37,19 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"CCGSC is running at http://{shown}:{port}/"))
         try:
             CommandLineInterface().run(
-                ["-b", host, "-p", str(port), "--proxy-headers", "ccgsc.asgi:application"]
+                [
+                    "-b",
+                    host,
+                    "-p",
+                    str(port),
+                    "--proxy-headers",
+                    # Result batches may be as large as the protocol's frame limit.
+                    "--websocket-max-message-size",
+                    str(MAX_FRAME),
+                    "--websocket-max-frame-size",
+                    str(MAX_FRAME),
+                    "ccgsc.asgi:application",
+                ]
             )
         finally:
             if worker is not None and worker.poll() is None:

@@ -1,0 +1,237 @@
+"""The worker protocol at the ASGI boundary: WebSocket consumer and HTTP fallback."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import AsyncClient
+
+from campaigns.models import Result, Task
+from ccgsc.asgi import application
+from workers import protocol, scheduler
+from workers.models import WorkerSession
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELLO = {"t": "hello", "v": 1, "kind": "native", "slots": 2, "agent": "test"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_directory():
+    scheduler.work_available()
+
+
+async def connect(headers=None):
+    comm = WebsocketCommunicator(application, "/ws/work/", headers=headers or [])
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def send(comm, msg):
+    await comm.send_to(bytes_data=protocol.encode(msg))
+
+
+async def recv(comm, timeout=5):
+    return msgpack.unpackb(await comm.receive_from(timeout), raw=False, strict_map_key=False)
+
+
+async def hello(comm, **extra):
+    await send(comm, {**HELLO, **extra})
+    welcome = await recv(comm)
+    assert welcome["t"] == "welcome" and welcome["v"] == 1
+    return welcome
+
+
+def ok(lease, out):
+    return {"lease": lease, "ok": True, "out": out, "exit": 0, "ms": 4}
+
+
+async def test_tasks_results_and_acks_over_websocket(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    campaign = await sync_to_async(make_campaign)(["one", "two", "three"])
+    comm = await connect()
+    welcome = await hello(comm)
+    await send(comm, {"t": "want", "n": 3})
+    frame = await recv(comm)
+    assert frame["t"] == "tasks"
+    # The first session's frame carries the campaign descriptor once.
+    descriptor = frame["campaigns"][campaign.pk]
+    assert descriptor["kind"] == "wasm" and len(descriptor["kernel"]) == 64
+    tasks = frame["tasks"]
+    # slots=2 and no speed known yet: the server hands out at most 2 x slots.
+    assert 1 <= len(tasks) <= 4
+    results = [ok(t["lease"], t["in"].upper()) for t in tasks]
+    await send(comm, {"t": "result", "results": results, "want": 3})
+    ack = await recv(comm)
+    assert ack == {"t": "ack", "leases": [t["lease"] for t in tasks], "ignored": []}
+    # Nothing left to lease: the piggy-backed want is answered with idle (wait for a push).
+    assert (await recv(comm))["t"] == "idle"
+    # The same results again: acknowledged as ignored, nothing changes.
+    await send(comm, {"t": "result", "results": results})
+    dup = await recv(comm)
+    assert dup["ignored"] == [t["lease"] for t in tasks] and dup["leases"] == []
+    done = await sync_to_async(Task.objects.filter(state=Task.State.DONE).count)()
+    assert done == len(tasks)
+    await comm.disconnect()
+    session = await sync_to_async(WorkerSession.objects.get)(pk=welcome["session"])
+    assert session.disconnected_at is not None and session.tasks_done == len(tasks)
+
+
+async def test_disconnect_releases_leases_at_once(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["a", "b"])
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 2})
+    frame = await recv(comm)
+    assert len(frame["tasks"]) == 2
+    await comm.disconnect()
+    states = await sync_to_async(lambda: sorted(Result.objects.values_list("state", flat=True)))()
+    assert states == [Result.State.UNSENT, Result.State.UNSENT]
+
+
+async def test_idle_worker_is_pushed_work_when_it_appears(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    from campaigns import services
+    from campaigns.inputs import TaskSpec
+
+    campaign = await sync_to_async(make_campaign)(["first"])
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 4})
+    first = await recv(comm)
+    assert len(first["tasks"]) == 1
+    await send(comm, {"t": "result", "results": [ok(first["tasks"][0]["lease"], b"1")], "want": 4})
+    assert (await recv(comm))["t"] == "ack"
+    assert (await recv(comm))["t"] == "idle"
+    # New work for the (completed, now reopened) campaign is pushed without another request.
+    await sync_to_async(services.tasks_add)(campaign=campaign, specs=[TaskSpec(input=b"second")])
+    pushed = await recv(comm, timeout=5)
+    assert pushed["t"] == "tasks" and pushed["tasks"][0]["in"] == b"second"
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\xc1\xc1\xc1", "malformed"),
+        (msgpack.packb([1, 2, 3]), "malformed"),
+        (protocol.encode({"t": "launch_missiles"}), "unknown_type"),
+        (protocol.encode({"t": "want", "n": -1}), "invalid"),
+        (b"\x00" * (protocol.MAX_FRAME + 1), "too_large"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_change_nothing(make_campaign, frame, code):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["a"])
+    comm = await connect()
+    await hello(comm)
+    await comm.send_to(bytes_data=frame)
+    error = await recv(comm)
+    assert error["t"] == "error" and error["code"] == code and error["fatal"] is False
+    # The connection still works.
+    await send(comm, {"t": "ping"})
+    assert (await recv(comm))["t"] == "pong"
+    await comm.disconnect()
+
+
+async def test_hello_must_come_first_and_repeat_offenders_are_closed():
+    comm = await connect()
+    for _ in range(5):
+        await send(comm, {"t": "want", "n": 1})
+        error = await recv(comm)
+        assert error["code"] == "hello_first"
+    assert error["fatal"] is True
+    output = await comm.receive_output(2)
+    assert output["type"] == "websocket.close" and output["code"] == 4400
+
+
+async def test_result_for_a_lease_not_held_is_an_error_and_stores_nothing(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["a"])
+    holder = await connect()
+    await hello(holder)
+    await send(holder, {"t": "want", "n": 1})
+    lease = (await recv(holder))["tasks"][0]["lease"]
+    thief = await connect()
+    await hello(thief)
+    await send(thief, {"t": "result", "results": [ok(lease, b"forged")]})
+    assert (await recv(thief))["t"] == "ack"
+    error = await recv(thief)
+    assert error["t"] == "error" and error["code"] == "not_leased"
+    result = await sync_to_async(Result.objects.get)(pk=lease)
+    assert result.state == Result.State.LEASED and result.output is None
+    # The holder is unaffected and its result counts.
+    await send(holder, {"t": "result", "results": [ok(lease, b"real")]})
+    assert (await recv(holder))["leases"] == [lease]
+    await holder.disconnect()
+    await thief.disconnect()
+
+
+async def test_foreign_origin_is_refused():
+    comm = WebsocketCommunicator(
+        application, "/ws/work/", headers=[(b"origin", b"https://evil.example")]
+    )
+    connected, code = await comm.connect()
+    assert not connected
+
+
+async def test_wrong_protocol_version_is_fatal():
+    comm = await connect()
+    await send(comm, {**HELLO, "v": 99})
+    error = await recv(comm)
+    assert error["code"] == "version" and error["fatal"] is True
+
+
+async def test_checkpoint_is_stored_for_held_leases_only(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["a"])
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 1})
+    lease = (await recv(comm))["tasks"][0]
+    await send(comm, {"t": "checkpoint", "lease": lease["lease"], "data": b"step 3"})
+    assert (await recv(comm)) == {"t": "ack", "checkpoint": lease["lease"], "stored": True}
+    await send(comm, {"t": "checkpoint", "lease": 999999, "data": b"x"})
+    assert (await recv(comm))["code"] == "not_leased"
+    task = await sync_to_async(Task.objects.get)(pk=lease["task"])
+    assert bytes(task.checkpoint) == b"step 3"
+    await comm.disconnect()
+
+
+async def test_http_fallback_speaks_the_same_messages(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["x", "y"])
+    client = AsyncClient()
+
+    async def post(body):
+        response = await client.post(
+            "/api/v1/work", protocol.encode(body), content_type="application/msgpack"
+        )
+        return response.status_code, msgpack.unpackb(
+            response.content, raw=False, strict_map_key=False
+        )
+
+    status, body = await post({"messages": [HELLO, {"t": "want", "n": 2}]})
+    assert status == 200
+    welcome, tasks = body["messages"]
+    assert welcome["t"] == "welcome" and tasks["t"] == "tasks" and len(tasks["tasks"]) == 2
+    sid, secret = welcome["session"], welcome["secret"]
+    results = [ok(t["lease"], b"done") for t in tasks["tasks"]]
+    status, body = await post(
+        {"session": sid, "secret": secret, "messages": [{"t": "result", "results": results}]}
+    )
+    assert body["messages"][0]["leases"] == [t["lease"] for t in tasks["tasks"]]
+    status, body = await post({"session": sid, "secret": "wrong", "messages": [{"t": "ping"}]})
+    assert status == 404 and body["messages"][0]["code"] == "session"
+    done = await sync_to_async(Task.objects.filter(state=Task.State.DONE).count)()
+    assert done == 2
