@@ -179,7 +179,7 @@ async def test_foreign_origin_is_refused():
     comm = WebsocketCommunicator(
         application, "/ws/work/", headers=[(b"origin", b"https://evil.example")]
     )
-    connected, code = await comm.connect()
+    connected, _ = await comm.connect()
     assert not connected
 
 
