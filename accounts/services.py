@@ -1,0 +1,210 @@
+"""Writes to accounts, organizations, memberships, API tokens and embed sites.
+
+Every function is keyword-only and atomic, and refuses a change that would break an invariant
+with a ValidationError whose message is written for the person who asked. Views, the admin and
+the API call these; none of them writes these models directly. Callers have already checked who
+may act (see accounts.tenancy); these functions check what may be done.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from accounts.models import (
+    ApiToken,
+    EmbedSite,
+    Membership,
+    Organization,
+    User,
+    normalize_origin,
+)
+
+Role = Membership.Role
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+def user_update_profile(*, user: User, display_name: str, public_profile: bool) -> User:
+    user.display_name = display_name.strip()
+    user.public_profile = public_profile
+    user.save(update_fields=["display_name", "public_profile"])
+    return user
+
+
+def user_deletion_blockers(*, user: User) -> list[Organization]:
+    """Organizations that would be left without an owner: the user is their only owner and
+    someone else is still a member. Deleting the account is refused while any exist."""
+    owned = Membership.objects.filter(user=user, role=Role.OWNER).values("organization_id")
+    return list(
+        Organization.objects.filter(pk__in=owned)
+        .annotate(
+            owner_count=Count("memberships", filter=Q(memberships__role=Role.OWNER)),
+            member_count=Count("memberships"),
+        )
+        .filter(owner_count=1, member_count__gt=1)
+        .order_by("name")
+    )
+
+
+def _solo_organizations(user: User) -> list[Organization]:
+    """Organizations whose only member is `user`."""
+    joined = Membership.objects.filter(user=user).values("organization_id")
+    return list(
+        Organization.objects.filter(pk__in=joined)
+        .annotate(member_count=Count("memberships"))
+        .filter(member_count=1)
+        .order_by("name")
+    )
+
+
+@transaction.atomic
+def user_delete(*, user: User) -> list[str]:
+    """Delete the account and every organization of which it is the only member (with their
+    kernels, campaigns, tokens and sites). Returns the names of the deleted organizations.
+
+    Refused while the user is the only owner of an organization that has other members: they
+    must hand ownership to someone or remove the members first."""
+    # Lock the user's memberships so a teammate added concurrently is either seen here or
+    # added after the organization is gone (FOR UPDATE is a no-op on SQLite, whose IMMEDIATE
+    # transactions already serialize writers).
+    list(Membership.objects.select_for_update().filter(user=user))
+    blockers = user_deletion_blockers(user=user)
+    if blockers:
+        names = ", ".join(org.name for org in blockers)
+        raise ValidationError(
+            f"You are the only owner of {names}, which has other members. Make another member "
+            "an owner (or remove the members) before deleting your account."
+        )
+    solo = _solo_organizations(user)
+    Organization.objects.filter(pk__in=[org.pk for org in solo]).delete()
+    user.delete()
+    return [org.name for org in solo]
+
+
+# --- organizations and memberships --------------------------------------------------------------
+
+
+@transaction.atomic
+def organization_create(*, name: str, owner: User) -> Organization:
+    name = name.strip()
+    if not name:
+        raise ValidationError("Give the organization a name.")
+    organization = Organization.objects.create(name=name, slug=Organization.unique_slug(name))
+    Membership.objects.create(user=owner, organization=organization, role=Role.OWNER)
+    return organization
+
+
+@transaction.atomic
+def membership_add(
+    *, organization: Organization, email: str, role: str = Role.MEMBER
+) -> Membership:
+    """Add an existing user, found by email address (case-insensitively), to the organization."""
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}.")
+    email = email.strip()
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        raise ValidationError(
+            f"Nobody has signed up with {email}. Ask them to create an account first."
+        )
+    if Membership.objects.filter(organization=organization, user=user).exists():
+        raise ValidationError(f"{email} is already a member of {organization.name}.")
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(organization=organization, user=user, role=role)
+    except IntegrityError:  # added concurrently by another owner
+        raise ValidationError(f"{email} is already a member of {organization.name}.") from None
+
+
+def _lock_owners(organization: Organization) -> list[Membership]:
+    # Two owners demoting or removing each other at once must not both succeed and leave the
+    # organization ownerless: lock the owner rows before counting them.
+    return list(
+        Membership.objects.select_for_update().filter(organization=organization, role=Role.OWNER)
+    )
+
+
+@transaction.atomic
+def membership_set_role(*, membership: Membership, role: str) -> Membership:
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}.")
+    if membership.role == role:
+        return membership
+    owners = _lock_owners(membership.organization)
+    if role != Role.OWNER and [m.pk for m in owners] == [membership.pk]:
+        raise ValidationError(
+            f"{membership.user.email} is the only owner of {membership.organization.name}. "
+            "Make someone else an owner first."
+        )
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    owners = _lock_owners(membership.organization)
+    if [m.pk for m in owners] == [membership.pk]:
+        raise ValidationError(
+            f"{membership.user.email} is the only owner of {membership.organization.name} and "
+            "cannot be removed. Make someone else an owner first."
+        )
+    membership.delete()
+
+
+# --- API tokens ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def token_issue(
+    *, organization: Organization, name: str, created_by: User | None
+) -> tuple[ApiToken, str]:
+    """Create a token; returns the row and the raw token. Only the token's hash is stored, so
+    the caller shows the raw token once and can never show it again."""
+    name = name.strip()
+    if not name:
+        raise ValidationError("Give the token a name, for example the machine or script using it.")
+    return ApiToken.issue(organization=organization, name=name, created_by=created_by)
+
+
+@transaction.atomic
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke the token at once; revoking twice keeps the first revocation time."""
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db(fields=["revoked_at"])
+    return token
+
+
+# --- embed sites --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def site_register(*, organization: Organization, name: str, origin: str) -> EmbedSite:
+    """Register a site that may embed the contributor script; `origin` is normalized (see
+    accounts.models.normalize_origin) and must be new to the organization."""
+    name = name.strip()
+    if not name:
+        raise ValidationError("Give the site a name.")
+    canonical = normalize_origin(origin)
+    if EmbedSite.objects.filter(organization=organization, origin=canonical).exists():
+        raise ValidationError(f"{canonical} is already registered for {organization.name}.")
+    try:
+        with transaction.atomic():
+            return EmbedSite.objects.create(organization=organization, name=name, origin=canonical)
+    except IntegrityError:  # registered concurrently
+        raise ValidationError(
+            f"{canonical} is already registered for {organization.name}."
+        ) from None
+
+
+@transaction.atomic
+def site_set_active(*, site: EmbedSite, active: bool) -> EmbedSite:
+    """Pause or resume a site: an inactive site's visitors are refused a connection, and its
+    history (what its visitors contributed) is kept."""
+    site.active = active
+    site.save(update_fields=["active"])
+    return site
