@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Model, ProtectedError, Q, RestrictedError
 from django.utils import timezone
 
 from accounts.models import (
@@ -80,9 +80,24 @@ def user_delete(*, user: User) -> list[str]:
             "an owner (or remove the members) before deleting your account."
         )
     solo = _solo_organizations(user)
-    Organization.objects.filter(pk__in=[org.pk for org in solo]).delete()
-    user.delete()
+    try:
+        Organization.objects.filter(pk__in=[org.pk for org in solo]).delete()
+        user.delete()
+    except (ProtectedError, RestrictedError) as exc:
+        # Another app protects some of the rows (on_delete=PROTECT); the transaction rolls
+        # back, so nothing is half-deleted, and the person is told what stands in the way.
+        blocking = sorted({str(obj._meta.verbose_name_plural) for obj in _blocking_objects(exc)})
+        raise ValidationError(
+            "Your account could not be deleted because some of its data must be removed "
+            f"first: {', '.join(blocking) or 'protected records'}. Nothing was deleted."
+        ) from None
     return [org.name for org in solo]
+
+
+def _blocking_objects(exc: ProtectedError | RestrictedError) -> set[Model]:
+    if isinstance(exc, ProtectedError):
+        return set(exc.protected_objects)
+    return set(exc.restricted_objects)
 
 
 # --- organizations and memberships --------------------------------------------------------------

@@ -169,6 +169,19 @@ def test_account_deletion_removes_the_user_and_their_sole_member_organization(cl
     assert "Your account has been deleted." in client.get(LOGIN).content.decode()
 
 
+def test_account_deletion_with_campaign_data_is_all_or_nothing(client, people, make_campaign):
+    # Other apps' rows hang off the organization (some through protected foreign keys): the
+    # deletion either removes everything or nothing, and never ends in a server error.
+    make_campaign([1, 2], org=people.other_org)
+    signed_in(client, people.outsider)
+    response = client.post("/account/delete/", {"password": "pw-out-123"})
+    assert response.status_code in (200, 302)
+    user_left = User.objects.filter(pk=people.outsider.pk).exists()
+    assert user_left == Organization.objects.filter(slug="beta").exists()
+    if user_left:
+        assert "Nothing was deleted." in response.content.decode()
+
+
 def test_account_deletion_is_refused_for_the_sole_owner_of_a_team(client, people):
     signed_in(client, people.owner)
     page = client.get("/account/delete/").content.decode()
