@@ -82,7 +82,8 @@ class RunResult:
     """The outcome of one run. run() returns one for every kernel behaviour, it never raises.
 
     - exit_code: the proc_exit status, 0 when _start returned normally, None when there is no
-      status (trap, timeout, killed, or a proc_exit status outside 0..125 which wasmtime refuses).
+      status: trap, any limit hit (also output_too_large, even if the kernel then exited),
+      cancelled, or a proc_exit status outside 0..125 (which wasmtime refuses).
     - stdout: everything the kernel wrote to stdout; b"" when the output was too large or when
       stdout_file=True was asked (then read stdout_stream).
     - stderr_tail: the last STDERR_TAIL_BYTES of stderr.

@@ -718,15 +718,16 @@ class KernelHost:
         run.flush_progress()
 
         memory_end = memory.data_len(store) if memory is not None else 0
-        exit_code, error, message = _classify(run, kernel, outcome, memory_start, memory_end)
+        exit_code, error, message = _classify(
+            run, kernel, outcome, memory is not None, memory_start, memory_end
+        )
         stdout_size = stdout.size()
-        # The ticker may not have seen the last writes: the cap holds regardless.
-        if stdout_size > run.limits.output_bytes and error in (
-            None,
-            ErrorKind.EXIT,
-            ErrorKind.TRAP,
-        ):
-            error, message = ErrorKind.OUTPUT_TOO_LARGE, _too_large_message(run.limits.output_bytes)
+        # The ticker may not have seen the last writes: the cap holds regardless. Too much
+        # output wins over how the kernel ended, and has no exit code, so the outcome does not
+        # depend on whether the ticker or this check noticed first.
+        if stdout_size > run.limits.output_bytes and error is not ErrorKind.CANCELLED:
+            exit_code, error = None, ErrorKind.OUTPUT_TOO_LARGE
+            message = _too_large_message(run.limits.output_bytes)
         result = RunResult(
             exit_code=exit_code,
             stdout=b"",
@@ -749,10 +750,12 @@ def _classify(
     run: _Run,
     kernel: Kernel,
     outcome: BaseException | None,
+    instantiated: bool,
     memory_start: int,
     memory_end: int,
 ) -> tuple[int | None, ErrorKind | None, str]:
     """(exit_code, error, message) for how a run ended."""
+    limits = run.limits
     if run.stop is not None:  # the host stopped it: that is the cause, whatever wasm saw
         return None, run.stop, run.stop_message
     if outcome is None:
@@ -764,32 +767,27 @@ def _classify(
         exit_code = outcome.code
         error, message = ErrorKind.EXIT, f"The kernel exited with status {exit_code}."
     elif isinstance(outcome, wasmtime.Trap) and outcome.trap_code == wasmtime.TrapCode.INTERRUPT:
-        return (
-            None,
-            ErrorKind.TIMEOUT,
-            (f"The kernel ran longer than its time limit of {run.limits.timeout_s:g} s."),
+        # Only without the deadline callback (see _install_deadline).
+        message = f"The kernel ran longer than its time limit of {limits.timeout_s:g} s."
+        return None, ErrorKind.TIMEOUT, message
+    elif not instantiated and kernel.info.memory_min > limits.memory_bytes:
+        message = (
+            f"The kernel's initial memory ({kernel.info.memory_min / MiB:g} MiB) is above the "
+            f"memory limit of {limits.memory_bytes / MiB:g} MiB."
         )
+        return None, ErrorKind.OUT_OF_MEMORY, message
     else:
         cause = _root_cause(str(outcome))
         if "invalid exit status" in cause:
+            # wasmtime refuses proc_exit(>= 126) with this error instead of an exit.
             error = ErrorKind.EXIT
             message = (
                 "The kernel called proc_exit with a status outside 0..125, which WASI hosts refuse."
             )
-        elif memory_start == 0 and "memory" in cause and "limit" in cause:
-            # Instantiation failed: the initial memory alone is above the memory limit.
-            return (
-                None,
-                ErrorKind.OUT_OF_MEMORY,
-                (
-                    f"The kernel's initial memory ({kernel.info.memory_min // MiB} MiB) is above "
-                    f"the memory limit of {run.limits.memory_bytes // MiB} MiB."
-                ),
-            )
         else:
             error = ErrorKind.TRAP
             message = f"The kernel trapped: {cause}{_where(outcome)}"
-    cap = min(run.limits.memory_bytes, kernel.info.memory_max or WASM32_MAX_MEMORY)
+    cap = min(limits.memory_bytes, kernel.info.memory_max or WASM32_MAX_MEMORY)
     if memory_end > memory_start and memory_end >= cap - _oom_margin(cap):
         message = (
             f"The kernel ran out of memory: it grew its memory to {memory_end / MiB:.1f} MiB of "
