@@ -89,8 +89,9 @@ class RunResult:
     - stderr_tail: the last STDERR_TAIL_BYTES of stderr.
     - error: None on success, else why it failed; message says it in a sentence.
     - runtime_s: wall time of instantiation plus _start.
-    - stdout_stream: only with stdout_file=True (also on failure): an open binary file at
-      position 0 holding stdout. The caller reads it in chunks and must close it.
+    - stdout_stream: only with stdout_file=True (also on failure; None only when the module
+      was invalid and never ran): an open binary file at position 0 holding stdout. The
+      caller reads it in chunks and must close it.
     - checkpoint: the last checkpoint the kernel saved during this run, if any.
     - stdout_size: how many bytes the kernel got written to stdout (may exceed the cap a little).
     - memory_bytes: the size of the kernel's linear memory when it stopped.

@@ -25,6 +25,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -63,6 +64,18 @@ def _owned_regular_file(path: Path) -> bool:
     if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
         return False
     return not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # (on Windows os.kill(pid, 0) would *terminate* the process)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: leave it alone
+    return True
 
 
 def write_atomically(path: Path, data: bytes | bytearray, mode: int = 0o600) -> None:
@@ -109,6 +122,20 @@ class HostFiles:
             ensure_private_dir(self.modules_dir)
         self._lock = threading.Lock()
         self._known_static: set[str] = set()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what crashed processes left behind: run directories of processes that no
+        longer exist (their names start with the pid) and stale partial static entries."""
+        for entry in self.runs_dir.iterdir():
+            pid = entry.name.partition("-")[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+        cutoff = time.time() - 3600
+        for entry in self.static_dir.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     # --- compiled modules ---------------------------------------------------------------------
 
@@ -187,7 +214,7 @@ class HostFiles:
     def run_dir(self, static_dir: Path | None, checkpoint: bytes) -> Path:
         """A private directory with `checkpoint` (and the static file, hard-linked when the
         filesystem allows). The caller removes it with remove_run_dir()."""
-        d = Path(tempfile.mkdtemp(dir=self.runs_dir))
+        d = Path(tempfile.mkdtemp(dir=self.runs_dir, prefix=f"{os.getpid()}-"))
         (d / CHECKPOINT_NAME).write_bytes(checkpoint)
         os.chmod(d / CHECKPOINT_NAME, 0o400)
         if static_dir is not None:

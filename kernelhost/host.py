@@ -13,9 +13,9 @@ How limits are enforced (see Limits for the numbers):
   tick with a callback that runs on the kernel's own thread: it stops the run when its wall
   time is up, its output was too large, or its cancel event is set, and otherwise grants one
   more tick. So a run overshoots its timeout by about one tick at most.
-- Memory: Store limits cap linear memory; memory.grow fails beyond the cap. A run that then
-  fails (trap or non-zero exit) after growing its memory to within one page of the cap is
-  reported as out_of_memory.
+- Memory: Store limits cap linear memory (and the kernel's declared maximum caps it too);
+  memory.grow fails beyond it. A run that then fails (trap or non-zero exit) after growing
+  its memory close to the cap is reported as out_of_memory (see _oom_margin).
 - Output: see streams.py (stdout is sealed and the run stopped; stderr is trimmed in place).
 - Blocking: WASI's poll_oneoff is the one preview 1 call that can block the thread (sleep),
   where no epoch check can reach it; the contract makes it unsupported, so it answers ENOTSUP
@@ -24,7 +24,11 @@ How limits are enforced (see Limits for the numbers):
 - No network, no filesystem beyond /ccgsc, no inherited environment or arguments.
 
 Fork safety (Celery prefork): nothing wasmtime-related is created before first use, and the
-per-process state is keyed by os.getpid(); a child never touches its parent's Engine.
+per-process state is keyed by os.getpid(); a child never touches its parent's Engine. wasmtime
+keeps two process-global thread pools a child cannot inherit (see _compiled_here below): a
+child compiles single-threaded, and a child of a process that already *ran* kernels refuses to
+run any with a RuntimeError instead of hanging. Parents that only import, construct a
+KernelHost or compile are fine.
 """
 
 from __future__ import annotations
@@ -256,27 +260,39 @@ def _current_run() -> _Run | None:
     return getattr(_current, "run", None)
 
 
+# Host functions must never raise: wasmtime-py turns an exception into a trap *and* parks it in
+# a process-global slot that the next wasm call on any thread re-raises, so one run's bug could
+# surface in another thread's run. Everything is caught and logged instead.
+
+
 def _host_progress(value: float) -> None:
-    """ccgsc.progress(f64) -> (). Never raises: an exception here would become a trap."""
-    run = _current_run()
-    if run is not None:
-        run.progress(value)
+    """ccgsc.progress(f64) -> (): report progress, a fraction in [0, 1] (clamped; NaN ignored)."""
+    try:
+        run = _current_run()
+        if run is not None:
+            run.progress(value)
+    except Exception:
+        log.exception("ccgsc.progress failed")
 
 
 def _host_checkpoint(caller: wasmtime.Caller, ptr: int, length: int) -> int:
     """ccgsc.checkpoint(i32 ptr, i32 len) -> i32: 0 accepted, -1 refused (len negative or above
     the cap, or the range outside the kernel's memory)."""
-    run = _current_run()
-    if run is None or length < 0 or length > run.limits.checkpoint_bytes:
+    try:
+        run = _current_run()
+        if run is None or length < 0 or length > run.limits.checkpoint_bytes:
+            return -1
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            return -1
+        start = ptr & 0xFFFFFFFF  # i32 arrives signed; guest pointers are unsigned
+        if start + length > memory.data_len(caller):
+            return -1
+        run.save_checkpoint(bytes(memory.read(caller, start, start + length)))
+        return 0
+    except Exception:
+        log.exception("ccgsc.checkpoint failed")
         return -1
-    memory = caller.get("memory")
-    if not isinstance(memory, wasmtime.Memory):
-        return -1
-    start = ptr & 0xFFFFFFFF  # i32 arrives signed; guest pointers are unsigned
-    if start + length > memory.data_len(caller):
-        return -1
-    run.save_checkpoint(bytes(memory.read(caller, start, start + length)))
-    return 0
 
 
 def _host_poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int) -> int:
@@ -497,8 +513,13 @@ class KernelHost:
         self.files = HostFiles(cache_dir, ENGINE_FINGERPRINT)
         self.stats = CacheStats()
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
         self._state_obj: _EngineState | None = None
         _HOSTS.add(self)
+
+    def _count(self, what: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, what, getattr(self.stats, what) + 1)
 
     @property
     def cache_dir(self) -> Path:
@@ -516,6 +537,7 @@ class KernelHost:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
         self.files.after_fork_in_child()
         if self._state_obj is not None:
             _INHERITED.append(self._state_obj)
@@ -535,7 +557,7 @@ class KernelHost:
         if sha256 is not None:
             kernel = state.cached(sha256.lower())
             if kernel is not None:
-                self.stats.hits += 1
+                self._count("hits")
                 return kernel
         wasm = bytes(wasm)
         digest = hashlib.sha256(wasm).hexdigest()
@@ -543,12 +565,12 @@ class KernelHost:
             raise ValueError("sha256 does not match the module bytes")
         kernel = state.cached(digest)
         if kernel is not None:
-            self.stats.hits += 1
+            self._count("hits")
             return kernel
         with state.compile_lock:
             kernel = state.cached(digest)  # another thread may have just compiled it
             if kernel is not None:
-                self.stats.hits += 1
+                self._count("hits")
                 return kernel
             module = self.files.load_module(state.engine, digest)
             fresh = module is None
@@ -564,9 +586,9 @@ class KernelHost:
                 raise KernelRejected(unsupported_import_reason(str(exc))) from None
             if fresh:
                 self.files.store_module(digest, module)
-                self.stats.compiled += 1
+                self._count("compiled")
             else:
-                self.stats.loaded += 1
+                self._count("loaded")
             kernel = Kernel(info, module, pre, state, wasm)
             state.remember(kernel)
             return kernel

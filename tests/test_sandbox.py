@@ -612,6 +612,24 @@ def test_compiled_modules_are_reused_in_memory_and_from_disk(tmp_path: Path) -> 
     assert (third.stats.compiled, third.stats.loaded) == (1, 0)
 
 
+def test_leftovers_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    KernelHost(cache_dir=tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    leftover = tmp_path / "runs" / f"{dead}-abc"
+    leftover.mkdir()
+    (leftover / "checkpoint").write_bytes(b"old")
+    mine = tmp_path / "runs" / f"{os.getpid()}-live"
+    mine.mkdir()
+    KernelHost(cache_dir=tmp_path)
+    assert not leftover.exists()
+    assert mine.exists()
+
+
 def test_wrong_sha256_is_refused(host: KernelHost) -> None:
     with pytest.raises(ValueError, match="sha256"):
         host.compile(ECHO, "0" * 64)
