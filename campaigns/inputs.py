@@ -115,20 +115,21 @@ def iter_msgpack(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
     unpacker = msgpack.Unpacker(
         raw=False, max_buffer_size=max(4 * max_input, READ_CHUNK * 4), strict_map_key=False
     )
-    number = fed = 0
+    number = fed = complete = 0
     while chunk := stream.read(READ_CHUNK):
         unpacker.feed(chunk)
         fed += len(chunk)
         try:
             for obj in unpacker:
                 number += 1
+                complete = unpacker.tell()  # offset just past the last whole object
                 yield _spec_from_object(obj, f"object {number}", max_input)
         except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"object {number + 1}: not valid msgpack ({exc})") from None
     # Bytes left in the buffer mean the stream stopped in the middle of an object.
-    if unpacker.tell() != fed:
+    if complete != fed:
         raise InputError(f"object {number + 1}: the stream ends in the middle of an object")
 
 

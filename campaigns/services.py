@@ -4,6 +4,7 @@ changed (campaigns.signals) after commit. Views, the API, the CLI and jobs all c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -31,6 +32,20 @@ class ServiceError(ValueError):
 
 def limits() -> dict[str, Any]:
     return settings.CCGSC
+
+
+def sandbox_host() -> Any:
+    """This process's kernel host, with its compiled-module cache where settings say."""
+    from kernelhost import KernelHost, default_host, set_default_host
+
+    global _host_configured
+    if not _host_configured:
+        set_default_host(KernelHost(cache_dir=limits()["MODULE_CACHE_DIR"]))
+        _host_configured = True
+    return default_host()
+
+
+_host_configured = False
 
 
 # --- blobs and kernels --------------------------------------------------------------------------
@@ -64,10 +79,10 @@ def kernel_upload(
     if kind == Kernel.Kind.WASM:
         # Imported here: loading wasmtime is only needed by processes that validate or run
         # kernels, not by every web process at start-up.
-        from kernelhost import KernelRejected, inspect_module
+        from kernelhost import KernelRejected
 
         try:
-            info = inspect_module(data, memory_cap=limits()["KERNEL_MEMORY_CAP"])
+            info = sandbox_host().inspect(data, memory_cap=limits()["KERNEL_MEMORY_CAP"])
         except KernelRejected as exc:
             raise ServiceError(f"The kernel was rejected: {exc.reason}") from None
         memory_max, imports = info.memory_max, list(info.imports)
@@ -220,17 +235,23 @@ def _start_generating(campaign: Campaign) -> None:
     enqueue(generate_tasks, campaign.pk)
 
 
-def campaign_regenerate(*, campaign: Campaign) -> Campaign:
-    """Run a failed generator again: the campaign goes back to draft with no tasks."""
+def campaign_regenerate(*, campaign: Campaign, generator_args: list[str] | None = None) -> Campaign:
+    """Run a failed generator again, with new arguments if given: the campaign goes back to
+    draft with no tasks."""
     if campaign.input_source != Campaign.InputSource.GENERATOR:
         raise ServiceError("Only generator campaigns can regenerate their tasks.")
     if campaign.input_state == Campaign.InputState.GENERATING:
         raise ServiceError("The generator is already running.")
     if campaign.state not in (State.DRAFT, State.FAILED):
         raise ServiceError("Only a draft or failed campaign can regenerate its tasks.")
+    if generator_args is not None:
+        _check_args_env(generator_args, {}, "Generator")
+        campaign.generator_args = generator_args
     with transaction.atomic():
         _clear_tasks(campaign)
-        Campaign.objects.filter(pk=campaign.pk).update(state=State.DRAFT, error="")
+        Campaign.objects.filter(pk=campaign.pk).update(
+            state=State.DRAFT, error="", finished_at=None, generator_args=campaign.generator_args
+        )
         campaign.state = State.DRAFT
         _start_generating(campaign)
     return campaign
@@ -255,6 +276,37 @@ def _insert_replicas(campaign_id: int, first_seq: int, end_seq: int, copies: int
     with connection.cursor() as cursor:
         for _ in range(copies):
             cursor.execute(sql, [campaign_id, first_seq, end_seq])
+
+
+def _insert_tasks(campaign_id: int, base: int, batch: list[TaskSpec]) -> None:
+    """Insert a batch of tasks with seq base, base+1, ... The ORM's bulk_create binds every
+    value in Python (about 1.6 s per 5,000 rows on PostgreSQL); COPY streams them (PostgreSQL)
+    and executemany loops in C (SQLite), both an order of magnitude faster."""
+    now = timezone.now()
+    columns = "campaign_id, seq, input, args, env, state, error_count, failure, created_at"
+    rows = [
+        (
+            campaign_id,
+            base + i,
+            spec.input,
+            None if spec.args is None else json.dumps(spec.args),
+            None if spec.env is None else json.dumps(spec.env),
+            0,
+            0,
+            "",
+            now,
+        )
+        for i, spec in enumerate(batch)
+    ]
+    table = Task._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * 9)
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
 def _batches(specs: Iterable[TaskSpec], size: int) -> Iterator[list[TaskSpec]]:
@@ -286,14 +338,7 @@ def tasks_add(*, campaign: Campaign, specs: Iterable[TaskSpec], batch_size: int 
             if locked.state in (State.CANCELLED, State.FAILED):
                 raise ServiceError(f"Tasks cannot be added to a {locked.state} campaign.")
             base = locked.tasks_total
-            Task.objects.bulk_create(
-                [
-                    Task(
-                        campaign_id=campaign.pk, seq=base + i, input=s.input, args=s.args, env=s.env
-                    )
-                    for i, s in enumerate(batch)
-                ]
-            )
+            _insert_tasks(campaign.pk, base, batch)
             _insert_replicas(campaign.pk, base, base + len(batch), locked.target_replicas)
             updates: dict[str, Any] = {"tasks_total": F("tasks_total") + len(batch)}
             if campaign.input_source != Campaign.InputSource.GENERATOR:
@@ -323,12 +368,12 @@ def run_generator(campaign_id: int) -> None:
     if campaign is None or campaign.input_state != Campaign.InputState.GENERATING:
         return  # deleted, or already handled by an earlier delivery of this job
     assert campaign.generator is not None
-    from kernelhost import Limits, default_host
+    from kernelhost import Limits
 
     cfg = limits()
     # A redelivered job (worker crash) starts from scratch rather than appending twice.
     _clear_tasks(campaign)
-    host = default_host()
+    host = sandbox_host()
     static = campaign.static_data
     result = host.run(
         host.compile(bytes(campaign.generator.blob.data), campaign.generator.sha256),
