@@ -16,7 +16,23 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Organization, User
-from accounts.tenancy import tenant_queryset
+from accounts.tenancy import TenantQuerySet
+
+
+class KernelQuerySet(TenantQuerySet["Kernel"]):
+    tenant_path = "organization"
+
+
+class CampaignQuerySet(TenantQuerySet["Campaign"]):
+    tenant_path = "organization"
+
+
+class TaskQuerySet(TenantQuerySet["Task"]):
+    tenant_path = "campaign__organization"
+
+
+class ResultQuerySet(TenantQuerySet["Result"]):
+    tenant_path = "campaign__organization"
 
 
 class Blob(models.Model):
@@ -52,7 +68,7 @@ class Kernel(models.Model):
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = tenant_queryset("organization").as_manager()
+    objects = KernelQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -89,7 +105,9 @@ class Campaign(models.Model):
     )
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
-    kernel = models.ForeignKey(Kernel, on_delete=models.PROTECT, related_name="campaigns")
+    # RESTRICT, not PROTECT: a kernel in use cannot be deleted on its own, but deleting the
+    # organization deletes its campaigns and kernels together.
+    kernel = models.ForeignKey(Kernel, on_delete=models.RESTRICT, related_name="campaigns")
     args = models.JSONField(default=list, blank=True)
     env = models.JSONField(default=dict, blank=True)
     static_data = models.ForeignKey(
@@ -100,7 +118,7 @@ class Campaign(models.Model):
         max_length=10, choices=InputSource.choices, default=InputSource.API
     )
     generator = models.ForeignKey(
-        Kernel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        Kernel, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
     )
     generator_args = models.JSONField(default=list, blank=True)
     input_state = models.CharField(
@@ -135,10 +153,10 @@ class Campaign(models.Model):
     max_error_replicas = models.PositiveSmallIntegerField(default=5)
     max_total_replicas = models.PositiveSmallIntegerField(default=10)
     verifier = models.ForeignKey(
-        Kernel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        Kernel, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
     )
     reducer = models.ForeignKey(
-        Kernel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        Kernel, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
     )
 
     # Anonymous and embedded volunteers only get campaigns a platform admin approved; the
@@ -156,7 +174,7 @@ class Campaign(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = tenant_queryset("organization").as_manager()
+    objects = CampaignQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -218,7 +236,7 @@ class Task(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = tenant_queryset("campaign__organization").as_manager()
+    objects = TaskQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -286,7 +304,7 @@ class Result(models.Model):
         choices=Validation.choices, default=Validation.PENDING
     )
 
-    objects = tenant_queryset("campaign__organization").as_manager()
+    objects = ResultQuerySet.as_manager()
 
     class Meta:
         indexes = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -93,7 +94,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": Path(env_str("SQLITE_PATH", str(BASE_DIR / "var" / "ccgsc.sqlite3"))),
+            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "var" / "ccgsc.sqlite3")),
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -209,7 +210,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("UPLOAD_MAX_BYTES", 64 * 1024 * 1024, mini
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
 # --- platform limits ----------------------------------------------------------------------------
-CCGSC = {
+CCGSC: dict[str, Any] = {
     # A kernel module, static data and a task file may each be at most this large.
     "KERNEL_MAX_BYTES": env_int("KERNEL_MAX_BYTES", 16 * 1024 * 1024, minimum=1024),
     "STATIC_DATA_MAX_BYTES": env_int("STATIC_DATA_MAX_BYTES", 64 * 1024 * 1024, minimum=0),

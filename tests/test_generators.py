@@ -13,7 +13,6 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from campaigns import services
@@ -187,7 +186,9 @@ def test_generator_failing_midway_leaves_no_tasks_behind(people, settings):
 
     settings.CCGSC = {**settings.CCGSC, "GENERATOR_BATCH": 1}
     generator = services.kernel_upload(
-        organization=people.org, name="truncated", data=wasmtime.wat2wasm(TRUNCATED_GENERATOR)
+        organization=people.org,
+        name="truncated",
+        data=bytes(wasmtime.wat2wasm(TRUNCATED_GENERATOR)),
     )
     c = services.campaign_create(
         organization=people.org,

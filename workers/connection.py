@@ -159,7 +159,7 @@ class WorkerConnection:
 
     async def _result(self, msg: dict[str, Any]) -> None:
         assert self.info is not None
-        items = protocol.parse_results(msg, max_output=settings.CCGSC["RESULT_MAX_BYTES"])
+        items = protocol.parse_results(msg, max_output=int(settings.CCGSC["RESULT_MAX_BYTES"]))
         foreign = [
             it["lease"]
             for it in items
@@ -195,7 +195,7 @@ class WorkerConnection:
     async def _checkpoint(self, msg: dict[str, Any]) -> None:
         assert self.info is not None
         lease, data = protocol.parse_checkpoint(
-            msg, max_checkpoint=settings.CCGSC["CHECKPOINT_MAX_BYTES"]
+            msg, max_checkpoint=int(settings.CCGSC["CHECKPOINT_MAX_BYTES"])
         )
         if lease not in self.in_hand:
             raise ProtocolError("not_leased", f"lease {lease} is not held by this session")
