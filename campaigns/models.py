@@ -163,6 +163,10 @@ class Campaign(models.Model):
     # organization's own authenticated workers need no approval.
     approved = models.BooleanField(default=False)
 
+    # The reducer's output: the campaign's final answer, folded from its results.
+    reduced_output = models.BinaryField(null=True, blank=True)
+    reduced_at = models.DateTimeField(null=True, blank=True)
+
     # Counters maintained by the services that change task states, so progress pages never
     # count a million rows. `tasks_total` counts tasks, not replicas.
     tasks_total = models.PositiveBigIntegerField(default=0)

@@ -10,13 +10,14 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the apps loaded above)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from workers.routing import websocket_urlpatterns  # noqa: E402
+from campaigns.routing import websocket_urlpatterns as campaign_routes  # noqa: E402
+from workers.routing import websocket_urlpatterns as worker_routes  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Origins are checked per connection by the worker consumer itself: the embed script
         # connects from third-party pages, whose origins are registered per embed site.
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": AuthMiddlewareStack(URLRouter(worker_routes + campaign_routes)),
     }
 )

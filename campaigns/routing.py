@@ -1,0 +1,5 @@
+"""WebSocket routes of the campaigns app (live pages for owners)."""
+
+from django.urls import path
+
+websocket_urlpatterns: list = []
