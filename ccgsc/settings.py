@@ -147,7 +147,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_EMBEDDED = env_str("CELERY_EMBEDDED", "thread")
 if CELERY_EMBEDDED not in ("thread", "eager"):
     raise ConfigError(f"CELERY_EMBEDDED must be thread or eager, got {CELERY_EMBEDDED!r}")
-USE_CELERY_BROKER = REDIS_URL is not None
+# JOBS_INLINE=true keeps jobs in the web process even with Redis configured (test servers).
+USE_CELERY_BROKER = REDIS_URL is not None and not env_bool("JOBS_INLINE", False)
 
 # --- auth ---------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
