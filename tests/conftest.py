@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from accounts.models import Membership, Organization, User
-from tests.live import live_server  # noqa: F401  (fixture: a real daphne + native workers)
+from tests.live import live_platform  # noqa: F401  (fixture: a real daphne + native workers)
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,11 @@
 """Real processes for end-to-end tests: a daphne server and native workers running against the
 test database (SQLite file here, PostgreSQL and Redis under CI).
 
-Use the `live_server` fixture (it needs committed data, so it implies transactional_db):
+Use the `live_platform` fixture (pytest-django's `live_server` is a WSGI server without
+WebSockets); it needs committed data, so it implies transactional_db:
 
-    def test_x(live_server):
-        worker = live_server.worker("--max-tasks", "10")
+    def test_x(live_platform):
+        worker = live_platform.worker("--max-tasks", "10")
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def start_server(**extra_env: str) -> LiveServer:
 
 
 @pytest.fixture
-def live_server(transactional_db: None) -> Iterator[LiveServer]:
+def live_platform(transactional_db: None) -> Iterator[LiveServer]:
     server = start_server()
     try:
         yield server
