@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Refresh the vendored browser libraries in static/vendor/ from the npm registry.
+#
+# The versions are pinned in package.json and locked (with integrity hashes) in
+# package-lock.json at the repository root. To upgrade: change the pin in package.json, run
+# `scripts/vendor-js.sh --update-lock`, review the diff of static/vendor/, run the browser tests
+# (`.venv/bin/pytest -m browser`), commit. Without --update-lock the lock file is used as it is
+# (`npm ci`), so the same bytes come back. Nothing here runs in production: the platform serves
+# the copied files; the browser fetches nothing from any CDN.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENDOR="$ROOT/static/vendor"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+cp "$ROOT/package.json" "$WORK/"
+cd "$WORK"
+if [[ "${1:-}" == "--update-lock" ]]; then
+    npm install --ignore-scripts --no-audit --no-fund --package-lock-only
+    cp package-lock.json "$ROOT/package-lock.json"
+else
+    cp "$ROOT/package-lock.json" "$WORK/"
+fi
+npm ci --ignore-scripts --no-audit --no-fund
+
+version() { node -p "require('./node_modules/$1/package.json').version"; }
+
+# @bjorn3/browser_wasi_shim: ES modules (dist/*.js), MIT OR Apache-2.0.
+SHIM="$VENDOR/browser_wasi_shim"
+rm -rf "$SHIM" && mkdir -p "$SHIM"
+cp node_modules/@bjorn3/browser_wasi_shim/dist/*.js "$SHIM/"
+cp node_modules/@bjorn3/browser_wasi_shim/LICENSE-MIT node_modules/@bjorn3/browser_wasi_shim/LICENSE-APACHE "$SHIM/"
+echo "@bjorn3/browser_wasi_shim $(version @bjorn3/browser_wasi_shim)" > "$SHIM/VERSION"
+
+# @msgpack/msgpack: ES modules (dist.esm/**/*.mjs), ISC.
+MSGPACK="$VENDOR/msgpack"
+rm -rf "$MSGPACK" && mkdir -p "$MSGPACK/utils"
+cp node_modules/@msgpack/msgpack/dist.esm/*.mjs "$MSGPACK/"
+cp node_modules/@msgpack/msgpack/dist.esm/utils/*.mjs "$MSGPACK/utils/"
+# Source maps point at sources that are not vendored; drop the comments.
+find "$MSGPACK" -name '*.mjs' -exec sed -i '/^\/\/# sourceMappingURL=/d' {} +
+cp node_modules/@msgpack/msgpack/LICENSE "$MSGPACK/"
+echo "@msgpack/msgpack $(version @msgpack/msgpack)" > "$MSGPACK/VERSION"
+
+echo "vendored into $VENDOR:"
+cat "$SHIM/VERSION" "$MSGPACK/VERSION"
