@@ -133,6 +133,16 @@ class WorkerConnection:
         if leases:
             await self.send({"t": "cancel", "leases": leases, "reason": f"campaign {state}"})
 
+    async def on_leases_cancelled(self, leases: list[int], reason: str) -> None:
+        """Some replicas were withdrawn (their task was decided): stop those held here."""
+        mine = [lid for lid in leases if lid in self.in_hand]
+        for lid in mine:
+            self._let_go(lid)
+        if mine:
+            await self.send({"t": "cancel", "leases": mine, "reason": reason})
+            if self.wanted > 0 and not self.closed:
+                await self._fill()
+
     # --- handlers -------------------------------------------------------------------------------
 
     async def _hello(self, msg: dict[str, Any]) -> None:
@@ -258,20 +268,17 @@ class WorkerConnection:
             n = min(self.wanted, self._target_in_hand() - len(self.in_hand), protocol.MAX_BATCH)
             if n <= 0:
                 return
-            leases = await db(scheduler.lease)(self.info, n)
+            leases, campaigns = await db(scheduler.lease_for_session)(
+                self.info, n, self.sent_campaigns
+            )
             if not leases:
                 if announce_idle:
                     await self.send({"t": "idle"})
                 self._watch_idle()
                 return
             self.wanted = max(0, self.wanted - len(leases))
-            campaigns: dict[int, Any] = {}
             for lease in leases:
                 self.in_hand[lease.lease] = lease.campaign
-                if lease.campaign not in self.sent_campaigns:
-                    info = scheduler.campaign_info(lease.campaign)
-                    if info is not None:
-                        campaigns[lease.campaign] = info.descriptor()
             self.sent_campaigns.update(campaigns)
             frame: dict[str, Any] = {"t": "tasks", "tasks": [lease.to_wire() for lease in leases]}
             if campaigns:

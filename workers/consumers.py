@@ -40,11 +40,15 @@ class WorkConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_POLICY)
             return
         ensure_sweeper()
+        self.gone = False
         self.conn = WorkerConnection(self._send, user=self.scope.get("user"))
         await self.accept()
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self.send(bytes_data=protocol.encode(message))
+        # A handler may still be finishing (e.g. a lease query) when the peer hangs up; its
+        # answer has nowhere to go, and the leases were already released by disconnect().
+        if not self.gone:
+            await self.send(bytes_data=protocol.encode(message))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -54,10 +58,12 @@ class WorkConsumer(AsyncWebsocketConsumer):
         except ProtocolError as exc:
             if await self.conn.protocol_error(exc):
                 await self.close(code=CLOSE_POLICY)
-        if self.conn.closed:
+        if self.conn.closed and not self.gone:
+            self.gone = True
             await self.close()
 
     async def disconnect(self, code: int) -> None:
+        self.gone = True
         conn = getattr(self, "conn", None)
         if conn is not None:
             await conn.close()
@@ -68,3 +74,6 @@ class WorkConsumer(AsyncWebsocketConsumer):
 
     async def campaign_changed(self, event: dict[str, Any]) -> None:
         await self.conn.on_campaign_changed(event["campaign"], event["state"])
+
+    async def leases_cancelled(self, event: dict[str, Any]) -> None:
+        await self.conn.on_leases_cancelled(event["leases"], event["reason"])

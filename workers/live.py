@@ -7,6 +7,8 @@ capacity. A lost nudge costs at most the idle re-check interval of workers.conne
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from typing import Any
@@ -16,6 +18,7 @@ from channels.layers import get_channel_layer
 
 from workers import scheduler
 
+log = logging.getLogger(__name__)
 WORKERS_GROUP = "ccgsc.workers"
 NUDGE_INTERVAL = 0.25
 _last_nudge: dict[int, float] = {}
@@ -28,12 +31,14 @@ def _group_send(event: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(WORKERS_GROUP, event)
+        loop = asyncio.get_running_loop()
     except RuntimeError:
-        # Called on the event loop thread itself (no thread to block): schedule it instead.
-        import asyncio
-
-        asyncio.get_running_loop().create_task(layer.group_send(WORKERS_GROUP, event))
+        loop = None
+    if loop is not None:
+        # On the event loop thread itself (nothing to block): schedule the send instead.
+        loop.create_task(layer.group_send(WORKERS_GROUP, event))
+    else:
+        async_to_sync(layer.group_send)(WORKERS_GROUP, event)
 
 
 def on_work_available(sender: Any, campaign_id: int, **kwargs: Any) -> None:
@@ -60,7 +65,20 @@ def _send_pending(campaign_id: int, event: dict[str, Any]) -> None:
     with _lock:
         _pending.discard(campaign_id)
         _last_nudge[campaign_id] = time.monotonic()
-    _group_send(event)
+    try:
+        _group_send(event)
+    except RuntimeError:
+        log.debug("nudge for campaign %s dropped (shutting down)", campaign_id)
+
+
+def on_leases_cancelled(lease_ids: list[int], reason: str) -> None:
+    """Replicas were withdrawn (their task was decided elsewhere): whichever connections hold
+    them tell their workers to stop. Sent to every connection, which keeps its own leases; in
+    chunks, so one event stays small."""
+    for i in range(0, len(lease_ids), 500):
+        _group_send(
+            {"type": "leases.cancelled", "leases": lease_ids[i : i + 500], "reason": reason}
+        )
 
 
 def on_campaign_changed(sender: Any, campaign_id: int, state: str, **kwargs: Any) -> None:

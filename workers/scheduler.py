@@ -238,7 +238,7 @@ class Lease:
 
 def lease(session: SessionInfo, n: int) -> list[Lease]:
     """Lease up to n replicas for a session, fairly across eligible running campaigns."""
-    if n <= 0:
+    if n <= 0 or not all(gate(session) for gate in lease_gates):
         return []
     out: list[Lease] = []
     campaigns = running_campaigns()
@@ -258,6 +258,20 @@ def lease(session: SessionInfo, n: int) -> list[Lease]:
                 _directory.empty_until[info.id] = time.monotonic() + EMPTY_BACKOFF
         out.extend(got)
     return out
+
+
+def lease_for_session(
+    session: SessionInfo, n: int, known_campaigns: set[int]
+) -> tuple[list[Lease], dict[int, dict[str, Any]]]:
+    """lease(), plus the descriptors of campaigns the session has not been sent yet (looked
+    up here, in the database thread, because the directory may need a refresh)."""
+    leases = lease(session, n)
+    descriptors: dict[int, dict[str, Any]] = {}
+    for cid in {x.campaign for x in leases} - known_campaigns:
+        info = campaign_info(cid)
+        if info is not None:
+            descriptors[cid] = info.descriptor()
+    return leases, descriptors
 
 
 def _next_campaign(
@@ -369,10 +383,23 @@ class SubmitOutcome:
 # (result_id, task_id, campaign_id, user_id, site_id). rewards/ registers the points ledger here.
 ValidatedHook = Callable[[list[tuple[int, int, int, int | None, int | None]]], None]
 validated_hooks: list[ValidatedHook] = []
-# Called inside the results transaction for successful results of campaigns that need a
-# quorum or a verifier: rewards/ decides them. Rows are (result_id, task_id, campaign_id).
-ReturnedHook = Callable[[list[tuple[int, int, int]]], None]
+# Called inside the results transaction, with the tasks' rows locked, for successful results
+# of campaigns that need a quorum or a verifier: rewards/ decides them. Rows are (result_id,
+# task_id, campaign_id, user_id, site_id); a hook returns the tasks it decided as (done,
+# failed) counts per campaign, which go into the campaign counters.
+ReturnedHook = Callable[
+    [list[tuple[int, int, int, int | None, int | None]]],
+    tuple[Counter[int], Counter[int]] | None,
+]
 returned_hooks: list[ReturnedHook] = []
+# Called inside the transaction after failed attempts (errors, timeouts, expired leases) were
+# recorded: (result_id, task_id, campaign_id, user_id). rewards/ resets trust here.
+FailedHook = Callable[[list[tuple[int, int, int, int | None]]], None]
+failed_hooks: list[FailedHook] = []
+# Asked before leasing; a gate answering False gives the session no work (rewards/ refuses
+# users with too many invalid results).
+LeaseGate = Callable[[SessionInfo], bool]
+lease_gates: list[LeaseGate] = []
 
 
 def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> SubmitOutcome:
@@ -426,27 +453,38 @@ def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> Sub
         outcome.ignored = [it["lease"] for it in items if it["lease"] not in accepted]
 
         inline: list[tuple[int, int, int, int | None, int | None]] = []
-        deferred: list[tuple[int, int, int]] = []
-        failures: list[tuple[int, int, int]] = []
+        deferred: list[tuple[int, int, int, int | None, int | None]] = []
+        failures: list[tuple[int, int, int, int | None]] = []
         for rid, tid, cid, oc, uid, sid in rows:
             info = campaigns.get(cid) or campaign_info(cid)
             if oc != SUCCESS:
-                failures.append((rid, tid, cid))
+                failures.append((rid, tid, cid, uid))
             elif info is None or info.validates_inline:
                 inline.append((rid, tid, cid, uid, sid))
             else:
-                deferred.append((rid, tid, cid))
+                deferred.append((rid, tid, cid, uid, sid))
             if oc == SUCCESS:
                 outcome.per_campaign[cid] += 1
         done_by_campaign: Counter[int] = Counter()
+        failed_by_campaign: Counter[int] = Counter()
+        if deferred or failures:
+            # Replicas of one task may come back in concurrent batches: whoever decides a
+            # task holds its row first, all of a batch's tasks in id order (no deadlocks).
+            _lock_tasks(cursor, [row[1] for row in deferred] + [row[1] for row in failures])
         if inline:
             done_by_campaign = _decide_tasks(cursor, inline, now)
             for hook in validated_hooks:
                 hook(inline)
         if deferred:
             for returned_hook in returned_hooks:
-                returned_hook(deferred)
-        failed_by_campaign = _record_failures(cursor, failures, now) if failures else Counter()
+                decided = returned_hook(deferred)
+                if decided:
+                    done_by_campaign.update(decided[0])
+                    failed_by_campaign.update(decided[1])
+        if failures:
+            failed_by_campaign.update(_record_failures(cursor, [row[:3] for row in failures], now))
+            for failed_hook in failed_hooks:
+                failed_hook(failures)
         outcome.done = sum(done_by_campaign.values())
         outcome.failed = sum(failed_by_campaign.values())
         _bump_counters(cursor, done_by_campaign, failed_by_campaign)
@@ -480,6 +518,15 @@ def _decide_tasks(
     return Counter(cid for _, cid in decided)
 
 
+def _lock_tasks(cursor: Any, task_ids: Sequence[int]) -> None:
+    """Row-lock tasks in id order (PostgreSQL; on SQLite the IMMEDIATE transaction already
+    holds the database's write lock)."""
+    ids = sorted(set(task_ids))
+    if ids and connection.vendor == "postgresql":
+        marks = ",".join(["%s"] * len(ids))
+        cursor.execute(f"SELECT id FROM {T} WHERE id IN ({marks}) ORDER BY id FOR UPDATE", ids)
+
+
 def _bump_counters(cursor: Any, done: Counter[int], failed: Counter[int]) -> None:
     """Add to the campaigns' counters (last in the transaction: the campaign row is the one
     hot row every result batch of a campaign touches) and complete finished campaigns."""
@@ -502,7 +549,8 @@ def _record_failures(
     results. Rare compared with successes, so per-task statements are fine here."""
     failed_by_campaign: Counter[int] = Counter()
     requeued: set[int] = set()
-    for (task_id, campaign_id), count in Counter((t, c) for _, t, c in failures).items():
+    # In task order, like every other writer of task rows (no deadlocks).
+    for (task_id, campaign_id), count in sorted(Counter((t, c) for _, t, c in failures).items()):
         info = campaign_info(campaign_id)
         cursor.execute(
             f"UPDATE {T} SET error_count = error_count + %s WHERE id = %s AND state = 0"
@@ -606,13 +654,16 @@ def reclaim_expired(now: datetime | None = None) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {R} SET state = 3, outcome = 3, error_kind = 'lease_expired'"
-            " WHERE state = 1 AND deadline < %s RETURNING id, task_id, campaign_id",
+            " WHERE state = 1 AND deadline < %s RETURNING id, task_id, campaign_id, user_id",
             [now],
         )
-        rows = cursor.fetchall()
+        rows = [tuple(r) for r in cursor.fetchall()]
         if not rows:
             return 0
-        failed = _record_failures(cursor, [tuple(r) for r in rows], now)
+        _lock_tasks(cursor, [r[1] for r in rows])
+        failed = _record_failures(cursor, [r[:3] for r in rows], now)
+        for failed_hook in failed_hooks:
+            failed_hook(rows)
         _bump_counters(cursor, Counter(), failed)
     return len(rows)
 

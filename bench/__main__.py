@@ -1,0 +1,143 @@
+"""`make bench`: the work-distribution benchmarks, side by side in one run.
+
+1. Simulated protocol clients answering no-op tasks instantly, under three scheduling policies
+   (one at a time, batches, batches with prefetch): tasks/s through the whole stack and
+   server CPU per task (the scheduler's overhead).
+2. Native workers on the no-op kernel: tasks/s with real kernels in wasmtime.
+3. Monte Carlo π, 720 tasks: one native worker with 2 slots against the same kernel run
+   sequentially in wasmtime in this process: parallel efficiency.
+4. Mandelbrot 400x300 in 720 tasks on one native worker with 2 slots.
+
+Figures are printed and written to docs/benchmarks.md (between the distribution markers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from bench import platform as bp
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench:distribution:start -->", "<!-- bench:distribution:end -->"
+MC_ITERATIONS = 4_000_000  # ~50 ms per task here: long enough that overhead is a few percent
+
+
+def main() -> int:
+    env = bp.bench_env()
+    bp.setup_django(env)
+    machine = bp.describe(env)
+    print(f"machine: {machine}")
+    rows: list[str] = []
+    server = bp.start_server(env)
+    try:
+        # 1. Scheduling policies with simulated clients (protocol cost only).
+        from bench.swarm import run_swarm
+
+        bp.make_campaign("noop", [b""] * 200_000, name="swarm no-op")
+        for policy in ("one", "batch", "prefetch"):
+            cpu0 = bp.cpu_seconds(server.proc.pid)
+            r = run_swarm(server.url, clients=40, slots=4, policy=policy, seconds=8)
+            cpu = bp.cpu_seconds(server.proc.pid) - cpu0
+            per_task = cpu / r.acked * 1e6 if r.acked else float("nan")
+            line = (
+                f"| swarm, 40 clients x 4 slots, policy `{policy}`"
+                f" | {r.acked:,} tasks in {r.seconds:.1f} s"
+                f" | **{r.rate:,.0f} tasks/s** | {per_task:,.0f} µs server CPU/task |"
+            )
+            print(line)
+            rows.append(line)
+
+        # 2. Native workers, no-op kernel.
+        cid = bp.make_campaign("noop", [b""] * 20_000, name="native no-op", priority=1000)
+        t0 = time.monotonic()
+        cpu0 = bp.cpu_seconds(server.proc.pid)
+        workers = [server.worker("--campaign", str(cid), "--exit-when-idle", "2") for _ in range(2)]
+        elapsed = bp.wait_done(cid, 300)
+        cpu = bp.cpu_seconds(server.proc.pid) - cpu0
+        line = (
+            f"| 2 native workers x 2 slots, no-op kernel | 20,000 tasks in {elapsed:.1f} s"
+            f" | **{20_000 / elapsed:,.0f} tasks/s**"
+            f" | {cpu / 20_000 * 1e6:,.0f} µs server CPU/task |"
+        )
+        print(line)
+        rows.append(line)
+        for w in workers:
+            w.wait(60)
+        del t0
+
+        # 3. Monte Carlo efficiency against sequential wasmtime.
+        from kernelhost import KernelHost
+
+        inputs = [f"{i + 1} {MC_ITERATIONS}".encode() for i in range(720)]
+        host = KernelHost()
+        kernel = host.compile((ROOT / "kernels" / "build" / "montecarlo.wasm").read_bytes())
+        t0 = time.monotonic()
+        for data in inputs:
+            assert host.run(kernel, stdin=data).ok
+        sequential = time.monotonic() - t0
+        cid = bp.make_campaign("montecarlo", inputs, name="monte carlo", priority=1000)
+        server.worker("--campaign", str(cid), "--exit-when-idle", "2", slots=2)
+        parallel = bp.wait_done(cid, 600)
+        efficiency = sequential / (2 * parallel)
+        line = (
+            f"| Monte Carlo π, 720 tasks x {MC_ITERATIONS:,} points, 1 native worker x 2 slots"
+            f" | {parallel:.1f} s (sequential wasmtime: {sequential:.1f} s)"
+            f" | {720 / parallel:,.1f} tasks/s"
+            f" | parallel efficiency **{efficiency:.3f}** |"
+        )
+        print(line)
+        rows.append(line)
+
+        # 4. Mandelbrot 400x300 in 720 tiles.
+        from campaigns.models import Campaign
+
+        gen_inputs = []
+        for j in range(30):
+            for i in range(24):
+                x0, x1 = i * 400 // 24, (i + 1) * 400 // 24
+                y0, y1 = j * 300 // 30, (j + 1) * 300 // 30
+                gen_inputs.append(f"400 300 {x0} {y0} {x1 - x0} {y1 - y0} 1000".encode())
+        cid = bp.make_campaign("mandelbrot", gen_inputs, name="mandelbrot", priority=1000)
+        server.worker("--campaign", str(cid), "--exit-when-idle", "2", slots=2)
+        elapsed = bp.wait_done(cid, 600)
+        assert Campaign.objects.get(pk=cid).tasks_done == 720
+        line = (
+            f"| Mandelbrot 400x300 in 720 tiles, 1 native worker x 2 slots | {elapsed:.2f} s"
+            f" | {720 / elapsed:,.0f} tasks/s | |"
+        )
+        print(line)
+        rows.append(line)
+    finally:
+        server.stop()
+
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = "\n".join(
+        [
+            START,
+            "## Work distribution",
+            "",
+            f"Measured {when} on {machine}, with `make bench` (server: one daphne process;",
+            "the clients and workers run on the same machine and compete for its cores).",
+            "",
+            "| setup | work | throughput | overhead / efficiency |",
+            "|---|---|---|---|",
+            *rows,
+            END,
+        ]
+    )
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    DOC.write_text(text)
+    print(f"recorded in {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""A benchmark platform: a fresh database (PostgreSQL and Redis when they answer on this
+machine, otherwise SQLite), a daphne server process, and helpers to create campaigns."""
+
+from __future__ import annotations
+
+import os
+import platform as py_platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_env() -> dict[str, str]:
+    """Environment for the benchmark's processes: real services when present."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH", "REDIS_URL")
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "ccgsc.settings",
+            "PYTHONPATH": str(ROOT),
+            "LOG_LEVEL": "WARNING",
+            "JOBS_INLINE": "true",
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-" + "x" * 40,
+        }
+    )
+    if _port_open(5432):
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS ccgsc_bench WITH (FORCE)")
+            conn.execute("CREATE DATABASE ccgsc_bench")
+        env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/ccgsc_bench"
+    else:
+        path = ROOT / "var" / "bench.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        env["SQLITE_PATH"] = str(path)
+    if _port_open(6379):
+        env["REDIS_URL"] = "redis://127.0.0.1:6379/15"
+    return env
+
+
+def describe(env: dict[str, str]) -> str:
+    db = "PostgreSQL" if "DATABASE_URL" in env else "SQLite"
+    layer = "Redis" if "REDIS_URL" in env else "in-memory"
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {py_platform.python_version()}, "
+        f"{db} database, {layer} channel layer"
+    )
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Configure Django in this process against the benchmark database and migrate it."""
+    os.environ.update(
+        {
+            k: v
+            for k, v in env.items()
+            if k
+            in (
+                "DJANGO_SETTINGS_MODULE",
+                "DATABASE_URL",
+                "SQLITE_PATH",
+                "REDIS_URL",
+                "JOBS_INLINE",
+                "DEBUG",
+                "SECRET_KEY",
+                "LOG_LEVEL",
+            )
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    settings.CELERY_EMBEDDED = "eager"
+    settings.USE_CELERY_BROKER = False
+    call_command("migrate", verbosity=0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@dataclass
+class Server:
+    port: int
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker(self, *args: str, slots: int = 2) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workers.native",
+                "--server",
+                self.url,
+                "--slots",
+                str(slots),
+                "--quiet",
+                *args,
+            ],
+            cwd=ROOT,
+            env=self.env,
+        )
+        self.children.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for p in [*self.children, self.proc]:
+            if p.poll() is None:
+                p.terminate()
+        for p in [*self.children, self.proc]:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start_server(env: dict[str, str]) -> Server:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "ccgsc.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    server = Server(port=port, proc=proc, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{server.url}/api/v1/status", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError("daphne did not start")
+
+
+def make_campaign(kernel: str, inputs: list[bytes], *, name: str, **policies: Any) -> int:
+    """A running, approved campaign of `inputs` for reference kernel `kernel`; returns its id."""
+    from accounts.models import Organization
+    from campaigns import services
+    from campaigns.inputs import TaskSpec
+
+    org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
+    k = services.kernel_upload(
+        organization=org,
+        name=kernel,
+        data=(ROOT / "kernels" / "build" / f"{kernel}.wasm").read_bytes(),
+    )
+    c = services.campaign_create(organization=org, name=name, kernel=k, approved=True, **policies)
+    services.tasks_add(campaign=c, specs=(TaskSpec(input=i) for i in inputs))
+    services.campaign_start(campaign=c)
+    return c.pk
+
+
+def campaign_done(campaign_id: int) -> tuple[int, int, str]:
+    from campaigns.models import Campaign
+
+    c = Campaign.objects.get(pk=campaign_id)
+    return c.tasks_done + c.tasks_failed, c.tasks_total, c.state
+
+
+def wait_done(campaign_id: int, timeout: float) -> float:
+    """Seconds until the campaign completes."""
+    from django.db import connection
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        done, total, state = campaign_done(campaign_id)
+        if state == "completed":
+            return time.monotonic() - start
+        time.sleep(0.05)
+        connection.close()
+    raise RuntimeError(f"campaign {campaign_id} not done after {timeout} s ({done}/{total})")
