@@ -1,9 +1,15 @@
 from django.urls import path, re_path
 
-from workers import views
+from workers import browser, views
 
 urlpatterns = [
     re_path(r"^blobs/(?P<sha256>[0-9a-f]{64})(?:\.(?P<ext>wasm|js))?$", views.blob, name="blob"),
     path("api/v1/work", views.work, name="work-http"),
     path("api/v1/status", views.status, name="status"),
+    # The browser worker (workers/browser.py).
+    path("contribute/", browser.contribute, name="contribute"),
+    path("contribute/campaigns/<int:pk>.json", browser.campaign_card, name="contribute-campaign"),
+    re_path(r"^worker/(?P<kind>wasm|js)\.js$", browser.worker_script, name="worker-script"),
+    path("embed.js", browser.embed_script, name="embed-js"),
+    path("embed/frame/", browser.embed_frame, name="embed-frame"),
 ]

@@ -1,0 +1,262 @@
+// The contribute page (templates/workers/contribute.html): settings, start/pause/resume/stop,
+// and a live view of the harness. Kernels run in the harness's Web Workers, never here.
+
+import { Harness } from "./harness.js";
+
+const config = JSON.parse(document.getElementById("ccgsc-config").textContent);
+const $ = (id) => document.getElementById(id);
+const SETTINGS_KEY = "ccgsc:contribute:settings";
+const cores = navigator.hardwareConcurrency || 1;
+
+function loadSettings() {
+  try {
+    return JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function saveSettings() {
+  try {
+    localStorage.setItem(
+      SETTINGS_KEY,
+      JSON.stringify({
+        hands: Number($("hands").value),
+        throttle: Number($("throttle").value),
+        background: $("background").checked,
+        battery: $("on-battery").checked,
+      }),
+    );
+  } catch {
+    // storage blocked: settings last for this visit
+  }
+}
+
+const saved = loadSettings();
+const params = new URLSearchParams(location.search);
+$("hands").max = String(Math.max(64, cores));
+$("hands").value = String(params.get("hands") || saved.hands || cores);
+$("throttle").value = String(params.get("throttle") || saved.throttle || 100);
+$("background").checked = params.has("background") || Boolean(saved.background);
+$("on-battery").checked = Boolean(saved.battery);
+$("cores-note").textContent = `This device reports ${cores} logical core${cores === 1 ? "" : "s"}.`;
+$("throttle-out").textContent = `${$("throttle").value}%`;
+
+const harness = new Harness({
+  hands: Number($("hands").value),
+  throttle: Number($("throttle").value),
+  transport: config.transport,
+  workerUrls: config.workerUrls,
+  onUpdate: render,
+});
+window.ccgscHarness = harness; // for the browser tests and the curious
+
+// --- controls --------------------------------------------------------------------------------
+
+$("start").addEventListener("click", () => {
+  applyVisibility();
+  applyBattery();
+  harness.start();
+  render(harness.snapshot());
+});
+$("pause").addEventListener("click", () => harness.pause("user"));
+$("resume").addEventListener("click", () => harness.resume("user"));
+$("stop").addEventListener("click", () => harness.stop());
+$("hands").addEventListener("change", () => {
+  harness.setHands(Number($("hands").value));
+  saveSettings();
+});
+$("throttle").addEventListener("input", () => {
+  $("throttle-out").textContent = `${$("throttle").value}%`;
+  harness.setThrottle(Number($("throttle").value));
+});
+$("throttle").addEventListener("change", saveSettings);
+$("background").addEventListener("change", () => {
+  applyVisibility();
+  saveSettings();
+});
+$("on-battery").addEventListener("change", () => {
+  applyBattery();
+  saveSettings();
+});
+
+function applyVisibility() {
+  if (document.hidden && !$("background").checked) harness.pause("hidden");
+  else harness.resume("hidden");
+}
+document.addEventListener("visibilitychange", applyVisibility);
+
+// Pause on battery where the browser tells (the Battery Status API is Chromium-only).
+let battery = null;
+function applyBattery() {
+  if (battery && !battery.charging && !$("on-battery").checked) harness.pause("battery");
+  else harness.resume("battery");
+}
+if (navigator.getBattery) {
+  navigator.getBattery().then((b) => {
+    battery = b;
+    b.addEventListener("chargingchange", applyBattery);
+    applyBattery();
+  }, () => {});
+}
+
+// --- live view -------------------------------------------------------------------------------
+
+const STATE_LABELS = {
+  stopped: ["Stopped", "badge-draft"],
+  connecting: ["Connecting", "badge-info"],
+  reconnecting: ["Reconnecting", "badge-warning"],
+  working: ["Computing", "badge-running"],
+  waiting: ["Waiting for work", "badge-info"],
+  paused: ["Paused", "badge-paused"],
+  error: ["Error", "badge-danger"],
+};
+const PAUSE_REASONS = { user: "by you", hidden: "while the tab is hidden", battery: "on battery" };
+
+function seconds(ms) {
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function bytes(n) {
+  return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+const cards = new Map(); // campaign id -> card element
+function campaignCard(id, descriptor) {
+  let card = cards.get(id);
+  if (card) return card;
+  $("campaigns-empty")?.remove();
+  card = document.createElement("article");
+  card.className = "card";
+  card.dataset.campaign = String(id);
+  const title = document.createElement("h3");
+  title.className = "card-title";
+  title.textContent = descriptor.name || `Campaign ${id}`;
+  const org = document.createElement("p");
+  org.className = "muted small";
+  const description = document.createElement("p");
+  description.className = "campaign-description";
+  const progress = document.createElement("div");
+  progress.className = "progress";
+  progress.hidden = true;
+  const bar = document.createElement("div");
+  bar.className = "progress-bar";
+  progress.append(bar);
+  const mine = document.createElement("p");
+  mine.className = "muted small campaign-mine";
+  card.append(title, org, description, progress, mine);
+  $("campaigns").append(card);
+  cards.set(id, card);
+  // Public facts about the campaign (name, owner, description, progress); refreshed slowly.
+  const refresh = async () => {
+    try {
+      const response = await fetch(`/contribute/campaigns/${id}.json`, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const info = await response.json();
+      title.textContent = info.name;
+      org.textContent = `by ${info.organization} · ${info.points_per_task} points per validated task`;
+      description.textContent = info.description || "";
+      if (info.tasks_total > 0) {
+        progress.hidden = false;
+        bar.style.width = `${Math.min(100, (100 * info.tasks_done) / info.tasks_total).toFixed(1)}%`;
+        progress.title = `${info.tasks_done} of ${info.tasks_total} tasks done`;
+      }
+    } catch {
+      // offline for a moment: the next refresh will do
+    }
+  };
+  refresh();
+  setInterval(refresh, 30000);
+  return card;
+}
+
+function render(s) {
+  const [label, badge] = STATE_LABELS[s.state] || [s.state, "badge-draft"];
+  const state = $("state");
+  state.textContent = label;
+  state.className = `badge ${badge}`;
+  state.dataset.state = s.state;
+  let detail = s.detail || "";
+  if (s.state === "paused") detail = `Paused ${s.pauseReasons.map((r) => PAUSE_REASONS[r] || r).join(", ")}.`;
+  else if (s.transport === "http" && s.state !== "stopped") detail = detail || "Using the HTTP fallback (WebSocket unavailable).";
+  $("detail").textContent = detail;
+
+  const active = s.state !== "stopped" && s.state !== "error";
+  $("start").hidden = active;
+  $("stop").hidden = !active;
+  $("pause").hidden = !active || s.state === "paused";
+  $("resume").hidden = !active || s.state !== "paused" || !s.pauseReasons.includes("user");
+
+  const running = s.hands.filter((h) => h.state === "running").length;
+  $("stat-done").textContent = String(s.stats.done);
+  $("stat-running").textContent = String(running);
+  $("stat-queued").textContent = String(s.queued);
+  $("stat-busy").textContent = seconds(s.stats.busyMs);
+  $("stat-idle").textContent = seconds(s.stats.idleMs);
+  const minutes = s.stats.since ? (Date.now() - s.stats.since) / 60000 : 0;
+  $("stat-rate").textContent = minutes > 0.05 ? (s.stats.done / minutes).toFixed(1) : "–";
+  $("stat-points").textContent = s.stats.points === null ? "–" : String(s.stats.points);
+  document.body.dataset.done = String(s.stats.done);
+
+  const handsBody = $("hands-table").tBodies[0];
+  handsBody.replaceChildren();
+  for (const hand of s.hands) {
+    const row = handsBody.insertRow();
+    row.dataset.state = hand.state;
+    cell(row, String(hand.index + 1));
+    cell(row, hand.state);
+    cell(row, hand.task === null ? "–" : `#${hand.task}`, "mono");
+    const td = row.insertCell();
+    if (hand.state === "running") {
+      const progress = document.createElement("div");
+      progress.className = "progress";
+      const bar = document.createElement("div");
+      bar.className = "progress-bar";
+      bar.style.width = `${Math.round((hand.progress ?? 0) * 100)}%`;
+      progress.append(bar);
+      td.append(progress);
+    }
+    cell(row, hand.state === "running" ? seconds(hand.runningMs) : "", "num");
+  }
+
+  for (const [id, descriptor] of Object.entries(s.campaigns)) {
+    const card = campaignCard(Number(id), descriptor);
+    const mine = s.stats.perCampaign[id];
+    card.querySelector(".campaign-mine").textContent = mine
+      ? `This browser: ${mine.done} task${mine.done === 1 ? "" : "s"} done${mine.failed ? `, ${mine.failed} failed` : ""}`
+      : "";
+  }
+
+  const recentBody = $("recent-table").tBodies[0];
+  if (s.recent.length) {
+    recentBody.replaceChildren();
+    for (const r of s.recent) {
+      const row = recentBody.insertRow();
+      cell(row, `#${r.task}`, "mono");
+      cell(row, s.campaigns[r.campaign]?.name || String(r.campaign));
+      const outcome = row.insertCell();
+      const b = document.createElement("span");
+      b.className = `badge ${r.ok ? "badge-success" : "badge-danger"}`;
+      b.textContent = r.ok ? "done" : r.error === "exit" ? `exit ${r.exit ?? "?"}` : r.error;
+      outcome.append(b);
+      cell(row, `${r.ms} ms`, "num");
+      cell(row, bytes(r.bytes), "num");
+    }
+  }
+}
+
+render(harness.snapshot());
+// Running hands' timers tick even without messages.
+setInterval(() => {
+  if (harness.running) render(harness.snapshot());
+}, 1000);

@@ -1,0 +1,121 @@
+// The embed iframe: asks the visitor for consent, remembers the answer (localStorage of the
+// platform's origin, per embedding site), and only then starts the harness with the site's key
+// so the work is attributed to the site. Nothing connects to the server before consent.
+
+import { Harness } from "./harness.js";
+
+const config = JSON.parse(document.getElementById("ccgsc-config").textContent);
+const storageKey = `ccgsc:embed:consent:${config.site}`;
+const $ = (id) => document.getElementById(id);
+const cores = navigator.hardwareConcurrency || 1;
+const hands = Math.max(1, Math.floor(cores / 2));
+const THROTTLE = 50; // percent of each hand's time
+
+let harness = null;
+
+function remembered() {
+  try {
+    return localStorage.getItem(storageKey);
+  } catch {
+    return null; // storage blocked: ask every time
+  }
+}
+
+function remember(choice) {
+  try {
+    localStorage.setItem(storageKey, choice);
+  } catch {
+    // storage blocked: the choice lasts as long as the page
+  }
+}
+
+/** Tell the embedding page how big the frame should be (it ignores other messages). */
+function resize() {
+  const shown = [$("consent"), $("badge"), $("off")].find((el) => !el.hidden);
+  if (!shown) return;
+  const rect = shown.getBoundingClientRect();
+  const width = shown.id === "consent" ? 380 : Math.ceil(rect.width) + 8;
+  const height = Math.ceil(shown.id === "consent" ? shown.scrollHeight : rect.height) + 8;
+  parent.postMessage({ ccgsc: "size", width, height }, "*");
+}
+
+function show(which) {
+  for (const id of ["consent", "badge", "off"]) $(id).hidden = id !== which;
+  requestAnimationFrame(resize);
+}
+
+function render(snapshot) {
+  const paused = snapshot.state === "paused";
+  const labels = {
+    connecting: "Connecting…",
+    reconnecting: "Reconnecting…",
+    working: "Computing",
+    waiting: "Waiting for work",
+    paused: "Paused",
+    stopped: "Stopped",
+    error: "Unavailable",
+  };
+  $("badge-state").textContent = labels[snapshot.state] || snapshot.state;
+  $("badge-done").textContent = String(snapshot.stats.done);
+  $("badge-dot").classList.toggle("paused", paused || snapshot.state === "error");
+  $("pause").hidden = paused;
+  $("resume").hidden = !paused;
+  document.body.dataset.state = snapshot.state;
+  document.body.dataset.done = String(snapshot.stats.done);
+  requestAnimationFrame(resize);
+}
+
+function start() {
+  show("badge");
+  if (harness === null) {
+    harness = new Harness({
+      hands,
+      throttle: THROTTLE,
+      site: config.site,
+      transport: config.transport,
+      workerUrls: config.workerUrls,
+      onUpdate: render,
+    });
+    window.ccgscHarness = harness;
+  }
+  if (document.hidden) harness.pause("hidden");
+  harness.start();
+}
+
+function stop() {
+  if (harness !== null) {
+    harness.stop();
+    harness = null;
+  }
+  show("off");
+}
+
+$("consent-cpu").textContent =
+  `${hands === 1 ? "one" : hands} of your ${cores} processor cores at about ${THROTTLE}%`;
+$("opt-in").addEventListener("click", () => {
+  remember("yes");
+  start();
+});
+$("opt-out").addEventListener("click", () => {
+  remember("no");
+  show("off");
+});
+$("pause").addEventListener("click", () => harness && harness.pause("user"));
+$("resume").addEventListener("click", () => harness && harness.resume("user"));
+$("stop").addEventListener("click", () => {
+  remember("no");
+  stop();
+});
+$("change").addEventListener("click", () => show("consent"));
+// A background tab takes no new work (queued tasks go back to the server).
+document.addEventListener("visibilitychange", () => {
+  if (!harness) return;
+  if (document.hidden) harness.pause("hidden");
+  else harness.resume("hidden");
+});
+window.addEventListener("pagehide", () => harness && harness.stop());
+
+const choice = remembered();
+if (choice === "yes") start();
+else if (choice === "no") show("off");
+else show("consent");

@@ -1,0 +1,515 @@
+// The browser worker: speaks the protocol (protocol.js), keeps a queue of leased tasks, runs
+// them on its hands (hand.js, one Worker each), reports results, honours the CPU throttle
+// (throttle.js) and pause/resume, and measures the session (busy time, idle "downtime").
+//
+// Everything is driven by events: server messages, worker messages and one timer per resting
+// hand. Nothing polls. UI code subscribes with onUpdate(snapshot) and calls start(), pause(),
+// resume(), stop(), setHands(), setThrottle().
+
+import { Connection, VERSION } from "./protocol.js";
+import { Hand } from "./hand.js";
+import { jsKernelUrl, staticData, wasmKernel } from "./kernels.js";
+import { restMs, toDuty } from "./throttle.js";
+
+const METRICS_EVERY_MS = 10000;
+const PROGRESS_EVERY_MS = 2000;
+const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
+const RECENT = 25;
+const STDERR_TAIL = 4096;
+
+export class Harness {
+  /**
+   * options: {base (platform origin), hands, throttle (percent or fraction), site (embed key),
+   * transport ("auto" | "websocket" | "http"), workerUrls: {wasm, js}, onUpdate(snapshot)}
+   */
+  constructor(options = {}) {
+    this.base = options.base || location.origin;
+    this.site = options.site || null;
+    this.transport = options.transport || "auto";
+    this.workerUrls = options.workerUrls || { wasm: "/worker/wasm.js", js: "/worker/js.js" };
+    this.onUpdate = options.onUpdate || (() => {});
+    this.duty = toDuty(options.throttle ?? 1);
+    this.handCount = Math.max(1, Math.floor(options.hands || navigator.hardwareConcurrency || 1));
+    this.hands = [];
+    this.slots = [];
+    this.queue = [];
+    this.campaigns = new Map();
+    this.connection = null;
+    this.session = null;
+    this.limits = null;
+    this.state = "stopped";
+    this.detail = "";
+    this.pauseReasons = new Set();
+    this.running = false; // start() called and not stopped
+    this.reconnects = 0;
+    this.pendingResults = [];
+    this.pendingProgress = new Map();
+    this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, points: null, since: null, perCampaign: {} };
+    this.reported = { busyMs: 0, idleMs: 0 };
+    this.recent = [];
+    this._timers = new Set();
+    this._updateQueued = false;
+  }
+
+  // --- public API -------------------------------------------------------------------------
+
+  get paused() {
+    return this.pauseReasons.size > 0;
+  }
+
+  snapshot() {
+    const now = performance.now();
+    return {
+      state: this.paused && this.running ? "paused" : this.state,
+      detail: this.detail,
+      pauseReasons: [...this.pauseReasons],
+      transport: this.connection ? this.connection.transportName : null,
+      session: this.session,
+      duty: this.duty,
+      queued: this.queue.length,
+      hands: this.slots.map((s, i) => ({
+        index: i,
+        state: s.state,
+        lease: s.item ? s.item.lease : null,
+        task: s.item ? s.item.task : null,
+        campaign: s.item ? s.item.c : null,
+        progress: s.progress,
+        runningMs: s.state === "running" ? now - s.since : 0,
+      })),
+      stats: { ...this.stats, perCampaign: { ...this.stats.perCampaign }, idleMs: this.stats.idleMs + this._openIdle(now) },
+      campaigns: Object.fromEntries(this.campaigns),
+      recent: this.recent.slice(),
+    };
+  }
+
+  async start() {
+    if (this.running) return;
+    this.running = true;
+    this.stats.since = this.stats.since ?? Date.now();
+    this._ensureHands();
+    await this._connect();
+    this._every(METRICS_EVERY_MS, () => this._sendMetrics());
+    this._every(PROGRESS_EVERY_MS, () => this._sendProgress());
+  }
+
+  /** Pause for a reason ("user", "hidden", "battery"): queued tasks go back to the server at
+   * once; tasks already running finish and are reported. */
+  pause(reason = "user") {
+    const was = this.paused;
+    this.pauseReasons.add(reason);
+    if (!was) {
+      this._closeIdle();
+      const leases = this.queue.map((item) => item.lease);
+      this.queue = [];
+      if (this.session !== null) this._send({ t: "release", leases });
+    }
+    this._update();
+  }
+
+  resume(reason = "user") {
+    if (!this.pauseReasons.delete(reason) || this.paused) {
+      this._update();
+      return;
+    }
+    this._markIdleHands();
+    this._askForWork();
+    this._pump();
+    this._update();
+  }
+
+  /** Stop working: running tasks are abandoned, every lease goes back, the session ends. */
+  stop() {
+    if (!this.running) return;
+    this.running = false;
+    this._closeIdle();
+    for (const timer of this._timers) {
+      clearTimeout(timer);
+      clearInterval(timer);
+    }
+    this._timers.clear();
+    const leases = [...this.queue.map((i) => i.lease), ...this.slots.filter((s) => s.item).map((s) => s.item.lease)];
+    this.queue = [];
+    for (const hand of this.hands) hand.dispose();
+    this.hands = [];
+    this.slots = [];
+    if (this.session !== null) {
+      this._flushResults();
+      this._sendMetrics();
+      if (leases.length) this._send({ t: "release", leases });
+      this._send({ t: "bye" });
+    }
+    const connection = this.connection;
+    this.connection = null;
+    this.session = null;
+    // Give the last frames a moment to leave before closing the socket.
+    setTimeout(() => connection && connection.close(), 200);
+    this._setState("stopped", "");
+  }
+
+  setThrottle(value) {
+    this.duty = toDuty(value);
+    this._update();
+  }
+
+  setHands(n) {
+    this.handCount = Math.max(1, Math.min(256, Math.floor(n) || 1));
+    if (this.running) this._ensureHands();
+    this._update();
+  }
+
+  // --- hands --------------------------------------------------------------------------------
+
+  _ensureHands() {
+    while (this.hands.length < this.handCount) {
+      this.hands.push(new Hand(this.hands.length, this.workerUrls));
+      this.slots.push({ state: "idle", item: null, since: performance.now(), progress: null, retire: false, idleSince: null });
+    }
+    // Extra hands retire once their current task is done.
+    this.slots.forEach((slot, i) => (slot.retire = i >= this.handCount));
+    this._retire();
+    this._markIdleHands();
+    this._pump();
+  }
+
+  _retire() {
+    while (this.slots.length > this.handCount) {
+      const last = this.slots[this.slots.length - 1];
+      if (last.state !== "idle") break;
+      this._closeIdleOf(last, performance.now());
+      this.hands.pop().dispose();
+      this.slots.pop();
+    }
+  }
+
+  _openIdle(now) {
+    return this.slots.reduce((sum, s) => sum + (s.idleSince !== null ? now - s.idleSince : 0), 0);
+  }
+
+  _closeIdleOf(slot, now) {
+    if (slot.idleSince !== null) {
+      this.stats.idleMs += now - slot.idleSince;
+      slot.idleSince = null;
+    }
+  }
+
+  _closeIdle() {
+    const now = performance.now();
+    for (const slot of this.slots) this._closeIdleOf(slot, now);
+  }
+
+  /** Panther's downtime: a hand free to work, not paused, with no task to run. */
+  _markIdleHands() {
+    if (!this.running || this.paused || this.session === null) return;
+    const now = performance.now();
+    for (const slot of this.slots) {
+      if (slot.state === "idle" && slot.idleSince === null && !slot.retire) slot.idleSince = now;
+    }
+  }
+
+  _pump() {
+    if (!this.running || this.paused) return;
+    for (let i = 0; i < this.slots.length && this.queue.length > 0; i++) {
+      const slot = this.slots[i];
+      if (slot.state === "idle" && !slot.retire) this._run(i, this.queue.shift());
+    }
+    this._retire();
+  }
+
+  async _run(index, item) {
+    const slot = this.slots[index];
+    const hand = this.hands[index];
+    const session = this.session;
+    this._closeIdleOf(slot, performance.now());
+    slot.state = "running";
+    slot.item = item;
+    slot.since = performance.now();
+    slot.progress = null;
+    this._update();
+    const desc = this.campaigns.get(item.c);
+    let result;
+    try {
+      if (!desc) throw new Error(`no descriptor for campaign ${item.c}`);
+      result = await hand.run(await this._job(desc, item, slot));
+    } catch (exc) {
+      result = {
+        exit_code: null,
+        error: "host",
+        message: `The browser could not run the task: ${exc && exc.message ? exc.message : exc}`,
+        stdout: new Uint8Array(),
+        stderr: new TextEncoder().encode(String(exc && exc.message ? exc.message : exc)),
+        ms: 0,
+      };
+    }
+    if (this.slots[index] !== slot) return; // stopped meanwhile
+    slot.item = null;
+    slot.progress = null;
+    if (result.error !== "cancelled" && session === this.session && session !== null) {
+      this._report(item, result);
+    }
+    const rest = result.error === "cancelled" ? 0 : restMs(result.ms, this.duty);
+    if (rest > 0) {
+      slot.state = "resting";
+      this.stats.restMs += rest;
+      const timer = setTimeout(() => {
+        this._timers.delete(timer);
+        if (this.slots[index] !== slot) return;
+        slot.state = "idle";
+        this._afterHandFree(slot);
+      }, rest);
+      this._timers.add(timer);
+    } else {
+      slot.state = "idle";
+      this._afterHandFree(slot);
+    }
+    this._update();
+  }
+
+  _afterHandFree(slot) {
+    if (slot.retire) {
+      this._retire();
+    } else if (this.queue.length === 0) {
+      this._markIdleHands();
+      this._askForWork();
+    }
+    this._pump();
+    this._update();
+  }
+
+  async _job(desc, item, slot) {
+    const limits = {
+      timeout_s: desc.timeout || 60,
+      memory_bytes: desc.memory || 256 * 1024 * 1024,
+      output_bytes: this.limits ? this.limits.max_output : 4 * 1024 * 1024,
+      checkpoint_bytes: this.limits ? this.limits.max_checkpoint : 4 * 1024 * 1024,
+      stderr_bytes: 1024 * 1024,
+    };
+    const job = {
+      kind: desc.kind === "js" ? "js" : "wasm",
+      limits,
+      task: {
+        stdin: item.in instanceof Uint8Array ? item.in : new TextEncoder().encode(String(item.in ?? "")),
+        args: [...(desc.args || []), ...(item.args || [])],
+        env: { ...(desc.env || {}), ...(item.env || {}) },
+        checkpoint: item.ckpt ?? null,
+      },
+      static: desc.static ? { sha: desc.static, data: await staticData(this.base, desc.static) } : null,
+      onProgress: (p) => {
+        slot.progress = p;
+        this.pendingProgress.set(item.lease, p);
+        this._update();
+      },
+      onCheckpoint: (data) => this._send({ t: "checkpoint", lease: item.lease, data }),
+    };
+    if (job.kind === "wasm") {
+      const { module, memory } = await wasmKernel(this.base, desc.kernel);
+      job.module = module;
+      job.memory = memory;
+    } else {
+      job.url = await jsKernelUrl(this.base, desc.kernel);
+    }
+    return job;
+  }
+
+  _report(item, result) {
+    const ok = result.error === null;
+    const stderr = result.stderr || new Uint8Array();
+    this.pendingResults.push({
+      lease: item.lease,
+      ok,
+      out: ok ? result.stdout : result.stdout || new Uint8Array(),
+      exit: result.exit_code,
+      err: ok ? null : result.error,
+      stderr: stderr.length > STDERR_TAIL ? stderr.slice(stderr.length - STDERR_TAIL) : stderr,
+      ms: Math.max(0, Math.round(result.ms || 0)),
+    });
+    this.pendingProgress.delete(item.lease);
+    this.stats.busyMs += result.ms || 0;
+    if (ok) this.stats.done += 1;
+    else this.stats.failed += 1;
+    const mine = (this.stats.perCampaign[item.c] ??= { done: 0, failed: 0 });
+    mine[ok ? "done" : "failed"] += 1;
+    this.recent.unshift({
+      lease: item.lease,
+      task: item.task,
+      campaign: item.c,
+      ok,
+      error: result.error,
+      exit: result.exit_code,
+      ms: Math.round(result.ms || 0),
+      bytes: result.stdout ? result.stdout.length : 0,
+      at: Date.now(),
+    });
+    this.recent.length = Math.min(this.recent.length, RECENT);
+    // Results finishing together leave in one frame.
+    if (this.pendingResults.length === 1) queueMicrotask(() => this._flushResults());
+  }
+
+  _flushResults() {
+    if (this.pendingResults.length === 0) return;
+    const results = this.pendingResults.splice(0, 256);
+    const msg = { t: "result", results };
+    const want = this._wantCount();
+    if (want > 0) msg.want = want;
+    this._send(msg);
+    if (this.pendingResults.length) this._flushResults();
+  }
+
+  // --- protocol -----------------------------------------------------------------------------
+
+  _wantCount() {
+    if (!this.running || this.paused || this.session === null) return 0;
+    // The server caps what it sends by its own prefetch target (learned from our speed);
+    // asking generously lets it decide.
+    return Math.max(4, this.handCount * 4);
+  }
+
+  /** For the HTTP fallback's long poll: tasks wanted now (0 while there is work in hand). */
+  _hungry() {
+    if (this.queue.length > 0) return 0;
+    if (!this.slots.some((s) => s.state === "idle" && !s.retire)) return 0;
+    return this._wantCount();
+  }
+
+  _askForWork() {
+    const n = this._wantCount();
+    if (n > 0) this._send({ t: "want", n });
+  }
+
+  _send(message) {
+    if (this.connection) this.connection.send(message);
+  }
+
+  async _connect() {
+    const connection = new Connection({
+      base: this.base,
+      transport: this.transport,
+      hungry: () => this._hungry(),
+      onMessage: (msg) => {
+        if (this.connection === connection) this._onMessage(msg);
+      },
+      onState: (state, detail) => {
+        if (this.connection !== connection) return;
+        if (state === "closed") this._lost(detail);
+      },
+    });
+    this.connection = connection;
+    this._setState("connecting", "");
+    if (!(await connection.open())) return;
+    if (this.connection !== connection) return;
+    const hello = { t: "hello", v: VERSION, kind: "browser", slots: this.handCount, agent: navigator.userAgent.slice(0, 200), js: true };
+    if (this.site) hello.site = this.site;
+    connection.send(hello);
+  }
+
+  _lost(detail) {
+    // Leases die with the session on the server: forget them, and try again later.
+    this._closeIdle();
+    this.connection = null;
+    this.session = null;
+    this.queue = [];
+    this.pendingResults = [];
+    for (const hand of this.hands) hand.abort("lost with the connection");
+    if (!this.running) return;
+    const delay = RECONNECT_MS[Math.min(this.reconnects++, RECONNECT_MS.length - 1)];
+    this._setState("reconnecting", detail);
+    const timer = setTimeout(() => {
+      this._timers.delete(timer);
+      if (this.running && this.connection === null) this._connect();
+    }, delay);
+    this._timers.add(timer);
+  }
+
+  _onMessage(msg) {
+    switch (msg.t) {
+      case "welcome":
+        this.session = msg.session;
+        this.limits = msg.limits || null;
+        this.reconnects = 0;
+        this._setState("working", "");
+        if (this.limits && this.limits.heartbeat && this.connection.transportName === "websocket") {
+          this._every(this.limits.heartbeat * 1000, () => this._send({ t: "ping" }));
+        }
+        this._markIdleHands();
+        this._askForWork();
+        break;
+      case "tasks":
+        for (const [id, desc] of Object.entries(msg.campaigns || {})) this.campaigns.set(Number(id), desc);
+        if (this.paused) {
+          // Arrived after we paused: hand them straight back.
+          this._send({ t: "release", leases: msg.tasks.map((t) => t.lease) });
+          break;
+        }
+        this.queue.push(...msg.tasks);
+        this._setState("working", "");
+        this._pump();
+        break;
+      case "idle":
+        if (this.queue.length === 0 && !this.slots.some((s) => s.state === "running")) {
+          this._setState("waiting", "no work right now; the server will send some when there is");
+        }
+        break;
+      case "cancel": {
+        const gone = new Set(msg.leases || []);
+        this.queue = this.queue.filter((item) => !gone.has(item.lease));
+        this.slots.forEach((slot, i) => {
+          if (slot.item && gone.has(slot.item.lease)) this.hands[i].abort("withdrawn by the server");
+        });
+        break;
+      }
+      case "ack":
+        if (typeof msg.points === "number") this.stats.points = (this.stats.points || 0) + msg.points;
+        break;
+      case "error":
+        this.detail = `${msg.code}: ${msg.message}`;
+        if (msg.fatal) {
+          this.stop();
+          this._setState("error", `${msg.code}: ${msg.message}`);
+        }
+        break;
+      default:
+        break;
+    }
+    this._update();
+  }
+
+  _sendMetrics() {
+    if (this.session === null) return;
+    const now = performance.now();
+    const idle = this.stats.idleMs + this._openIdle(now);
+    const busy = this.stats.busyMs;
+    const msg = {
+      t: "metrics",
+      busy_ms: Math.max(0, Math.round(busy - this.reported.busyMs)),
+      idle_ms: Math.max(0, Math.round(idle - this.reported.idleMs)),
+    };
+    this.reported = { busyMs: busy, idleMs: idle };
+    this._send(msg);
+  }
+
+  _sendProgress() {
+    if (this.session === null || this.pendingProgress.size === 0) return;
+    const p = new Map(this.pendingProgress);
+    this.pendingProgress.clear();
+    this._send({ t: "progress", p });
+  }
+
+  _every(ms, fn) {
+    const timer = setInterval(fn, ms);
+    this._timers.add(timer);
+  }
+
+  _setState(state, detail) {
+    this.state = state;
+    this.detail = detail;
+    this._update();
+  }
+
+  _update() {
+    if (this._updateQueued) return;
+    this._updateQueued = true;
+    queueMicrotask(() => {
+      this._updateQueued = false;
+      this.onUpdate(this.snapshot());
+    });
+  }
+}

@@ -1,0 +1,35 @@
+/* CCGSC embed script: shows a small consent frame from the CCGSC platform. Nothing runs
+   in this page; the frame asks the visitor first and runs work in its own Web Workers. */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script || window.__ccgscEmbed) return;
+  window.__ccgscEmbed = true;
+  var key = script.getAttribute("data-site") || "";
+  var base = new URL("{{ platform|escapejs }}" || script.src, location.href).origin;
+  var frame = document.createElement("iframe");
+  frame.src = base + "/embed/frame/?site=" + encodeURIComponent(key);
+  frame.title = "Volunteer computing (CCGSC)";
+  // The frame keeps the platform's origin (its own storage and connection) but may not
+  // navigate this page, open dialogs or submit forms.
+  frame.setAttribute("sandbox", "allow-scripts allow-same-origin allow-popups allow-popups-to-escape-sandbox");
+  frame.setAttribute("referrerpolicy", "origin");
+  frame.setAttribute("data-ccgsc", "frame");
+  // Invisible until the frame says how big it is: a refused frame never shows.
+  frame.style.cssText =
+    "position:fixed;right:12px;bottom:12px;width:0;height:0;max-width:calc(100vw - 24px);" +
+    "border:0;z-index:2147483000;background:transparent;color-scheme:normal;";
+  window.addEventListener("message", function (event) {
+    if (event.origin !== base || event.source !== frame.contentWindow) return;
+    var data = event.data || {};
+    if (data.ccgsc === "size") {
+      frame.style.width = Math.max(0, Math.min(Number(data.width) || 0, 480)) + "px";
+      frame.style.height = Math.max(0, Math.min(Number(data.height) || 0, 420)) + "px";
+    }
+  });
+  function insert() {
+    document.body.appendChild(frame);
+  }
+  if (document.body) insert();
+  else document.addEventListener("DOMContentLoaded", insert);
+})();
