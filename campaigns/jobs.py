@@ -8,3 +8,10 @@ def generate_tasks(campaign_id: int) -> None:
     from campaigns.services import run_generator
 
     run_generator(campaign_id)
+
+
+@shared_task(name="campaigns.reduce_results", acks_late=True)
+def reduce_results(campaign_id: int, final: bool) -> None:
+    from campaigns.services import campaign_reduce
+
+    campaign_reduce(campaign_id=campaign_id, final=final)

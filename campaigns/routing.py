@@ -2,4 +2,8 @@
 
 from django.urls import path
 
-websocket_urlpatterns: list = []
+from campaigns.consumers import CampaignLiveConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/campaigns/<int:campaign_id>/", CampaignLiveConsumer.as_asgi()),
+]

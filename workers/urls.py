@@ -1,11 +1,16 @@
 from django.urls import path, re_path
 
-from workers import browser, views
+from workers import browser, owner_views, views
 
 urlpatterns = [
     re_path(r"^blobs/(?P<sha256>[0-9a-f]{64})(?:\.(?P<ext>wasm|js))?$", views.blob, name="blob"),
     path("api/v1/work", views.work, name="work-http"),
     path("api/v1/status", views.status, name="status"),
+    path(
+        "orgs/<slug:slug>/campaigns/<int:campaign_id>/workers.json",
+        owner_views.campaign_workers,
+        name="campaign-workers",
+    ),
     # The browser worker (workers/browser.py).
     path("contribute/", browser.contribute, name="contribute"),
     path("contribute/campaigns/<int:pk>.json", browser.campaign_card, name="contribute-campaign"),

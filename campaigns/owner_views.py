@@ -1,0 +1,338 @@
+"""The owners' web UI: campaigns and kernels of an organization, under /orgs/<slug>/.
+
+Thin views: the organization and campaign come from accounts.tenancy through
+campaigns.selectors.campaign_for_actor (404 for outsiders and for missing rows alike; login
+required first), input is parsed by campaigns.forms, every write is one call into
+campaigns.services and a ServiceError is shown to the person as it is worded. Any member of the
+organization may manage its kernels and campaigns (owners additionally manage members and
+tokens, in accounts/).
+
+The public demo pages live here too, with their JSON feed: they are readable by anyone for an
+approved campaign that has run, and by members always.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.models import Organization, User
+from accounts.tenancy import Actor, get_for_actor, get_organization
+from campaigns import selectors, services
+from campaigns.forms import (
+    RESULT_FILTERS,
+    CampaignCreateForm,
+    KernelUploadForm,
+    RegenerateForm,
+    ResultFilterForm,
+)
+from campaigns.inputs import guess_format
+from campaigns.models import Campaign, Result
+from campaigns.services import ServiceError
+
+ACTIONS = {
+    "start": (services.campaign_start, "Started"),
+    "pause": (services.campaign_pause, "Paused"),
+    "resume": (services.campaign_resume, "Resumed"),
+    "cancel": (services.campaign_cancel, "Cancelled"),
+}
+EXPORT_FORMATS = (("jsonl", "JSON Lines"), ("csv", "CSV"), ("msgpack", "msgpack"))
+
+
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # login_required
+    return request.user
+
+
+def _org_page(
+    request: HttpRequest, template: str, org: Organization, **context: Any
+) -> HttpResponse:
+    actor = Actor.from_request(request)
+    return render(
+        request,
+        template,
+        {"org": org, "tab": "campaigns", "is_owner": actor.is_owner_of(org), **context},
+    )
+
+
+def _read_upload(upload: Any) -> bytes:
+    """The uploaded file's bytes. Django already refuses bodies above
+    DATA_UPLOAD_MAX_MEMORY_SIZE; the services check their own, smaller, limits."""
+    return b"".join(upload.chunks())
+
+
+# --- campaigns list and kernels -----------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def campaign_list(request: HttpRequest, slug: str) -> HttpResponse:
+    org = get_organization(Actor.from_request(request), slug)
+    campaigns = list(selectors.organization_campaigns(org))
+    counts: dict[str, int] = {}
+    for c in campaigns:
+        counts[c.state] = counts.get(c.state, 0) + 1
+    return _org_page(
+        request,
+        "campaigns/campaign_list.html",
+        org,
+        campaigns=campaigns,
+        counts=counts,
+        kernel_count=selectors.organization_kernels(org).count(),
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
+    org = get_organization(Actor.from_request(request), slug)
+    if request.method == "POST":
+        form = KernelUploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                kernel = services.kernel_upload(
+                    organization=org,
+                    name=form.cleaned_data["name"],
+                    data=_read_upload(form.cleaned_data["file"]),
+                    kind=form.cleaned_data["kind"],
+                    description=form.cleaned_data["description"],
+                    created_by=_user(request),
+                )
+            except ServiceError as exc:
+                form.add_error("file", str(exc))
+            else:
+                messages.success(request, f"Uploaded the kernel “{kernel.name}”.")
+                return redirect("campaigns:kernel_list", slug=org.slug)
+    else:
+        form = KernelUploadForm()
+    return _org_page(
+        request,
+        "campaigns/kernel_list.html",
+        org,
+        kernels=selectors.organization_kernels(org),
+        form=form,
+        memory_cap_mib=settings.CCGSC["KERNEL_MEMORY_CAP"] // (1024 * 1024),
+        size_cap_mib=settings.CCGSC["KERNEL_MAX_BYTES"] // (1024 * 1024),
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
+    org = get_organization(Actor.from_request(request), slug)
+    form = CampaignCreateForm(
+        request.POST if request.method == "POST" else None,
+        request.FILES if request.method == "POST" else None,
+        organization=org,
+        initial={"kernel": request.GET.get("kernel")},
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        source = data["input_source"]
+        static = data.get("static_data")
+        task_file = data.get("task_file") if source == Campaign.InputSource.FILE else None
+        policies: dict[str, Any] = form.policies()
+        try:
+            campaign = services.campaign_create(
+                organization=org,
+                name=data["name"],
+                description=data["description"],
+                kernel=data["kernel"],
+                created_by=_user(request),
+                args=data["args"],
+                env=data["env"],
+                static_data=_read_upload(static) if static else None,
+                input_source=source,
+                generator=data["generator"] if source == Campaign.InputSource.GENERATOR else None,
+                generator_args=data["generator_args"],
+                task_file=task_file,
+                task_file_format=(guess_format(task_file.name) if task_file else "jsonl"),
+                verifier=data["verifier"],
+                reducer=data["reducer"],
+                **policies,
+            )
+        except ServiceError as exc:
+            field = "task_file" if "task file" in str(exc) else None
+            form.add_error(field, str(exc))
+        else:
+            campaign.refresh_from_db()
+            note = _maybe_start(request, campaign, data["start_now"])
+            messages.success(request, f"Created the campaign “{campaign.name}”.{note}")
+            return redirect("campaigns:campaign_detail", slug=org.slug, campaign_id=campaign.pk)
+    return _org_page(
+        request,
+        "campaigns/campaign_create.html",
+        org,
+        form=form,
+        has_kernels=selectors.organization_kernels(org).exists(),
+    )
+
+
+def _maybe_start(request: HttpRequest, campaign: Campaign, start: bool) -> str:
+    if not start:
+        return " Start it when you are ready."
+    if campaign.state == Campaign.State.FAILED:
+        return ""
+    try:
+        services.campaign_start(campaign=campaign)
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+        return ""
+    return " It is running."
+
+
+# --- one campaign -------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def campaign_detail(request: HttpRequest, slug: str, campaign_id: int) -> HttpResponse:
+    actor = Actor.from_request(request)
+    org, campaign = selectors.campaign_for_actor(actor, slug, campaign_id)
+    snapshot = selectors.snapshots([campaign.pk]).get(campaign.pk, {})
+    return _org_page(
+        request,
+        "campaigns/campaign_detail.html",
+        org,
+        campaign=campaign,
+        snapshot=snapshot,
+        history=selectors.throughput_history(campaign),
+        failures=selectors.recent_failures(campaign),
+        failed_tasks=selectors.failed_tasks(campaign),
+        reduced=selectors.reduced_preview(campaign.pk) if campaign.reducer_id else None,
+        demo=selectors.demo_kind(campaign),
+        exports=EXPORT_FORMATS,
+        transitions={a: list(states) for a, states in services.TRANSITIONS.items()},
+        regenerate_form=RegenerateForm(
+            initial={"generator_args": " ".join(campaign.generator_args)}
+        ),
+    )
+
+
+@login_required
+@require_POST
+def campaign_action(request: HttpRequest, slug: str, campaign_id: int, action: str) -> HttpResponse:
+    actor = Actor.from_request(request)
+    org, campaign = selectors.campaign_for_actor(actor, slug, campaign_id)
+    try:
+        if action == "regenerate":
+            form = RegenerateForm(request.POST)
+            args = form.cleaned_data["generator_args"] if form.is_valid() else None
+            services.campaign_regenerate(campaign=campaign, generator_args=args)
+            done = "Regenerating the tasks of"
+        elif action in ACTIONS:
+            service, done = ACTIONS[action]
+            service(campaign=campaign)
+        else:
+            raise Http404("no such action")
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{done} “{campaign.name}”.")
+    return redirect("campaigns:campaign_detail", slug=org.slug, campaign_id=campaign.pk)
+
+
+@never_cache
+@login_required
+@require_GET
+def campaign_live(request: HttpRequest, slug: str, campaign_id: int) -> JsonResponse:
+    """The live snapshot over plain HTTP: the page polls this when WebSockets are blocked."""
+    _, campaign = selectors.campaign_for_actor(Actor.from_request(request), slug, campaign_id)
+    snapshot = selectors.snapshots([campaign.pk])[campaign.pk]
+    body: dict[str, Any] = {"type": "snapshot", "snapshot": snapshot}
+    if request.GET.get("reduced"):
+        body["reduced"] = selectors.reduced_preview(campaign.pk)
+    return JsonResponse(body)
+
+
+@login_required
+@require_GET
+def campaign_results(request: HttpRequest, slug: str, campaign_id: int) -> HttpResponse:
+    org, campaign = selectors.campaign_for_actor(Actor.from_request(request), slug, campaign_id)
+    filters = ResultFilterForm(request.GET)
+    show, seq = "all", None
+    if filters.is_valid():
+        show = filters.cleaned_data["show"] or "all"
+        seq = filters.cleaned_data["seq"]
+    page = Paginator(selectors.results_for_browser(campaign, show, seq), 50).get_page(
+        request.GET.get("page")
+    )
+    previews = selectors.output_previews([r.pk for r in page.object_list])
+    rows = [(r, previews.get(r.pk)) for r in page.object_list]
+    query = request.GET.copy()
+    query.pop("page", None)
+    return _org_page(
+        request,
+        "campaigns/campaign_results.html",
+        org,
+        campaign=campaign,
+        page=page,
+        rows=rows,
+        show=show,
+        seq=seq,
+        filters=RESULT_FILTERS,
+        query=query.urlencode(),
+        exports=EXPORT_FORMATS,
+    )
+
+
+@login_required
+@require_GET
+def result_output(
+    request: HttpRequest, slug: str, campaign_id: int, result_id: int
+) -> HttpResponse:
+    """One result's raw output as a download (never rendered: results are untrusted)."""
+    actor = Actor.from_request(request)
+    _, campaign = selectors.campaign_for_actor(actor, slug, campaign_id)
+    result = get_for_actor(
+        Result.objects.filter(campaign=campaign).select_related("task"), actor, pk=result_id
+    )
+    if result.output is None:
+        raise Http404("this result has no output")
+    response = HttpResponse(bytes(result.output), content_type="application/octet-stream")
+    name = f"campaign-{campaign.pk}-task-{result.task.seq}-result-{result.pk}.bin"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# --- public demo pages --------------------------------------------------------------------------
+
+
+def _demo_campaign(request: HttpRequest, campaign_id: int) -> tuple[Campaign, str]:
+    campaign = get_object_or_404(
+        Campaign.objects.select_related("kernel", "organization"), pk=campaign_id
+    )
+    kind = selectors.demo_kind(campaign)
+    if kind is None or not selectors.can_view_demo(Actor.from_request(request), campaign):
+        raise Http404("not found")
+    return campaign, kind
+
+
+@require_GET
+def demo_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign, kind = _demo_campaign(request, campaign_id)
+    return render(
+        request,
+        f"campaigns/demo_{kind}.html",
+        {"campaign": campaign, "kind": kind, "reduced": selectors.reduced_preview(campaign.pk)},
+    )
+
+
+@never_cache
+@require_GET
+def demo_feed(request: HttpRequest, campaign_id: int) -> JsonResponse:
+    """New results of a demo campaign since `cursor` (see selectors.demo_feed)."""
+    campaign, _ = _demo_campaign(request, campaign_id)
+    if campaign.reducer_id and campaign.state == Campaign.State.RUNNING and campaign.tasks_done:
+        # People watching the demo keep its running reduction fresh (throttled).
+        services.campaign_reduce_soon(campaign_id=campaign.pk)
+    return JsonResponse(selectors.demo_feed(campaign, request.GET.get("cursor")))

@@ -1,0 +1,354 @@
+"""Reads for the owners' pages, the live publisher and the demo pages.
+
+Every owner-side read starts from a campaign or organization the caller already fetched through
+accounts.tenancy; the functions here never widen that scope. Query cost is stated where it
+matters: the live publisher calls `snapshots` every half second, so it is two set-based
+queries whatever the number of watched campaigns.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from django.conf import settings
+from django.db.models import BinaryField, Count, Q, QuerySet
+from django.db.models.functions import Length, Substr, TruncSecond
+from django.utils import timezone
+
+from accounts.models import Organization
+from accounts.tenancy import Actor, get_for_actor, get_organization
+from campaigns.models import Campaign, Kernel, Result, Task
+
+State = Campaign.State
+PUBLIC_STATES = (State.RUNNING, State.PAUSED, State.COMPLETED)
+
+
+# --- scoping --------------------------------------------------------------------------------
+
+
+def campaign_for_actor(actor: Actor, slug: str, campaign_id: int) -> tuple[Organization, Campaign]:
+    """The organization and one of its campaigns, or Http404 (missing and forbidden alike)."""
+    org = get_organization(actor, slug)
+    campaign = get_for_actor(
+        Campaign.objects.filter(organization=org).select_related(
+            "kernel", "generator", "verifier", "reducer", "static_data"
+        ),
+        actor,
+        pk=campaign_id,
+    )
+    return org, campaign
+
+
+def organization_campaigns(org: Organization) -> QuerySet[Campaign]:
+    return (
+        Campaign.objects.filter(organization=org).select_related("kernel").order_by("-created_at")
+    )
+
+
+def organization_kernels(org: Organization) -> QuerySet[Kernel]:
+    return (
+        Kernel.objects.filter(organization=org)
+        .defer("imports")
+        .annotate(campaign_count=Count("campaigns"))
+        .order_by("-created_at")
+    )
+
+
+def can_view_demo(actor: Actor, campaign: Campaign) -> bool:
+    """Demo pages are public for approved campaigns that have run; members always see theirs."""
+    if campaign.approved and campaign.state in PUBLIC_STATES:
+        return True
+    return Campaign.objects.for_actor(actor).filter(pk=campaign.pk).exists()
+
+
+# --- the live snapshot --------------------------------------------------------------------
+
+
+SNAPSHOT_FIELDS = (
+    "id",
+    "state",
+    "input_state",
+    "error",
+    "approved",
+    "tasks_total",
+    "tasks_done",
+    "tasks_failed",
+    "reduced_at",
+    "reducer_id",
+)
+REDUCED_PREVIEW_BYTES = 2000
+
+
+def snapshots(campaign_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The live state of these campaigns: counters from the campaign rows (maintained by the
+    scheduler, so nothing is counted here) and, from the leased replicas, how many tasks are in
+    flight and on how many worker sessions. Two queries; the second reads only leased rows,
+    which are bounded by the pool's slots, not by the campaigns' sizes."""
+    ids = list(campaign_ids)
+    if not ids:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for row in Campaign.objects.filter(pk__in=ids).values(*SNAPSHOT_FIELDS):
+        total, done, failed = row["tasks_total"], row["tasks_done"], row["tasks_failed"]
+        row["progress"] = round((done + failed) / total, 5) if total else 0.0
+        row["reduced_at"] = row["reduced_at"].isoformat() if row["reduced_at"] else None
+        row["leased"] = 0
+        row["workers"] = 0
+        out[row["id"]] = row
+    leased = (
+        Result.objects.filter(campaign_id__in=ids, state=Result.State.LEASED)
+        .values("campaign_id")
+        .annotate(n=Count("id"), sessions=Count("session_id", distinct=True))
+    )
+    for row in leased:
+        if row["campaign_id"] in out:
+            out[row["campaign_id"]].update(leased=row["n"], workers=row["sessions"])
+    return out
+
+
+def reduced_preview(campaign_id: int) -> str | None:
+    """The reducer's output as text for a page (cut, undecodable bytes replaced)."""
+    data = Campaign.objects.filter(pk=campaign_id).values_list("reduced_output", flat=True).first()
+    if data is None:
+        return None
+    return bytes(data)[:REDUCED_PREVIEW_BYTES].decode("utf-8", "replace")
+
+
+def throughput_history(
+    campaign: Campaign, *, minutes: int = 15, bucket_s: int = 5
+) -> list[tuple[float, float]]:
+    """Successful results returned per second over the last `minutes`, in `bucket_s` buckets,
+    as (epoch seconds, rate) points for the chart. One grouped query over the returned_at
+    index: its cost is the number of results returned in the window. (With replication this
+    counts replicas, the live rate counts decided tasks; with the default quorum of 1 they are
+    the same.)"""
+    now = timezone.now()
+    since = now - timedelta(minutes=minutes)
+    if campaign.started_at and campaign.started_at > since:
+        since = campaign.started_at
+    end = campaign.finished_at if campaign.is_finished and campaign.finished_at else now
+    if end <= since:
+        return []
+    per_second = (
+        Result.objects.filter(
+            campaign=campaign, returned_at__gte=since, outcome=Result.Outcome.SUCCESS
+        )
+        .annotate(second=TruncSecond("returned_at"))
+        .values("second")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts: dict[int, int] = {}
+    start = int(since.timestamp()) // bucket_s * bucket_s
+    for row in per_second:
+        second: datetime = row["second"]
+        key = int(second.timestamp()) // bucket_s * bucket_s
+        counts[key] = counts.get(key, 0) + row["n"]
+    last = int(end.timestamp()) // bucket_s * bucket_s
+    return [
+        (float(t + bucket_s), round(counts.get(t, 0) / bucket_s, 3))
+        for t in range(start, last + 1, bucket_s)
+    ]
+
+
+# --- failures and results -----------------------------------------------------------------
+
+
+def recent_failures(campaign: Campaign, limit: int = 10) -> list[Result]:
+    """The last failed attempts with their stderr tail (errors are rare next to successes; the
+    FK index on campaign narrows the scan)."""
+    return list(
+        Result.objects.filter(
+            campaign=campaign, outcome__in=(Result.Outcome.ERROR, Result.Outcome.TIMEOUT)
+        )
+        .select_related("task")
+        .defer("output", "task__input", "task__checkpoint")
+        .order_by("-id")[:limit]
+    )
+
+
+def failed_tasks(campaign: Campaign, limit: int = 10) -> list[Task]:
+    return list(
+        Task.objects.filter(campaign=campaign, state=Task.State.FAILED)
+        .defer("input", "checkpoint")
+        .order_by("-finished_at")[:limit]
+    )
+
+
+def results_for_browser(campaign: Campaign, show: str, seq: int | None) -> QuerySet[Result]:
+    """Returned replicas, newest first. Outputs are not loaded here (a page shows a preview,
+    read by `output_previews` for the rows on that page only)."""
+    qs = Result.objects.filter(
+        campaign=campaign, state__in=(Result.State.RETURNED, Result.State.TIMED_OUT)
+    )
+    if show == "valid":
+        qs = qs.filter(validation=Result.Validation.VALID)
+    elif show == "errors":
+        qs = qs.filter(outcome__in=(Result.Outcome.ERROR, Result.Outcome.TIMEOUT))
+    elif show == "pending":
+        qs = qs.filter(validation=Result.Validation.PENDING, outcome=Result.Outcome.SUCCESS)
+    elif show == "invalid":
+        qs = qs.filter(validation__in=(Result.Validation.INVALID, Result.Validation.INCONCLUSIVE))
+    if seq is not None:
+        qs = qs.filter(task__seq=seq)
+    return (
+        qs.select_related("task").defer("output", "task__input", "task__checkpoint").order_by("-id")
+    )
+
+
+PREVIEW_BYTES = 96
+
+
+@dataclass(frozen=True)
+class Preview:
+    size: int
+    text: str
+    is_hex: bool
+    truncated: bool
+
+
+def preview_bytes(data: bytes | None, limit: int = PREVIEW_BYTES) -> Preview | None:
+    """Printable UTF-8 as text, anything else as hex; cut to `limit` bytes."""
+    if data is None:
+        return None
+    head = data[:limit]
+    try:
+        text = head.decode("utf-8")
+        printable = all(ch.isprintable() or ch in "\n\r\t" for ch in text)
+    except UnicodeDecodeError:
+        # A multi-byte character cut at the limit is still text.
+        try:
+            text = head[:-3].decode("utf-8") if len(data) > limit else ""
+            printable = bool(text) and all(ch.isprintable() or ch in "\n\r\t" for ch in text)
+        except UnicodeDecodeError:
+            printable = False
+    if printable:
+        return Preview(len(data), text, False, len(data) > limit)
+    return Preview(len(data), head.hex(" "), True, len(data) > limit)
+
+
+def output_previews(result_ids: list[int]) -> dict[int, Preview | None]:
+    """Previews of these results' outputs; reads only the first PREVIEW_BYTES of each on
+    PostgreSQL/SQLite via substr, so a page of 4 MiB outputs stays small."""
+    rows = Result.objects.filter(pk__in=result_ids).annotate(
+        head=Substr("output", 1, PREVIEW_BYTES + 1, output_field=BinaryField()),
+        size=Length("output"),
+    )
+    out: dict[int, Preview | None] = {}
+    for rid, head, size in rows.values_list("id", "head", "size"):
+        if head is None:
+            out[rid] = None
+            continue
+        preview = preview_bytes(bytes(cast(bytes, head)), PREVIEW_BYTES)
+        assert preview is not None
+        out[rid] = Preview(size or 0, preview.text, preview.is_hex, (size or 0) > PREVIEW_BYTES)
+    return out
+
+
+# --- demo pages -----------------------------------------------------------------------------
+
+
+DEMO_KERNELS = ("primes", "montecarlo", "mandelbrot")
+
+
+@cache
+def _reference_hashes() -> dict[str, str]:
+    """sha256 of the reference kernels shipped in kernels/build, by demo name."""
+    out = {}
+    for name in DEMO_KERNELS:
+        path = Path(settings.BASE_DIR) / "kernels" / "build" / f"{name}.wasm"
+        if path.exists():
+            out[hashlib.sha256(path.read_bytes()).hexdigest()] = name
+    return out
+
+
+def demo_kind(campaign: Campaign) -> str | None:
+    """Which demo page fits a campaign: the reference kernel it runs (by hash, or failing that
+    by the kernel's name), None for any other kernel."""
+    kernel = campaign.kernel
+    found = _reference_hashes().get(kernel.sha256)
+    if found is None and kernel.name in DEMO_KERNELS:
+        found = kernel.name
+    return found
+
+
+FEED_PAGE = 500
+
+
+def demo_feed(campaign: Campaign, cursor: str | None, limit: int = FEED_PAGE) -> dict[str, Any]:
+    """Successful results in the order they were returned, after `cursor` (keyset pagination on
+    (returned_at, id), through the returned_at index). Invalid results are left out; with
+    replication a task may appear more than once until it is validated (pages dedupe by
+    task). Returns the results, the next cursor and the campaign's counters."""
+    qs = Result.objects.filter(
+        campaign=campaign,
+        state=Result.State.RETURNED,
+        outcome=Result.Outcome.SUCCESS,
+        returned_at__isnull=False,
+    ).exclude(validation__in=(Result.Validation.INVALID, Result.Validation.INCONCLUSIVE))
+    after = _parse_cursor(cursor)
+    if after is not None:
+        at, rid = after
+        # "After (at, rid)" written with ranges only: on SQLite the scheduler's raw SQL stores
+        # timestamps with a "+00:00" suffix and the ORM without, so equality between the two
+        # spellings of one instant fails while range comparisons still order correctly.
+        at_next = at + timedelta(microseconds=1)
+        qs = qs.filter(
+            Q(returned_at__gte=at_next)
+            | Q(returned_at__gte=at, returned_at__lt=at_next, id__gt=rid)
+        )
+    rows = list(
+        qs.order_by("returned_at", "id").values_list(
+            "id", "returned_at", "task__seq", "task__input", "output"
+        )[:limit]
+    )
+    results = [
+        {
+            "seq": seq,
+            "input": base64.b64encode(bytes(task_input)).decode(),
+            "output": base64.b64encode(bytes(output or b"")).decode(),
+        }
+        for _, _, seq, task_input, output in rows
+    ]
+    next_cursor = cursor
+    if rows:
+        last_id, last_at = rows[-1][0], rows[-1][1]
+        assert last_at is not None  # filtered on returned_at__isnull=False
+        next_cursor = f"{last_at.astimezone(UTC).strftime(CURSOR_TIME)}_{last_id}"
+    return {
+        "results": results,
+        "cursor": next_cursor,
+        "more": len(rows) == limit,
+        "campaign": {
+            "id": campaign.pk,
+            "state": campaign.state,
+            "tasks_total": campaign.tasks_total,
+            "tasks_done": campaign.tasks_done,
+            "tasks_failed": campaign.tasks_failed,
+            "reduced": reduced_preview(campaign.pk) if campaign.reducer_id else None,
+            "reduced_at": campaign.reduced_at.isoformat() if campaign.reduced_at else None,
+            "t": time.time(),
+        },
+    }
+
+
+CURSOR_TIME = "%Y%m%dT%H%M%S.%f"
+
+
+def _parse_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    """(returned_at, id) from "20261122T160000.123456_42" (exact: no float round trip)."""
+    if not cursor:
+        return None
+    try:
+        stamp, rid = cursor.split("_", 1)
+        return datetime.strptime(stamp, CURSOR_TIME).replace(tzinfo=UTC), int(rid)
+    except ValueError:
+        return None
