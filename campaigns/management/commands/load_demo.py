@@ -20,19 +20,19 @@ KERNELS = Path(settings.BASE_DIR) / "kernels" / "build"
 
 DEMOS: list[dict[str, Any]] = [
     {
-        "name": "Primes below 2,000,000",
-        "description": "Finds every prime below two million, 10,000 numbers per task.",
+        "name": "Primes below 20,000,000",
+        "description": "Finds every prime below twenty million, 10,000 numbers per task.",
         "kernel": "primes",
         "generator": "primes_gen",
-        "generator_args": ["2000000", "10000"],
+        "generator_args": ["20000000", "10000"],
         "priority": 10,
     },
     {
         "name": "Monte Carlo π",
-        "description": "Estimates π from 720 seeded streams of random points.",
+        "description": "Estimates π from 720 seeded streams of 50 million random points.",
         "kernel": "montecarlo",
         "generator": "montecarlo_gen",
-        "generator_args": ["720", "2000000"],
+        "generator_args": ["720", "50000000"],
         "priority": 10,
     },
     {
