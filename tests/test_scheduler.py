@@ -200,8 +200,9 @@ def test_queries_per_batch_are_pinned(make_campaign, session):
     submit_sql = [q["sql"] for q in submitting.captured_queries if "SAVEPOINT" not in q["sql"]]
     # PostgreSQL: one statement. SQLite: UPDATE ... RETURNING, then the inputs.
     assert len(lease_sql) == (1 if connection.vendor == "postgresql" else 2), lease_sql
-    # Replicas, tasks, their validation, the campaign counters.
-    assert len(submit_sql) == 4, submit_sql
+    # Replicas, tasks, their validation, the points ledger (one INSERT for the batch, one
+    # upsert of the totals it changes), the campaign counters.
+    assert len(submit_sql) == 6, submit_sql
 
 
 @pytest.mark.django_db(transaction=True)

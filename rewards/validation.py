@@ -1,0 +1,487 @@
+"""Quorum validation on BOINC's model.
+
+A task's replicas are Result rows (campaigns.models). When successful replicas come back, the
+task's *candidates* (returned, successful, validation pending) are put into equivalence classes:
+by output_sha256 (byte equality, the default), or by the campaign's verifier kernel
+(rewards.verifier), which may also reject a result on its own. Then, per task:
+
+- a class backed by at least `min_quorum` distinct users (anonymous sessions count one each)
+  wins: its earliest result becomes canonical, the class is VALID, every other candidate is
+  INVALID, the task is DONE and its outstanding replicas are cancelled (unsent ones quietly,
+  leased ones with a `cancel` pushed to the worker holding them);
+- adaptive replication: when every candidate agrees and one of them comes from a trusted user
+  who is not spot-checked this time (rewards.trust), that class wins without a quorum;
+- otherwise more replicas are queued, as many as the quorum still lacks after counting the
+  replicas in flight, up to the campaign's `max_total_replicas`; when even the cap cannot
+  produce a quorum the task FAILS as inconclusive and its candidates are INCONCLUSIVE;
+- a result returned for a task already decided (a replica that escaped cancellation) is
+  compared with the canonical result: VALID (and paid) if it agrees, INVALID otherwise.
+
+Where it runs: byte equality inline, inside the scheduler's results transaction (on_returned,
+a scheduler returned-hook: a fixed number of set-based statements per batch); verifier
+campaigns in a background job (rewards.jobs), because running kernels does not belong in a
+worker's request. Both paths hold the row locks of their tasks (taken by the scheduler, or by
+the job) while deciding, so two deciders of one task serialize, and both apply decisions with
+the same set-based writes (apply()).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns import signals
+from campaigns.models import Campaign, Result, Task
+from rewards import ledger, trust
+from workers import scheduler
+
+log = logging.getLogger(__name__)
+
+R = Result._meta.db_table
+T = Task._meta.db_table
+UNSENT, LEASED, RETURNED = Result.State.UNSENT, Result.State.LEASED, Result.State.RETURNED
+SUCCESS = Result.Outcome.SUCCESS
+PENDING, VALID, INVALID, INCONCLUSIVE = (v.value for v in Result.Validation)
+TASK_PENDING, TASK_DONE, TASK_FAILED = (s.value for s in Task.State)
+
+# A class key: the output's sha256 (byte equality) or the verifier's label; None = rejected.
+ClassKey = Hashable | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    campaign_id: int
+    min_quorum: int
+    max_total_replicas: int
+    has_verifier: bool
+    running: bool = True
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: int
+    state: int
+    outcome: int
+    validation: int
+    user_id: int | None
+    session_id: int | None
+    site_id: int | None
+    sha: str
+
+    @property
+    def is_candidate(self) -> bool:
+        return self.state == RETURNED and self.outcome == SUCCESS and self.validation == PENDING
+
+    @property
+    def outstanding(self) -> bool:
+        return self.state in (UNSENT, LEASED)
+
+    @property
+    def identity(self) -> tuple[str, int]:
+        """Who stands behind this result: a user, or an anonymous session."""
+        if self.user_id is not None:
+            return ("u", self.user_id)
+        return ("s", self.session_id) if self.session_id is not None else ("r", self.id)
+
+
+@dataclass
+class TaskView:
+    id: int
+    campaign_id: int
+    state: int
+    canonical_id: int | None
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> list[Replica]:
+        return [r for r in self.replicas if r.is_candidate]
+
+    def replica(self, result_id: int | None) -> Replica | None:
+        return next((r for r in self.replicas if r.id == result_id), None)
+
+
+@dataclass
+class Decision:
+    task_id: int
+    campaign_id: int
+    canonical: int | None = None  # set: the task is DONE with this result
+    failure: str = ""  # set: the task FAILS (inconclusive)
+    valid: list[int] = field(default_factory=list)
+    invalid: list[int] = field(default_factory=list)
+    inconclusive: list[int] = field(default_factory=list)
+    # Valid results accepted on trust alone: paid, but no evidence for the user's record.
+    unchecked: set[int] = field(default_factory=set)
+    new_replicas: int = 0
+
+    @property
+    def closes_task(self) -> bool:
+        return self.canonical is not None or bool(self.failure)
+
+
+def _support(group: Sequence[Replica]) -> int:
+    return len({r.identity for r in group})
+
+
+def decide(
+    task: TaskView,
+    policy: Policy,
+    classes: dict[int, ClassKey],
+    *,
+    unchecked: Callable[[Replica], bool] = lambda r: False,
+) -> Decision:
+    """Decide one task from the class of each candidate (`classes`: result id -> class key,
+    None for a result rejected on its own; candidates without an entry are left pending).
+    For a task already done, `classes` must also hold the canonical result's class.
+    `unchecked(replica)` says whether a trusted user's result may stand alone (a random draw:
+    called only for results that could). Pure: the caller applies the decision."""
+    d = Decision(task.id, task.campaign_id)
+    candidates = [r for r in task.candidates if r.id in classes]
+    if task.state == TASK_DONE:
+        canonical = classes.get(task.canonical_id) if task.canonical_id is not None else None
+        for r in candidates:
+            agrees = canonical is not None and classes[r.id] == canonical
+            (d.valid if agrees else d.invalid).append(r.id)
+        return d
+    if task.state == TASK_FAILED:
+        d.inconclusive = [r.id for r in candidates]
+        return d
+
+    rejected = [r.id for r in candidates if classes[r.id] is None]
+    groups: dict[ClassKey, list[Replica]] = defaultdict(list)
+    for r in candidates:
+        if classes[r.id] is not None:
+            groups[classes[r.id]].append(r)
+    # The best class: most distinct users, then the earliest result.
+    ranked = sorted(groups.values(), key=lambda g: (-_support(g), min(r.id for r in g)))
+    best = ranked[0] if ranked else []
+
+    def accept(group: list[Replica], canonical: int, *, checked: bool) -> Decision:
+        d.canonical = canonical
+        d.valid = sorted(r.id for r in group)
+        members = {r.id for r in group}
+        d.invalid = sorted(r.id for r in candidates if r.id not in members)
+        if not checked:
+            d.unchecked = set(d.valid)
+        return d
+
+    if best and _support(best) >= policy.min_quorum:
+        return accept(best, min(r.id for r in best), checked=True)
+    if len(groups) == 1:
+        trusted = [r for r in best if r.user_id is not None and unchecked(r)]
+        if trusted:
+            return accept(best, trusted[0].id, checked=False)
+
+    # No quorum yet. Results the verifier rejected are invalid whatever happens next.
+    d.invalid = sorted(rejected)
+    top = _support(best) if best else 0
+    # Replicas still running, and results not classified yet (a verifier job will), may
+    # still join the best class.
+    in_flight = sum(1 for r in task.replicas if r.outstanding) + sum(
+        1 for r in task.candidates if r.id not in classes
+    )
+    room = max(0, policy.max_total_replicas - len(task.replicas))
+    if top + in_flight + room < policy.min_quorum:
+        d.inconclusive = sorted(r.id for r in candidates if classes[r.id] is not None)
+        d.failure = (
+            f"inconclusive: {len(candidates)} successful result(s) in {len(groups)} class(es)"
+            f"{f' and {len(rejected)} rejected' if rejected else ''}, no {policy.min_quorum}"
+            f" agreeing within the cap of {policy.max_total_replicas} replicas"
+        )
+        return d
+    d.new_replicas = max(0, policy.min_quorum - top - in_flight) if policy.running else 0
+    return d
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_tasks(task_ids: Iterable[int]) -> dict[int, TaskView]:
+    """The tasks with every replica's metadata (not outputs), in one query."""
+    ids = sorted(set(task_ids))
+    if not ids:
+        return {}
+    rows = (
+        Result.objects.filter(task_id__in=ids)
+        .order_by("task_id", "id")
+        .values_list(
+            "task_id",
+            "task__campaign_id",
+            "task__state",
+            "task__canonical_result_id",
+            "id",
+            "state",
+            "outcome",
+            "validation",
+            "user_id",
+            "session_id",
+            "site_id",
+            "output_sha256",
+        )
+    )
+    tasks: dict[int, TaskView] = {}
+    for tid, cid, tstate, canon, rid, state, outcome, valid, uid, sess, site, sha in rows:
+        view = tasks.get(tid)
+        if view is None:
+            view = tasks[tid] = TaskView(tid, cid, tstate, canon)
+        view.replicas.append(Replica(rid, state, outcome, valid, uid, sess, site, sha))
+    return tasks
+
+
+def policies(campaign_ids: Iterable[int]) -> dict[int, Policy]:
+    """Replication policies, from the scheduler's cache of running campaigns where possible."""
+    out: dict[int, Policy] = {}
+    missing = []
+    for cid in set(campaign_ids):
+        info = scheduler.running_campaigns().get(cid)
+        if info is None:
+            missing.append(cid)
+        else:
+            out[cid] = Policy(cid, info.min_quorum, info.max_total_replicas, info.has_verifier)
+    if missing:
+        for c in Campaign.objects.filter(pk__in=missing).only(
+            "min_quorum", "max_total_replicas", "verifier_id", "state"
+        ):
+            out[c.pk] = Policy(
+                c.pk,
+                c.min_quorum,
+                c.max_total_replicas,
+                c.verifier_id is not None,
+                running=c.state in (Campaign.State.RUNNING, Campaign.State.PAUSED),
+            )
+    return out
+
+
+def lock_tasks(task_ids: Iterable[int]) -> None:
+    """Row-lock tasks in id order (PostgreSQL; SQLite's IMMEDIATE transactions already hold
+    the database's write lock). Everyone who decides tasks locks them this way first."""
+    ids = sorted(set(task_ids))
+    if ids and connection.vendor == "postgresql":
+        list(Task.objects.filter(pk__in=ids).order_by("pk").select_for_update().values_list("pk"))
+
+
+# --- the inline path (byte equality) ------------------------------------------------------------
+
+
+def on_returned(
+    rows: list[tuple[int, int, int, int | None, int | None]],
+) -> tuple[Counter[int], Counter[int]]:
+    """Scheduler returned-hook: successful replicas of replicated or verified campaigns were
+    just recorded (rows: result, task, campaign, user, site), inside the results transaction,
+    with the tasks' rows locked. Byte-equality campaigns are decided here; verifier campaigns
+    are handed to a job after commit. Returns (done, failed) task counts per campaign."""
+    pols = policies({cid for _, _, cid, _, _ in rows})
+    verified = sorted({tid for _, tid, cid, _, _ in rows if pols[cid].has_verifier})
+    if verified:
+        from ccgsc.jobs import enqueue
+        from rewards.jobs import verify_tasks
+
+        enqueue(verify_tasks, verified)
+    plain = {tid for _, tid, cid, _, _ in rows if not pols[cid].has_verifier}
+    if not plain:
+        return Counter(), Counter()
+    tasks = load_tasks(plain)
+    decisions = decide_by_bytes(list(tasks.values()), pols)
+    return apply(decisions, tasks)
+
+
+def decide_by_bytes(tasks: list[TaskView], pols: dict[int, Policy]) -> list[Decision]:
+    classes: dict[int, ClassKey] = {}
+    for t in tasks:
+        for r in t.replicas:
+            if r.is_candidate or r.id == t.canonical_id:
+                classes[r.id] = r.sha
+    draw = _trust_draw(tasks, pols, classes)
+    return [decide(t, pols[t.campaign_id], classes, unchecked=draw) for t in tasks]
+
+
+def _trust_draw(
+    tasks: list[TaskView], pols: dict[int, Policy], classes: dict[int, ClassKey]
+) -> Callable[[Replica], bool]:
+    """The adaptive-replication draw for these tasks: looks up (in one query) only the users
+    who could matter, the authors of undecided tasks' candidates."""
+    if not trust.adaptive_replication_enabled():
+        return lambda r: False
+    users: set[int] = set()
+    for t in tasks:
+        if t.state != TASK_PENDING:
+            continue
+        scored = [r for r in t.candidates if r.id in classes and classes[r.id] is not None]
+        if len({classes[r.id] for r in scored}) != 1:
+            continue  # no candidate, or disagreement: trust plays no part
+        if _support(scored) >= pols[t.campaign_id].min_quorum:
+            continue  # a quorum decides it anyway
+        users.update(r.user_id for r in scored if r.user_id is not None)
+    runs = trust.trusted_runs(users)
+    if not runs:
+        return lambda r: False
+    return lambda r: r.user_id in runs and trust.draw_unchecked(runs[r.user_id])
+
+
+# --- applying decisions -------------------------------------------------------------------------
+
+
+def apply(
+    decisions: Sequence[Decision], tasks: dict[int, TaskView], *, now: datetime | None = None
+) -> tuple[Counter[int], Counter[int]]:
+    """Write decisions, set-based: tasks done, tasks failed, validations, cancelled and new
+    replicas, the users' records, the points. Call inside a transaction holding the tasks'
+    locks. Returns (done, failed) task counts per campaign for the campaign counters."""
+    now = now or timezone.now()
+    done: Counter[int] = Counter()
+    failed: Counter[int] = Counter()
+    ty = scheduler._vendor_types()
+    with connection.cursor() as cursor:
+        accepted = [d for d in decisions if d.canonical is not None]
+        if accepted:
+            values = ", ".join(
+                f"(CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}))" if i == 0 else "(%s, %s)"
+                for i in range(len(accepted))
+            )
+            params: list[Any] = [x for d in accepted for x in (d.task_id, d.canonical)]
+            cursor.execute(
+                f"WITH v(tid, rid) AS (VALUES {values})"  # noqa: S608 (our tables, bound values)
+                f" UPDATE {T} SET state = {TASK_DONE}, canonical_result_id = v.rid,"
+                f" finished_at = %s FROM v WHERE {T}.id = v.tid AND {T}.state = {TASK_PENDING}"
+                f" RETURNING {T}.id, {T}.campaign_id",
+                [*params, now],
+            )
+            decided = dict(cursor.fetchall())
+            done.update(decided.values())
+            # A task someone else decided meanwhile (impossible while we hold its lock, but
+            # cheap to respect): its results are left for the next pass to compare.
+            decisions = [d for d in decisions if d.canonical is None or d.task_id in decided]
+        for d in decisions:
+            if d.failure:  # rare: one statement per inconclusive task
+                cursor.execute(
+                    f"UPDATE {T} SET state = {TASK_FAILED}, failure = %s, finished_at = %s"  # noqa: S608
+                    f" WHERE id = %s AND state = {TASK_PENDING}",
+                    [d.failure, now, d.task_id],
+                )
+                if cursor.rowcount:
+                    failed[d.campaign_id] += 1
+        _set_validations(cursor, decisions)
+        closed = sorted(d.task_id for d in decisions if d.closes_task)
+        if closed:
+            _cancel_outstanding(cursor, closed)
+        more = [d for d in decisions if d.new_replicas > 0]
+        if more:
+            _add_replicas(cursor, more)
+    events: list[tuple[int, int, str]] = []
+    grants: list[ledger.Grant] = []
+    for d in decisions:
+        task = tasks[d.task_id]
+        for rid in d.valid:
+            r = task.replica(rid)
+            if r is None:
+                continue
+            grants.append((rid, r.user_id, r.site_id, d.campaign_id))
+            if r.user_id is not None and rid not in d.unchecked:
+                events.append((rid, r.user_id, "valid"))
+        for rid in d.invalid:
+            r = task.replica(rid)
+            if r is not None and r.user_id is not None:
+                events.append((rid, r.user_id, "invalid"))
+    trust.record(events)
+    ledger.grant(grants)
+    return done, failed
+
+
+def _set_validations(cursor: Any, decisions: Sequence[Decision]) -> None:
+    marks = {
+        **{rid: VALID for d in decisions for rid in d.valid},
+        **{rid: INVALID for d in decisions for rid in d.invalid},
+        **{rid: INCONCLUSIVE for d in decisions for rid in d.inconclusive},
+    }
+    if not marks:
+        return
+    by_value: dict[int, list[int]] = defaultdict(list)
+    for rid, value in marks.items():
+        by_value[value].append(rid)
+    cases = " ".join(
+        f"WHEN id IN ({', '.join(['%s'] * len(ids))}) THEN {value}"
+        for value, ids in sorted(by_value.items())
+    )
+    params = [rid for _, ids in sorted(by_value.items()) for rid in ids]
+    ids = sorted(marks)
+    cursor.execute(
+        f"UPDATE {R} SET validation = CASE {cases} ELSE validation END"  # noqa: S608
+        f" WHERE id IN ({', '.join(['%s'] * len(ids))}) AND validation = {PENDING}",
+        [*params, *ids],
+    )
+
+
+def _cancel_outstanding(cursor: Any, task_ids: list[int]) -> None:
+    """Cancel the unsent and leased replicas of decided tasks; tell the workers holding the
+    leased ones, after commit. On PostgreSQL a replica locked by someone else (a worker
+    returning it right now, a lease picking it) is skipped rather than waited for: waiting
+    could deadlock with that transaction, which will find the task decided and compare its
+    result with the canonical one."""
+    marks = ", ".join(["%s"] * len(task_ids))
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            f"UPDATE {R} SET state = {Result.State.CANCELLED} WHERE id IN"  # noqa: S608
+            f" (SELECT id FROM {R} WHERE task_id IN ({marks}) AND state IN ({UNSENT}, {LEASED})"
+            " ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, session_id",
+            task_ids,
+        )
+    else:
+        cursor.execute(
+            f"UPDATE {R} SET state = {Result.State.CANCELLED}"  # noqa: S608
+            f" WHERE task_id IN ({marks}) AND state IN ({UNSENT}, {LEASED})"
+            " RETURNING id, session_id",
+            task_ids,
+        )
+    leased = sorted(rid for rid, session_id in cursor.fetchall() if session_id is not None)
+    if leased:
+        from workers import live
+
+        transaction.on_commit(lambda: live.on_leases_cancelled(leased, "task decided"))
+
+
+def _add_replicas(cursor: Any, decisions: Sequence[Decision]) -> None:
+    rows = [(d.campaign_id, d.task_id) for d in decisions for _ in range(d.new_replicas)]
+    values = ", ".join(["(%s, %s, 0, 0, 0, '', '', '')"] * len(rows))
+    cursor.execute(
+        f"INSERT INTO {R} (campaign_id, task_id, state, outcome, validation, output_sha256,"  # noqa: S608
+        f" error_kind, stderr_tail) VALUES {values}",
+        [x for row in rows for x in row],
+    )
+    campaign_ids = sorted({cid for cid, _ in rows})
+    for cid in campaign_ids:
+        scheduler.work_available(cid)
+
+    def nudge() -> None:
+        for cid in campaign_ids:
+            signals.work_available.send(Campaign, campaign_id=cid)
+
+    transaction.on_commit(nudge)
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+def on_failed(rows: list[tuple[int, int, int, int | None]]) -> None:
+    """Scheduler failed-hook: errors and timeouts (rows: result, task, campaign, user) were
+    recorded. On campaigns that check results they reset the users' runs; the successful
+    results of tasks that just failed for too many errors become inconclusive."""
+    pols = policies({cid for _, _, cid, _ in rows})
+    checked = [row for row in rows if pols[row[2]].min_quorum > 1 or pols[row[2]].has_verifier]
+    trust.record([(rid, uid, "error") for rid, _, _, uid in checked if uid is not None])
+    task_ids = sorted({tid for _, tid, _, _ in checked})
+    if task_ids:
+        marks = ", ".join(["%s"] * len(task_ids))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {R} SET validation = {INCONCLUSIVE} WHERE task_id IN ({marks})"  # noqa: S608
+                f" AND state = {RETURNED} AND outcome = {SUCCESS} AND validation = {PENDING}"
+                f" AND task_id IN (SELECT id FROM {T} WHERE id IN ({marks})"
+                f" AND state = {TASK_FAILED})",
+                [*task_ids, *task_ids],
+            )
