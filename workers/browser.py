@@ -136,8 +136,9 @@ def _referrer_origin(request: HttpRequest) -> str | None:
     if not referer:
         return None
     try:
-        return normalize_origin(referer.split("?")[0].split("#")[0])
-    except ValidationError:
+        parts = urlsplit(referer)
+        return normalize_origin(f"{parts.scheme}://{parts.netloc}")
+    except (ValueError, ValidationError):
         return None
 
 
