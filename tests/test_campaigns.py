@@ -1,0 +1,91 @@
+"""Kernels and the campaign lifecycle through the services."""
+
+from __future__ import annotations
+
+import pytest
+
+from campaigns import services
+from campaigns.models import Campaign, Kernel, Result
+from tests.conftest import kernel_bytes
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"not a wasm module", "not a WebAssembly binary"),
+        (kernel_bytes("nomax"), "no memory maximum"),
+    ],
+)
+def test_rejected_kernels_say_which_check_failed(people, data, reason):
+    with pytest.raises(services.ServiceError) as err:
+        services.kernel_upload(organization=people.org, name="k", data=data)
+    assert reason in str(err.value)
+    assert not Kernel.objects.exists()
+
+
+def test_kernel_above_memory_cap_is_rejected(people, settings):
+    settings.CCGSC = {**settings.CCGSC, "KERNEL_MEMORY_CAP": 32 * 1024 * 1024}
+    with pytest.raises(services.ServiceError, match="above the platform cap"):
+        services.kernel_upload(organization=people.org, name="k", data=kernel_bytes("echo"))
+
+
+def test_kernel_over_size_cap_is_rejected(people, settings):
+    settings.CCGSC = {**settings.CCGSC, "KERNEL_MAX_BYTES": 100}
+    with pytest.raises(services.ServiceError, match="the limit is 100 bytes"):
+        services.kernel_upload(organization=people.org, name="k", data=kernel_bytes("echo"))
+
+
+def test_kernels_are_content_addressed_and_uploaded_once_per_org(people):
+    a = services.kernel_upload(organization=people.org, name="a", data=kernel_bytes("echo"))
+    b = services.kernel_upload(organization=people.org, name="b", data=kernel_bytes("echo"))
+    c = services.kernel_upload(organization=people.other_org, name="c", data=kernel_bytes("echo"))
+    assert a.pk == b.pk and c.pk != a.pk
+    assert a.blob_id == c.blob_id == a.sha256
+    assert a.memory_max == 64 * 1024 * 1024
+
+
+def test_lifecycle_transitions(make_campaign):
+    c = make_campaign(["a", "b"], start=False)
+    assert c.state == Campaign.State.DRAFT
+    with pytest.raises(services.ServiceError, match="cannot be paused"):
+        services.campaign_pause(campaign=c)
+    c = services.campaign_start(campaign=c)
+    assert c.state == Campaign.State.RUNNING and c.started_at is not None
+    with pytest.raises(services.ServiceError, match="cannot be started"):
+        services.campaign_start(campaign=c)
+    assert services.campaign_pause(campaign=c).state == Campaign.State.PAUSED
+    assert services.campaign_resume(campaign=c).state == Campaign.State.RUNNING
+    c = services.campaign_cancel(campaign=c)
+    assert c.state == Campaign.State.CANCELLED and c.finished_at is not None
+    assert set(Result.objects.filter(campaign=c).values_list("state", flat=True)) == {
+        Result.State.CANCELLED
+    }
+    with pytest.raises(services.ServiceError, match="cannot be resumed"):
+        services.campaign_resume(campaign=c)
+    with pytest.raises(services.ServiceError, match="cancelled campaign"):
+        services.tasks_add(campaign=c, specs=[])
+
+
+def test_replication_policy_is_checked(people):
+    kernel = services.kernel_upload(organization=people.org, name="k", data=kernel_bytes("echo"))
+    with pytest.raises(services.ServiceError, match="at least the quorum"):
+        services.campaign_create(
+            organization=people.org, name="x", kernel=kernel, min_quorum=3, target_replicas=2
+        )
+    with pytest.raises(services.ServiceError, match="Unknown campaign setting"):
+        services.campaign_create(organization=people.org, name="x", kernel=kernel, colour=3)
+
+
+def test_replicas_created_per_task(make_campaign):
+    c = make_campaign(["a", "b", "c"], min_quorum=2, target_replicas=3)
+    assert Result.objects.filter(campaign=c).count() == 9
+    assert c.tasks_total == 3
+
+
+def test_kernels_of_another_organization_cannot_be_used(people):
+    theirs = services.kernel_upload(
+        organization=people.other_org, name="k", data=kernel_bytes("echo")
+    )
+    with pytest.raises(services.ServiceError, match="must belong to the campaign's organization"):
+        services.campaign_create(organization=people.org, name="x", kernel=theirs)
