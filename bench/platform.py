@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import platform as py_platform
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ccgsc.processes import Platform, start_platform
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -22,12 +21,6 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bench_env() -> dict[str, str]:
@@ -117,75 +110,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-@dataclass
-class Server:
-    port: int
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def worker(self, *args: str, slots: int = 2) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers.native",
-                "--server",
-                self.url,
-                "--slots",
-                str(slots),
-                "--quiet",
-                *args,
-            ],
-            cwd=ROOT,
-            env=self.env,
-        )
-        self.children.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for p in [*self.children, self.proc]:
-            if p.poll() is None:
-                p.terminate()
-        for p in [*self.children, self.proc]:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def start_server(env: dict[str, str]) -> Server:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "ccgsc.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    server = Server(port=port, proc=proc, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{server.url}/api/v1/status", timeout=2) as r:  # noqa: S310
-                if r.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("daphne did not start")
+def start_server(env: dict[str, str]) -> Platform:
+    return start_platform(env)
 
 
 def make_campaign(kernel: str, inputs: list[bytes], *, name: str, **policies: Any) -> int:

@@ -11,25 +11,15 @@ WebSockets); it needs committed data, so it implies transactional_db:
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
+from ccgsc.processes import Platform, free_port, start_platform
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def database_env() -> dict[str, str]:
@@ -56,87 +46,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class LiveServer:
-    port: int
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def worker(self, *args: str, slots: int = 2) -> subprocess.Popen[bytes]:
-        """Start a native worker process against this server."""
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers.native",
-                "--server",
-                self.url,
-                "--slots",
-                str(slots),
-                "--quiet",
-                *args,
-            ],
-            cwd=ROOT,
-            env=self.env,
-        )
-        self.workers.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in [*self.workers, self.proc]:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in [*self.workers, self.proc]:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+LiveServer = Platform
+__all__ = ["LiveServer", "Platform", "free_port", "live_platform", "start_server", "subprocess_env"]
 
 
-def start_server(**extra_env: str) -> LiveServer:
-    port = free_port()
-    env = subprocess_env(**extra_env)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--websocket-max-message-size",
-            str(16 * 1024 * 1024),
-            "ccgsc.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    server = LiveServer(port=port, proc=proc, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/api/v1/status", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("daphne did not start within 30 s")
+def start_server(**extra_env: str) -> Platform:
+    """A daphne server against the test database (environment overrides in extra_env)."""
+    return start_platform(subprocess_env(**extra_env))
 
 
 @pytest.fixture
-def live_platform(transactional_db: None) -> Iterator[LiveServer]:
-    server = start_server()
+def live_platform(transactional_db: None) -> Iterator[Platform]:
+    platform = start_server()
     try:
-        yield server
+        yield platform
     finally:
-        server.stop()
+        platform.stop()
