@@ -99,6 +99,7 @@ else:
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # SQLite has no SELECT ... FOR UPDATE. Every write transaction takes the write lock up front
     # (IMMEDIATE), so two workers claiming tasks serialize instead of failing to upgrade a read
     # lock; WAL lets readers continue meanwhile; the timeout makes writers queue, not error.
