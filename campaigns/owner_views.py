@@ -331,8 +331,15 @@ def demo_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
 @require_GET
 def demo_feed(request: HttpRequest, campaign_id: int) -> JsonResponse:
     """New results of a demo campaign since `cursor` (see selectors.demo_feed)."""
-    campaign, _ = _demo_campaign(request, campaign_id)
+    campaign, kind = _demo_campaign(request, campaign_id)
     if campaign.reducer_id and campaign.state == Campaign.State.RUNNING and campaign.tasks_done:
         # People watching the demo keep its running reduction fresh (throttled).
         services.campaign_reduce_soon(campaign_id=campaign.pk)
-    return JsonResponse(selectors.demo_feed(campaign, request.GET.get("cursor")))
+    try:
+        tail: int | None = min(int(request.GET["tail"]), selectors.FEED_PAGE)
+    except (KeyError, ValueError):
+        tail = None
+    body = selectors.demo_feed(campaign, request.GET.get("cursor"), tail=tail)
+    if kind == "primes":
+        body["summary"] = {"primes": selectors.primes_found(campaign)}
+    return JsonResponse(body)

@@ -283,33 +283,39 @@ def demo_kind(campaign: Campaign) -> str | None:
 FEED_PAGE = 500
 
 
-def demo_feed(campaign: Campaign, cursor: str | None, limit: int = FEED_PAGE) -> dict[str, Any]:
-    """Successful results in the order they were returned, after `cursor` (keyset pagination on
-    (returned_at, id), through the returned_at index). Invalid results are left out; with
-    replication a task may appear more than once until it is validated (pages dedupe by
-    task). Returns the results, the next cursor and the campaign's counters."""
-    qs = Result.objects.filter(
+def _feed_results(campaign: Campaign) -> QuerySet[Result]:
+    return Result.objects.filter(
         campaign=campaign,
         state=Result.State.RETURNED,
         outcome=Result.Outcome.SUCCESS,
         returned_at__isnull=False,
     ).exclude(validation__in=(Result.Validation.INVALID, Result.Validation.INCONCLUSIVE))
-    after = _parse_cursor(cursor)
-    if after is not None:
-        at, rid = after
-        # "After (at, rid)" written with ranges only: on SQLite the scheduler's raw SQL stores
-        # timestamps with a "+00:00" suffix and the ORM without, so equality between the two
-        # spellings of one instant fails while range comparisons still order correctly.
-        at_next = at + timedelta(microseconds=1)
-        qs = qs.filter(
-            Q(returned_at__gte=at_next)
-            | Q(returned_at__gte=at, returned_at__lt=at_next, id__gt=rid)
-        )
-    rows = list(
-        qs.order_by("returned_at", "id").values_list(
-            "id", "returned_at", "task__seq", "task__input", "output"
-        )[:limit]
-    )
+
+
+FEED_COLUMNS = ("id", "returned_at", "task__seq", "task__input", "output")
+
+
+def demo_feed(
+    campaign: Campaign, cursor: str | None, limit: int = FEED_PAGE, tail: int | None = None
+) -> dict[str, Any]:
+    """Successful results in the order they were returned, after `cursor` (keyset pagination on
+    (returned_at, id), through the returned_at index). Invalid results are left out; with
+    replication a task may appear more than once until it is validated (pages dedupe by
+    task). Without a cursor, `tail` asks for only the latest `tail` results (pages that show
+    the newest results and need not catch up with all of them). Returns the results, the next
+    cursor and the campaign's counters."""
+    qs = _feed_results(campaign)
+    if not cursor and tail is not None:
+        newest = list(qs.order_by("-returned_at", "-id").values_list(*FEED_COLUMNS)[:tail])
+        return _feed_response(campaign, cursor, newest[::-1], more=False)
+    qs = _after(qs, cursor)
+    rows = list(qs.order_by("returned_at", "id").values_list(*FEED_COLUMNS)[:limit])
+    return _feed_response(campaign, cursor, rows, more=len(rows) == limit)
+
+
+def _feed_response(
+    campaign: Campaign, cursor: str | None, rows: list[Any], *, more: bool
+) -> dict[str, Any]:
     results = [
         {
             "seq": seq,
@@ -320,13 +326,11 @@ def demo_feed(campaign: Campaign, cursor: str | None, limit: int = FEED_PAGE) ->
     ]
     next_cursor = cursor
     if rows:
-        last_id, last_at = rows[-1][0], rows[-1][1]
-        assert last_at is not None  # filtered on returned_at__isnull=False
-        next_cursor = f"{last_at.astimezone(UTC).strftime(CURSOR_TIME)}_{last_id}"
+        next_cursor = _cursor_of(rows[-1][1], rows[-1][0])
     return {
         "results": results,
         "cursor": next_cursor,
-        "more": len(rows) == limit,
+        "more": more,
         "campaign": {
             "id": campaign.pk,
             "state": campaign.state,
@@ -343,6 +347,25 @@ def demo_feed(campaign: Campaign, cursor: str | None, limit: int = FEED_PAGE) ->
 CURSOR_TIME = "%Y%m%dT%H%M%S.%f"
 
 
+def _cursor_of(returned_at: datetime | None, result_id: int) -> str:
+    assert returned_at is not None  # feeds filter on returned_at__isnull=False
+    return f"{returned_at.astimezone(UTC).strftime(CURSOR_TIME)}_{result_id}"
+
+
+def _after(qs: QuerySet[Result], cursor: str | None) -> QuerySet[Result]:
+    """The rows after `cursor` in (returned_at, id) order. Written with ranges only: on SQLite
+    the scheduler's raw SQL stores timestamps with a "+00:00" suffix and the ORM without, so an
+    equality between the two spellings of one instant fails while ranges still order right."""
+    after = _parse_cursor(cursor)
+    if after is None:
+        return qs
+    at, rid = after
+    at_next = at + timedelta(microseconds=1)
+    return qs.filter(
+        Q(returned_at__gte=at_next) | Q(returned_at__gte=at, returned_at__lt=at_next, id__gt=rid)
+    )
+
+
 def _parse_cursor(cursor: str | None) -> tuple[datetime, int] | None:
     """(returned_at, id) from "20261122T160000.123456_42" (exact: no float round trip)."""
     if not cursor:
@@ -352,3 +375,27 @@ def _parse_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         return datetime.strptime(stamp, CURSOR_TIME).replace(tzinfo=UTC), int(rid)
     except ValueError:
         return None
+
+
+def primes_found(campaign: Campaign) -> int:
+    """How many primes a primes campaign has found: the lines of its results, counted
+    incrementally (a per-process cache keeps the count and the feed cursor it reached), so
+    a demo page's poll reads only the results returned since the previous one."""
+    from django.core.cache import cache
+
+    started = campaign.started_at.timestamp() if campaign.started_at else 0
+    key = f"ccgsc:primes-found:{campaign.pk}:{started}"
+    count, cursor = cache.get(key, (0, None))
+    while True:
+        qs = _after(_feed_results(campaign), cursor)
+        rows = list(
+            qs.order_by("returned_at", "id").values_list("id", "returned_at", "output")[:2000]
+        )
+        for _, _, output in rows:
+            count += bytes(output or b"").count(b"\n")
+        if rows:
+            cursor = _cursor_of(rows[-1][1], rows[-1][0])
+        if len(rows) < 2000:
+            break
+    cache.set(key, (count, cursor), timeout=3600)
+    return count

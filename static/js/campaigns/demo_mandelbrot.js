@@ -1,0 +1,84 @@
+// Mandelbrot demo: paint each tile on the canvas as its result arrives. A task's input is
+// "W H X0 Y0 TW TH MAXITER"; its output is TW*TH little-endian uint16 iteration counts,
+// row-major (docs/kernels.md).
+
+import { decodeBase64, decodeText, followFeed } from "./demo_feed.js";
+import { formatNumber } from "./format.js";
+
+const canvas = document.getElementById("mandelbrot-canvas");
+const ctx = canvas.getContext("2d");
+const paintedEl = document.getElementById("tiles-painted");
+const totalEl = document.getElementById("tiles-total");
+
+// Colour stops from the outside in; points inside the set (n == maxiter) are black.
+const STOPS = [
+  [0.0, [8, 10, 40]],
+  [0.16, [32, 107, 203]],
+  [0.42, [237, 255, 255]],
+  [0.6425, [255, 170, 0]],
+  [0.8575, [120, 20, 0]],
+  [1.0, [8, 10, 40]],
+];
+
+/** The colour of an iteration count: a fixed, documented function (the browser test uses it). */
+export function color(n, maxiter) {
+  if (n >= maxiter) return [0, 0, 0];
+  const t = (Math.log(n + 1) / Math.log(maxiter + 1)) * 3 % 1; // three passes through the palette
+  for (let i = 1; i < STOPS.length; i++) {
+    if (t <= STOPS[i][0]) {
+      const [t0, c0] = STOPS[i - 1];
+      const [t1, c1] = STOPS[i];
+      const f = (t - t0) / (t1 - t0);
+      return c0.map((v, k) => Math.round(v + (c1[k] - v) * f));
+    }
+  }
+  return STOPS[STOPS.length - 1][1];
+}
+
+const state = { width: 0, height: 0, maxiter: 0, counts: null, painted: 0, color };
+window.ccgscMandelbrot = state;
+
+function setup(w, h, maxiter) {
+  state.width = w;
+  state.height = h;
+  state.maxiter = maxiter;
+  state.counts = new Uint16Array(w * h);
+  canvas.width = w;
+  canvas.height = h;
+  canvas.style.aspectRatio = `${w} / ${h}`;
+  ctx.fillStyle = "#0b0d12";
+  ctx.fillRect(0, 0, w, h);
+}
+
+function paint(r) {
+  const geometry = decodeText(r.input).trim().split(/\s+/).map(Number);
+  if (geometry.length !== 7 || geometry.some((v) => !Number.isInteger(v) || v < 0)) return;
+  const [w, h, x0, y0, tw, th, maxiter] = geometry;
+  if (!state.counts || state.width !== w || state.height !== h) setup(w, h, maxiter);
+  const bytes = decodeBase64(r.output);
+  if (bytes.length !== tw * th * 2 || x0 + tw > w || y0 + th > h || tw === 0 || th === 0) return;
+  const view = new DataView(bytes.buffer);
+  const image = ctx.createImageData(tw, th);
+  for (let i = 0; i < tw * th; i++) {
+    const n = view.getUint16(i * 2, true);
+    state.counts[(y0 + Math.floor(i / tw)) * w + x0 + (i % tw)] = n;
+    const [red, green, blue] = color(n, maxiter);
+    image.data[i * 4] = red;
+    image.data[i * 4 + 1] = green;
+    image.data[i * 4 + 2] = blue;
+    image.data[i * 4 + 3] = 255;
+  }
+  ctx.putImageData(image, x0, y0);
+  state.painted += 1;
+}
+
+followFeed({
+  onResults(results) {
+    for (const r of results) paint(r);
+    paintedEl.textContent = formatNumber(state.painted);
+    canvas.dataset.painted = String(state.painted);
+  },
+  onCampaign(c) {
+    totalEl.textContent = formatNumber(c.tasks_total);
+  },
+});

@@ -1,0 +1,596 @@
+"""The owners' web UI: every page with the owner, a teammate, an outsider (404) and an anonymous
+visitor (login redirect); uploads and creation through the services with their messages shown;
+lifecycle buttons; results browser; worker-session data; the public demo pages and feed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import User
+from campaigns import services
+from campaigns.models import Campaign, Result, Task
+from tests.conftest import kernel_bytes
+from workers import scheduler
+from workers.models import WorkerSession
+
+
+def client_for(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def complete_tasks(campaign: Campaign, outputs: dict[int, bytes] | None = None, n: int = 100):
+    """Lease and answer up to `n` tasks through the real scheduler (one native session)."""
+    session = WorkerSession.objects.create(
+        kind="native", slots=n, organization=campaign.organization
+    )
+    info = scheduler.SessionInfo(
+        id=session.pk, kind="native", organization_id=campaign.organization_id
+    )
+    scheduler.work_available()  # forget per-process caches from earlier tests (ids are reused)
+    leases = scheduler.lease(info, n)
+    seqs = dict(Task.objects.filter(pk__in=[x.task for x in leases]).values_list("pk", "seq"))
+    items = []
+    for lease in leases:
+        out = (outputs or {}).get(seqs[lease.task], lease.input)
+        items.append(
+            {
+                "lease": lease.lease,
+                "ok": True,
+                "output": out,
+                "exit": 0,
+                "err": None,
+                "stderr": "",
+                "ms": 5,
+            }
+        )
+    scheduler.submit_results(info, items)
+    return session
+
+
+def fail_one(campaign: Campaign, stderr: str = "boom: bad input\n") -> None:
+    session = WorkerSession.objects.create(
+        kind="native", slots=1, organization=campaign.organization
+    )
+    info = scheduler.SessionInfo(
+        id=session.pk, kind="native", organization_id=campaign.organization_id
+    )
+    scheduler.work_available()
+    (lease,) = scheduler.lease(info, 1)
+    scheduler.submit_results(
+        info,
+        [
+            {
+                "lease": lease.lease,
+                "ok": False,
+                "output": None,
+                "exit": 2,
+                "err": "exit",
+                "stderr": stderr,
+                "ms": 3,
+            }
+        ],
+    )
+
+
+# --- access: owner / teammate / outsider / anonymous --------------------------------------------
+
+
+def org_urls(slug: str) -> list[str]:
+    return [
+        reverse("campaigns:campaign_list", args=[slug]),
+        reverse("campaigns:kernel_list", args=[slug]),
+        reverse("campaigns:campaign_create", args=[slug]),
+    ]
+
+
+def campaign_urls(slug: str, campaign: Campaign) -> list[str]:
+    result = Result.objects.filter(campaign=campaign).first()
+    assert result is not None
+    return [
+        reverse("campaigns:campaign_detail", args=[slug, campaign.pk]),
+        reverse("campaigns:campaign_live", args=[slug, campaign.pk]),
+        reverse("campaigns:campaign_results", args=[slug, campaign.pk]),
+        reverse("campaigns:result_output", args=[slug, campaign.pk, result.pk]),
+        reverse("campaign-workers", args=[slug, campaign.pk]),
+    ]
+
+
+@pytest.mark.django_db
+def test_members_see_every_page(people, make_campaign):
+    campaign = make_campaign(["a", "b", "c"])
+    complete_tasks(campaign)
+    for user in (people.owner, people.teammate):
+        client = client_for(user)
+        for url in org_urls("alpha") + campaign_urls("alpha", campaign):
+            response = client.get(url)
+            assert response.status_code == 200, (user, url)
+
+
+@pytest.mark.django_db
+def test_outsider_gets_404_everywhere(people, make_campaign):
+    campaign = make_campaign(["a", "b"])
+    complete_tasks(campaign, n=1)
+    client = client_for(people.outsider)
+    for url in org_urls("alpha") + campaign_urls("alpha", campaign):
+        assert client.get(url).status_code == 404, url
+    # Their own organization's slug with our campaign's id is a 404 as well.
+    for url in campaign_urls("beta", campaign):
+        assert client.get(url).status_code == 404, url
+    for action in ("start", "pause", "resume", "cancel", "regenerate"):
+        url = reverse("campaigns:campaign_action", args=["alpha", campaign.pk, action])
+        assert client.post(url).status_code == 404
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.RUNNING
+
+
+@pytest.mark.django_db
+def test_anonymous_is_sent_to_login(people, make_campaign):
+    campaign = make_campaign(["a", "b"])
+    complete_tasks(campaign, n=1)
+    client = Client()
+    for url in org_urls("alpha") + campaign_urls("alpha", campaign):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("account_login")), url
+    url = reverse("campaigns:campaign_action", args=["alpha", campaign.pk, "pause"])
+    assert client.post(url).status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.RUNNING
+
+
+@pytest.mark.django_db
+def test_campaigns_tab_appears_on_organization_pages(people):
+    response = client_for(people.owner).get(reverse("accounts:org_home", args=["alpha"]))
+    assert reverse("campaigns:campaign_list", args=["alpha"]).encode() in response.content
+
+
+# --- the dashboard list ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_campaign_list_shows_state_and_progress(people, make_campaign):
+    campaign = make_campaign(["1", "2", "3", "4"])
+    complete_tasks(campaign, n=1)
+    make_campaign(["x"], org=people.other_org)  # never listed for alpha
+    response = client_for(people.teammate).get(reverse("campaigns:campaign_list", args=["alpha"]))
+    html = response.content.decode()
+    assert "echo campaign" in html
+    assert 'class="badge badge-running"' in html
+    assert "width: 25%" in html
+    assert html.count("<tr data-id=") == 1
+
+
+# --- kernels ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_kernel_upload_and_plain_errors(people):
+    client = client_for(people.teammate)
+    url = reverse("campaigns:kernel_list", args=["alpha"])
+    wasm = io.BytesIO(kernel_bytes("primes"))
+    wasm.name = "primes.wasm"
+    response = client.post(url, {"file": wasm, "kind": "wasm"})
+    assert response.status_code == 302
+    kernel = people.org.kernels.get()
+    assert kernel.name == "primes" and kernel.created_by == people.teammate
+
+    # A module without a memory maximum: the service's sentence, shown as is.
+    nomax = io.BytesIO(kernel_bytes("nomax"))
+    nomax.name = "nomax.wasm"
+    response = client.post(url, {"file": nomax, "kind": "wasm"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="upload-errors"' in html
+    assert "The kernel was rejected" in html and "maximum" in html
+    garbage = io.BytesIO(b"not wasm at all")
+    garbage.name = "x.wasm"
+    html = client.post(url, {"file": garbage, "kind": "wasm"}).content.decode()
+    assert "The kernel was rejected" in html
+    empty = client.post(url, {"kind": "wasm"}).content.decode()
+    assert "This field is required" in empty
+    assert people.org.kernels.count() == 1
+
+
+# --- campaign creation ----------------------------------------------------------------
+
+
+def upload(org, name: str):
+    return services.kernel_upload(organization=org, name=name, data=kernel_bytes(name))
+
+
+@pytest.mark.django_db
+def test_create_generator_campaign_with_policies_and_start(
+    people, django_capture_on_commit_callbacks
+):
+    kernel, gen = upload(people.org, "primes"), upload(people.org, "primes_gen")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(people.teammate).post(
+            reverse("campaigns:campaign_create", args=["alpha"]),
+            {
+                "name": "Primes to 1000",
+                "kernel": kernel.pk,
+                "input_source": "generator",
+                "generator": gen.pk,
+                "generator_args": "1000 100",
+                "args": "",
+                "env": "MODE=fast\nEMPTY=",
+                "priority": 20,
+                "task_timeout": 60,
+                "max_attempts": 3,
+                "points_per_task": 5,
+                "min_quorum": 1,
+                "target_replicas": 1,
+                "max_error_replicas": 5,
+                "max_total_replicas": 4,
+                "start_now": "on",
+            },
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    campaign = Campaign.objects.get(name="Primes to 1000")
+    assert response["Location"] == reverse("campaigns:campaign_detail", args=["alpha", campaign.pk])
+    assert campaign.state == Campaign.State.RUNNING
+    assert campaign.tasks_total == 10
+    assert campaign.env == {"MODE": "fast", "EMPTY": ""}
+    assert (campaign.priority, campaign.task_timeout, campaign.max_attempts) == (20, 60, 3)
+    assert campaign.points_per_task == 5 and campaign.max_total_replicas == 4
+    assert campaign.created_by == people.teammate and not campaign.approved
+
+
+@pytest.mark.django_db
+def test_create_task_file_campaign_and_bad_file_message(people):
+    kernel = upload(people.org, "echo")
+    client = client_for(people.owner)
+    url = reverse("campaigns:campaign_create", args=["alpha"])
+    base = {
+        "name": "From a file",
+        "kernel": kernel.pk,
+        "input_source": "file",
+        "args": '-x "two words"',
+        "priority": 10,
+        "task_timeout": 300,
+        "max_attempts": 5,
+        "points_per_task": 10,
+        "min_quorum": 1,
+        "target_replicas": 1,
+        "max_error_replicas": 5,
+        "max_total_replicas": 10,
+    }
+    bad = io.BytesIO(b'"ok"\n{"input": 5}\n')
+    bad.name = "tasks.jsonl"
+    html = client.post(url, {**base, "task_file": bad}).content.decode()
+    assert "The task file was rejected: line 2" in html
+    assert not Campaign.objects.filter(name="From a file").exists()
+
+    good = io.BytesIO(b'"one"\n{"input": "two", "args": ["-v"]}\n')
+    good.name = "tasks.jsonl"
+    static = io.BytesIO(b"shared bytes")
+    static.name = "static.bin"
+    response = client.post(url, {**base, "task_file": good, "static_data": static})
+    assert response.status_code == 302
+    campaign = Campaign.objects.get(name="From a file")
+    assert campaign.tasks_total == 2 and campaign.state == Campaign.State.DRAFT
+    assert campaign.args == ["-x", "two words"]
+    assert campaign.static_data is not None and bytes(campaign.static_data.data) == b"shared bytes"
+
+
+@pytest.mark.django_db
+def test_create_form_errors_are_shown(people):
+    kernel = upload(people.org, "echo")
+    other_kernel = upload(people.other_org, "primes")
+    client = client_for(people.owner)
+    url = reverse("campaigns:campaign_create", args=["alpha"])
+    html = client.post(
+        url,
+        {
+            "name": "x",
+            "kernel": other_kernel.pk,  # another organization's kernel is not a choice
+            "input_source": "generator",
+            "priority": 10,
+            "task_timeout": 300,
+            "max_attempts": 5,
+            "points_per_task": 10,
+            "min_quorum": 3,
+            "target_replicas": 2,
+            "max_error_replicas": 5,
+            "max_total_replicas": 10,
+            "args": '"unclosed',
+        },
+    ).content.decode()
+    assert "Select a valid choice" in html
+    assert "Choose the generator kernel" in html
+    assert "Issue at least as many replicas as the quorum" in html
+    assert "cannot be parsed" in html
+    assert not Campaign.objects.exists()
+    # The kernel choices are this organization's only.
+    page = client.get(url).content.decode()
+    assert f'value="{kernel.pk}"' in page and f'value="{other_kernel.pk}"' not in page
+
+
+# --- lifecycle buttons ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_lifecycle_buttons_for_a_teammate(people, make_campaign):
+    campaign = make_campaign(["a", "b"], start=False)
+    client = client_for(people.teammate)
+
+    def act(action: str) -> str:
+        url = reverse("campaigns:campaign_action", args=["alpha", campaign.pk, action])
+        response = client.post(url, follow=True)
+        assert response.status_code == 200
+        campaign.refresh_from_db()
+        return response.content.decode()
+
+    assert "Started" in act("start") and campaign.state == Campaign.State.RUNNING
+    assert "Paused" in act("pause") and campaign.state == Campaign.State.PAUSED
+    html = act("pause")
+    assert "A paused campaign cannot be paused." in html  # the service's message
+    assert "Resumed" in act("resume") and campaign.state == Campaign.State.RUNNING
+    assert "Cancelled" in act("cancel") and campaign.state == Campaign.State.CANCELLED
+    assert "A cancelled campaign cannot be started." in act("start")
+    bogus = reverse("campaigns:campaign_action", args=["alpha", campaign.pk, "explode"])
+    assert client.post(bogus).status_code == 404
+    get = reverse("campaigns:campaign_action", args=["alpha", campaign.pk, "start"])
+    assert client.get(get).status_code == 405
+
+
+@pytest.mark.django_db
+def test_regenerate_a_failed_generator(people, django_capture_on_commit_callbacks):
+    kernel, gen = upload(people.org, "primes"), upload(people.org, "primes_gen")
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign = services.campaign_create(
+            organization=people.org,
+            name="bad gen",
+            kernel=kernel,
+            input_source=Campaign.InputSource.GENERATOR,
+            generator=gen,
+            generator_args=["10", "0"],  # CHUNK 0: the generator refuses
+        )
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.FAILED
+    client = client_for(people.owner)
+    page = client.get(reverse("campaigns:campaign_detail", args=["alpha", campaign.pk]))
+    html = page.content.decode()
+    assert "The generator failed" in html and 'id="regenerate"' in html
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("campaigns:campaign_action", args=["alpha", campaign.pk, "regenerate"]),
+            {"generator_args": "100 10"},
+            follow=True,
+        )
+    assert "Regenerating" in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.DRAFT and campaign.tasks_total == 10
+    assert campaign.generator_args == ["100", "10"]
+
+
+# --- the campaign page ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_campaign_page_shows_progress_failures_and_approval(people, make_campaign):
+    campaign = make_campaign(["a", "b", "c", "d"], approved=False, max_attempts=1)
+    complete_tasks(campaign, n=2)
+    fail_one(campaign, stderr="kernel: division by zero at line 7\n")
+    client = client_for(people.teammate)
+    html = client.get(reverse("campaigns:campaign_detail", args=["alpha", campaign.pk])).content
+    page = html.decode()
+    assert "width: 75%" in page  # 2 done + 1 failed of 4
+    assert "awaiting approval" in page
+    assert "division by zero at line 7" in page
+    assert 'id="throughput-history"' in page and 'id="throughput-chart"' in page
+    assert f"/ws/campaigns/{campaign.pk}/" in page
+    for fmt in ("jsonl", "csv", "msgpack"):
+        assert f"/api/v1/campaigns/{campaign.pk}/results?format={fmt}" in page
+    # the history has the two results returned a moment ago
+    marker = 'id="throughput-history" type="application/json">'
+    start = page.index(marker) + len(marker)
+    history = json.loads(page[start : page.index("</script>", start)])
+    assert sum(rate for _, rate in history) * 5 == pytest.approx(2)
+
+    Campaign.objects.filter(pk=campaign.pk).update(approved=True)
+    page = client.get(reverse("campaigns:campaign_detail", args=["alpha", campaign.pk]))
+    assert "approved for all volunteers" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_live_json_snapshot(people, make_campaign):
+    campaign = make_campaign(["a", "b", "c"])
+    session = WorkerSession.objects.create(kind="native", slots=2)
+    scheduler.work_available()
+    scheduler.lease(scheduler.SessionInfo(id=session.pk), 2)
+    response = client_for(people.owner).get(
+        reverse("campaigns:campaign_live", args=["alpha", campaign.pk])
+    )
+    snapshot = response.json()["snapshot"]
+    assert snapshot["state"] == "running"
+    assert snapshot["tasks_total"] == 3 and snapshot["leased"] == 2 and snapshot["workers"] == 1
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+@pytest.mark.django_db
+def test_worker_sessions_endpoint(people, make_campaign):
+    campaign = make_campaign([str(i) for i in range(6)])
+    busy = complete_tasks(campaign, n=2)
+    WorkerSession.objects.filter(pk=busy.pk).update(tasks_done=2, busy_ms=900, idle_ms=100)
+    holder = WorkerSession.objects.create(kind="browser", slots=4, user=people.outsider)
+    scheduler.lease(scheduler.SessionInfo(id=holder.pk, kind="browser"), 3)
+    WorkerSession.objects.create(kind="browser", slots=1, idle_ms=5000)  # never did anything
+    data = client_for(people.owner).get(reverse("campaign-workers", args=["alpha", campaign.pk]))
+    body = data.json()
+    rows = {row["id"]: row for row in body["campaign"]["sessions"]}
+    assert set(rows) == {busy.pk, holder.pk}
+    assert rows[busy.pk]["who"] == "your organization" and rows[busy.pk]["recent_ok"] == 2
+    assert rows[busy.pk]["idle_share"] == 0.1
+    assert rows[holder.pk]["who"] == "signed-in volunteer"  # never the volunteer's identity
+    assert rows[holder.pk]["in_flight"] == 3
+    assert "out@beta.test" not in data.content.decode()
+    assert (body["campaign"]["value"], body["campaign"]["non_value"]) == (1, 1)
+    pool = body["pool"]
+    assert pool["sessions"] == 3 and pool["value"] == 1 and pool["non_value"] == 2
+    assert pool["downtime_s"] == 5.1 and pool["browser"] == 2 and pool["native"] == 1
+
+
+# --- results browser ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_results_browser_previews_filters_and_download(people, make_campaign):
+    campaign = make_campaign(["text", "bin", "c"], max_attempts=1)
+    complete_tasks(campaign, outputs={0: b"hello world\n", 1: bytes(range(250, 256)) + b"\0"}, n=2)
+    fail_one(campaign, stderr="oops on stderr")
+    client = client_for(people.teammate)
+    url = reverse("campaigns:campaign_results", args=["alpha", campaign.pk])
+    html = client.get(url).content.decode()
+    assert "hello world" in html
+    assert "fa fb fc fd fe ff 00" in html and "hex" in html
+    assert "oops on stderr" in html
+    errors = client.get(url, {"show": "errors"}).content.decode()
+    assert "oops on stderr" in errors and "hello world" not in errors
+    only = client.get(url, {"seq": 0}).content.decode()
+    assert "hello world" in only and "fa fb" not in only
+    result = Result.objects.get(campaign=campaign, task__seq=1, outcome=Result.Outcome.SUCCESS)
+    download = client.get(
+        reverse("campaigns:result_output", args=["alpha", campaign.pk, result.pk])
+    )
+    assert download.content == bytes(range(250, 256)) + b"\0"
+    assert download["Content-Type"] == "application/octet-stream"
+    assert "attachment" in download["Content-Disposition"]
+    # A result of another organization's campaign through ours: 404.
+    other = make_campaign(["z"], org=people.other_org)
+    complete_tasks(other)
+    foreign = Result.objects.get(campaign=other)
+    url = reverse("campaigns:result_output", args=["alpha", campaign.pk, foreign.pk])
+    assert client.get(url).status_code == 404
+
+
+@pytest.mark.django_db
+def test_results_browser_paginates(people, make_campaign):
+    campaign = make_campaign([str(i) for i in range(120)])
+    complete_tasks(campaign, n=120)
+    client = client_for(people.owner)
+    url = reverse("campaigns:campaign_results", args=["alpha", campaign.pk])
+    first = client.get(url).content.decode()
+    assert "page 1 of 3" in first and first.count("<tr>") == 51  # header + 50 rows
+    last = client.get(url, {"page": 3}).content.decode()
+    assert last.count("<tr>") == 21
+
+
+# --- demo pages ----------------------------------------------------------------
+
+
+def _demo(people, kernel: str, inputs: list[str], approved: bool = True) -> Campaign:
+    k = upload(people.org, kernel)
+    campaign = services.campaign_create(
+        organization=people.org, name=f"{kernel} demo", kernel=k, approved=approved
+    )
+    from campaigns.inputs import TaskSpec
+
+    services.tasks_add(campaign=campaign, specs=[TaskSpec(input=i.encode()) for i in inputs])
+    services.campaign_start(campaign=campaign)
+    campaign.refresh_from_db()
+    return campaign
+
+
+@pytest.mark.django_db
+def test_demo_pages_are_public_for_approved_campaigns(people):
+    primes = _demo(people, "primes", ["0 100", "100 200"])
+    mandel = _demo(people, "mandelbrot", ["40 30 0 0 40 30 100"])
+    hidden = _demo(people, "montecarlo", ["1 1000"], approved=False)
+    anon = Client()
+    assert "primes-list" in anon.get(reverse("campaigns:demo", args=[primes.pk])).content.decode()
+    assert (
+        "mandelbrot-canvas"
+        in anon.get(reverse("campaigns:demo", args=[mandel.pk])).content.decode()
+    )
+    assert anon.get(reverse("campaigns:demo", args=[hidden.pk])).status_code == 404
+    assert anon.get(reverse("campaigns:demo_feed", args=[hidden.pk])).status_code == 404
+    assert (
+        client_for(people.outsider).get(reverse("campaigns:demo", args=[hidden.pk])).status_code
+        == 404
+    )
+    # Members see their own unapproved campaign's demo.
+    assert (
+        client_for(people.teammate).get(reverse("campaigns:demo", args=[hidden.pk])).status_code
+        == 200
+    )
+    # A campaign whose kernel is no demo kernel has no demo page.
+    plain = _demo(people, "echo", ["x"])
+    assert anon.get(reverse("campaigns:demo", args=[plain.pk])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_demo_feed_pages_through_results_in_return_order(people):
+    campaign = _demo(people, "primes", [f"{i * 10} {i * 10 + 10}" for i in range(30)])
+    outputs: dict[int, bytes] = {}
+    complete_tasks(campaign, n=12)
+    complete_tasks(campaign, n=12)
+    anon = Client()
+    url = reverse("campaigns:demo_feed", args=[campaign.pk])
+    seen: list[int] = []
+    cursor = ""
+    for _ in range(10):
+        body: dict[str, Any] = anon.get(url, {"cursor": cursor}).json()
+        seen += [r["seq"] for r in body["results"]]
+        if not body["more"]:
+            break
+        cursor = body["cursor"]
+    # feed pages are FEED_PAGE long; here all 24 fit one page, then nothing new
+    assert sorted(seen) == list(range(24))
+    assert body["campaign"]["tasks_done"] == 24
+    again = anon.get(url, {"cursor": body["cursor"]}).json()
+    assert again["results"] == []
+    complete_tasks(campaign, n=6)
+    new = anon.get(url, {"cursor": body["cursor"]}).json()
+    assert sorted(r["seq"] for r in new["results"]) == list(range(24, 30))
+    first = new["results"][0]
+    assert base64.b64decode(first["input"]).decode().count(" ") == 1
+    assert outputs == {}
+
+
+@pytest.mark.django_db
+def test_demo_feed_small_pages(people, monkeypatch):
+    from campaigns import selectors
+
+    campaign = _demo(people, "primes", [f"{i} {i + 1}" for i in range(9)])
+    complete_tasks(campaign, n=9)
+    seen, cursor = [], None
+    while True:
+        body = selectors.demo_feed(campaign, cursor, limit=2)
+        seen += [r["seq"] for r in body["results"]]
+        cursor = body["cursor"]
+        if not body["results"]:
+            break
+    assert sorted(seen) == list(range(9)) and len(seen) == 9
+
+
+@pytest.mark.django_db
+def test_primes_feed_tail_and_server_side_count(people):
+    from django.core.cache import cache
+
+    from tests.test_reducer import run_kernel
+
+    cache.clear()
+    inputs = [f"{i * 100} {i * 100 + 100}" for i in range(10)]
+    campaign = _demo(people, "primes", inputs)
+    outputs = {seq: run_kernel("primes", i.encode()) for seq, i in enumerate(inputs)}
+    complete_tasks(campaign, outputs=outputs, n=6)
+    anon = Client()
+    url = reverse("campaigns:demo_feed", args=[campaign.pk])
+    body = anon.get(url, {"tail": 3}).json()
+    assert len(body["results"]) == 3 and body["more"] is False
+    assert body["summary"]["primes"] == sum(outputs[s].count(b"\n") for s in range(6))
+    complete_tasks(campaign, outputs=outputs, n=4)
+    later = anon.get(url, {"cursor": body["cursor"]}).json()
+    assert sorted(r["seq"] for r in later["results"]) == [6, 7, 8, 9]
+    assert later["summary"]["primes"] == 168  # primes below 1000
