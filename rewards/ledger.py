@@ -84,24 +84,28 @@ def adjust(*, user: User, points: int, note: str, campaign: Campaign | None = No
         )
         with connection.cursor() as cursor:
             _bump_totals(
-                cursor, [(user.pk, team_id, None, campaign.pk if campaign else None, points)]
+                cursor,
+                [(user.pk, team_id, None, campaign.pk if campaign else None, points)],
+                results_too=False,
             )
     return entry
 
 
-def _bump_totals(cursor: Any, inserted: Sequence[Sequence[Any]]) -> None:
-    """Add freshly inserted entries (user, team, site, campaign, points) to the totals. Only
-    result entries count as results."""
+def _bump_totals(
+    cursor: Any, inserted: Sequence[Sequence[Any]], *, results_too: bool = True
+) -> None:
+    """Add freshly inserted entries (user, team, site, campaign, points) to the totals; result
+    entries also count as validated results, adjustments do not."""
     points: Counter[tuple[str, int]] = Counter()
     results: Counter[tuple[str, int]] = Counter()
     for uid, tid, sid, cid, pts in inserted:
         for scope, key in ((Scope.USER, uid), (Scope.TEAM, tid), (Scope.SITE, sid)):
             if key is not None:
                 points[(scope.value, key)] += pts
-                results[(scope.value, key)] += 1
+                results[(scope.value, key)] += results_too
         if cid is not None:
             points[(Scope.CAMPAIGN.value, cid)] += pts
-            results[(Scope.CAMPAIGN.value, cid)] += 1
+            results[(Scope.CAMPAIGN.value, cid)] += results_too
     if not points:
         return
     ty = scheduler._vendor_types()
