@@ -163,7 +163,7 @@ def test_a_broken_verifier_fails_the_task_with_its_reason(
     verified_campaign, contributors, django_capture_on_commit_callbacks
 ):
     c = verified_campaign(["x"], verifier_kernel="trap", min_quorum=2, target_replicas=2)
-    alice, bob = contributors(2)
+    (alice,) = contributors(1)
     submit(alice, [PI], django_capture_on_commit_callbacks)
     task = Task.objects.get(campaign=c)
     assert task.state == Task.State.FAILED and task.failure.startswith("verifier failed")
