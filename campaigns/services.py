@@ -502,6 +502,28 @@ def campaign_cancel(*, campaign: Campaign) -> Campaign:
     return _transition(campaign, "cancel", State.CANCELLED, finished_at=timezone.now())
 
 
+def campaign_set_approved(*, campaign_ids: list[int], approved: bool) -> int:
+    """A platform admin approves campaigns for anonymous and embedded volunteers (or withdraws
+    the approval: leases already given out finish, no new ones are made). Returns how many
+    campaigns changed; idle workers are woken for newly approved running ones."""
+    with transaction.atomic():
+        changed = list(
+            Campaign.objects.filter(pk__in=campaign_ids)
+            .exclude(approved=approved)
+            .values_list("pk", "state")
+        )
+        Campaign.objects.filter(pk__in=[pk for pk, _ in changed]).update(approved=approved)
+        woken = [pk for pk, state in changed if approved and state == State.RUNNING]
+        if woken:
+            transaction.on_commit(lambda: _wake(woken))
+    return len(changed)
+
+
+def _wake(campaign_ids: list[int]) -> None:
+    for pk in campaign_ids:
+        signals.work_available.send(Campaign, campaign_id=pk)
+
+
 def campaign_check_complete(*, campaign_id: int) -> bool:
     """Complete a running campaign whose input is final and whose every task is decided.
     Called inside the transaction that decided the last tasks; idempotent."""

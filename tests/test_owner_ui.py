@@ -399,8 +399,8 @@ def test_campaign_page_shows_progress_failures_and_approval(people, make_campaig
     assert sum(rate for _, rate in history) * 5 == pytest.approx(2)
 
     Campaign.objects.filter(pk=campaign.pk).update(approved=True)
-    page = client.get(reverse("campaigns:campaign_detail", args=["alpha", campaign.pk]))
-    assert "approved for all volunteers" in page.content.decode()
+    again = client.get(reverse("campaigns:campaign_detail", args=["alpha", campaign.pk]))
+    assert "approved for all volunteers" in again.content.decode()
 
 
 @pytest.mark.django_db
@@ -594,3 +594,95 @@ def test_primes_feed_tail_and_server_side_count(people):
     later = anon.get(url, {"cursor": body["cursor"]}).json()
     assert sorted(r["seq"] for r in later["results"]) == [6, 7, 8, 9]
     assert later["summary"]["primes"] == 168  # primes below 1000
+
+
+# --- admin --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client_(people) -> Client:
+    admin = User.objects.create_superuser("root@ccgsc.test", "pw-root-123")
+    return client_for(admin)
+
+
+@pytest.mark.django_db
+def test_admin_pages_for_every_model(people, make_campaign, admin_client_):
+    campaign = make_campaign(["a", "b"], approved=False, max_attempts=1)
+    complete_tasks(campaign, n=1)
+    fail_one(campaign)
+    session = WorkerSession.objects.first()
+    assert session is not None
+    task = Task.objects.filter(campaign=campaign).first()
+    result = Result.objects.filter(campaign=campaign, outcome=Result.Outcome.SUCCESS).first()
+    assert task is not None and result is not None
+    blob = campaign.kernel.blob
+    pages = {
+        "campaigns_blob": blob.pk,
+        "campaigns_kernel": campaign.kernel.pk,
+        "campaigns_campaign": campaign.pk,
+        "campaigns_task": task.pk,
+        "campaigns_result": result.pk,
+        "workers_workersession": session.pk,
+    }
+    for name, pk in pages.items():
+        assert admin_client_.get(reverse(f"admin:{name}_changelist")).status_code == 200, name
+        page = admin_client_.get(reverse(f"admin:{name}_change", args=[pk]))
+        assert page.status_code == 200, name
+    blob_page = admin_client_.get(reverse("admin:campaigns_blob_change", args=[blob.pk]))
+    assert b"asm" not in blob_page.content  # never the module bytes (\0asm magic)
+    filtered = admin_client_.get(
+        reverse("admin:campaigns_campaign_changelist"),
+        {"state__exact": "completed", "approved__exact": "0"},
+    )
+    assert campaign.name in filtered.content.decode()
+    # Results are read-only, even for superusers.
+    post = admin_client_.post(reverse("admin:campaigns_result_change", args=[result.pk]), {})
+    assert post.status_code == 403
+    session_page = admin_client_.get(
+        reverse("admin:workers_workersession_change", args=[session.pk])
+    )
+    assert b"secret_hash" not in session_page.content
+
+
+@pytest.mark.django_db
+def test_admin_approves_campaigns(
+    people, make_campaign, admin_client_, django_capture_on_commit_callbacks
+):
+    from campaigns import signals
+
+    campaign = make_campaign(["a"], approved=False)
+    woken: list[int] = []
+
+    def on_work(sender, campaign_id, **kwargs):
+        woken.append(campaign_id)
+
+    signals.work_available.connect(on_work)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client_.post(
+                reverse("admin:campaigns_campaign_changelist"),
+                {"action": "approve", "_selected_action": [campaign.pk]},
+                follow=True,
+            )
+    finally:
+        signals.work_available.disconnect(on_work)
+    assert "Approved 1 campaign(s)." in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.approved and woken == [campaign.pk]
+    # The owners see it on their page.
+    page = client_for(people.owner).get(
+        reverse("campaigns:campaign_detail", args=["alpha", campaign.pk])
+    )
+    assert "approved for all volunteers" in page.content.decode()
+    admin_client_.post(
+        reverse("admin:campaigns_campaign_changelist"),
+        {"action": "withdraw_approval", "_selected_action": [campaign.pk]},
+    )
+    campaign.refresh_from_db()
+    assert not campaign.approved
+
+
+@pytest.mark.django_db
+def test_admin_is_for_staff_only(people):
+    response = client_for(people.owner).get(reverse("admin:campaigns_campaign_changelist"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
