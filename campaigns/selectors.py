@@ -204,7 +204,7 @@ def results_for_browser(campaign: Campaign, show: str, seq: int | None) -> Query
     )
 
 
-PREVIEW_BYTES = 96
+PREVIEW_BYTES = 64
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,22 @@ let total = 0n;
 const xs = [];
 const ys = [];
 
+const DECIMALS = 9;
+
 function estimate(i, t) {
-  // 4 * i / t with 12 decimals, in integers (the counts exceed 2^53 on long runs).
+  // 4 * i / t with DECIMALS decimals, in integers (the counts exceed 2^53 on long runs).
   if (t === 0n) return null;
-  const scaled = (4n * i * 10n ** 12n) / t;
-  const text = scaled.toString().padStart(13, "0");
-  return `${text.slice(0, -12)}.${text.slice(-12)}`;
+  const scaled = (4n * i * 10n ** BigInt(DECIMALS)) / t;
+  const text = scaled.toString().padStart(DECIMALS + 1, "0");
+  return `${text.slice(0, -DECIMALS)}.${text.slice(-DECIMALS)}`;
+}
+
+const compact = new Intl.NumberFormat(undefined, { notation: "compact" });
+
+// The y axis is centred on pi and just wide enough for the estimates so far.
+function piRange(u, min, max) {
+  const spread = Math.max(Math.abs(min - Math.PI), Math.abs(max - Math.PI), 1e-6) * 1.25;
+  return [Math.PI - spread, Math.PI + spread];
 }
 
 function showDigits(el, text) {
@@ -39,9 +49,12 @@ const plot = uPlot
         width: Math.max(200, chartEl.clientWidth),
         height: 200,
         legend: { show: false },
-        scales: { x: { time: false }, y: { range: [3.1, 3.18] } },
+        scales: { x: { time: false }, y: { range: piRange } },
         series: [{}, { stroke: "#3b5bdb", width: 2, points: { show: false } }, { stroke: "#2b8a3e", dash: [4, 4], points: { show: false } }],
-        axes: [{ values: (u, v) => v.map((x) => formatNumber(x)) }, { size: 60 }],
+        axes: [
+          { values: (u, v) => v.map((x) => compact.format(x)), label: "random points" },
+          { size: 90, values: (u, v) => v.map((y) => y.toFixed(6)) },
+        ],
       },
       [[], [], []],
       chartEl,
