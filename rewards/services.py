@@ -10,11 +10,13 @@ from django.utils.text import slugify
 from accounts.models import User
 from rewards.models import Team, TeamMembership
 
+RESERVED_SLUGS = {"new", "leave"}  # paths under /teams/
+
 
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:50] or "team"
     slug, n = base, 1
-    while Team.objects.filter(slug=slug).exists():
+    while slug in RESERVED_SLUGS or Team.objects.filter(slug=slug).exists():
         n += 1
         slug = f"{base}-{n}"
     return slug
