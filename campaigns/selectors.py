@@ -339,9 +339,21 @@ def _feed_response(
             "tasks_failed": campaign.tasks_failed,
             "reduced": reduced_preview(campaign.pk) if campaign.reducer_id else None,
             "reduced_at": campaign.reduced_at.isoformat() if campaign.reduced_at else None,
+            "reducing": final_reduction_pending(campaign),
             "t": time.time(),
         },
     }
+
+
+def final_reduction_pending(campaign: Campaign) -> bool:
+    """A completed campaign whose reducer has not yet written the final output (nor failed)."""
+    if not campaign.reducer_id or campaign.state != State.COMPLETED:
+        return False
+    if campaign.error.startswith("The reducer failed"):
+        return False
+    return campaign.reduced_at is None or (
+        campaign.finished_at is not None and campaign.reduced_at < campaign.finished_at
+    )
 
 
 CURSOR_TIME = "%Y%m%dT%H%M%S.%f"

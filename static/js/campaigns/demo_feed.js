@@ -61,7 +61,8 @@ export function followFeed({ onResults, onCampaign = () => {}, onBody = () => {}
         updateHeader(root, body.campaign, received);
         onCampaign(body.campaign);
         onBody(body);
-        finished = FINISHED.includes(body.campaign.state) && !more;
+        // A completed campaign with a reducer still gets its final output: keep asking.
+        finished = FINISHED.includes(body.campaign.state) && !more && !body.campaign.reducing;
         root.dataset.received = String(received);
       }
     } catch (err) {
