@@ -1,25 +1,18 @@
-"""Helpers for the browser tests: headless Chromium through Playwright (one per test module),
-the platform as a real daphne process against the test database (one per module), and a
-"third-party site" on another origin that serves pages and records every request it gets.
-
-Chromium is the system's (/usr/bin/chromium, or $CHROMIUM); nothing is downloaded.
-"""
+"""Helpers for the browser tests (fixtures are in conftest.py beside this file)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
-from tests.live import LiveServer, free_port, start_server
-
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -40,33 +33,6 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole test module (each test opens its own context)."""
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (set $CHROMIUM or install the chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture(scope="module")
-def platform(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveServer]:
-    """The platform (daphne) for the whole module, against the test database. Tests that put
-    data in the database for it to see use transactional_db (committed data)."""
-    server = start_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @dataclass
 class ThirdPartySite:
     """An origin that is not the platform's: serves `pages` (path -> HTML) and records the
@@ -82,7 +48,7 @@ class ThirdPartySite:
         return f"http://{self.host}:{self.port}"
 
 
-def _handler(site: ThirdPartySite) -> type[BaseHTTPRequestHandler]:
+def handler_for(site: ThirdPartySite) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             site.requests.append(self.path)
@@ -105,19 +71,6 @@ def _handler(site: ThirdPartySite) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
-
-
-@pytest.fixture(scope="module")
-def third_party() -> Iterator[ThirdPartySite]:
-    site = ThirdPartySite(port=free_port())
-    server = ThreadingHTTPServer(("127.0.0.1", site.port), _handler(site))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield site
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def wait_for(

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.browser.helpers import browser, platform  # noqa: F401  (fixtures)
 from tests.test_conformance import CASES, KERNELS
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -61,7 +60,7 @@ async ({cases, kernels}) => {
 
 
 @pytest.fixture(scope="module")
-def observations(browser: Any, platform: Any) -> dict[str, dict[str, Any]]:  # noqa: F811
+def observations(browser: Any, platform: Any) -> dict[str, dict[str, Any]]:
     kernels = {
         name: base64.b64encode((KERNELS / f"{name}.wasm").read_bytes()).decode()
         for name in {case["kernel"] for case in CASES}

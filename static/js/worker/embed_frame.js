@@ -13,20 +13,33 @@ const THROTTLE = 50; // percent of each hand's time
 
 let harness = null;
 
+// Where the choice is kept. localStorage of the platform's origin where the browser allows it in
+// a third-party frame (partitioned per embedding site); browsers that block third-party
+// storage (Chromium with third-party cookies blocked) still keep partitioned cookies (CHIPS),
+// so the choice is also written there, limited to the frame's path. Both are per embedding
+// site, which is what a visitor's consent is about.
+const cookieName = `ccgsc_consent_${config.site.replace(/[^A-Za-z0-9_-]/g, "")}`;
+
 function remembered() {
   try {
-    return localStorage.getItem(storageKey);
+    const stored = localStorage.getItem(storageKey);
+    if (stored) return stored;
   } catch {
-    return null; // storage blocked: ask every time
+    // third-party storage blocked: try the cookie
   }
+  const match = document.cookie.split("; ").find((c) => c.startsWith(`${cookieName}=`));
+  return match ? match.slice(cookieName.length + 1) : null;
 }
 
 function remember(choice) {
   try {
     localStorage.setItem(storageKey, choice);
   } catch {
-    // storage blocked: the choice lasts as long as the page
+    // third-party storage blocked: the cookie below keeps it
   }
+  const secure = location.protocol === "https:" || ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+  const attributes = secure ? "; Secure; SameSite=None; Partitioned" : "; SameSite=Lax";
+  document.cookie = `${cookieName}=${choice}; Path=/embed/; Max-Age=31536000${attributes}`;
 }
 
 /** Tell the embedding page how big the frame should be (it ignores other messages). */

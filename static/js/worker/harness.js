@@ -42,6 +42,9 @@ export class Harness {
     this.pauseReasons = new Set();
     this.running = false; // start() called and not stopped
     this.reconnects = 0;
+    // WebSockets that open and then die before the welcome (proxies that accept the upgrade
+    // but drop the connection): after a couple of those, use the HTTP fallback.
+    this.socketFailures = 0;
     this.pendingResults = [];
     this.pendingProgress = new Map();
     this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, points: null, since: null, perCampaign: {} };
@@ -363,11 +366,15 @@ export class Harness {
     return Math.max(4, this.handCount * 4);
   }
 
-  /** For the HTTP fallback's long poll: tasks wanted now (0 while there is work in hand). */
+  /**
+   * For the HTTP fallback's long poll: tasks wanted now. Only while fewer tasks than hands are
+   * in hand: the server then always has room to lease at once, and it holds the request only
+   * when it has no work (a request rebuilds the session's state when it starts, so a poll sent
+   * with a full hand would wait out its 10 s even after results freed the hand).
+   */
   _hungry() {
-    if (this.queue.length > 0) return 0;
-    if (!this.slots.some((s) => s.state === "idle" && !s.retire)) return 0;
-    return this._wantCount();
+    const held = this.queue.length + this.slots.filter((s) => s.state === "running").length;
+    return held < this.handCount ? this._wantCount() : 0;
   }
 
   _askForWork() {
@@ -382,7 +389,7 @@ export class Harness {
   async _connect() {
     const connection = new Connection({
       base: this.base,
-      transport: this.transport,
+      transport: this.transport === "auto" && this.socketFailures >= 2 ? "http" : this.transport,
       hungry: () => this._hungry(),
       onMessage: (msg) => {
         if (this.connection === connection) this._onMessage(msg);
@@ -403,6 +410,9 @@ export class Harness {
 
   _lost(detail) {
     // Leases die with the session on the server: forget them, and try again later.
+    if (this.session === null && this.connection && this.connection.opened === "websocket") {
+      this.socketFailures += 1;
+    }
     this._closeIdle();
     this.connection = null;
     this.session = null;

@@ -68,6 +68,7 @@ class SocketTransport {
   open() {
     return new Promise((resolve) => {
       let settled = false;
+      let timer = null;
       const settle = (ok) => {
         if (!settled) {
           settled = true;
@@ -84,7 +85,7 @@ class SocketTransport {
       }
       ws.binaryType = "arraybuffer";
       this.ws = ws;
-      const timer = setTimeout(() => {
+      timer = setTimeout(() => {
         settle(false);
         ws.close();
       }, OPEN_TIMEOUT_MS);
@@ -125,9 +126,13 @@ class SocketTransport {
 }
 
 /**
- * The HTTP fallback: messages are queued and POSTed in batches, one request in flight at a
- * time. While the harness wants work (hungry()), an otherwise empty request carries a `want`
- * and the server holds it up to 10 s until tasks appear (long polling).
+ * The HTTP fallback. Two loops, each with at most one request in flight:
+ *
+ * - the send loop POSTs queued messages (hello, results, checkpoints, metrics...) in batches.
+ *   It never carries a `want`, so the server answers it at once;
+ * - the poll loop asks for tasks while the harness is hungry (hungry() > 0). The server holds
+ *   such a request up to 10 s until tasks appear (long polling), which is how an HTTP worker
+ *   waits for work without polling in a tight loop; results meanwhile leave on the send loop.
  */
 class HttpTransport {
   constructor(base, onMessage, onClose, hungry) {
@@ -139,96 +144,132 @@ class HttpTransport {
     this.session = null;
     this.secret = null;
     this.closed = false;
-    this.inFlight = false;
     this.failures = 0;
-    this.wake = null;
+    this.wakeSender = null;
+    this.wakePoller = null;
     this.name = "http";
   }
 
   open() {
     this.closed = false;
-    this._loop();
+    this._sendLoop();
+    this._pollLoop();
     return Promise.resolve(true);
   }
 
   send(message) {
     if (message.t === "want") {
-      // One outstanding want is enough; the latest count wins.
-      this.outbox = this.outbox.filter((m) => m.t !== "want");
+      this._wake("wakePoller");
+      return;
+    }
+    if (message.t === "result" && "want" in message) {
+      const { want, ...rest } = message;
+      message = rest;
+      this._wake("wakePoller");
     }
     this.outbox.push(message);
-    this._poke();
+    this._wake("wakeSender");
   }
 
-  _poke() {
-    if (this.wake) {
-      const wake = this.wake;
-      this.wake = null;
+  _wake(which) {
+    const wake = this[which];
+    if (wake) {
+      this[which] = null;
       wake();
     }
   }
 
-  async _loop() {
+  _sleep(which, ms) {
+    return new Promise((resolve) => {
+      this[which] = resolve;
+      setTimeout(resolve, ms);
+    }).then(() => {
+      this[which] = null;
+    });
+  }
+
+  async _post(messages) {
+    const body = pack({ session: this.session, secret: this.secret, messages });
+    try {
+      const response = await fetch(new URL("/api/v1/work", this.base), {
+        method: "POST",
+        body,
+        headers: { "Content-Type": "application/msgpack" },
+        credentials: "same-origin",
+      });
+      const replies = unpack(new Uint8Array(await response.arrayBuffer())).messages || [];
+      this.failures = 0;
+      return replies;
+    } catch {
+      this.failures += 1;
+      if (this.failures > 8 && !this.closed) {
+        this.closed = true;
+        this.onClose("the server cannot be reached");
+      }
+      return null;
+    }
+  }
+
+  _deliver(replies) {
+    for (const msg of replies) {
+      if (this.closed) return;
+      if (msg.t === "welcome") {
+        this.session = msg.session;
+        this.secret = msg.secret;
+        this._wake("wakePoller");
+      }
+      if (msg.t === "error" && msg.code === "session") {
+        this.closed = true;
+        this.onClose("the session expired");
+        return;
+      }
+      this.onMessage(msg);
+    }
+  }
+
+  async _backoff() {
+    await new Promise((resolve) => setTimeout(resolve, HTTP_RETRY_MS[Math.min(this.failures, HTTP_RETRY_MS.length) - 1]));
+  }
+
+  async _sendLoop() {
     while (!this.closed) {
       if (this.outbox.length === 0) {
-        const want = this.hungry();
-        if (want > 0 && this.session !== null) {
-          this.outbox.push({ t: "want", n: want });
-        } else {
-          // Sleep until a message is queued, or send a ping now and then to stay alive.
-          await new Promise((resolve) => {
-            this.wake = resolve;
-            setTimeout(resolve, 15000);
-          });
-          this.wake = null;
-          if (this.outbox.length === 0 && this.session !== null && !this.closed) {
-            this.outbox.push({ t: "ping" });
-          }
-          continue;
-        }
-      }
-      const messages = this.outbox.splice(0, 64);
-      const body = pack({ session: this.session, secret: this.secret, messages });
-      let replies;
-      try {
-        const response = await fetch(new URL("/api/v1/work", this.base), {
-          method: "POST",
-          body,
-          headers: { "Content-Type": "application/msgpack" },
-          credentials: "same-origin",
-        });
-        replies = unpack(new Uint8Array(await response.arrayBuffer())).messages || [];
-        this.failures = 0;
-      } catch {
-        // Network trouble: keep the messages and retry with backoff.
-        this.outbox.unshift(...messages);
-        const delay = HTTP_RETRY_MS[Math.min(this.failures++, HTTP_RETRY_MS.length - 1)];
-        if (this.failures > 8) {
-          this.closed = true;
-          this.onClose("the server cannot be reached");
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        // Sleep until a message is queued; send a ping now and then to keep the session.
+        await this._sleep("wakeSender", 15000);
+        if (this.outbox.length === 0 && this.session !== null && !this.closed) this.outbox.push({ t: "ping" });
         continue;
       }
-      for (const msg of replies) {
-        if (msg.t === "welcome") {
-          this.session = msg.session;
-          this.secret = msg.secret;
-        }
-        if (msg.t === "error" && msg.code === "session") {
-          this.closed = true;
-          this.onClose("the session expired");
-          return;
-        }
-        if (!this.closed) this.onMessage(msg);
+      const messages = this.outbox.splice(0, 64);
+      const replies = await this._post(messages);
+      if (replies === null) {
+        this.outbox.unshift(...messages);
+        await this._backoff();
+        continue;
       }
+      this._deliver(replies);
+    }
+  }
+
+  async _pollLoop() {
+    while (!this.closed) {
+      const want = this.session === null ? 0 : this.hungry();
+      if (want <= 0) {
+        await this._sleep("wakePoller", 15000);
+        continue;
+      }
+      const replies = await this._post([{ t: "want", n: want }]);
+      if (replies === null) {
+        await this._backoff();
+        continue;
+      }
+      this._deliver(replies);
     }
   }
 
   close() {
     this.closed = true;
-    this._poke();
+    this._wake("wakeSender");
+    this._wake("wakePoller");
   }
 }
 
@@ -245,6 +286,7 @@ export class Connection {
     this.hungry = hungry;
     this.preferred = transport;
     this.transport = null;
+    this.opened = null; // the name of the transport that opened (kept after it closed)
   }
 
   get transportName() {
@@ -261,6 +303,7 @@ export class Connection {
       const socket = new SocketTransport(this.base, this.onMessage, closed);
       if (await socket.open()) {
         this.transport = socket;
+        this.opened = "websocket";
         this.onState("open", "websocket");
         return true;
       }
@@ -271,6 +314,7 @@ export class Connection {
     }
     const http = new HttpTransport(this.base, this.onMessage, closed, this.hungry);
     this.transport = http;
+    this.opened = "http";
     await http.open();
     this.onState("open", "http");
     return true;

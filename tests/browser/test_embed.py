@@ -1,0 +1,145 @@
+"""The embed tag end to end: a page on another origin (the third_party fixture) includes
+/embed.js; headless Chromium shows the platform's consent frame. Nothing connects before
+consent; afterwards tasks complete and are attributed to the site; the choice is remembered;
+an unregistered origin gets no frame; the HTTP fallback takes over when WebSockets are blocked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from accounts.models import EmbedSite
+from campaigns.models import Campaign, Result, Task
+from tests.browser.helpers import wait_for
+from workers.models import WorkerSession
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def done_count(*campaigns: Campaign) -> int:
+    return Task.objects.filter(campaign__in=campaigns, state=Task.State.DONE).count()
+
+
+def embed_page(platform: Any, key: str) -> str:
+    return (
+        "<!DOCTYPE html><html><head><title>A blog</title></head><body><h1>A blog post</h1>"
+        f'<script src="{platform.url}/embed.js" data-site="{key}" async></script></body></html>'
+    )
+
+
+# --- the embed tag --------------------------------------------------------------------------
+
+
+def make_site(people: Any, origin: str) -> EmbedSite:
+    return EmbedSite.objects.create(organization=people.org, name="A blog", origin=origin)
+
+
+def test_embed_asks_first_then_works_for_the_site(
+    browser, platform, people, make_campaign, third_party
+):
+    campaign = make_campaign([f"{seed} 100000" for seed in range(1, 7)], kernel="montecarlo")
+    site = make_site(people, third_party.origin)
+    third_party.pages["/post"] = embed_page(platform, site.key)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{third_party.origin}/post")
+        frame = page.frame_locator("iframe[data-ccgsc]")
+        frame.locator("#consent").wait_for(state="visible")
+        # The host page cannot look inside the platform's frame (cookies, storage, DOM).
+        reach = page.evaluate(
+            """() => { try { return String(document.querySelector("iframe").contentWindow
+                .localStorage.length); } catch (e) { return e.name; } }"""
+        )
+        assert reach == "SecurityError"
+        time.sleep(1.0)
+        assert WorkerSession.objects.count() == 0, "nothing may connect before consent"
+        assert not Result.objects.exclude(state=Result.State.UNSENT).exists()
+
+        frame.locator("#opt-in").click()
+        wait_for(lambda: done_count(campaign) == 6, what="the embedded worker's tasks")
+        results = Result.objects.filter(campaign=campaign, state=Result.State.RETURNED)
+        assert {r.site_id for r in results} == {site.pk}
+        assert WorkerSession.objects.get().site_id == site.pk
+        frame.locator("#badge").wait_for(state="visible")
+
+        # The choice is remembered: the next visit starts without asking again...
+        page.reload()
+        frame = page.frame_locator("iframe[data-ccgsc]")
+        frame.locator("#badge").wait_for(state="visible")
+        assert not frame.locator("#consent").is_visible()
+        wait_for(lambda: WorkerSession.objects.filter(disconnected_at=None).count() == 1)
+        # ... and Stop ends the session and is remembered too.
+        frame.locator("#stop").click()
+        frame.locator("#off").wait_for(state="visible")
+        wait_for(lambda: WorkerSession.objects.filter(disconnected_at=None).count() == 0)
+        page.reload()
+        page.frame_locator("iframe[data-ccgsc]").locator("#off").wait_for(state="visible")
+        time.sleep(0.5)
+        assert WorkerSession.objects.filter(disconnected_at=None).count() == 0
+    finally:
+        context.close()
+
+
+def test_embed_on_an_unregistered_origin_is_refused(
+    browser, platform, people, make_campaign, third_party
+):
+    make_campaign(["1 1000"], kernel="montecarlo")
+    site = make_site(people, "https://registered-elsewhere.example")
+    third_party.pages["/copied-tag"] = embed_page(platform, site.key)
+    # The frame URL used directly without a Referer: only the CSP frame-ancestors can refuse it.
+    third_party.pages["/direct-frame"] = (
+        f'<iframe src="{platform.url}/embed/frame/?site={site.key}"'
+        ' referrerpolicy="no-referrer"></iframe>'
+    )
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        for path in ("/copied-tag", "/direct-frame"):
+            page.goto(f"{third_party.origin}{path}")
+            page.wait_for_selector("iframe", state="attached")
+            time.sleep(1.0)
+            frame = page.frame_locator("iframe")
+            assert frame.locator("#consent").count() == 0, path
+            assert frame.locator("#opt-in").count() == 0, path
+            if path == "/copied-tag":
+                # The embed script's frame stays invisible: nothing told it a size.
+                width = page.eval_on_selector("iframe", "f => f.getBoundingClientRect().width")
+                assert width == 0
+    finally:
+        context.close()
+    assert WorkerSession.objects.count() == 0
+    assert not Result.objects.exclude(state=Result.State.UNSENT).exists()
+
+
+def test_embed_falls_back_to_http_when_websockets_are_blocked(
+    browser, platform, people, make_campaign, third_party
+):
+    campaign = make_campaign([f"{seed} 100000" for seed in range(1, 5)], kernel="montecarlo")
+    site = make_site(people, third_party.origin)
+    third_party.pages["/post"] = embed_page(platform, site.key)
+    context = browser.new_context()
+    # A network that refuses WebSockets (applies to the embed frame too).
+    context.add_init_script(
+        "window.WebSocket = class { constructor() { throw new Error('blocked'); } };"
+    )
+    try:
+        page = context.new_page()
+        page.goto(f"{third_party.origin}/post")
+        page.frame_locator("iframe[data-ccgsc]").locator("#opt-in").click()
+        wait_for(lambda: done_count(campaign) == 4, timeout=30, what="tasks over HTTP")
+    finally:
+        context.close()
+    session = WorkerSession.objects.get()
+    assert session.transport == WorkerSession.Transport.HTTP
+    assert session.site_id == site.pk
+    assert set(
+        Result.objects.filter(state=Result.State.RETURNED).values_list("site_id", flat=True)
+    ) == {site.pk}

@@ -1,0 +1,194 @@
+"""The browser worker end to end on the contribute page: headless Chromium against the
+platform running as a real daphne process (fixtures in conftest.py beside this file).
+
+Covered: two hands complete campaigns with results byte-identical to the native wasmtime host;
+the CPU throttle; a looping WASM kernel is terminated at its limit while the other hand keeps
+going; closing the tab releases its leases; a JS kernel cannot reach the network.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db.models import Sum
+
+from campaigns import services
+from campaigns.inputs import TaskSpec
+from campaigns.models import Campaign, Kernel, Result, Task
+from kernelhost import KernelHost
+from tests.browser.helpers import wait_for
+from tests.conftest import kernel_bytes
+from workers.models import WorkerSession
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.django_db(transaction=True),
+]
+
+HARNESS_STATE = "() => window.ccgscHarness.snapshot()"
+
+
+def done_count(*campaigns: Campaign) -> int:
+    return Task.objects.filter(campaign__in=campaigns, state=Task.State.DONE).count()
+
+
+def held_leases() -> int:
+    return Result.objects.filter(state=Result.State.LEASED).count()
+
+
+def open_contribute(browser: Any, platform: Any, query: str = "") -> tuple[Any, Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{platform.url}/contribute/?{query}")
+    page.click("#start")
+    return context, page
+
+
+# --- the contribute page ------------------------------------------------------------------------
+
+
+def test_contribute_page_two_hands_match_the_native_host(browser, platform, make_campaign):
+    montecarlo = make_campaign([f"{seed} 200000" for seed in range(1, 11)], kernel="montecarlo")
+    tiles = [f"60 40 {x} {y} 20 20 300" for y in (0, 20) for x in (0, 20, 40)]
+    mandelbrot = make_campaign(tiles, kernel="mandelbrot")
+    context, page = open_contribute(browser, platform, "hands=2")
+    try:
+        wait_for(lambda: done_count(montecarlo, mandelbrot) == 16, what="16 tasks done")
+        state = page.evaluate(HARNESS_STATE)
+        assert len(state["hands"]) == 2
+        assert state["transport"] == "websocket"
+        page.wait_for_function("document.body.dataset.done === '16'")
+        assert page.inner_text("#stat-done") == "16"
+        # The campaign being served is shown with its public description.
+        page.wait_for_selector(f"[data-campaign='{montecarlo.pk}'] .card-title")
+    finally:
+        context.close()
+
+    host = KernelHost()
+    results = Result.objects.filter(state=Result.State.RETURNED).select_related("task", "campaign")
+    assert results.count() == 16
+    for result in results:
+        name = "montecarlo" if result.campaign_id == montecarlo.pk else "mandelbrot"
+        native = host.run(kernel_bytes(name), stdin=bytes(result.task.input))
+        assert native.error is None
+        assert result.outcome == Result.Outcome.SUCCESS
+        assert bytes(result.output or b"") == native.stdout, f"task {result.task_id} differs"
+    session = wait_for(
+        lambda: WorkerSession.objects.filter(disconnected_at__isnull=False).first(),
+        what="the session to close",
+    )
+    assert session.kind == "browser" and session.slots == 2
+    assert session.tasks_done == 16 and session.is_value_session
+    assert session.busy_ms > 0
+
+
+def test_throttle_at_half_keeps_the_busy_fraction_near_half(browser, platform, make_campaign):
+    # One hand, tasks of roughly 100 ms: at 50 % it rests as long as it ran after each task.
+    campaign = make_campaign([f"{seed} 12000000" for seed in range(1, 13)], kernel="montecarlo")
+    context, _page = open_contribute(browser, platform, "hands=1&throttle=50")
+    try:
+        wait_for(lambda: done_count(campaign) == 12, timeout=60, what="12 tasks done")
+    finally:
+        context.close()
+    results = Result.objects.filter(campaign=campaign, state=Result.State.RETURNED)
+    busy_ms = results.aggregate(total=Sum("runtime_ms"))["total"]
+    first = min(r.leased_at for r in results if r.leased_at is not None)
+    last = max(r.returned_at for r in results if r.returned_at is not None)
+    wall_ms = (last - first).total_seconds() * 1000
+    fraction = busy_ms / wall_ms
+    assert 0.40 <= fraction <= 0.60, f"busy {busy_ms} ms of {wall_ms:.0f} ms = {fraction:.2f}"
+
+
+def test_a_looping_kernel_is_stopped_at_its_limit_and_the_other_hand_keeps_going(
+    browser, platform, make_campaign
+):
+    looping = make_campaign(["forever"], kernel="loop", task_timeout=2, max_attempts=1)
+    steady = make_campaign([f"{seed} 3000000" for seed in range(1, 41)], kernel="montecarlo")
+    context, _page = open_contribute(browser, platform, "hands=2")
+    try:
+        wait_for(lambda: done_count(steady) == 40, timeout=40, what="the steady campaign")
+        loop_result = wait_for(
+            lambda: Result.objects.filter(campaign=looping, state=Result.State.RETURNED).first(),
+            what="the looping task's result",
+        )
+    finally:
+        context.close()
+    assert loop_result.error_kind == "timeout"
+    assert loop_result.outcome == Result.Outcome.TIMEOUT
+    assert 1900 <= loop_result.runtime_ms <= 4000
+    # While one hand was stuck in the loop, the other one kept completing tasks.
+    during = Result.objects.filter(
+        campaign=steady,
+        returned_at__gt=loop_result.leased_at,
+        returned_at__lt=loop_result.returned_at,
+    ).count()
+    assert during >= 3
+    looping.refresh_from_db()
+    assert looping.tasks_failed == 1
+
+
+def test_closing_the_tab_releases_its_leases(browser, platform, make_campaign):
+    make_campaign(["a", "b", "c"], kernel="loop", task_timeout=60)
+    context, page = open_contribute(browser, platform, "hands=1")
+    try:
+        wait_for(lambda: held_leases() >= 1, what="a lease")
+        page.close()
+        wait_for(lambda: held_leases() == 0, timeout=10, what="the leases to come back")
+    finally:
+        context.close()
+    assert Result.objects.filter(state=Result.State.UNSENT).count() == 3
+    assert WorkerSession.objects.get().disconnected_at is not None
+
+
+def test_a_js_kernel_cannot_reach_the_network(browser, platform, people, third_party):
+    source = """
+export async function run(input, context) {
+  const target = new TextDecoder().decode(input);
+  const tries = {};
+  const attempt = async (name, fn) => {
+    try { await fn(); tries[name] = "reached"; } catch (e) { tries[name] = "blocked"; }
+  };
+  await attempt("fetch", () => fetch(target + "/beacon?via=fetch"));
+  await attempt("fetch-platform", () => fetch("/api/v1/status"));
+  await attempt("websocket", () => new Promise((resolve, reject) => {
+    const ws = new WebSocket(target.replace("http", "ws") + "/beacon?via=ws");
+    ws.onopen = resolve; ws.onerror = reject; ws.onclose = reject;
+    setTimeout(reject, 3000);
+  }));
+  await attempt("import", () => import(target + "/beacon.js?via=import"));
+  await attempt("xhr", () => new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("GET", target + "/beacon?via=xhr");
+    xhr.onload = resolve; xhr.onerror = reject;
+    xhr.send();
+  }));
+  context.progress(1);
+  return JSON.stringify(tries);
+}
+"""
+    kernel = services.kernel_upload(
+        organization=people.org, name="nosy", data=source.encode(), kind=Kernel.Kind.JS
+    )
+    campaign = services.campaign_create(
+        organization=people.org, name="nosy", kernel=kernel, approved=True
+    )
+    services.tasks_add(campaign=campaign, specs=[TaskSpec(input=third_party.origin.encode())])
+    services.campaign_start(campaign=campaign)
+    context, _page = open_contribute(browser, platform, "hands=1")
+    try:
+        wait_for(lambda: done_count(campaign) == 1, what="the JS task")
+    finally:
+        context.close()
+    result = Result.objects.get(campaign=campaign, state=Result.State.RETURNED)
+    assert result.outcome == Result.Outcome.SUCCESS, result.stderr_tail
+    assert json.loads(bytes(result.output or b"")) == {
+        "fetch": "blocked",
+        "fetch-platform": "blocked",
+        "websocket": "blocked",
+        "import": "blocked",
+        "xhr": "blocked",
+    }
+    assert not [path for path in third_party.requests if "beacon" in path]
