@@ -1,0 +1,898 @@
+"""The worker proper: one server session at a time, N slots, batched results, reconnects.
+
+Threads and the loop. Everything below runs on one asyncio event loop except kernels, which
+run in a ThreadPoolExecutor of `slots` threads sharing one KernelHost (one wasmtime Engine).
+Every job that is ready to run is submitted to the pool at once, so a slot that finishes a
+task takes the next one without a round trip through the loop; the pool's own queue is the
+"queued, not started" list, and `Future.cancel()` atomically takes a job back out of it.
+Slot threads hand results, checkpoints and progress back through one inbox; the loop is woken
+once per burst (not once per task) and processes the whole inbox in one go.
+
+Sessions. A session is one connection (WebSocket or HTTP fallback) from hello/welcome to its
+end. Leases belong to a session: when it ends, the server releases them, so this side drops
+whatever it still holds of it (queued jobs are taken back, running kernels are stopped, and
+results not yet sent are discarded; none of that may reach a later session). Jobs carry their
+session's generation number, which is how late results of an old session are recognised.
+
+Feeding. The server decides how many tasks a session holds (it learns our speed from the run
+times we report); we only offer room: `want` = how many more we would take, up to
+PREFETCH_PER_SLOT per slot. Wants ride on result frames, so a busy worker sends no extra
+frames to ask for work; an idle one sends nothing at all and waits for the server's push.
+
+Results are sent in batches: at once when RESULT_BATCH are ready, else after RESULT_DELAY
+(a few milliseconds: enough to gather the results of a burst, short enough not to matter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import websockets
+
+from kernelhost import KernelRejected
+from workers import protocol
+
+from . import __version__
+from .backoff import Backoff
+from .cache import BlobCache, BlobError, default_cache_dir
+from .executor import (
+    CHECKPOINT,
+    DONE,
+    PROGRESS,
+    CampaignSpec,
+    Host,
+    Job,
+    RunPlan,
+    execute,
+    failure,
+)
+from .transport import HttpTransport, Transport, WebSocketTransport, http_base
+
+log = logging.getLogger("ccgsc.worker")
+T = TypeVar("T")
+
+#: Results per frame that trigger an immediate send.
+RESULT_BATCH = 32
+#: How long a result may wait for others to share its frame.
+RESULT_DELAY = 0.003
+#: Result frames that may await their ack before further results wait to be batched.
+MAX_UNACKED = 1
+#: An ack this late is taken as lost (the frame was refused with an error).
+ACK_WAIT = 2.0
+#: Room offered per slot; the server's own estimate is usually what limits (see module doc).
+PREFETCH_PER_SLOT = 64
+#: The server keeps at most 4 frames' worth of tasks in a session's hands.
+MAX_IN_HAND = 4 * protocol.MAX_BATCH
+#: Progress of all running tasks is sent together at most this often.
+PROGRESS_FLUSH = 0.5
+WELCOME_TIMEOUT = 30.0
+#: How long to wait for the server's answer to bye.
+BYE_WAIT = 5.0
+STATS_INTERVAL = 10.0
+#: A session whose server has said nothing for this many heartbeats is considered dead.
+SILENT_HEARTBEATS = 3
+#: A connection that lasted this long resets the reconnect backoff.
+STABLE_SECONDS = 10.0
+#: Compiled kernels this worker keeps referenced (the host keeps its own LRU as well).
+MAX_KERNELS = 32
+#: Errors after which reconnecting cannot help: the worker exits (status 2).
+PERMANENT_ERRORS = {"auth", "version", "origin"}
+
+
+@dataclass
+class Options:
+    """What the command line configures (see __main__.py for the flags)."""
+
+    server: str
+    token: str | None = None
+    slots: int = 1
+    campaign: int | None = None
+    http_only: bool = False
+    cache_dir: Path | None = None
+    max_tasks: int | None = None
+    exit_when_idle: float | None = None
+    grace: float = 10.0
+    prefetch_per_slot: int = PREFETCH_PER_SLOT
+
+
+@dataclass
+class Stats:
+    ok: int = 0  # successful results sent
+    failed: int = 0  # failed results sent
+    ignored: int = 0  # results the server acknowledged as late or duplicate
+    dropped: int = 0  # results discarded (cancelled, or their session ended first)
+    sessions: int = 0
+
+    @property
+    def sent(self) -> int:
+        return self.ok + self.failed
+
+
+@dataclass(eq=False)
+class Session:
+    """The state of one connection, from welcome to its end."""
+
+    gen: int
+    transport: Transport
+    id: Any
+    max_frame: int = protocol.MAX_FRAME
+    max_batch: int = protocol.MAX_BATCH
+    max_output: int = 4 * 1024 * 1024
+    max_checkpoint: int = 4 * 1024 * 1024
+    heartbeat: float = 20.0
+    campaigns: dict[int, CampaignSpec | str] = field(default_factory=dict)  # str: why invalid
+    plans: dict[int, RunPlan] = field(default_factory=dict)
+    waiting: dict[int, list[Job]] = field(default_factory=dict)  # for their kernel/static data
+    preparing: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    jobs: dict[int, Job] = field(default_factory=dict)  # every lease held: waiting/queued/running
+    results: list[dict[str, Any]] = field(default_factory=list)
+    result_bytes: int = 0
+    unacked: deque[float] = field(default_factory=deque)  # send times of unacked result frames
+    flush_handle: asyncio.TimerHandle | None = None
+    progress: dict[int, float] = field(default_factory=dict)
+    progress_handle: asyncio.TimerHandle | None = None
+    started: float = field(default_factory=time.monotonic)
+    last_heard: float = field(default_factory=time.monotonic)
+    idle: bool = False
+    closed: bool = False
+    shutdown: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_welcome(cls, gen: int, transport: Transport, welcome: dict[str, Any]) -> Session:
+        limits = welcome.get("limits")
+        limits = limits if isinstance(limits, dict) else {}
+
+        def num(key: str, default: int) -> int:
+            value = limits.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+            return default
+
+        return cls(
+            gen=gen,
+            transport=transport,
+            id=welcome.get("session"),
+            max_frame=num("max_frame", protocol.MAX_FRAME),
+            max_batch=min(num("max_batch", protocol.MAX_BATCH), protocol.MAX_BATCH),
+            max_output=num("max_output", 4 * 1024 * 1024),
+            max_checkpoint=num("max_checkpoint", 4 * 1024 * 1024),
+            heartbeat=float(num("heartbeat", 20)),
+        )
+
+
+def user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        wasmtime_version = version("wasmtime")
+    except PackageNotFoundError:
+        wasmtime_version = "?"
+    return (
+        f"ccgsc-worker/{__version__} (python {platform.python_version()}; "
+        f"wasmtime {wasmtime_version}; {platform.system()} {platform.machine()})"
+    )[:200]
+
+
+class Worker:
+    """Run with `exit_code = await Worker(options).run()`.
+
+    `host`, `cache`, `connect` and `backoff` are for tests: a fake KernelHost, a BlobCache,
+    a coroutine function returning a connected Transport (or None when it cannot connect)
+    instead of the real WebSocket/HTTP, and a faster reconnect schedule.
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        *,
+        host: Host | None = None,
+        cache: BlobCache | None = None,
+        connect: Callable[[], Awaitable[Transport | None]] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.options = options
+        self.slots = max(1, min(options.slots, protocol.MAX_SLOTS))
+        self.max_in_hand = min(MAX_IN_HAND, self.slots * (1 + max(0, options.prefetch_per_slot)))
+        self.agent = user_agent()
+        self._host = host
+        self._cache = cache
+        self._connect = connect
+        self.backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self.session: Session | None = None
+        self.gen = 0
+        self.stopping = False
+        self.exit_code = 0
+        self.stats = Stats()
+        self.running = 0  # jobs submitted to the pool and not yet reported back, all sessions
+        self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="ccgsc-slot")
+        self._inbox: list[tuple[int, Job, Any]] = []
+        self._inbox_lock = threading.Lock()
+        self._wake_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kernels: OrderedDict[str, Any] = OrderedDict()
+        self._invalid: dict[str, str] = {}  # kernel sha256 -> why the host rejected it
+        self._stop_event: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None
+        self._signals = 0
+        self._idle_since: float | None = None
+
+    # --- lazily created collaborators ----------------------------------------------------------
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            from kernelhost import KernelHost, default_host
+
+            if self.options.cache_dir is not None:
+                self._host = KernelHost(cache_dir=Path(self.options.cache_dir) / "modules")
+            else:
+                self._host = default_host()
+        return self._host
+
+    @property
+    def cache(self) -> BlobCache:
+        if self._cache is None:
+            root = Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
+            self._cache = BlobCache(root, http_base(self.options.server))
+        return self._cache
+
+    # --- the main loop -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Connect, work, reconnect on loss, until stopped (signal, --max-tasks,
+        --exit-when-idle, or a permanent error). Returns the process exit status."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._install_signals()
+        helpers = [self._loop.create_task(self._stats_loop())]
+        if self.options.exit_when_idle is not None:
+            helpers.append(self._loop.create_task(self._idle_loop(self.options.exit_when_idle)))
+        backoff = self.backoff
+        log.info(
+            "ccgsc-worker %s: %d slot(s), server %s", __version__, self.slots, self.options.server
+        )
+        try:
+            _ = self.host, self.cache  # fail early (unwritable cache dir) rather than per task
+            while not self.stopping:
+                transport = await self._unless_stopped(self._open())
+                if transport is not None:
+                    started = time.monotonic()
+                    welcomed = await self._serve(transport)
+                    if welcomed and time.monotonic() - started >= STABLE_SECONDS:
+                        backoff.reset()
+                if self.stopping:
+                    break
+                delay = backoff.next()
+                log.info("reconnecting in %.1f s", delay)
+                await self._unless_stopped(asyncio.sleep(delay))
+        finally:
+            for task in helpers:
+                task.cancel()
+            self._remove_signals()
+            await self._finish_threads()
+            if self._cache is not None:
+                await self._cache.aclose()
+        log.info(
+            "stopped: %d task(s) done, %d failed, %d ignored by the server",
+            self.stats.ok,
+            self.stats.failed,
+            self.stats.ignored,
+        )
+        return self.exit_code
+
+    async def _unless_stopped(self, aw: Awaitable[T]) -> T | None:
+        """Await `aw`, or give up on it (cancelled) as soon as a stop is requested."""
+        assert self._stop_event is not None
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            result = await task
+            if hasattr(result, "close"):  # a transport that connected just too late
+                await result.close()
+        return None
+
+    async def _open(self) -> Transport | None:
+        if self._connect is not None:
+            return await self._connect()
+        server = self.options.server
+        if not self.options.http_only:
+            try:
+                return await WebSocketTransport.open(server, agent=self.agent)
+            except (ConnectionRefusedError, OSError) as exc:
+                if not isinstance(exc, TimeoutError):
+                    # Nothing listens (or no route): HTTP would fail the same way.
+                    log.warning("cannot connect to %s: %s", server, exc)
+                    return None
+                log.warning("WebSocket connection timed out; trying the HTTP fallback")
+            except websockets.InvalidHandshake as exc:
+                log.warning("WebSocket refused (%s); trying the HTTP fallback", exc)
+        return HttpTransport(server, agent=self.agent)
+
+    async def _serve(self, transport: Transport) -> bool:
+        """One session on a connected transport; returns whether the server welcomed us."""
+        transport.send(self._hello())
+        try:
+            first = await asyncio.wait_for(transport.recv(), WELCOME_TIMEOUT)
+        except TimeoutError:
+            log.warning("no welcome from the server within %d s", WELCOME_TIMEOUT)
+            first = None
+        if first is None or first["t"] != "welcome":
+            if first is not None and first["t"] == "error":
+                self._on_error(None, first)
+            elif first is not None:
+                log.warning("expected welcome, got %r", first["t"])
+            await transport.close()
+            return False
+        self.gen += 1
+        s = Session.from_welcome(self.gen, transport, first)
+        self.session = s
+        self.stats.sessions += 1
+        log.info(
+            "connected to %s over %s: session %s, %d slot(s)",
+            self.options.server,
+            transport.name,
+            s.id,
+            self.slots,
+        )
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(s))
+        try:
+            if self.stopping:
+                self._begin_shutdown(s)
+            else:
+                self._ask(s)
+            while True:
+                msg = await transport.recv()
+                if msg is None:
+                    break
+                s.last_heard = time.monotonic()
+                self._handle(s, msg)
+        finally:
+            heartbeat.cancel()
+            if not self.stopping:
+                log.warning("connection lost (session %s)", s.id)
+            self._end_session(s)
+            await transport.close()
+        return True
+
+    def _hello(self) -> dict[str, Any]:
+        hello: dict[str, Any] = {
+            "t": "hello",
+            "v": protocol.VERSION,
+            "kind": "native",
+            "slots": self.slots,
+            "kernels": self.cache.kernel_hashes(),
+            "agent": self.agent,
+        }
+        if self.options.token:
+            hello["token"] = self.options.token
+        if self.options.campaign is not None:
+            hello["campaign"] = self.options.campaign
+        return hello
+
+    async def _heartbeat(self, s: Session) -> None:
+        """Ping every `heartbeat` seconds; a server silent for several of them is gone (the
+        TCP connection can stay up through a dead proxy)."""
+        while not s.closed:
+            await asyncio.sleep(s.heartbeat)
+            if time.monotonic() - s.last_heard > SILENT_HEARTBEATS * s.heartbeat:
+                log.warning(
+                    "the server has been silent for %.0f s; reconnecting",
+                    time.monotonic() - s.last_heard,
+                )
+                await s.transport.close()
+                return
+            s.transport.send({"t": "ping"})
+
+    # --- messages from the server -------------------------------------------------------------
+
+    def _handle(self, s: Session, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if kind == "tasks":
+            self._on_tasks(s, msg)
+        elif kind == "ack":
+            if "leases" in msg:  # the answer to a result frame (not a release or checkpoint)
+                if s.unacked:
+                    s.unacked.popleft()
+                ignored = msg.get("ignored")
+                if isinstance(ignored, list) and ignored:
+                    self.stats.ignored += len(ignored)
+                    log.debug("server ignored %d late or duplicate result(s)", len(ignored))
+                if s.results:
+                    self._flush(s)
+        elif kind == "idle":
+            if not s.idle and not s.jobs and not self.stopping:
+                log.info("no work available; waiting for the server to push some")
+            s.idle = True
+        elif kind == "cancel":
+            self._on_cancel(s, msg)
+        elif kind == "error":
+            self._on_error(s, msg)
+        elif kind == "bye":
+            asyncio.get_running_loop().create_task(s.transport.close())
+        elif kind != "pong":
+            log.debug("ignoring a %r message", kind)
+
+    def _on_error(self, s: Session | None, msg: dict[str, Any]) -> None:
+        code, message = msg.get("code"), msg.get("message")
+        fatal = bool(msg.get("fatal"))
+        log.warning("server error %s: %s%s", code, message, " (fatal)" if fatal else "")
+        if code in PERMANENT_ERRORS:
+            # A wrong token or protocol version stays wrong: retrying would only hammer.
+            log.error("cannot work with this server (%s); exiting", code)
+            self.exit_code = 2
+            self.request_stop(f"server error {code}")
+        if (fatal or code in PERMANENT_ERRORS) and s is not None:
+            asyncio.get_running_loop().create_task(s.transport.close())
+
+    def _on_tasks(self, s: Session, msg: dict[str, Any]) -> None:
+        if s.idle:
+            s.idle = False
+        campaigns = msg.get("campaigns")
+        if isinstance(campaigns, dict):
+            for cid, desc in campaigns.items():
+                if not isinstance(cid, int):
+                    continue
+                try:
+                    s.campaigns[cid] = CampaignSpec.parse(cid, desc)
+                except ValueError as exc:
+                    s.campaigns[cid] = str(exc)
+        tasks = msg.get("tasks")
+        release: list[int] = []
+        for item in tasks if isinstance(tasks, list) else []:
+            try:
+                job = Job.from_wire(item, s.gen)
+            except ValueError as exc:
+                lease = exc.args[1] if len(exc.args) > 1 else None
+                if lease is not None:
+                    self._add_result(s, {"lease": lease, **failure("host", str(exc.args[0]))})
+                continue
+            if self.stopping:
+                release.append(job.lease)  # a frame that crossed our release on the wire
+                continue
+            s.jobs[job.lease] = job
+            self._schedule(s, job)
+        if release:
+            s.transport.send({"t": "release", "leases": release})
+        self._jobs_changed(s)
+
+    def _on_cancel(self, s: Session, msg: dict[str, Any]) -> None:
+        leases = msg.get("leases")
+        n = 0
+        for lease in leases if isinstance(leases, list) else []:
+            job = s.jobs.pop(lease, None) if isinstance(lease, int) else None
+            if job is not None:
+                self._drop(job)
+                n += 1
+        log.info("server cancelled %d task(s): %s", n, msg.get("reason", ""))
+        self._jobs_changed(s)
+        self._ask(s)  # the room they took is free again
+
+    # --- scheduling jobs -----------------------------------------------------------------------
+
+    def _schedule(self, s: Session, job: Job) -> None:
+        plan = s.plans.get(job.campaign)
+        if plan is not None:
+            job.plan = plan
+            self._submit(job)
+            return
+        spec = s.campaigns.get(job.campaign)
+        if spec is None:
+            self._fail(s, job, "host", f"the server sent no descriptor for campaign {job.campaign}")
+        elif isinstance(spec, str):
+            self._fail(s, job, "host", f"bad descriptor for campaign {job.campaign}: {spec}")
+        elif spec.kind != "wasm":
+            self._fail(s, job, "invalid", f"a {spec.kind!r} kernel cannot run in a native worker")
+        elif spec.kernel in self._invalid:
+            self._fail(s, job, "invalid", self._invalid[spec.kernel])
+        else:
+            s.waiting.setdefault(job.campaign, []).append(job)
+            if job.campaign not in s.preparing:
+                task = asyncio.get_running_loop().create_task(self._prepare(s, spec))
+                s.preparing[job.campaign] = task
+
+    async def _prepare(self, s: Session, spec: CampaignSpec) -> None:
+        """Fetch (or find cached) the campaign's kernel and static data, compile the kernel,
+        then start the jobs that waited for them (or fail them saying why)."""
+        plan: RunPlan | None = None
+        err, reason = "host", ""
+        try:
+            kernel = self._kernels.get(spec.kernel)
+            if kernel is None:
+                wasm = await self.cache.get(spec.kernel)
+                kernel = await asyncio.to_thread(self.host.compile, wasm, spec.kernel)
+                self.cache.mark_kernel(spec.kernel)
+                self._kernels[spec.kernel] = kernel
+                while len(self._kernels) > MAX_KERNELS:
+                    self._kernels.popitem(last=False)
+                log.info("kernel %s ready for campaign %d %r", spec.kernel[:12], spec.id, spec.name)
+            else:
+                self._kernels.move_to_end(spec.kernel)
+            static = await self.cache.get(spec.static) if spec.static else None
+            plan = RunPlan.build(
+                spec, kernel, static, max_output=s.max_output, max_checkpoint=s.max_checkpoint
+            )
+        except KernelRejected as exc:
+            self._invalid[spec.kernel] = err_reason = f"The kernel was rejected: {exc.reason}"
+            err, reason = "invalid", err_reason
+            log.error("campaign %d: %s", spec.id, err_reason)
+        except (BlobError, ValueError, OSError) as exc:
+            reason = f"The worker could not get the campaign's kernel or static data: {exc}"
+            log.error("campaign %d: %s", spec.id, reason)
+        except Exception as exc:
+            reason = f"The worker failed to prepare the campaign: {exc}"
+            log.exception("campaign %d: preparing failed", spec.id)
+        finally:
+            s.preparing.pop(spec.id, None)
+        if s.closed:
+            return  # that session's jobs were dropped with it
+        if plan is not None:
+            s.plans[spec.id] = plan
+        for job in s.waiting.pop(spec.id, []):
+            if job.cancelled:
+                continue
+            if plan is not None:
+                job.plan = plan
+                self._submit(job)
+            else:
+                self._fail(s, job, err, reason)
+        self._jobs_changed(s)
+
+    def _submit(self, job: Job) -> None:
+        self.running += 1
+        job.future = self._pool.submit(self._execute, job)
+
+    def _execute(self, job: Job) -> None:
+        """Slot thread: run one job and post its result (None when it was stopped before)."""
+        item = None if job.cancel.is_set() else execute(self.host, job, self._post)
+        self._post(DONE, job, item)
+
+    def _drop(self, job: Job) -> None:
+        """Make sure a job's result is never sent; take it back from the pool's queue if it
+        has not started, else stop its kernel."""
+        job.cancelled = True
+        if job.future is not None:
+            if job.future.cancel():
+                self.running -= 1  # it will never post DONE
+            else:
+                job.cancel.set()
+
+    def _fail(self, s: Session, job: Job, err: str, message: str) -> None:
+        if s.jobs.get(job.lease) is job:
+            del s.jobs[job.lease]
+        self._add_result(s, {"lease": job.lease, **failure(err, message)})
+
+    # --- the inbox: slot threads -> loop --------------------------------------------------------
+
+    def _post(self, kind: int, job: Job, payload: Any) -> None:
+        """Called from slot threads. One loop wake-up per burst: while a drain is scheduled,
+        later items just join the inbox."""
+        with self._inbox_lock:
+            self._inbox.append((kind, job, payload))
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: we are exiting anyway
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, []
+            self._wake_scheduled = False
+        s = self.session
+        for kind, job, payload in items:
+            current = s is not None and job.gen == s.gen and not job.cancelled
+            if kind == DONE:
+                self.running -= 1
+                if not current or payload is None:
+                    self.stats.dropped += 1
+                    continue
+                assert s is not None
+                if s.jobs.get(job.lease) is job:
+                    del s.jobs[job.lease]
+                payload["lease"] = job.lease
+                self._add_result(s, payload)
+            elif not current or s is None or s.jobs.get(job.lease) is not job:
+                continue
+            elif kind == CHECKPOINT:
+                s.transport.send({"t": "checkpoint", "lease": job.lease, "data": payload})
+            elif kind == PROGRESS:
+                s.progress[job.lease] = payload
+                if s.progress_handle is None:
+                    s.progress_handle = asyncio.get_running_loop().call_later(
+                        PROGRESS_FLUSH, self._send_progress, s
+                    )
+        if s is not None:
+            self._jobs_changed(s)
+        elif self._changed is not None:
+            self._changed.set()
+
+    # --- results and wants ---------------------------------------------------------------------
+
+    def _add_result(self, s: Session, item: dict[str, Any]) -> None:
+        size = len(item.get("out", b"")) + len(item.get("stderr", b"")) + 64
+        # Keep every frame well inside the server's max_frame whatever the outputs weigh.
+        if s.results and s.result_bytes + size > s.max_frame - 65536:
+            self._flush(s)
+        s.results.append(item)
+        s.result_bytes += size
+        if len(s.results) >= min(RESULT_BATCH, s.max_batch):
+            self._flush(s)
+        elif s.flush_handle is None:
+            s.flush_handle = asyncio.get_running_loop().call_later(RESULT_DELAY, self._flush, s)
+
+    def _flush(self, s: Session, *, force: bool = False) -> None:
+        """Send the pending results (in frames of at most max_batch), the last frame
+        carrying our want. Flow control: while MAX_UNACKED result frames await their ack,
+        results keep accumulating instead (unless `force`, or a full frame is ready); the
+        ack handler flushes them. So a busy server receives fewer, larger batches, which
+        is what it handles most efficiently (a fixed cost per frame, small cost per task)."""
+        if s.flush_handle is not None:
+            s.flush_handle.cancel()
+            s.flush_handle = None
+        if s.closed or not s.results:
+            return
+        if (
+            not force
+            and s.transport.paced
+            and len(s.unacked) >= MAX_UNACKED
+            and len(s.results) < s.max_batch
+        ):
+            waited = time.monotonic() - s.unacked[0]
+            if waited < ACK_WAIT:
+                # Look again when the oldest ack is overdue, in case it never comes.
+                s.flush_handle = asyncio.get_running_loop().call_later(
+                    ACK_WAIT - waited, self._flush, s
+                )
+                return
+            # That frame was refused (an error instead of an ack): stop waiting for it.
+            log.debug("no ack for a result frame within %.1f s", ACK_WAIT)
+            s.unacked.clear()
+        now = time.monotonic()
+        while s.results:
+            chunk = s.results[: s.max_batch]
+            del s.results[: s.max_batch]
+            msg: dict[str, Any] = {"t": "result", "results": chunk}
+            for item in chunk:
+                if item["ok"]:
+                    self.stats.ok += 1
+                else:
+                    self.stats.failed += 1
+            if not s.results:
+                want = self._want(s)
+                if want > 0:
+                    msg["want"] = want
+            s.transport.send(msg)
+            s.unacked.append(now)
+        s.result_bytes = 0
+        if (
+            self.options.max_tasks is not None
+            and self.stats.sent >= self.options.max_tasks
+            and not self.stopping
+        ):
+            self.request_stop(f"{self.stats.sent} results sent (--max-tasks)")
+
+    def _want(self, s: Session) -> int:
+        """How many more tasks we would take now (0 while stopping)."""
+        if self.stopping or s.closed:
+            return 0
+        room = self.max_in_hand - len(s.jobs)
+        if self.options.max_tasks is not None:
+            # Never lease more than the remaining budget: exactly N tasks, none left to release.
+            budget = self.options.max_tasks - self.stats.sent - len(s.results) - len(s.jobs)
+            room = min(room, budget)
+        return max(0, min(room, s.max_batch))
+
+    def _ask(self, s: Session) -> None:
+        want = self._want(s)
+        if want > 0:
+            s.transport.send({"t": "want", "n": want})
+
+    def _send_progress(self, s: Session) -> None:
+        s.progress_handle = None
+        if s.closed:
+            return
+        progress = {lease: p for lease, p in s.progress.items() if lease in s.jobs}
+        s.progress.clear()
+        if progress:
+            s.transport.send({"t": "progress", "p": progress})
+
+    def _jobs_changed(self, s: Session) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    # --- ending sessions and stopping ----------------------------------------------------------
+
+    def _end_session(self, s: Session) -> None:
+        """The connection is gone: the server has released our leases, so drop everything of
+        this session (its results too: sending them to a new session would be refused)."""
+        if s.closed:
+            return
+        s.closed = True
+        if self.session is s:
+            self.session = None
+        for handle in (s.flush_handle, s.progress_handle):
+            if handle is not None:
+                handle.cancel()
+        for task in s.preparing.values():
+            task.cancel()
+        for job in s.jobs.values():
+            self._drop(job)
+        if s.jobs or s.results:
+            log.info(
+                "dropped %d task(s) in hand and %d unsent result(s) of session %s",
+                len(s.jobs),
+                len(s.results),
+                s.id,
+            )
+        self.stats.dropped += len(s.results)
+        s.jobs.clear()
+        s.waiting.clear()
+        s.results.clear()
+        if s.shutdown is not None and s.shutdown is not asyncio.current_task():
+            s.shutdown.cancel()
+        if self._changed is not None:
+            self._changed.set()
+
+    def request_stop(self, reason: str) -> None:
+        """Stop taking work and shut down gracefully (see _shutdown). Idempotent."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("stopping: %s", reason)
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self.session is not None:
+            self._begin_shutdown(self.session)
+
+    def _begin_shutdown(self, s: Session) -> None:
+        if s.shutdown is None and not s.closed:
+            s.shutdown = asyncio.get_running_loop().create_task(self._shutdown(s))
+
+    async def _shutdown(self, s: Session) -> None:
+        """Release what has not started, let running tasks finish (up to the grace period),
+        release the rest, send the last results and bye, and wait for the server's bye."""
+        try:
+            await self._wind_down(s)
+        except asyncio.CancelledError:
+            raise  # the session ended first: nothing left to do
+        except Exception:
+            # Whatever went wrong, do not leave the process hanging on a half-closed session.
+            log.exception("graceful shutdown failed; closing the connection")
+            await s.transport.close()
+
+    async def _wind_down(self, s: Session) -> None:
+        assert self._changed is not None
+        released = []
+        for lease, job in list(s.jobs.items()):
+            if job.future is None or job.future.cancel():
+                if job.future is not None:
+                    self.running -= 1
+                job.cancelled = True
+                released.append(lease)
+                del s.jobs[lease]
+        if released:
+            s.transport.send({"t": "release", "leases": released})
+            log.info("released %d task(s) not started yet", len(released))
+        deadline = time.monotonic() + self.options.grace
+        if s.jobs:
+            log.info("waiting up to %g s for %d running task(s)", self.options.grace, len(s.jobs))
+        while s.jobs and not s.closed:
+            self._changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        if s.closed:
+            return
+        if s.jobs:
+            leases = list(s.jobs)
+            for job in s.jobs.values():
+                self._drop(job)
+            s.jobs.clear()
+            s.transport.send({"t": "release", "leases": leases})
+            log.info("released %d task(s) still running after the grace period", len(leases))
+        self._flush(s, force=True)
+        s.transport.send({"t": "bye"})
+        # The server answers bye and closes; _serve's receive loop then ends the session
+        # (which cancels this task).
+        await asyncio.sleep(BYE_WAIT)
+        log.warning("no goodbye from the server; closing")
+        await s.transport.close()
+
+    async def _finish_threads(self) -> None:
+        """Stop what still runs (their sessions are gone) and let the pool wind down."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 2.0
+        while self.running > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def threads_busy(self) -> bool:
+        """True if a slot thread is still inside a kernel after run() returned (a kernel
+        that ignored its cancel event): the caller should exit with os._exit, since the
+        interpreter would otherwise wait for that thread at exit."""
+        return self.running > 0
+
+    # --- signals, statistics, idleness ---------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        assert self._loop is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signals(self) -> None:
+        if self._loop is None:
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second %s: exiting now", signal.Signals(sig).name)
+            logging.shutdown()
+            os._exit(128 + sig)
+        log.info(
+            "%s received: finishing running tasks (again to exit now)", signal.Signals(sig).name
+        )
+        self.request_stop(signal.Signals(sig).name)
+
+    async def _stats_loop(self) -> None:
+        last_sent, last_t = self.stats.sent, time.monotonic()
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            now = time.monotonic()
+            sent = self.stats.sent
+            s = self.session
+            held = len(s.jobs) if s is not None else 0
+            if sent != last_sent or held:
+                log.info(
+                    "%d task(s) done, %d failed; %.1f results/s over the last %.0f s; %d in hand",
+                    self.stats.ok,
+                    self.stats.failed,
+                    (sent - last_sent) / (now - last_t),
+                    now - last_t,
+                    held,
+                )
+            last_sent, last_t = sent, now
+
+    def busy(self) -> bool:
+        s = self.session
+        return self.running > 0 or (s is not None and bool(s.jobs or s.results))
+
+    async def _idle_loop(self, seconds: float) -> None:
+        """--exit-when-idle: stop after `seconds` with nothing in hand (connected or not)."""
+        while not self.stopping:
+            await asyncio.sleep(min(0.2, seconds / 4) if seconds > 0 else 0.05)
+            now = time.monotonic()
+            if self.busy():
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = now
+            elif now - self._idle_since >= seconds:
+                self.request_stop(f"idle for {seconds:g} s (--exit-when-idle)")
