@@ -1,0 +1,221 @@
+"""What every REST endpoint shares: the actor, the organization a write goes to, the error
+conversions into the one error shape, pagination, and the streaming body parsers.
+
+Tenant scoping happens only through accounts.tenancy (`Actor`, `for_actor`, `get_for_actor`,
+`get_organization`): a view never filters by organization by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, pagination, parsers, serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from accounts.models import Organization
+from accounts.tenancy import Actor, get_organization
+from campaigns.inputs import InputError, TaskSpec, iter_jsonl, iter_msgpack
+from campaigns.services import ServiceError
+
+
+class Rejected(exceptions.APIException):
+    """A request the platform refuses for a reason the caller can fix (HTTP 400)."""
+
+    status_code = 400
+    default_code = "rejected"
+    default_detail = "The request was rejected."
+
+
+class InvalidTasks(Rejected):
+    """A task stream or task file with a bad line or object (HTTP 400)."""
+
+    default_code = "invalid_tasks"
+
+
+# Base of every endpoint: turns the services' refusals into the one error shape. ServiceError
+# and Django's ValidationError carry messages written for the person asking; InputError says
+# which line of a task stream is bad. All become 400 with that message. (A comment, not a
+# docstring: the schema generator would show a docstring as every operation's description.)
+class ApiView(APIView):
+    def handle_exception(self, exc: Exception) -> Any:
+        # The project's handler reads the code from the exception class (`default_code`), so
+        # Django's own exceptions are turned into DRF's here to get "not_found" and so on.
+        if isinstance(exc, Http404):
+            exc = exceptions.NotFound(str(exc) or None)
+        elif isinstance(exc, DjangoPermissionDenied):
+            exc = exceptions.PermissionDenied(str(exc) or None)
+        elif isinstance(exc, InputError):
+            exc = InvalidTasks(f"The task stream was rejected: {exc}")
+        elif isinstance(exc, ServiceError):
+            exc = Rejected(str(exc))
+        elif isinstance(exc, DjangoValidationError):
+            exc = Rejected(" ".join(exc.messages))
+        return super().handle_exception(exc)
+
+    def actor(self) -> Actor:
+        return Actor.from_request(self.request)
+
+
+def organization_for_write(actor: Actor, slug: str | None) -> Organization:
+    """The organization a new kernel or campaign goes to: the one named by `slug` (404 when the
+    actor is not in it), or, when no slug is given, the actor's only organization."""
+    if slug:
+        return get_organization(actor, slug)
+    organizations = list(actor.organizations().order_by("pk")[:2])
+    if not organizations:
+        raise exceptions.NotFound("You are not a member of any organization.")
+    if len(organizations) > 1:
+        raise exceptions.ValidationError(
+            {
+                "organization": [
+                    "You belong to several organizations: name one by its slug "
+                    "(GET /api/v1/organizations lists them)."
+                ]
+            }
+        )
+    return organizations[0]
+
+
+class IdCursorPagination(pagination.CursorPagination):
+    """Stable pages however many rows: `?cursor=` from the previous page's `next`."""
+
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+    ordering = "-id"
+
+
+class SeqCursorPagination(IdCursorPagination):
+    ordering = "seq"
+
+
+# --- streaming task bodies -------------------------------------------------------------------
+
+
+def _max_input() -> int:
+    return int(settings.CCGSC["TASK_INPUT_MAX_BYTES"])
+
+
+class TaskStreamParser(parsers.BaseParser):
+    """Parses nothing up front: returns a lazy iterator of TaskSpec read from the request body
+    as the service consumes it, so a body of any size is parsed in constant memory."""
+
+    fmt = "jsonl"
+
+    # The stubs say parsers return a mapping; DRF hands back whatever parse() returns.
+    def parse(  # type: ignore[override]
+        self,
+        stream: IO[bytes] | None,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Iterator[TaskSpec]:
+        if stream is None:
+            return iter(())
+        if self.fmt == "msgpack":
+            return iter_msgpack(stream, max_input=_max_input())
+        return iter_jsonl(stream, max_input=_max_input())
+
+
+class NdjsonParser(TaskStreamParser):
+    media_type = "application/x-ndjson"
+
+
+class JsonlParser(TaskStreamParser):
+    media_type = "application/jsonl"
+
+
+class MsgpackParser(TaskStreamParser):
+    media_type = "application/msgpack"
+    fmt = "msgpack"
+
+
+class XMsgpackParser(MsgpackParser):
+    media_type = "application/x-msgpack"
+
+
+TASK_STREAM_PARSERS = [NdjsonParser, JsonlParser, MsgpackParser, XMsgpackParser]
+
+
+class RawBodyParser(parsers.BaseParser):
+    """A kernel module as the whole request body (application/wasm, text/javascript or
+    application/octet-stream), read up to the kernel size cap."""
+
+    media_type = "application/wasm"
+
+    # Returns the bytes themselves (see TaskStreamParser.parse on the stubs).
+    def parse(  # type: ignore[override]
+        self,
+        stream: IO[bytes] | None,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if stream is None:
+            return b""
+        cap = int(settings.CCGSC["KERNEL_MAX_BYTES"])
+        data = stream.read(cap + 1)
+        if len(data) > cap:
+            raise exceptions.ValidationError(
+                {"file": [f"The kernel is larger than the {cap}-byte limit."]}
+            )
+        return bytes(data)
+
+
+class OctetStreamParser(RawBodyParser):
+    media_type = "application/octet-stream"
+
+
+class JavaScriptParser(RawBodyParser):
+    media_type = "text/javascript"
+
+
+RAW_KERNEL_PARSERS = [RawBodyParser, OctetStreamParser, JavaScriptParser]
+
+
+def request_media_type(request: Request) -> str:
+    return (request.content_type or "").split(";")[0].strip().lower()
+
+
+def _decode_form_json(field: serializers.Field, data: Any) -> Any:
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise serializers.ValidationError(
+            "Not valid JSON: in a form, give this field JSON-encoded."
+        ) from None
+
+
+class StringListField(serializers.ListField):
+    """A list of strings; in multipart forms a JSON-encoded list (`["-n", "5"]`)."""
+
+    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    def get_value(self, dictionary: Any) -> Any:
+        if hasattr(dictionary, "getlist"):  # a form: the field holds JSON text
+            return dictionary.get(self.field_name) or serializers.empty
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(_decode_form_json(self, data))
+
+
+class StringMapField(serializers.DictField):
+    """A map of strings to strings; in multipart forms a JSON-encoded object."""
+
+    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    def get_value(self, dictionary: Any) -> Any:
+        if hasattr(dictionary, "getlist"):
+            return dictionary.get(self.field_name) or serializers.empty
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(_decode_form_json(self, data))

@@ -1,0 +1,207 @@
+"""Results export: a campaign's canonical results, in task order, streamed as JSON Lines, CSV
+or msgpack in constant memory however many there are.
+
+Rows come from one query (tasks joined to their canonical result) read with
+`.iterator(chunk_size=...)`: a server-side cursor on PostgreSQL, chunked fetchmany on SQLite.
+They are encoded into chunks of about CHUNK_BYTES and handed to the response one chunk at a
+time. Under ASGI (daphne) Django would drain a synchronous iterator into a list before sending
+it, so there the same generator is driven one chunk per thread hop by an async iterator.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
+
+import msgpack
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models.functions import Length
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+
+from accounts.tenancy import get_for_actor
+from campaigns.api.base import ApiView, Rejected
+from campaigns.models import Campaign, Task
+
+CHUNK_BYTES = 64 * 1024
+ROWS_PER_QUERY_CHUNK = 500
+
+FORMATS = {
+    "jsonl": ("application/x-ndjson", "jsonl"),
+    "csv": ("text/csv; charset=utf-8", "csv"),
+    "msgpack": ("application/msgpack", "msgpack"),
+}
+STATES = {
+    "done": (Task.State.DONE,),
+    "failed": (Task.State.FAILED,),
+    "all": (Task.State.DONE, Task.State.FAILED),
+}
+CSV_COLUMNS = [
+    "seq",
+    "state",
+    "input_size",
+    "exit_code",
+    "runtime_ms",
+    "output_size",
+    "output_sha256",
+    "output_b64",
+    "failure",
+]
+COLUMNS = (
+    "seq",
+    "state",
+    "input_size",
+    "canonical_result__exit_code",
+    "canonical_result__runtime_ms",
+    "canonical_result__output_sha256",
+    "canonical_result__output",
+    "failure",
+)
+STATE_NAMES = {Task.State.DONE: "done", Task.State.FAILED: "failed"}
+
+
+def result_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[dict[str, Any]]:
+    """One dict per decided task, in seq order, with the canonical output as bytes (None for a
+    failed task). Reads ROWS_PER_QUERY_CHUNK rows at a time."""
+    rows = (
+        Task.objects.filter(campaign=campaign, state__in=list(states))
+        .annotate(input_size=Length("input"))
+        .order_by("seq")
+        .values_list(*COLUMNS)
+        .iterator(chunk_size=ROWS_PER_QUERY_CHUNK)
+    )
+    for seq, state, input_size, exit_code, runtime_ms, sha, output, failure in rows:
+        data = None if output is None else bytes(output)
+        yield {
+            "seq": seq,
+            "state": STATE_NAMES.get(state, str(state)),
+            "input_size": input_size,
+            "exit_code": exit_code,
+            "runtime_ms": runtime_ms,
+            "output_size": None if data is None else len(data),
+            "output_sha256": sha or None,
+            "output": data,
+            "failure": failure,
+        }
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def encode_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    for row in rows:
+        row["output_b64"] = _b64(row.pop("output"))
+        yield json.dumps(row, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        row["output_b64"] = _b64(row.pop("output"))
+        writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+
+
+def encode_msgpack(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    packer = msgpack.Packer(use_bin_type=True)
+    for row in rows:
+        yield packer.pack(row)
+
+
+ENCODERS = {"jsonl": encode_jsonl, "csv": encode_csv, "msgpack": encode_msgpack}
+
+
+def chunked(pieces: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Join small pieces into chunks of about `size` bytes (one write per chunk, not per row)."""
+    parts: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        parts.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def export_chunks(campaign: Campaign, fmt: str, state: str = "done") -> Iterator[bytes]:
+    return chunked(ENCODERS[fmt](result_rows(campaign, STATES[state])))
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
+async def _drive(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    # thread_sensitive: every step runs on the one thread that owns this request's database
+    # connection, so the open cursor is always used from the thread that opened it.
+    step = sync_to_async(_next_chunk, thread_sensitive=True)
+    while True:
+        chunk = await step(chunks)
+        if chunk is None:
+            return
+        yield chunk
+
+
+class ResultExportApi(ApiView):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # `?format=` names the export format here, not a DRF renderer; errors render as JSON.
+        return (JSONRenderer(), JSONRenderer.media_type)
+
+    @extend_schema(
+        operation_id="results_export",
+        summary="Download a campaign's results (streamed)",
+        description=(
+            "The canonical result of every decided task, in task order. JSON Lines and CSV "
+            "carry the output base64-encoded (`output_b64`), msgpack carries it as raw bytes "
+            "(`output`). Fields: seq, state (done/failed), input_size, exit_code, runtime_ms, "
+            "output_size, output_sha256, output, failure."
+        ),
+        parameters=[
+            OpenApiParameter("format", str, enum=list(FORMATS), default="jsonl"),
+            OpenApiParameter(
+                "state", str, enum=list(STATES), default="done", description="which tasks"
+            ),
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.BINARY),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY),
+            (200, "application/msgpack"): OpenApiResponse(OpenApiTypes.BINARY),
+        },
+    )
+    def get(self, request: Request, campaign_id: int) -> StreamingHttpResponse:
+        campaign = get_for_actor(Campaign.objects.all(), self.actor(), pk=campaign_id)
+        fmt = request.query_params.get("format", "jsonl")
+        if fmt not in FORMATS:
+            raise Rejected(f"Unknown format {fmt!r}: use jsonl, csv or msgpack.")
+        state = request.query_params.get("state", "done")
+        if state not in STATES:
+            raise Rejected(f"Unknown state {state!r}: use done, failed or all.")
+        chunks = export_chunks(campaign, fmt, state)
+        content_type, ext = FORMATS[fmt]
+        content: Iterator[bytes] | AsyncIterator[bytes] = chunks
+        if isinstance(request._request, ASGIRequest):
+            content = _drive(chunks)
+        response = StreamingHttpResponse(content, content_type=content_type)
+        response["Content-Disposition"] = (
+            f'attachment; filename="campaign-{campaign.pk}-results.{ext}"'
+        )
+        response["X-Tasks-Total"] = str(campaign.tasks_total)
+        response["Cache-Control"] = "no-store"
+        return response

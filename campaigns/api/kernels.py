@@ -1,0 +1,172 @@
+"""Kernels: list, upload (multipart form or the module as the raw request body), detail."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, parsers, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import Organization
+from accounts.tenancy import get_for_actor, get_organization
+from campaigns import services
+from campaigns.api.base import (
+    RAW_KERNEL_PARSERS,
+    ApiView,
+    IdCursorPagination,
+    Rejected,
+    organization_for_write,
+    request_media_type,
+)
+from campaigns.models import Kernel
+
+
+class KernelOutput(serializers.ModelSerializer):
+    organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    download_url = serializers.SerializerMethodField(
+        help_text="the module's bytes by hash (immutable, cacheable forever)"
+    )
+
+    class Meta:
+        model = Kernel
+        fields = [
+            "id",
+            "organization",
+            "name",
+            "description",
+            "kind",
+            "sha256",
+            "size",
+            "memory_max",
+            "imports",
+            "created_at",
+            "download_url",
+        ]
+
+    def get_download_url(self, kernel: Kernel) -> str:
+        ext = "wasm" if kernel.kind == Kernel.Kind.WASM else "js"
+        path = reverse("blob", kwargs={"sha256": kernel.sha256, "ext": ext})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+ORG_FILTER = OpenApiParameter(
+    "organization", str, description="only this organization's rows (its slug)"
+)
+
+
+class KernelListApi(ApiView, generics.GenericAPIView):
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, *RAW_KERNEL_PARSERS]
+    pagination_class = IdCursorPagination
+    serializer_class = KernelOutput
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="the .wasm module (or .js module)")
+        name = serializers.CharField(max_length=120, required=False, allow_blank=True)
+        kind = serializers.ChoiceField(choices=Kernel.Kind.choices, default=Kernel.Kind.WASM)
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+        organization = serializers.SlugField(
+            required=False, help_text="required when the caller belongs to several"
+        )
+
+        class Meta:
+            ref_name = "KernelUpload"
+
+    def get_queryset(self) -> Any:
+        kernels = Kernel.objects.for_actor(self.actor()).select_related("organization")
+        slug = self.request.query_params.get("organization")
+        if slug:
+            kernels = kernels.filter(organization=get_organization(self.actor(), slug))
+        return kernels
+
+    @extend_schema(
+        operation_id="kernels_list", parameters=[ORG_FILTER], responses=KernelOutput(many=True)
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="kernels_create",
+        summary="Upload a kernel",
+        description=(
+            "Either a multipart form with `file` (and `name`, `kind`, `description`, "
+            "`organization`), or the module itself as the body (Content-Type application/wasm, "
+            "text/javascript or application/octet-stream) with `name`, `kind` and "
+            "`organization` as query parameters. The module is validated (it must compile, "
+            "export what the kernel contract needs and declare a memory maximum within the "
+            "platform cap); the error says which check failed. Uploading the same bytes again "
+            "returns the existing kernel (200 instead of 201)."
+        ),
+        parameters=[
+            OpenApiParameter("name", str, description="raw body uploads only"),
+            OpenApiParameter("kind", str, enum=Kernel.Kind.values, description="raw body only"),
+            OpenApiParameter("organization", str, description="raw body uploads only"),
+        ],
+        request={
+            "multipart/form-data": InputSerializer,
+            "application/wasm": OpenApiTypes.BINARY,
+            "application/octet-stream": OpenApiTypes.BINARY,
+            "text/javascript": OpenApiTypes.BINARY,
+        },
+        responses={201: KernelOutput, 200: KernelOutput},
+    )
+    def post(self, request: Request) -> Response:
+        actor = self.actor()
+        media_type = request_media_type(request)
+        if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            form = self.InputSerializer(data=request.data)
+            form.is_valid(raise_exception=True)
+            upload = form.validated_data["file"]
+            if upload.size > services.limits()["KERNEL_MAX_BYTES"]:
+                raise Rejected(
+                    f"The kernel is {upload.size} bytes; the limit is "
+                    f"{services.limits()['KERNEL_MAX_BYTES']} bytes."
+                )
+            data = upload.read()
+            fields = dict(form.validated_data)
+            name = fields.get("name") or upload.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        else:
+            # Parsed (size-capped) by RawBodyParser; an empty body parses as {}.
+            data = request.data if isinstance(request.data, bytes) else b""
+            query = self.InputSerializer(
+                data={k: v for k, v in request.query_params.items() if k != "file"},
+                partial=True,
+            )
+            query.is_valid(raise_exception=True)
+            fields = dict(query.validated_data)
+            if "kind" not in request.query_params:
+                fields["kind"] = Kernel.Kind.JS if media_type == "text/javascript" else "wasm"
+            name = fields.get("name") or "kernel"
+        organization = organization_for_write(actor, fields.get("organization"))
+        existed = Kernel.objects.filter(
+            organization=organization, sha256=hashlib.sha256(data).hexdigest()
+        ).exists()
+        kernel = services.kernel_upload(
+            organization=organization,
+            name=name,
+            data=data,
+            kind=fields.get("kind") or Kernel.Kind.WASM,
+            description=fields.get("description") or "",
+            created_by=actor.user,
+        )
+        return Response(
+            KernelOutput(kernel, context={"request": request}).data,
+            status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
+        )
+
+
+class KernelDetailApi(ApiView):
+    @extend_schema(operation_id="kernels_retrieve", responses=KernelOutput)
+    def get(self, request: Request, kernel_id: int) -> Response:
+        kernel = get_for_actor(
+            Kernel.objects.select_related("organization"), self.actor(), pk=kernel_id
+        )
+        return Response(KernelOutput(kernel, context={"request": request}).data)

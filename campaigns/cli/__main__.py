@@ -1,0 +1,688 @@
+"""`ccgsc` / `python -m campaigns.cli`: kernels, campaigns and results from the command line.
+
+    ccgsc login --server https://ccgsc.example --token ccgsc_...
+    ccgsc kernel push montecarlo.wasm --name "Monte Carlo"
+    ccgsc kernel run montecarlo.wasm < input > output
+    ccgsc campaign create --kernel montecarlo.wasm --name pi --tasks tasks.jsonl --start
+    ccgsc campaign watch 12
+    ccgsc results pull 12 -o results.csv --format csv
+
+Every command takes --json for scripts: the answer (or the error) as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from campaigns.cli import (
+    EXIT_AUTH,
+    EXIT_CAMPAIGN_FAILED,
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    config,
+)
+from campaigns.cli.client import Api, CliError
+from campaigns.cli.output import ProgressView, duration, emit_json, progress_line
+
+FINISHED = {"completed": EXIT_OK, "failed": EXIT_CAMPAIGN_FAILED, "cancelled": EXIT_CAMPAIGN_FAILED}
+FORMATS = ("jsonl", "csv", "msgpack")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class Context:
+    """What a command needs: the parsed arguments, where to print, and (lazily) the API."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.json = bool(getattr(args, "json", False))
+        self._api: Api | None = None
+
+    def api(self) -> Api:
+        if self._api is None:
+            try:
+                settings = config.resolve(
+                    getattr(self.args, "server", None), getattr(self.args, "token", None)
+                )
+            except config.ConfigError as exc:
+                raise CliError(str(exc), EXIT_ERROR) from None
+            if not settings.server:
+                raise CliError(
+                    "no server: run `ccgsc login --server URL --token TOKEN` "
+                    "or set CCGSC_SERVER and CCGSC_TOKEN",
+                    EXIT_AUTH,
+                    code="not_logged_in",
+                )
+            if not settings.token:
+                raise CliError(
+                    "no API token: run `ccgsc login --server URL --token TOKEN` or set CCGSC_TOKEN",
+                    EXIT_AUTH,
+                    code="not_logged_in",
+                )
+            self._api = Api(settings.server, settings.token)
+        return self._api
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+
+    def say(self, text: str) -> None:
+        """A line for people (suppressed with --json, where stdout carries the JSON)."""
+        if not self.json:
+            print(text, flush=True)
+
+    def result(self, data: Any, text: str) -> int:
+        if self.json:
+            emit_json(data)
+        else:
+            print(text, flush=True)
+        return EXIT_OK
+
+
+def readable_file(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{what} {path}: no such file", EXIT_INVALID, code="file_not_found")
+    if not os.access(p, os.R_OK):
+        raise CliError(f"{what} {path}: not readable", EXIT_INVALID, code="file_not_readable")
+    return p
+
+
+def kernel_id(ctx: Context, value: str, *, what: str = "kernel", kind: str | None = None) -> int:
+    """A kernel given as an ID, or as a local file that is pushed first (pushing the same
+    bytes again returns the existing kernel)."""
+    if value.isdigit():
+        return int(value)
+    path = readable_file(value, what)
+    kernel = push_kernel(ctx, path, name=path.stem, kind=kind)
+    ctx_note(ctx, f"pushed {path.name} as kernel {kernel['id']} ({kernel['sha256'][:12]})")
+    return int(kernel["id"])
+
+
+def ctx_note(ctx: Context, text: str) -> None:
+    if not ctx.json:
+        print(text, file=sys.stderr, flush=True)
+
+
+def guess_kind(path: Path) -> str:
+    return "js" if path.suffix.lower() in (".js", ".mjs") else "wasm"
+
+
+def push_kernel(
+    ctx: Context,
+    path: Path,
+    *,
+    name: str | None,
+    kind: str | None,
+    description: str = "",
+) -> dict[str, Any]:
+    kind = kind or guess_kind(path)
+    content_type = "text/javascript" if kind == "js" else "application/wasm"
+    result: dict[str, Any] = ctx.api().post_file(
+        "/kernels",
+        str(path),
+        content_type,
+        name=name or path.stem,
+        kind=kind,
+        organization=getattr(ctx.args, "org", None),
+        description=description,
+    )
+    return result
+
+
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--env takes NAME=VALUE, not {pair!r}", EXIT_USAGE, code="usage")
+        env[name] = value
+    return env
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+def cmd_login(ctx: Context) -> int:
+    args = ctx.args
+    server = getattr(args, "server", None) or os.environ.get("CCGSC_SERVER")
+    token = getattr(args, "token", None) or os.environ.get("CCGSC_TOKEN")
+    if not server or not token:
+        raise CliError("login needs --server URL and --token TOKEN", EXIT_USAGE, code="usage")
+    api = Api(server, token)
+    try:
+        orgs = api.get("/organizations")["results"]
+    finally:
+        api.close()
+    path = config.save(api.server, token)
+    names = ", ".join(f"{o['name']} ({o['slug']})" for o in orgs) or "no organization"
+    return ctx.result(
+        {"server": api.server, "organizations": orgs, "config": str(path)},
+        f"Logged in to {api.server} for {names}. Saved to {path}.",
+    )
+
+
+def cmd_logout(ctx: Context) -> int:
+    removed = config.forget()
+    path = config.config_path()
+    return ctx.result(
+        {"removed": removed, "config": str(path)},
+        f"Removed {path}." if removed else f"Not logged in ({path} does not exist).",
+    )
+
+
+# --- kernels ----------------------------------------------------------------------------------
+
+
+def kernel_text(k: dict[str, Any]) -> str:
+    memory = f", memory max {k['memory_max'] // (1024 * 1024)} MiB" if k.get("memory_max") else ""
+    return (
+        f"kernel {k['id']} {k['name']!r} ({k['kind']}, {k['size']} bytes{memory}) "
+        f"sha256 {k['sha256']}"
+    )
+
+
+def cmd_kernel_push(ctx: Context) -> int:
+    args = ctx.args
+    path = readable_file(args.file, "kernel")
+    kernel = push_kernel(
+        ctx, path, name=args.name, kind=args.kind, description=args.description or ""
+    )
+    return ctx.result(kernel, kernel_text(kernel))
+
+
+def cmd_kernel_list(ctx: Context) -> int:
+    page = ctx.api().get("/kernels", organization=ctx.args.org, limit=1000)
+    rows = page["results"]
+    return ctx.result(rows, "\n".join(kernel_text(k) for k in rows) or "no kernels")
+
+
+def cmd_kernel_run(ctx: Context) -> int:
+    """Run a kernel here, in the same sandbox (kernelhost) and limits as the server."""
+    args = ctx.args
+    path = readable_file(args.file, "kernel")
+    from kernelhost import KernelRejected, Limits, default_host
+
+    static = readable_file(args.static, "static data").read_bytes() if args.static else None
+    checkpoint = (
+        readable_file(args.checkpoint, "checkpoint").read_bytes() if args.checkpoint else None
+    )
+    stdin = (
+        readable_file(args.input, "input").read_bytes() if args.input else sys.stdin.buffer.read()
+    )
+    env = parse_env(args.env)
+    host = default_host()
+    wasm = path.read_bytes()
+    try:
+        # The server's upload checks (contract, memory cap), then the compiled module (cached).
+        host.inspect(wasm, memory_cap=args.memory * 1024 * 1024)
+        kernel = host.compile(wasm)
+    except KernelRejected as exc:
+        raise CliError(
+            f"the kernel was rejected: {exc.reason}", EXIT_INVALID, code="kernel_rejected"
+        ) from None
+    show_progress = not ctx.json and sys.stderr.isatty()
+
+    def on_progress(value: float) -> None:
+        if show_progress:
+            sys.stderr.write(f"\rprogress {100 * value:5.1f}%")
+            sys.stderr.flush()
+
+    try:
+        result = host.run(
+            kernel,
+            stdin=stdin,
+            args=list(args.arg),
+            env=env,
+            static=static,
+            checkpoint=checkpoint,
+            limits=Limits(
+                timeout_s=args.timeout,
+                memory_bytes=args.memory * 1024 * 1024,
+                output_bytes=args.max_output * 1024 * 1024,
+            ),
+            on_progress=on_progress,
+        )
+    except ValueError as exc:  # NUL in an argument, "=" in an env name...
+        raise CliError(str(exc), EXIT_USAGE, code="usage") from None
+    if show_progress:
+        sys.stderr.write("\r\x1b[2K")
+    code = EXIT_OK if result.ok else (result.exit_code or EXIT_ERROR)
+    stderr_tail = result.stderr_tail.decode("utf-8", "replace")
+    if ctx.json:
+        import base64
+
+        emit_json(
+            {
+                "ok": result.ok,
+                "exit_code": result.exit_code,
+                "error": str(result.error) if result.error else None,
+                "message": result.message,
+                "runtime_s": round(result.runtime_s, 6),
+                "stdout_b64": base64.b64encode(result.stdout).decode(),
+                "stderr_tail": stderr_tail,
+                "checkpoint_b64": (
+                    base64.b64encode(result.checkpoint).decode() if result.checkpoint else None
+                ),
+            }
+        )
+        return code
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    if args.save_checkpoint and result.checkpoint is not None:
+        Path(args.save_checkpoint).write_bytes(result.checkpoint)
+    if stderr_tail:
+        sys.stderr.write(stderr_tail if stderr_tail.endswith("\n") else stderr_tail + "\n")
+    if not result.ok:
+        detail = f"exit code {result.exit_code}" if result.exit_code else result.message
+        sys.stderr.write(f"ccgsc: kernel failed: {result.error}: {detail}\n")
+    elif args.verbose:
+        sys.stderr.write(f"ccgsc: ok in {result.runtime_s:.3f} s\n")
+    return code
+
+
+# --- campaigns ---------------------------------------------------------------------------------
+
+
+def campaign_text(c: dict[str, Any]) -> str:
+    text = (
+        f"campaign {c['id']} {c['name']!r}: {c['state']}, {c['tasks_done']}/{c['tasks_total']} "
+        f"done, {c['tasks_failed']} failed (input {c['input_source']}, {c['input_state']})"
+    )
+    if c.get("error"):
+        text += f"\n  error: {c['error']}"
+    return text
+
+
+POLICY_OPTIONS = {
+    "priority": "priority",
+    "task_timeout": "task_timeout",
+    "max_attempts": "max_attempts",
+    "points": "points_per_task",
+    "quorum": "min_quorum",
+    "replicas": "target_replicas",
+    "max_error_replicas": "max_error_replicas",
+    "max_total_replicas": "max_total_replicas",
+}
+
+
+def cmd_campaign_create(ctx: Context) -> int:
+    import json
+
+    args = ctx.args
+    if args.tasks and args.generator:
+        raise CliError("give --tasks or --generator, not both", EXIT_USAGE, code="usage")
+    task_path = readable_file(args.tasks, "task file") if args.tasks else None
+    static_path = readable_file(args.static, "static data") if args.static else None
+    fields: dict[str, Any] = {"name": args.name, "kernel": kernel_id(ctx, args.kernel)}
+    if args.generator:
+        fields["generator"] = kernel_id(ctx, args.generator, what="generator")
+    for flag, field in (("verifier", "verifier"), ("reducer", "reducer")):
+        value = getattr(args, flag)
+        if value:
+            fields[field] = kernel_id(ctx, value, what=flag)
+    if args.generator_arg:
+        fields["generator_args"] = list(args.generator_arg)
+    if args.arg:
+        fields["args"] = list(args.arg)
+    if args.env:
+        fields["env"] = parse_env(args.env)
+    if args.description:
+        fields["description"] = args.description
+    if args.org:
+        fields["organization"] = args.org
+    for option, field in POLICY_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            fields[field] = value
+    if args.start:
+        fields["start"] = True
+
+    api = ctx.api()
+    if task_path is None and static_path is None:
+        campaign = api.post("/campaigns", json=fields)
+    else:
+        # A multipart form, so the task file streams from disk; lists and maps go JSON-encoded.
+        form = {
+            k: json.dumps(v)
+            if isinstance(v, list | dict)
+            else str(v).lower()
+            if isinstance(v, bool)
+            else str(v)
+            for k, v in fields.items()
+        }
+        files: dict[str, Any] = {}
+        handles = []
+        try:
+            if task_path is not None:
+                handle = task_path.open("rb")
+                handles.append(handle)
+                ctype = "application/msgpack" if _is_msgpack(task_path) else "application/x-ndjson"
+                files["task_file"] = (task_path.name, handle, ctype)
+                form["task_file_format"] = "msgpack" if _is_msgpack(task_path) else "jsonl"
+            if static_path is not None:
+                handle = static_path.open("rb")
+                handles.append(handle)
+                files["static_data"] = (static_path.name, handle, "application/octet-stream")
+            campaign = api.post("/campaigns", data=form, files=files)
+        finally:
+            for handle in handles:
+                handle.close()
+    return ctx.result(campaign, campaign_text(campaign))
+
+
+def _is_msgpack(path: Path) -> bool:
+    return path.suffix.lower() in (".msgpack", ".mpk", ".msgpck")
+
+
+def cmd_campaign_list(ctx: Context) -> int:
+    rows = ctx.api().get("/campaigns", organization=ctx.args.org, state=ctx.args.state, limit=1000)[
+        "results"
+    ]
+    return ctx.result(rows, "\n".join(campaign_text(c) for c in rows) or "no campaigns")
+
+
+def cmd_campaign_status(ctx: Context) -> int:
+    campaign = ctx.api().get(f"/campaigns/{ctx.args.id}")
+    return ctx.result(campaign, campaign_text(campaign))
+
+
+def make_action(action: str) -> Callable[[Context], int]:
+    def run(ctx: Context) -> int:
+        campaign = ctx.api().post(f"/campaigns/{ctx.args.id}/{action}")
+        return ctx.result(campaign, campaign_text(campaign))
+
+    run.__name__ = f"cmd_campaign_{action}"
+    return run
+
+
+def cmd_campaign_add_tasks(ctx: Context) -> int:
+    path = readable_file(ctx.args.file, "task file")
+    ctype = "application/msgpack" if _is_msgpack(path) else "application/x-ndjson"
+    added = ctx.api().post_file(f"/campaigns/{ctx.args.id}/tasks", str(path), ctype)
+    return ctx.result(
+        added,
+        f"added {added['added']} tasks to campaign {ctx.args.id} ({added['tasks_total']} in all)",
+    )
+
+
+class RateMeter:
+    """Tasks per second from the last `window` seconds of samples, for when the server's own
+    estimate is not there yet."""
+
+    def __init__(self, window: float = 30.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, when: float, finished: int) -> float:
+        self.samples.append((when, finished))
+        while len(self.samples) > 2 and when - self.samples[0][0] > self.window:
+            self.samples.popleft()
+        (t0, f0), (t1, f1) = self.samples[0], self.samples[-1]
+        return (f1 - f0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def cmd_campaign_watch(ctx: Context) -> int:
+    args = ctx.args
+    api = ctx.api()
+    view = ProgressView()
+    meter = RateMeter()
+    started = time.monotonic()
+    hinted = False
+    while True:
+        p = api.get(f"/campaigns/{args.id}/progress")
+        finished = p["tasks_done"] + p["tasks_failed"]
+        local_rate = meter.add(time.monotonic(), finished)
+        rate = p.get("rate_per_second") or local_rate
+        remaining = p["tasks_remaining"]
+        eta = remaining / rate if rate > 0 else p.get("eta_seconds")
+        if ctx.json:
+            emit_json({**p, "rate_per_second": round(rate, 3), "eta_seconds": eta})
+        else:
+            view.show(p, rate, eta)
+            if p["state"] == "draft" and not hinted:
+                view.finish(f"campaign {args.id} is a draft: start it with `ccgsc campaign start`")
+                hinted = True
+        if p["state"] in FINISHED:
+            code = FINISHED[p["state"]]
+            if not ctx.json:
+                elapsed = duration(time.monotonic() - started)
+                message = f"campaign {args.id} {p['state']}"
+                if p["state"] == "completed":
+                    message += f": {p['tasks_done']} done, {p['tasks_failed']} failed ({elapsed})"
+                if p.get("error"):
+                    message += f": {p['error']}"
+                view.finish(message if view.tty else progress_line(p, rate, eta) + "\n" + message)
+            return code
+        if args.timeout and time.monotonic() - started > args.timeout:
+            raise CliError(
+                f"campaign {args.id} is still {p['state']} after {args.timeout:g} s",
+                EXIT_ERROR,
+                code="timeout",
+            )
+        time.sleep(args.interval)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def cmd_results_pull(ctx: Context) -> int:
+    args = ctx.args
+    fmt = args.format or _format_from_name(args.output)
+    to_stdout = args.output == "-"
+    target = Path(args.output)
+    partial = target.with_name(target.name + ".part")
+    size = 0
+    show = not ctx.json and not to_stdout and sys.stderr.isatty()
+    with ctx.api().stream(f"/campaigns/{args.id}/results", format=fmt, state=args.state) as r:
+        out = sys.stdout.buffer if to_stdout else partial.open("wb")
+        try:
+            for chunk in r.iter_bytes(256 * 1024):
+                out.write(chunk)
+                size += len(chunk)
+                if show:
+                    sys.stderr.write(f"\r{size / 1e6:8.1f} MB")
+                    sys.stderr.flush()
+        except BaseException:
+            if not to_stdout:
+                out.close()
+                partial.unlink(missing_ok=True)
+            raise
+        if to_stdout:
+            out.flush()
+        else:
+            out.close()
+            partial.replace(target)  # whole files only: a broken download leaves no FILE
+    if show:
+        sys.stderr.write("\r\x1b[2K")
+    data = {"campaign": args.id, "format": fmt, "bytes": size, "file": args.output}
+    if to_stdout:
+        return EXIT_OK
+    return ctx.result(data, f"wrote {size} bytes of {fmt} results to {args.output}")
+
+
+def _format_from_name(name: str) -> str:
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix in ("msgpack", "mpk"):
+        return "msgpack"
+    if suffix == "csv":
+        return "csv"
+    return "jsonl"
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the command is not reset by the subcommand's default.
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output for scripts"
+    )
+    common.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        help="server URL (default: $CCGSC_SERVER, then the saved login)",
+    )
+    common.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="API token (default: $CCGSC_TOKEN, then the saved login)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="ccgsc",
+        parents=[common],
+        description="CCGSC for campaign owners: kernels, campaigns and results.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 authentication, 4 not found, "
+        "5 invalid input, 6 campaign failed or cancelled (watch).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def sub(
+        group: Any, name: str, func: Callable[[Context], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(
+            name, parents=[common], help=help_text, description=help_text
+        )
+        p.set_defaults(func=func)
+        return p
+
+    sub(commands, "login", cmd_login, "check a server and token, and save them")
+    sub(commands, "logout", cmd_logout, "forget the saved server and token")
+
+    kernel = commands.add_parser("kernel", help="push and run kernels").add_subparsers(
+        dest="kernel_command", metavar="COMMAND", required=True
+    )
+    p = sub(kernel, "push", cmd_kernel_push, "upload a kernel (.wasm, or .js for browsers)")
+    p.add_argument("file")
+    p.add_argument("--name", help="default: the file name")
+    p.add_argument("--kind", choices=["wasm", "js"], help="default: from the file name")
+    p.add_argument("--description")
+    p.add_argument("--org", help="organization slug (when you belong to several)")
+    p = sub(kernel, "list", cmd_kernel_list, "list your kernels")
+    p.add_argument("--org")
+    p = sub(
+        kernel,
+        "run",
+        cmd_kernel_run,
+        "run a kernel locally in the server's sandbox: stdin is the task input, stdout its output",
+    )
+    p.add_argument("file")
+    p.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="A",
+        help="a command-line argument (repeat; --arg=-x for one starting with -)",
+    )
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--static", metavar="FILE", help="static data, read at /ccgsc/static")
+    p.add_argument("--checkpoint", metavar="FILE", help="resume from this checkpoint")
+    p.add_argument("--save-checkpoint", metavar="FILE", help="write the last checkpoint here")
+    p.add_argument("--input", metavar="FILE", help="read the input from FILE, not stdin")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="default 60")
+    p.add_argument("--memory", type=int, default=256, metavar="MIB", help="default 256")
+    p.add_argument("--max-output", type=int, default=4, metavar="MIB", help="default 4")
+    p.add_argument("-v", "--verbose", action="store_true", help="report the run time")
+
+    campaign = commands.add_parser("campaign", help="create, run and watch campaigns")
+    camp = campaign.add_subparsers(dest="campaign_command", metavar="COMMAND", required=True)
+    p = sub(camp, "create", cmd_campaign_create, "create a campaign")
+    p.add_argument("--name", required=True)
+    p.add_argument("--kernel", required=True, metavar="ID|FILE")
+    p.add_argument("--tasks", metavar="FILE", help="task file: .jsonl, or .msgpack")
+    p.add_argument("--generator", metavar="ID|FILE", help="generator kernel")
+    p.add_argument("--generator-arg", action="append", default=[], metavar="A")
+    p.add_argument("--arg", action="append", default=[], metavar="A", help="kernel argument")
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--static", metavar="FILE", help="static data for every task")
+    p.add_argument("--verifier", metavar="ID|FILE")
+    p.add_argument("--reducer", metavar="ID|FILE")
+    p.add_argument("--description")
+    p.add_argument("--org", help="organization slug (when you belong to several)")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--task-timeout", type=int, metavar="S")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--points", type=int, help="points per validated task")
+    p.add_argument("--quorum", type=int, help="agreeing results needed")
+    p.add_argument("--replicas", type=int, help="replicas issued per task")
+    p.add_argument("--max-error-replicas", type=int)
+    p.add_argument("--max-total-replicas", type=int)
+    p.add_argument("--start", action="store_true", help="start it at once")
+    p = sub(camp, "list", cmd_campaign_list, "list your campaigns")
+    p.add_argument("--org")
+    p.add_argument("--state")
+    for action, text in (
+        ("start", "start a draft campaign"),
+        ("pause", "pause a running campaign"),
+        ("resume", "resume a paused campaign"),
+        ("cancel", "cancel a campaign"),
+    ):
+        sub(camp, action, make_action(action), text).add_argument("id", type=int)
+    sub(camp, "status", cmd_campaign_status, "show a campaign").add_argument("id", type=int)
+    p = sub(
+        camp,
+        "watch",
+        cmd_campaign_watch,
+        "follow a campaign until it ends (exit 0 when it completes, 6 when it fails or is "
+        "cancelled)",
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="default 1")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    p = sub(camp, "add-tasks", cmd_campaign_add_tasks, "add tasks from a .jsonl/.msgpack file")
+    p.add_argument("id", type=int)
+    p.add_argument("file")
+
+    results = commands.add_parser("results", help="download results").add_subparsers(
+        dest="results_command", metavar="COMMAND", required=True
+    )
+    p = sub(results, "pull", cmd_results_pull, "stream a campaign's results to a file")
+    p.add_argument("id", type=int)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE, or - for stdout")
+    p.add_argument("--format", choices=FORMATS, help="default: from FILE's extension, or jsonl")
+    p.add_argument("--state", choices=["done", "failed", "all"], default="done")
+    return parser
+
+
+def report(ctx: Context | None, error: CliError, as_json: bool) -> int:
+    if as_json:
+        emit_json(error.as_dict())
+    else:
+        print(f"ccgsc: error: {error.message}", file=sys.stderr)
+        for field, messages in error.fields.items():
+            for message in messages:
+                print(f"  {field}: {message}", file=sys.stderr)
+    return error.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    ctx = Context(args)
+    try:
+        code: int = args.func(ctx)
+        return code
+    except CliError as error:
+        return report(ctx, error, ctx.json)
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
