@@ -835,6 +835,15 @@ async def test_bad_token_is_permanent() -> None:
     assert h.connects == 1
 
 
+async def test_stop_does_not_wait_for_a_silent_server() -> None:
+    h = Harness()
+    h.server_factory = lambda: FakeServer(welcome=False)
+    h.task = asyncio.get_running_loop().create_task(h.worker.run())
+    await until(lambda: h.servers and h.server.of("hello"))
+    h.worker.request_stop("test")
+    assert await h.exited(2) == 0
+
+
 async def test_malformed_task_entries_do_not_crash_the_worker() -> None:
     h = Harness()
     server = await h.start()

@@ -333,7 +333,8 @@ class Worker:
         """One session on a connected transport; returns whether the server welcomed us."""
         transport.send(self._hello())
         try:
-            first = await asyncio.wait_for(transport.recv(), WELCOME_TIMEOUT)
+            # A stop requested meanwhile does not wait for a server that is slow to answer.
+            first = await self._unless_stopped(asyncio.wait_for(transport.recv(), WELCOME_TIMEOUT))
         except TimeoutError:
             log.warning("no welcome from the server within %d s", WELCOME_TIMEOUT)
             first = None
