@@ -283,13 +283,25 @@ def demo_kind(campaign: Campaign) -> str | None:
 FEED_PAGE = 500
 
 
+#: The demo feed is public: it leaves out outputs above DEMO_OUTPUT_MAX_BYTES (no demo kernel
+#: writes that much: a Mandelbrot tile is about 600 bytes, 10,000 numbers' primes about 10 KB)
+#: and stops a page at FEED_PAGE_BYTES of outputs, so no request reads megabytes of results.
+DEMO_OUTPUT_MAX_BYTES = 256 * 1024
+FEED_PAGE_BYTES = 4 * 1024 * 1024
+
+
 def _feed_results(campaign: Campaign) -> QuerySet[Result]:
-    return Result.objects.filter(
-        campaign=campaign,
-        state=Result.State.RETURNED,
-        outcome=Result.Outcome.SUCCESS,
-        returned_at__isnull=False,
-    ).exclude(validation__in=(Result.Validation.INVALID, Result.Validation.INCONCLUSIVE))
+    return (
+        Result.objects.filter(
+            campaign=campaign,
+            state=Result.State.RETURNED,
+            outcome=Result.Outcome.SUCCESS,
+            returned_at__isnull=False,
+        )
+        .exclude(validation__in=(Result.Validation.INVALID, Result.Validation.INCONCLUSIVE))
+        .annotate(size=Length("output"))
+        .filter(size__lte=DEMO_OUTPUT_MAX_BYTES)
+    )
 
 
 FEED_COLUMNS = ("id", "returned_at", "task__seq", "task__input", "output")
@@ -303,14 +315,32 @@ def demo_feed(
     replication a task may appear more than once until it is validated (pages dedupe by
     task). Without a cursor, `tail` asks for only the latest `tail` results (pages that show
     the newest results and need not catch up with all of them). Returns the results, the next
-    cursor and the campaign's counters."""
+    cursor and the campaign's counters. Two queries: the ids and sizes of the next rows, then
+    the contents of as many as fit in FEED_PAGE_BYTES."""
     qs = _feed_results(campaign)
-    if not cursor and tail is not None:
-        newest = list(qs.order_by("-returned_at", "-id").values_list(*FEED_COLUMNS)[:tail])
-        return _feed_response(campaign, cursor, newest[::-1], more=False)
-    qs = _after(qs, cursor)
-    rows = list(qs.order_by("returned_at", "id").values_list(*FEED_COLUMNS)[:limit])
-    return _feed_response(campaign, cursor, rows, more=len(rows) == limit)
+    newest_first = not cursor and tail is not None
+    if newest_first:
+        assert tail is not None
+        heads = list(qs.order_by("-returned_at", "-id").values_list("id", "size")[:tail])
+    else:
+        heads = list(
+            _after(qs, cursor).order_by("returned_at", "id").values_list("id", "size")[:limit]
+        )
+    taken: list[int] = []
+    budget = FEED_PAGE_BYTES
+    for rid, size in heads:
+        if taken and (size or 0) > budget:
+            break
+        taken.append(rid)
+        budget -= size or 0
+    by_id = {row[0]: row for row in Result.objects.filter(pk__in=taken).values_list(*FEED_COLUMNS)}
+    rows = [by_id[rid] for rid in taken if rid in by_id]
+    if newest_first:
+        # Oldest of the newest first, so the cursor is the newest row.
+        return _feed_response(campaign, cursor, rows[::-1], more=False)
+    return _feed_response(
+        campaign, cursor, rows, more=len(taken) < len(heads) or len(heads) == limit
+    )
 
 
 def _feed_response(
@@ -399,15 +429,17 @@ def primes_found(campaign: Campaign) -> int:
     key = f"ccgsc:primes-found:{campaign.pk}:{started}"
     count, cursor = cache.get(key, (0, None))
     while True:
-        qs = _after(_feed_results(campaign), cursor)
+        # Small chunks: at most 200 outputs of DEMO_OUTPUT_MAX_BYTES in memory at once.
         rows = list(
-            qs.order_by("returned_at", "id").values_list("id", "returned_at", "output")[:2000]
+            _after(_feed_results(campaign), cursor)
+            .order_by("returned_at", "id")
+            .values_list("id", "returned_at", "output")[:200]
         )
         for _, _, output in rows:
             count += bytes(output or b"").count(b"\n")
         if rows:
             cursor = _cursor_of(rows[-1][1], rows[-1][0])
-        if len(rows) < 2000:
+        if len(rows) < 200:
             break
     cache.set(key, (count, cursor), timeout=3600)
     return count

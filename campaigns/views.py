@@ -6,9 +6,11 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from campaigns.models import Campaign
+from campaigns.selectors import demo_kind
 
 PUBLIC_STATES = (Campaign.State.RUNNING, Campaign.State.PAUSED, Campaign.State.COMPLETED)
 
@@ -16,7 +18,7 @@ PUBLIC_STATES = (Campaign.State.RUNNING, Campaign.State.PAUSED, Campaign.State.C
 def _public_campaigns() -> list[dict[str, Any]]:
     rows = (
         Campaign.objects.filter(approved=True, state__in=PUBLIC_STATES)
-        .select_related("organization")
+        .select_related("organization", "kernel")
         .order_by("-state", "-created_at")[:12]
     )
     return [
@@ -30,6 +32,8 @@ def _public_campaigns() -> list[dict[str, Any]]:
             "tasks_done": c.tasks_done,
             "tasks_failed": c.tasks_failed,
             "progress": round(c.progress, 4),
+            # The live demo page of campaigns that run a reference kernel.
+            "demo_url": reverse("campaigns:demo", args=[c.pk]) if demo_kind(c) else None,
         }
         for c in rows
     ]

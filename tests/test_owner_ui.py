@@ -686,3 +686,31 @@ def test_admin_approves_campaigns(
 def test_admin_is_for_staff_only(people):
     response = client_for(people.owner).get(reverse("admin:campaigns_campaign_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_demo_feed_caps_bytes(people, monkeypatch):
+    from campaigns import selectors
+
+    campaign = _demo(people, "primes", [str(i) for i in range(4)])
+    complete_tasks(campaign, outputs={0: b"a" * 100, 1: b"b" * 100, 2: b"c" * 100, 3: b"d" * 900})
+    monkeypatch.setattr(selectors, "FEED_PAGE_BYTES", 250)
+    monkeypatch.setattr(selectors, "DEMO_OUTPUT_MAX_BYTES", 500)
+    first = selectors.demo_feed(campaign, None)
+    assert len(first["results"]) == 2 and first["more"] is True
+    second = selectors.demo_feed(campaign, first["cursor"])
+    assert len(second["results"]) == 1 and second["more"] is False
+    seen = {r["seq"] for r in first["results"] + second["results"]}
+    assert seen == {0, 1, 2}  # the 900-byte output is no demo result
+    assert len(selectors.demo_feed(campaign, None, tail=10)["results"]) == 2
+
+
+@pytest.mark.django_db
+def test_landing_page_links_to_demo_pages(people):
+    demo = _demo(people, "mandelbrot", ["40 30 0 0 40 30 100"])
+    plain = _demo(people, "echo", ["x"])
+    anon = Client()
+    url = reverse("campaigns:demo", args=[demo.pk])
+    assert url in anon.get("/").content.decode()
+    rows = {c["id"]: c for c in anon.get(reverse("campaigns:public-campaigns")).json()["campaigns"]}
+    assert rows[demo.pk]["demo_url"] == url and rows[plain.pk]["demo_url"] is None
