@@ -42,12 +42,30 @@ $("on-battery").checked = Boolean(saved.battery);
 $("cores-note").textContent = `This device reports ${cores} logical core${cores === 1 ? "" : "s"}.`;
 $("throttle-out").textContent = `${$("throttle").value}%`;
 
+// The view is redrawn at most a few times a second: with fast tasks the harness changes state
+// hundreds of times a second, and the page's main thread is also the one feeding the hands.
+const RENDER_EVERY_MS = 250;
+let renderQueued = false;
+let renderedAt = 0;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  const wait = Math.max(0, RENDER_EVERY_MS - (performance.now() - renderedAt));
+  setTimeout(() => {
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      renderedAt = performance.now();
+      render(harness.snapshot());
+    });
+  }, wait);
+}
+
 const harness = new Harness({
   hands: Number($("hands").value),
   throttle: Number($("throttle").value),
   transport: config.transport,
   workerUrls: config.workerUrls,
-  onUpdate: render,
+  onUpdate: scheduleRender,
 });
 window.ccgscHarness = harness; // for the browser tests and the curious
 
@@ -57,7 +75,7 @@ $("start").addEventListener("click", () => {
   applyVisibility();
   applyBattery();
   harness.start();
-  render(harness.snapshot());
+  scheduleRender();
 });
 $("pause").addEventListener("click", () => harness.pause("user"));
 $("resume").addEventListener("click", () => harness.resume("user"));

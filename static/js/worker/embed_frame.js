@@ -57,6 +57,17 @@ function show(which) {
   requestAnimationFrame(resize);
 }
 
+// Redrawn at most a few times a second (the harness changes state with every task).
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued || harness === null) return;
+  renderQueued = true;
+  setTimeout(() => {
+    renderQueued = false;
+    if (harness !== null) render(harness.snapshot());
+  }, 250);
+}
+
 function render(snapshot) {
   const paused = snapshot.state === "paused";
   const labels = {
@@ -87,12 +98,13 @@ function start() {
       site: config.site,
       transport: config.transport,
       workerUrls: config.workerUrls,
-      onUpdate: render,
+      onUpdate: scheduleRender,
     });
     window.ccgscHarness = harness;
   }
   if (document.hidden) harness.pause("hidden");
   harness.start();
+  render(harness.snapshot());
 }
 
 function stop() {

@@ -16,6 +16,10 @@ const PROGRESS_EVERY_MS = 2000;
 const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
 const RECENT = 25;
 const STDERR_TAIL = 4096;
+const RESULT_ACK_TIMEOUT_MS = 10000;
+// Tasks asked for at a time: the server bounds what it sends by its own prefetch target (about
+// a quarter of a second of work ahead, learned from this session's speed).
+const WANT = 256;
 
 export class Harness {
   /**
@@ -46,6 +50,10 @@ export class Harness {
     // but drop the connection): after a couple of those, use the HTTP fallback.
     this.socketFailures = 0;
     this.pendingResults = [];
+    // One result frame in flight at a time: results that finish meanwhile leave together when
+    // it is acknowledged, so a fast hand costs the server one transaction per batch, not per task.
+    this.resultsInFlight = null; // when the frame in flight was sent (performance.now())
+    this._resultTimer = null;
     this.pendingProgress = new Map();
     this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, points: null, since: null, perCampaign: {} };
     this.reported = { busyMs: 0, idleMs: 0 };
@@ -136,7 +144,7 @@ export class Harness {
     this.hands = [];
     this.slots = [];
     if (this.session !== null) {
-      this._flushResults();
+      this._flushResults({ force: true });
       this._sendMetrics();
       if (leases.length) this._send({ t: "release", leases });
       this._send({ t: "bye" });
@@ -343,27 +351,43 @@ export class Harness {
       at: Date.now(),
     });
     this.recent.length = Math.min(this.recent.length, RECENT);
-    // Results finishing together leave in one frame.
     if (this.pendingResults.length === 1) queueMicrotask(() => this._flushResults());
   }
 
-  _flushResults() {
+  _flushResults({ force = false } = {}) {
     if (this.pendingResults.length === 0) return;
+    const now = performance.now();
+    // A frame unanswered for long (lost with a reconnect, refused whole) does not hold back
+    // the next one forever.
+    const waited = this.resultsInFlight === null ? Infinity : now - this.resultsInFlight;
+    if (waited < RESULT_ACK_TIMEOUT_MS && !force) {
+      if (!this._resultTimer) {
+        this._resultTimer = setTimeout(() => {
+          this._resultTimer = null;
+          this._flushResults();
+        }, RESULT_ACK_TIMEOUT_MS - waited);
+      }
+      return;
+    }
     const results = this.pendingResults.splice(0, 256);
     const msg = { t: "result", results };
     const want = this._wantCount();
     if (want > 0) msg.want = want;
+    this.resultsInFlight = now;
     this._send(msg);
-    if (this.pendingResults.length) this._flushResults();
+    if (force && this.pendingResults.length) this._flushResults({ force });
+  }
+
+  _resultsAcknowledged() {
+    this.resultsInFlight = null;
+    this._flushResults();
   }
 
   // --- protocol -----------------------------------------------------------------------------
 
   _wantCount() {
     if (!this.running || this.paused || this.session === null) return 0;
-    // The server caps what it sends by its own prefetch target (learned from our speed);
-    // asking generously lets it decide.
-    return Math.max(4, this.handCount * 4);
+    return WANT;
   }
 
   /**
@@ -379,7 +403,8 @@ export class Harness {
 
   _askForWork() {
     const n = this._wantCount();
-    if (n > 0) this._send({ t: "want", n });
+    // A result frame in flight carries a want already.
+    if (n > 0 && this.resultsInFlight === null) this._send({ t: "want", n });
   }
 
   _send(message) {
@@ -418,6 +443,7 @@ export class Harness {
     this.session = null;
     this.queue = [];
     this.pendingResults = [];
+    this.resultsInFlight = null;
     for (const hand of this.hands) hand.abort("lost with the connection");
     if (!this.running) return;
     const delay = RECONNECT_MS[Math.min(this.reconnects++, RECONNECT_MS.length - 1)];
@@ -468,8 +494,10 @@ export class Harness {
       }
       case "ack":
         if (typeof msg.points === "number") this.stats.points = (this.stats.points || 0) + msg.points;
+        if (Array.isArray(msg.leases)) this._resultsAcknowledged();
         break;
       case "error":
+        if (this.resultsInFlight !== null) this._resultsAcknowledged();
         this.detail = `${msg.code}: ${msg.message}`;
         if (msg.fatal) {
           this.stop();
