@@ -232,8 +232,9 @@ def test_every_endpoint_for_every_caller(world, endpoint, caller):
     if status >= 400:
         error = assert_error(response, status)
         if status == 404:
-            # Missing and forbidden look the same: nothing about alpha leaks.
-            assert "alpha" not in json.dumps(error).lower()
+            # Nothing about alpha's rows leaks (see also test_missing_and_forbidden_look_alike).
+            text = json.dumps(error)
+            assert "Alpha Lab" not in text and "draft" not in text and "echo" not in text
         if status == 401:
             assert response["WWW-Authenticate"] == "Bearer"
     else:
@@ -269,6 +270,25 @@ def test_filtering_by_another_organization_is_404(world, path):
     assert client_for(world, "teammate").get(API + path).status_code == 200
 
 
+def test_missing_and_forbidden_look_alike(world):
+    outsider = client_for(world, "outsider")
+    missing = Campaign.objects.order_by("-pk").first().pk + 1000  # type: ignore[union-attr]
+    for path in ("", "/progress", "/tasks", "/results"):
+        theirs = outsider.get(f"{API}/campaigns/{world.draft.pk}{path}")
+        nobodys = outsider.get(f"{API}/campaigns/{missing}{path}")
+        assert theirs.status_code == nobodys.status_code == 404
+        assert theirs.json() == {
+            "error": {"code": "not_found", "message": f"Campaign {world.draft.pk} not found."}
+        }
+        assert nobodys.json()["error"]["message"] == f"Campaign {missing} not found."
+    theirs = outsider.get(f"{API}/kernels/{world.kernel.pk}")
+    assert theirs.json()["error"]["message"] == f"Kernel {world.kernel.pk} not found."
+    theirs = outsider.get(f"{API}/organizations/alpha/sites")
+    nobodys = outsider.get(f"{API}/organizations/gamma/sites")
+    assert theirs.json()["error"]["message"] == "Organization alpha not found."
+    assert nobodys.json()["error"]["message"] == "Organization gamma not found."
+
+
 # --- organizations, tokens, sites --------------------------------------------------------------
 
 
@@ -299,6 +319,19 @@ def test_a_new_token_is_shown_once_works_and_stops_working_when_revoked(world, o
     revoked = owner.post(f"{API}/organizations/alpha/tokens/{created.json()['id']}/revoke")
     assert revoked.status_code == 200 and revoked.json()["active"] is False
     assert_error(token_client.get(f"{API}/campaigns"), 401, message="Invalid or revoked")
+
+
+def test_a_token_acts_for_its_organization_after_its_creator_is_gone(world):
+    _, raw = account_services.token_issue(
+        organization=world.people.org, name="orphan", created_by=None
+    )
+    client = Client(headers={"Authorization": f"Bearer {raw}"})
+    response = client.post(
+        f"{API}/kernels?name=noop", kernel_bytes("noop"), content_type="application/wasm"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["organization"] == "alpha"
+    assert client.post(f"{API}/campaigns/{world.draft.pk}/start").status_code == 200
 
 
 def test_token_create_needs_a_name(owner):

@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, pagination, parsers, serializers
+from rest_framework import exceptions, pagination, parsers, permissions, serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from accounts.models import Organization
+from accounts.models import ApiToken, Organization
 from accounts.tenancy import Actor, get_organization
 from campaigns.inputs import InputError, TaskSpec, iter_jsonl, iter_msgpack
 from campaigns.services import ServiceError
@@ -43,12 +43,25 @@ class InvalidTasks(Rejected):
 # and Django's ValidationError carry messages written for the person asking; InputError says
 # which line of a task stream is bad. All become 400 with that message. (A comment, not a
 # docstring: the schema generator would show a docstring as every operation's description.)
+class IsMemberOrToken(permissions.BasePermission):
+    """A signed-in user or an organization's API token. A token acts for its organization even
+    when the person who created it is gone (request.user is then anonymous)."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return isinstance(request.auth, ApiToken) or bool(request.user.is_authenticated)
+
+
 class ApiView(APIView):
+    permission_classes = [IsMemberOrToken]
+    #: The 404 message, formatted with the URL's arguments.
+    not_found = "Not found."
+
     def handle_exception(self, exc: Exception) -> Any:
         # The project's handler reads the code from the exception class (`default_code`), so
         # Django's own exceptions are turned into DRF's here to get "not_found" and so on.
         if isinstance(exc, Http404):
-            exc = exceptions.NotFound(str(exc) or None)
+            # The same sentence whether the row is missing or another organization's.
+            exc = exceptions.NotFound(self.not_found.format(**self.kwargs))
         elif isinstance(exc, DjangoPermissionDenied):
             exc = exceptions.PermissionDenied(str(exc) or None)
         elif isinstance(exc, InputError):

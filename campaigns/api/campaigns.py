@@ -211,6 +211,8 @@ def _kernel_field(actor: Actor, organization: Organization, field: str, pk: int 
 
 
 class CampaignListApi(ApiView, generics.GenericAPIView):
+    not_found = "Organization not found."
+
     parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
     pagination_class = IdCursorPagination
     serializer_class = CampaignOutput
@@ -299,12 +301,16 @@ class CampaignListApi(ApiView, generics.GenericAPIView):
 
 
 class CampaignDetailApi(ApiView):
+    not_found = "Campaign {campaign_id} not found."
+
     @extend_schema(operation_id="campaigns_retrieve", responses=CampaignOutput)
     def get(self, request: Request, campaign_id: int) -> Response:
         return Response(CampaignOutput(_campaign(self.actor(), campaign_id)).data)
 
 
 class CampaignProgressApi(ApiView):
+    not_found = "Campaign {campaign_id} not found."
+
     @extend_schema(
         operation_id="campaigns_progress",
         summary="Progress counters, throughput and ETA (cheap: poll it)",
@@ -318,6 +324,8 @@ class CampaignProgressApi(ApiView):
 
 
 class _CampaignActionApi(ApiView):
+    not_found = "Campaign {campaign_id} not found."
+
     def act(self, campaign: Campaign) -> Campaign:
         raise NotImplementedError
 
@@ -369,6 +377,8 @@ class CampaignCancelApi(_CampaignActionApi):
 
 
 class CampaignRegenerateApi(ApiView):
+    not_found = "Campaign {campaign_id} not found."
+
     class InputSerializer(serializers.Serializer):
         generator_args = StringListField(
             required=False, help_text="new generator arguments (default: keep them)"
@@ -438,6 +448,8 @@ class TaskAddedOutput(serializers.Serializer):
 
 
 class TaskListApi(ApiView, generics.GenericAPIView):
+    not_found = "Campaign {campaign_id} not found."
+
     parser_classes = TASK_STREAM_PARSERS
     pagination_class = SeqCursorPagination
     serializer_class = TaskOutput

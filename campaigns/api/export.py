@@ -160,6 +160,8 @@ async def _drive(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 
 class ResultExportApi(ApiView):
+    not_found = "Campaign {campaign_id} not found."
+
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         # `?format=` names the export format here, not a DRF renderer; errors render as JSON.
         return (JSONRenderer(), JSONRenderer.media_type)

@@ -63,6 +63,8 @@ ORG_FILTER = OpenApiParameter(
 
 
 class KernelListApi(ApiView, generics.GenericAPIView):
+    not_found = "Organization not found."
+
     parser_classes = [parsers.MultiPartParser, parsers.FormParser, *RAW_KERNEL_PARSERS]
     pagination_class = IdCursorPagination
     serializer_class = KernelOutput
@@ -164,6 +166,8 @@ class KernelListApi(ApiView, generics.GenericAPIView):
 
 
 class KernelDetailApi(ApiView):
+    not_found = "Kernel {kernel_id} not found."
+
     @extend_schema(operation_id="kernels_retrieve", responses=KernelOutput)
     def get(self, request: Request, kernel_id: int) -> Response:
         kernel = get_for_actor(

@@ -56,6 +56,8 @@ class OrganizationListApi(ApiView):
 
 
 class OrganizationDetailApi(ApiView):
+    not_found = "Organization {slug} not found."
+
     @extend_schema(operation_id="organizations_retrieve", responses=OrganizationOutput)
     def get(self, request: Request, slug: str) -> Response:
         org = get_organization(self.actor(), slug)
@@ -81,6 +83,8 @@ class TokenCreatedOutput(TokenOutput):
 
 
 class TokenListApi(ApiView):
+    not_found = "Organization {slug} not found."
+
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=80)
 
@@ -117,6 +121,8 @@ class TokenListApi(ApiView):
 
 
 class TokenRevokeApi(ApiView):
+    not_found = "Organization {slug} or its token {token_id} not found."
+
     @extend_schema(
         operation_id="tokens_revoke",
         summary="Revoke an API token at once (owners only)",
@@ -152,6 +158,8 @@ def _base_url(request: Request) -> str:
 
 
 class SiteListApi(ApiView):
+    not_found = "Organization {slug} not found."
+
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=80)
         origin = serializers.CharField(

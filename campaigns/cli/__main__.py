@@ -31,7 +31,7 @@ from campaigns.cli import (
     config,
 )
 from campaigns.cli.client import Api, CliError
-from campaigns.cli.output import ProgressView, duration, emit_json, progress_line
+from campaigns.cli.output import ProgressView, duration, emit_json
 
 FINISHED = {"completed": EXIT_OK, "failed": EXIT_CAMPAIGN_FAILED, "cancelled": EXIT_CAMPAIGN_FAILED}
 FORMATS = ("jsonl", "csv", "msgpack")
@@ -462,7 +462,7 @@ def cmd_campaign_watch(ctx: Context) -> int:
                     message += f": {p['tasks_done']} done, {p['tasks_failed']} failed ({elapsed})"
                 if p.get("error"):
                     message += f": {p['error']}"
-                view.finish(message if view.tty else progress_line(p, rate, eta) + "\n" + message)
+                view.finish(message)
             return code
         if args.timeout and time.monotonic() - started > args.timeout:
             raise CliError(
