@@ -9,3 +9,11 @@ def verify_tasks(task_ids: list[int]) -> None:
     from rewards.verifier import verify_tasks as run
 
     run(task_ids)
+
+
+@shared_task(name="rewards.revalidate_stuck", acks_late=True)
+def revalidate_stuck() -> None:
+    """Safety net, for a periodic schedule: decide tasks whose validation was never run."""
+    from rewards.validation import revalidate, stuck_tasks
+
+    revalidate(stuck_tasks())

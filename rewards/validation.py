@@ -485,3 +485,52 @@ def on_failed(rows: list[tuple[int, int, int, int | None]]) -> None:
                 f" AND state = {TASK_FAILED})",
                 [*task_ids, *task_ids],
             )
+
+
+# --- the safety net -----------------------------------------------------------------------------
+
+
+def stuck_tasks(limit: int = 1000) -> list[int]:
+    """Pending tasks of running campaigns with results waiting for validation and no replica
+    queued or running: nothing will ever trigger their validation again (a verifier job lost
+    with its process, say). A full scan of the waiting results: for a periodic job, not for
+    the hot path."""
+    waiting = Result.objects.filter(
+        campaign__state=Campaign.State.RUNNING,
+        state=RETURNED,
+        outcome=SUCCESS,
+        validation=PENDING,
+        task__state=TASK_PENDING,
+    )
+    busy = Result.objects.filter(state__in=(UNSENT, LEASED)).values("task_id")
+    return list(
+        waiting.exclude(task_id__in=busy)
+        .order_by("task_id")
+        .values_list("task_id", flat=True)
+        .distinct()[:limit]
+    )
+
+
+def revalidate(task_ids: Sequence[int]) -> tuple[int, int]:
+    """Decide these tasks again: byte-equality ones here, under their locks; verifier ones by
+    a job. Returns the (done, failed) task counts decided here."""
+    from workers.scheduler import _bump_counters
+
+    tasks = load_tasks(task_ids)
+    pols = policies({t.campaign_id for t in tasks.values()})
+    verified = sorted(tid for tid, t in tasks.items() if pols[t.campaign_id].has_verifier)
+    if verified:
+        from ccgsc.jobs import enqueue
+        from rewards.jobs import verify_tasks
+
+        enqueue(verify_tasks, verified)
+    plain = [tid for tid, t in tasks.items() if not pols[t.campaign_id].has_verifier]
+    if not plain:
+        return 0, 0
+    with transaction.atomic():
+        lock_tasks(plain)
+        fresh = load_tasks(plain)
+        done, failed = apply(decide_by_bytes(list(fresh.values()), pols), fresh)
+        with connection.cursor() as cursor:
+            _bump_counters(cursor, done, failed)
+    return sum(done.values()), sum(failed.values())

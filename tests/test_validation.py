@@ -354,3 +354,24 @@ def test_workers_that_lie_never_win_and_are_never_paid(make_campaign, contributo
     assert ledger.check_totals() == []
     valid = Result.objects.filter(campaign=c, validation=V.VALID).count()
     assert Total.objects.get(scope="campaign", key=c.pk).points == 3 * valid
+
+
+def test_validation_that_never_ran_is_caught_up(make_campaign, contributors, monkeypatch):
+    from django.core.management import call_command
+
+    from rewards import validation
+
+    c = make_campaign(["a", "b"], min_quorum=2, target_replicas=2)
+    alice, bob = contributors(2)
+    monkeypatch.setattr(scheduler, "returned_hooks", [])  # as if the decision were lost
+    for s in (alice, bob):
+        scheduler.submit_results(s, [ok(x, b"same") for x in scheduler.lease(s, 2)])
+    monkeypatch.undo()
+    assert Task.objects.filter(campaign=c, state=Task.State.PENDING).count() == 2
+    assert len(validation.stuck_tasks()) == 2
+    call_command("rewards", "revalidate")
+    c.refresh_from_db()
+    assert (c.tasks_done, c.state) == (2, Campaign.State.COMPLETED)
+    assert validation.stuck_tasks() == []
+    assert LedgerEntry.objects.count() == 4
+    call_command("rewards", "check")
