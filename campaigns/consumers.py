@@ -8,6 +8,7 @@ with code 4403, the same for a campaign that does not exist. Messages:
     {"type": "snapshot", "snapshot": {...campaigns.selectors.snapshots fields, rate, t}}
 
 at most one per campaigns.live.MIN_INTERVAL; a burst in between is coalesced into its latest.
+Membership is checked again every RECHECK_SECONDS, so a removed member's page stops updating.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from campaigns import live
 from campaigns.models import Campaign
 
 CLOSE_FORBIDDEN = 4403
+# A member removed from the organization loses the live view within this many seconds.
+RECHECK_SECONDS = 60.0
 
 
 def same_site_origin(scope: dict[str, Any]) -> bool:
@@ -63,6 +66,7 @@ class CampaignLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.campaign_id = campaign_id
+        self._checked_at = time.monotonic()
         self._last_sent = 0.0
         self._pending: dict[str, Any] | None = None
         self._flush_task: asyncio.Task[None] | None = None
@@ -84,6 +88,13 @@ class CampaignLiveConsumer(AsyncJsonWebsocketConsumer):
     async def campaign_snapshot(self, event: dict[str, Any]) -> None:
         """A snapshot from a publisher (any process). Sent now if the page has not had one for
         MIN_INTERVAL, else kept (replacing an older one kept) and sent when the interval ends."""
+        if self.campaign_id is None:
+            return
+        if time.monotonic() - self._checked_at > RECHECK_SECONDS:
+            self._checked_at = time.monotonic()
+            if not await _member_may_see(self.scope.get("user"), self.campaign_id):
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
         self._pending = event["snapshot"]
         wait = self._last_sent + live.MIN_INTERVAL - time.monotonic()
         if wait <= 0:

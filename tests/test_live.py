@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from campaigns import live, signals
@@ -61,6 +62,14 @@ async def snapshots_for(communicator: WebsocketCommunicator, seconds: float) -> 
         assert message["type"] == "snapshot"
         out.append(message["snapshot"])
     return out
+
+
+@pytest.fixture(autouse=True)
+async def _close_connections_of_the_sync_thread():
+    """database_sync_to_async runs the consumers' queries in one shared thread whose
+    connection outlives the test; close it so the test database can be dropped."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
@@ -133,15 +142,13 @@ async def test_snapshots_are_rate_limited_under_load(cookies, campaign):
     batches = [0]
 
     def load() -> None:
-        from django.db import close_old_connections
-
         try:
             while not stop.is_set():
                 complete_tasks(campaign, n=2)
                 signals.campaign_changed.send(Campaign, campaign_id=campaign.pk, state="running")
                 batches[0] += 1
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's connection (PostgreSQL keeps it open)
 
     thread = threading.Thread(target=load)
     duration = 3.0
@@ -199,3 +206,20 @@ def test_publisher_reads_all_watched_campaigns_in_two_queries(
     with django_assert_max_num_queries(2):
         rows = selectors.snapshots([c.pk for c in campaigns])
     assert set(rows) == {c.pk for c in campaigns}
+
+
+async def test_a_removed_member_loses_the_live_view(cookies, people, campaign, monkeypatch):
+    from accounts.models import Membership
+    from campaigns import consumers
+
+    communicator = socket(campaign.pk, cookies["teammate"])
+    assert (await communicator.connect())[0]
+    await communicator.receive_json_from(timeout=3)
+    await sync_to_async(
+        Membership.objects.filter(user=people.teammate, organization=people.org).delete
+    )()
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    # The next snapshot (a heartbeat at the latest) is not delivered: the socket closes.
+    message = await communicator.receive_output(timeout=5)
+    assert message == {"type": "websocket.close", "code": 4403}
+    await communicator.wait()
