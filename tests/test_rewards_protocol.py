@@ -72,7 +72,7 @@ async def test_quorum_cancels_the_replica_still_running(make_campaign, people):
     task = await sync_to_async(Task.objects.get)(pk=ta["task"])
     assert task.state == Task.State.DONE
     paid = await sync_to_async(
-        lambda: sorted(LedgerEntry.objects.values_list("result_id", flat=True))
+        lambda: sorted(x or 0 for x in LedgerEntry.objects.values_list("result_id", flat=True))
     )()
     assert paid == sorted([ta["lease"], tb["lease"]])
     state = await sync_to_async(lambda: Result.objects.get(pk=tc["lease"]).state)()
