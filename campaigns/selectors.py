@@ -288,6 +288,7 @@ FEED_PAGE = 500
 #: and stops a page at FEED_PAGE_BYTES of outputs, so no request reads megabytes of results.
 DEMO_OUTPUT_MAX_BYTES = 256 * 1024
 FEED_PAGE_BYTES = 4 * 1024 * 1024
+SIZE = Length("output")
 
 
 def _feed_results(campaign: Campaign) -> QuerySet[Result]:
@@ -299,8 +300,8 @@ def _feed_results(campaign: Campaign) -> QuerySet[Result]:
             returned_at__isnull=False,
         )
         .exclude(validation__in=(Result.Validation.INVALID, Result.Validation.INCONCLUSIVE))
-        .annotate(size=Length("output"))
-        .filter(size__lte=DEMO_OUTPUT_MAX_BYTES)
+        .alias(output_size=SIZE)
+        .filter(output_size__lte=DEMO_OUTPUT_MAX_BYTES)
     )
 
 
@@ -321,10 +322,10 @@ def demo_feed(
     newest_first = not cursor and tail is not None
     if newest_first:
         assert tail is not None
-        heads = list(qs.order_by("-returned_at", "-id").values_list("id", "size")[:tail])
+        heads = list(qs.order_by("-returned_at", "-id").values_list("id", SIZE)[:tail])
     else:
         heads = list(
-            _after(qs, cursor).order_by("returned_at", "id").values_list("id", "size")[:limit]
+            _after(qs, cursor).order_by("returned_at", "id").values_list("id", SIZE)[:limit]
         )
     taken: list[int] = []
     budget = FEED_PAGE_BYTES
