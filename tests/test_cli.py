@@ -136,6 +136,8 @@ def test_push_create_start_watch_and_pull_results(live_platform, people, tmp_pat
     rows = list(msgpack.Unpacker(io.BytesIO(out_mp.read_bytes()), raw=False))
     assert {r["seq"]: r["output"] for r in rows} == expected
     assert not list(tmp_path.glob("*.part"))
+    to_stdout = ok(run_cli("results", "pull", str(campaign["id"]), "-o", "-", home=home))
+    assert to_stdout.stdout == out.read_text()
 
 
 @pytest.mark.live
@@ -202,6 +204,9 @@ def test_errors_and_exit_codes_against_a_live_server(live_platform, people, tmp_
     ok(run_cli("campaign", "cancel", str(created["id"]), home=home, env=env))
     watch = run_cli("campaign", "watch", str(created["id"]), home=home, env=env)
     assert watch.returncode == 6 and "cancelled" in watch.stderr
+    watch = run_cli("campaign", "watch", str(created["id"]), "--json", home=home, env=env)
+    assert watch.returncode == 6
+    assert json.loads(watch.stdout.splitlines()[-1])["state"] == "cancelled"
 
     # A server that is not there: exit 1.
     down = run_cli("campaign", "list", home=home, env={**env, "CCGSC_SERVER": "http://127.0.0.1:9"})
