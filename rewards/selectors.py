@@ -286,7 +286,9 @@ def campaign_summary(campaign: Campaign) -> dict[str, int]:
         in_flight=Count("pk", filter=Q(state__in=(Result.State.UNSENT, Result.State.LEASED))),
     )
     checked = results["valid"] + results["invalid"]
+    granted = Total.objects.filter(scope=Scope.CAMPAIGN, key=campaign.pk).first()
     return {
+        "points": granted.points if granted else 0,
         "tasks_total": sum(tasks.values()),
         "tasks_valid": tasks.get(Task.State.DONE, 0),
         "tasks_pending": tasks.get(Task.State.PENDING, 0),
@@ -434,3 +436,19 @@ def tasks(campaign: Campaign, status: str) -> QuerySet[Task]:
         .only("pk", "seq", "state", "failure", "canonical_result_id", "campaign_id")
         .order_by("seq")
     )
+
+
+def site_contributions(organization_id: int) -> list[dict[str, Any]]:
+    """What visitors of an organization's embed sites contributed (validated results)."""
+    sites = list(EmbedSite.objects.filter(organization_id=organization_id).order_by("name", "pk"))
+    totals = {
+        t.key: t for t in Total.objects.filter(scope=Scope.SITE, key__in=[s.pk for s in sites])
+    }
+    return [
+        {
+            "site": site,
+            "points": totals[site.pk].points if site.pk in totals else 0,
+            "results": totals[site.pk].results if site.pk in totals else 0,
+        }
+        for site in sites
+    ]

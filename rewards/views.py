@@ -225,6 +225,7 @@ def org_validation(request: HttpRequest, slug: str) -> HttpResponse:
         org,
         actor,
         rows=selectors.organization_summaries(campaigns),
+        sites=selectors.site_contributions(org.pk),
     )
 
 

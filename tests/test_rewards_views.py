@@ -43,6 +43,13 @@ def test_user_leaderboard_ranks_public_contributors_only(client, board):
     assert "ada@example.test" not in page  # never an email on a public page
 
 
+def test_site_owners_see_what_their_visitors_contributed(client, people, board):
+    client.force_login(people.owner)
+    page = client.get(f"/orgs/{people.org.slug}/validation/").content.decode()
+    i = page.index('id="site-contributions"')
+    assert "Science blog" in page[i:] and ">120<" in page[i:] and ">12<" in page[i:]
+
+
 def test_team_and_site_leaderboards(client, board):
     teams = client.get("/leaderboard/teams/").content.decode()
     assert "Red Dwarfs" in teams and "120" in teams  # 30 + 90, the private member counts
@@ -142,6 +149,7 @@ def test_owner_validation_view_shows_states_and_invalid_rates(client, people, va
     assert "Y" in page and "33.3%" in page  # y: 2 valid, 1 invalid
     overview = client.get(f"/orgs/{people.org.slug}/validation/").content.decode()
     assert c.name in overview and "14.3%" in overview  # 1 invalid of 7 checked
+    assert 'data-field="points">60<' in page  # 6 valid results, 10 points each
     pending = client.get(f"/orgs/{people.org.slug}/validation/{c.pk}/?status=pending")
     assert "No pending tasks" in pending.content.decode()
     assert Result.objects.filter(campaign=c, validation=Result.Validation.INVALID).count() == 1
