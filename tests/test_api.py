@@ -991,6 +991,21 @@ def test_errors_have_one_shape(world, owner):
     )
 
 
+def test_an_unexpected_error_is_a_500_in_the_error_shape(world, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "campaign_start", broken)
+    client = Client(raise_request_exception=False)
+    client.force_login(world.people.owner)
+    response = client.post(f"{API}/campaigns/{world.draft.pk}/start")
+    error = assert_error(response, 500, "server_error")
+    assert "boom" not in error["message"]  # details stay in the log
+    # The error signal fired (error reporting sees it): the default client re-raises it.
+    with pytest.raises(RuntimeError, match="boom"):
+        client_for(world, "owner").post(f"{API}/campaigns/{world.draft.pk}/start")
+
+
 def test_session_writes_need_the_csrf_token(world):
     client = Client(enforce_csrf_checks=True)
     client.force_login(world.people.owner)

@@ -8,12 +8,14 @@ Tenant scoping happens only through accounts.tenancy (`Actor`, `for_actor`, `get
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.signals import got_request_exception
 from django.http import Http404
 from rest_framework import exceptions, pagination, parsers, permissions, serializers
 from rest_framework.request import Request
@@ -24,6 +26,8 @@ from accounts.tenancy import Actor, get_organization
 from campaigns.inputs import InputError, TaskSpec, iter_jsonl, iter_msgpack
 from campaigns.services import ServiceError
 
+log = logging.getLogger(__name__)
+
 
 class Rejected(exceptions.APIException):
     """A request the platform refuses for a reason the caller can fix (HTTP 400)."""
@@ -33,16 +37,18 @@ class Rejected(exceptions.APIException):
     default_detail = "The request was rejected."
 
 
+class ServerError(exceptions.APIException):
+    status_code = 500
+    default_code = "server_error"
+    default_detail = "The server failed to handle the request; the error was logged."
+
+
 class InvalidTasks(Rejected):
     """A task stream or task file with a bad line or object (HTTP 400)."""
 
     default_code = "invalid_tasks"
 
 
-# Base of every endpoint: turns the services' refusals into the one error shape. ServiceError
-# and Django's ValidationError carry messages written for the person asking; InputError says
-# which line of a task stream is bad. All become 400 with that message. (A comment, not a
-# docstring: the schema generator would show a docstring as every operation's description.)
 class IsMemberOrToken(permissions.BasePermission):
     """A signed-in user or an organization's API token. A token acts for its organization even
     when the person who created it is gone (request.user is then anonymous)."""
@@ -51,6 +57,10 @@ class IsMemberOrToken(permissions.BasePermission):
         return isinstance(request.auth, ApiToken) or bool(request.user.is_authenticated)
 
 
+# Base of every endpoint: turns the services' refusals into the one error shape. ServiceError
+# and Django's ValidationError carry messages written for the person asking; InputError says
+# which line of a task stream is bad. All become 400 with that message. (A comment, not a
+# docstring: the schema generator would show a docstring as every operation's description.)
 class ApiView(APIView):
     permission_classes = [IsMemberOrToken]
     #: The 404 message, formatted with the URL's arguments.
@@ -70,6 +80,12 @@ class ApiView(APIView):
             exc = Rejected(str(exc))
         elif isinstance(exc, DjangoValidationError):
             exc = Rejected(" ".join(exc.messages))
+        elif not isinstance(exc, exceptions.APIException):
+            # A bug: logged with its traceback (and sent to Django's error signal, so error
+            # reporting sees it), answered in the error shape rather than an HTML page.
+            log.exception("unexpected error in %s", type(self).__name__)
+            got_request_exception.send(sender=type(self), request=self.request._request)
+            exc = ServerError()
         return super().handle_exception(exc)
 
     def actor(self) -> Actor:
