@@ -1,0 +1,133 @@
+"""Quorum validation through the whole stack: a real daphne process, ten workers speaking the
+protocol over real WebSockets (each signed in as a distinct contributor with an API token), two
+of whom (20%) return wrong results. Nothing wrong becomes canonical, nobody is paid for invalid
+work, and the campaign completes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import threading
+import time
+
+import msgpack
+import pytest
+
+from accounts.models import ApiToken, Membership, User
+from campaigns.models import Campaign, Result, Task
+from rewards import ledger
+from rewards.models import LedgerEntry, Reliability, Total
+from workers import protocol
+
+pytestmark = pytest.mark.live
+
+
+def answer(task_input: bytes) -> bytes:
+    return hashlib.sha256(task_input).hexdigest().encode()
+
+
+async def contributor(url: str, token: str, *, liar: bool, stop: threading.Event) -> int:
+    """A worker that answers every task at once; a liar answers garbage. Returns how many
+    results it sent."""
+    from websockets.asyncio.client import connect
+
+    rnd = random.Random(token)
+    sent = 0
+    async with connect(url, max_size=protocol.MAX_FRAME) as ws:
+        await ws.send(
+            protocol.encode({"t": "hello", "v": 1, "kind": "native", "slots": 2, "token": token})
+        )
+        welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
+        assert welcome["t"] == "welcome", welcome
+        await ws.send(protocol.encode({"t": "want", "n": 4}))
+        while not stop.is_set():
+            try:
+                frame = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            msg = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+            if msg["t"] == "tasks":
+                results = [
+                    {
+                        "lease": t["lease"],
+                        "ok": True,
+                        "out": rnd.randbytes(16).hex().encode() if liar else answer(t["in"]),
+                        "ms": 2,
+                    }
+                    for t in msg["tasks"]
+                ]
+                sent += len(results)
+                await ws.send(protocol.encode({"t": "result", "results": results, "want": 4}))
+            elif msg["t"] == "error":
+                raise AssertionError(msg)
+            # ack, idle (wait for a push), cancel (already answered): nothing to do
+        await ws.send(protocol.encode({"t": "bye"}))
+    return sent
+
+
+def test_liars_among_real_workers_never_win_and_are_never_paid(
+    live_platform, make_campaign, people
+):
+    tasks = 80
+    c = make_campaign(
+        [f"task {i}" for i in range(tasks)], min_quorum=2, target_replicas=2, points_per_task=4
+    )
+    tokens, liars = [], set()
+    for i in range(10):
+        user = User.objects.create_user(f"live{i}@example.test", "pw")
+        Membership.objects.create(user=user, organization=people.org)
+        tokens.append(ApiToken.issue(organization=people.org, name=f"w{i}", created_by=user)[1])
+        if i < 2:
+            liars.add(user.pk)
+    url = live_platform.url.replace("http://", "ws://") + "/ws/work/"
+    stop = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        async def swarm() -> list[int]:
+            return await asyncio.gather(
+                *(contributor(url, tok, liar=i < 2, stop=stop) for i, tok in enumerate(tokens))
+            )
+
+        try:
+            outcome["sent"] = asyncio.run(swarm())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and "error" not in outcome:
+            c.refresh_from_db()
+            if c.state == Campaign.State.COMPLETED:
+                break
+            time.sleep(0.25)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    c.refresh_from_db()
+    assert c.state == Campaign.State.COMPLETED, (c.tasks_done, c.tasks_failed)
+    assert (c.tasks_done, c.tasks_failed) == (tasks, 0)
+
+    for task in Task.objects.filter(campaign=c).select_related("canonical_result"):
+        canonical = task.canonical_result
+        assert canonical is not None and canonical.output is not None
+        assert bytes(canonical.output) == answer(bytes(task.input))
+        assert canonical.user_id not in liars
+    lies = Result.objects.filter(campaign=c, user_id__in=liars, state=Result.State.RETURNED)
+    assert lies.exists()
+    assert not lies.filter(validation=Result.Validation.VALID).exists()
+    assert not LedgerEntry.objects.filter(user_id__in=liars).exists()
+    assert not Total.objects.filter(scope="user", key__in=liars).exists()
+    for entry in LedgerEntry.objects.all():
+        r = Result.objects.select_related("task").get(pk=entry.result_id)
+        assert r.output is not None and bytes(r.output) == answer(bytes(r.task.input))
+    valid = Result.objects.filter(campaign=c, validation=Result.Validation.VALID).count()
+    assert LedgerEntry.objects.count() == valid
+    assert Total.objects.get(scope="campaign", key=c.pk).points == 4 * valid
+    assert ledger.check_totals() == []
+    for record in Reliability.objects.filter(user_id__in=liars):
+        assert record.consecutive_valid == 0 and record.invalid_total > 0
