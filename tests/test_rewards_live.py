@@ -122,8 +122,8 @@ def test_liars_among_real_workers_never_win_and_are_never_paid(
     assert not lies.filter(validation=Result.Validation.VALID).exists()
     assert not LedgerEntry.objects.filter(user_id__in=liars).exists()
     assert not Total.objects.filter(scope="user", key__in=liars).exists()
-    for entry in LedgerEntry.objects.all():
-        r = Result.objects.select_related("task").get(pk=entry.result_id)
+    for result_id in LedgerEntry.objects.values_list("result_id", flat=True):
+        r = Result.objects.select_related("task").get(pk=result_id or 0)
         assert r.output is not None and bytes(r.output) == answer(bytes(r.task.input))
     valid = Result.objects.filter(campaign=c, validation=Result.Validation.VALID).count()
     assert LedgerEntry.objects.count() == valid
