@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 from django.db import connection, connections
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from accounts import services as account_services
 from accounts.models import ApiToken, EmbedSite, Membership, Organization
@@ -685,6 +685,62 @@ def test_a_bad_task_stream_adds_nothing_and_names_the_bad_item(
     world.draft.refresh_from_db()
     assert world.draft.tasks_total == 3
     assert Task.objects.filter(campaign=world.draft).count() == 3
+
+
+class GeneratedBody:
+    """A request body made line by line as the server reads it, so the measurement below sees
+    only what the server holds (the test client would keep a copy of a whole bytes body)."""
+
+    def __init__(self, lines: Iterator[bytes]) -> None:
+        self.lines = lines
+        self.buffer = b""
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.buffer or next(self.lines, b"")
+        cut = len(line) if size < 0 else size
+        line, self.buffer = line[:cut], line[cut:]
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        out = []
+        while size < 0 or sum(map(len, out)) < size:
+            piece = self.readline(-1 if size < 0 else size - sum(map(len, out)))
+            if not piece:
+                break
+            out.append(piece)
+        return b"".join(out)
+
+
+def test_bulk_add_parses_the_stream_in_constant_memory(world):
+    from rest_framework.test import force_authenticate
+
+    from campaigns.api.campaigns import TaskListApi
+
+    count, line_size = 100_000, 212  # a 21 MB body
+
+    def lines() -> Iterator[bytes]:
+        for i in range(count):
+            yield b'{"input": "%08d %s"}\n' % (i, b"x" * (line_size - 23))
+
+    length = count * line_size
+    request = RequestFactory().post(
+        f"{API}/campaigns/{world.draft.pk}/tasks",
+        CONTENT_TYPE=NDJSON,
+        CONTENT_LENGTH=str(length),
+        **{"wsgi.input": GeneratedBody(lines())},
+    )
+    force_authenticate(request, user=world.people.owner)
+    tracemalloc.start()
+    try:
+        response = TaskListApi.as_view()(request, campaign_id=world.draft.pk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 201, response.data
+    assert response.data["added"] == count
+    assert Task.objects.filter(campaign=world.draft).count() == count + 3
+    # One batch of tasks (GENERATOR_BATCH) is held at a time, never the whole stream.
+    assert peak < length / 5, (peak, length)
 
 
 def test_bulk_add_of_the_wrong_content_type_is_415(world, owner):
