@@ -12,7 +12,7 @@ import re
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pytest
@@ -702,12 +702,14 @@ class GeneratedBody:
         return line
 
     def read(self, size: int = -1) -> bytes:
-        out = []
-        while size < 0 or sum(map(len, out)) < size:
-            piece = self.readline(-1 if size < 0 else size - sum(map(len, out)))
+        out: list[bytes] = []
+        held = 0
+        while size < 0 or held < size:
+            piece = self.readline(-1 if size < 0 else size - held)
             if not piece:
                 break
             out.append(piece)
+            held += len(piece)
         return b"".join(out)
 
 
@@ -727,7 +729,7 @@ def test_bulk_add_parses_the_stream_in_constant_memory(world):
         f"{API}/campaigns/{world.draft.pk}/tasks",
         CONTENT_TYPE=NDJSON,
         CONTENT_LENGTH=str(length),
-        **{"wsgi.input": GeneratedBody(lines())},
+        **cast(dict[str, Any], {"wsgi.input": GeneratedBody(lines())}),
     )
     force_authenticate(request, user=world.people.owner)
     tracemalloc.start()
