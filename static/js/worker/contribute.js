@@ -103,6 +103,9 @@ function applyVisibility() {
   else harness.resume("hidden");
 }
 document.addEventListener("visibilitychange", applyVisibility);
+// Leaving the page: hand the leases back and report the session's last metrics at once (the
+// server would also release them when the socket closes).
+window.addEventListener("pagehide", () => harness.stop());
 
 // Pause on battery where the browser tells (the Battery Status API is Chromium-only).
 let battery = null;
