@@ -20,15 +20,13 @@ log = logging.getLogger(__name__)
 CLOSE_POLICY = 4400
 
 
-def origin_allowed(scope: dict[str, Any]) -> bool:
+def origin_allowed(origin: str | None) -> bool:
     """Native workers send no Origin. Browsers always do: only the platform's own pages (the
     contribute page and the embed iframe, both served from this origin) may connect, so a
     third-party page cannot drive a visitor's signed-in session."""
-    headers = dict(scope.get("headers", []))
-    origin = headers.get(b"origin")
     if origin is None:
         return True
-    host = urlsplit(origin.decode("latin-1")).hostname or ""
+    host = urlsplit(origin).hostname or ""
     return validate_host(host, settings.ALLOWED_HOSTS)
 
 
@@ -36,7 +34,8 @@ class WorkConsumer(AsyncWebsocketConsumer):
     groups = [WORKERS_GROUP]
 
     async def connect(self) -> None:
-        if not origin_allowed(self.scope):
+        origin = dict(self.scope.get("headers", [])).get(b"origin")
+        if not origin_allowed(origin.decode("latin-1") if origin is not None else None):
             await self.close(code=CLOSE_POLICY)
             return
         ensure_sweeper()

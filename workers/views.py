@@ -66,11 +66,7 @@ async def work(request: HttpRequest) -> HttpResponse:
     hello and no session. A `want` that finds no work waits up to 10 s for some (long poll)."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    if not origin_allowed(
-        {"headers": [(b"origin", request.headers["Origin"].encode())]}
-        if "Origin" in request.headers
-        else {}
-    ):
+    if not origin_allowed(request.headers.get("Origin")):
         return _msgpack_response(
             [{"t": "error", "code": "origin", "message": "origin refused", "fatal": True}], 403
         )
