@@ -118,7 +118,7 @@ def run_browser(
     return Run("headless Chromium", len(inputs), measured(cid)), cid
 
 
-def record(machine: str, command: str, rows: list[str]) -> None:
+def record(machine: str, command: str, rows: list[str], load: float) -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = "\n".join(
         [
@@ -129,7 +129,8 @@ def record(machine: str, command: str, rows: list[str]) -> None:
             f"once by headless Chromium on the contribute page ({SLOTS} hands, throttle 100 %)",
             f"and once by a native worker ({SLOTS} slots), one after the other; throughput is",
             "tasks per second from the first lease to the last result. Every task's output is",
-            "byte-identical between the two.",
+            "byte-identical between the two. The machine's 1-minute load average when the run",
+            f"started was {load:.1f} (other work on it slows both workers alike).",
             "",
             "| workload | worker | time | throughput | browser / native |",
             "|---|---|---|---|---|",
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     # The server runs with DEBUG=false: it serves the harness from collected static files.
     call_command("collectstatic", "--noinput", verbosity=0)
     machine = bp.describe(env)
-    print(f"machine: {machine}")
+    load = os.getloadavg()[0]
+    print(f"machine: {machine}, load average {load:.1f}")
     workloads = [
         (
             f"Monte Carlo π, 720 tasks x {args.mc_iterations:,} points",
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         command = ".venv/bin/python -m bench.browser_vs_native"
         if args.mc_iterations != 4_000_000:
             command += f" --mc-iterations {args.mc_iterations}"
-        record(machine, command, rows)
+        record(machine, command, rows, load)
     return 0
 
 
