@@ -202,3 +202,45 @@ export async function run(input, context) {
         "xhr": "blocked",
     }
     assert not [path for path in third_party.requests if "beacon" in path]
+
+
+def test_a_crashing_worker_is_replaced_and_the_other_hand_keeps_going(browser, platform, people):
+    source = """
+export async function run(input, context) {
+  const what = new TextDecoder().decode(input);
+  if (what === "crash") {
+    // An error outside run(): the worker itself reports it, and the task never answers.
+    setTimeout(() => { throw new Error("boom"); }, 0);
+    await new Promise(() => {});
+  }
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return what.toUpperCase();
+}
+"""
+    kernel = services.kernel_upload(
+        organization=people.org, name="fragile", data=source.encode(), kind=Kernel.Kind.JS
+    )
+    campaign = services.campaign_create(
+        organization=people.org, name="fragile", kernel=kernel, approved=True, max_attempts=1
+    )
+    inputs = ["crash", *(f"task {i}" for i in range(12))]
+    services.tasks_add(campaign=campaign, specs=[TaskSpec(input=i.encode()) for i in inputs])
+    services.campaign_start(campaign=campaign)
+    context, _page = open_contribute(browser, platform, "hands=2")
+    try:
+        wait_for(
+            lambda: (
+                Result.objects.filter(campaign=campaign, state=Result.State.RETURNED).count() == 13
+            ),
+            what="every task to be answered",
+        )
+    finally:
+        context.close()
+    crashed = Result.objects.get(campaign=campaign, task__seq=0)
+    assert crashed.error_kind == "trap"
+    assert "boom" in crashed.stderr_tail
+    others = Result.objects.filter(campaign=campaign, task__seq__gt=0)
+    assert all(r.outcome == Result.Outcome.SUCCESS for r in others)
+    assert sorted(bytes(r.output or b"") for r in others) == sorted(
+        f"TASK {i}".encode() for i in range(12)
+    )

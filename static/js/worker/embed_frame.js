@@ -116,7 +116,7 @@ function stop() {
 }
 
 $("consent-cpu").textContent =
-  `${hands === 1 ? "one" : hands} of your ${cores} processor cores at about ${THROTTLE}%`;
+  `${hands === 1 ? "one" : hands} of your ${cores} processor cores about ${THROTTLE}% of the time`;
 $("opt-in").addEventListener("click", () => {
   remember("yes");
   start();
