@@ -9,6 +9,7 @@ going; closing the tab releases its leases; a JS kernel cannot reach the network
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -244,3 +245,35 @@ export async function run(input, context) {
     assert sorted(bytes(r.output or b"") for r in others) == sorted(
         f"TASK {i}".encode() for i in range(12)
     )
+
+
+HIDE = """(hidden) => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_a_hidden_tab_pauses_unless_background_work_is_allowed(browser, platform, make_campaign):
+    campaign = make_campaign([f"{seed} 8000000" for seed in range(1, 41)], kernel="montecarlo")
+    context, page = open_contribute(browser, platform, "hands=1")
+    try:
+        wait_for(lambda: done_count(campaign) >= 1, what="the first task")
+        page.evaluate(HIDE, True)
+        page.wait_for_function("window.ccgscHarness.snapshot().state === 'paused'")
+        # Queued tasks go back at once; the task running finishes and nothing more is leased.
+        wait_for(lambda: held_leases() == 0, what="the queued leases to go back")
+        paused_at = done_count(campaign)
+        time.sleep(1.0)
+        assert done_count(campaign) == paused_at
+        assert "while the tab is hidden" in page.inner_text("#detail")
+
+        page.evaluate(HIDE, False)
+        wait_for(lambda: done_count(campaign) > paused_at, what="work to resume")
+        # With "keep working in the background" ticked, hiding the tab changes nothing.
+        page.check("#background")
+        page.evaluate(HIDE, True)
+        resumed_at = done_count(campaign)
+        wait_for(lambda: done_count(campaign) > resumed_at, what="work while hidden")
+        assert page.evaluate("window.ccgscHarness.snapshot().state") != "paused"
+    finally:
+        context.close()
