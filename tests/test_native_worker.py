@@ -644,6 +644,19 @@ async def test_flow_control_waits_for_acks_but_not_forever(
     await h.stop()
 
 
+async def test_large_outputs_are_split_to_fit_the_frame_limit() -> None:
+    big = b"x" * (1 << 20)  # the fake server's max_output
+    h = Harness(FakeHost(lambda kw: ok_result(big)), slots=2)
+    server = await h.start()
+    server.ack = False  # flow control would hold results back; the size limit must not wait
+    server.push(tasks_frame(list(range(1, 41)), desc=descriptor()))
+    await until(lambda: len(server.results()) >= 30)
+    for frame in server.of("result"):
+        assert len(protocol.encode(frame)) <= protocol.MAX_FRAME
+    server.ack = True
+    await h.stop()
+
+
 async def test_failures_are_reported_with_their_reason() -> None:
     def behaviour(kw: dict[str, Any]) -> RunResult:
         return RunResult(

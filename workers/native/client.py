@@ -634,9 +634,10 @@ class Worker:
 
     def _add_result(self, s: Session, item: dict[str, Any]) -> None:
         size = len(item.get("out", b"")) + len(item.get("stderr", b"")) + 64
-        # Keep every frame well inside the server's max_frame whatever the outputs weigh.
+        # Keep every frame well inside the server's max_frame whatever the outputs weigh
+        # (forced: flow control must not let a frame grow past what the server accepts).
         if s.results and s.result_bytes + size > s.max_frame - 65536:
-            self._flush(s)
+            self._flush(s, force=True)
         s.results.append(item)
         s.result_bytes += size
         if len(s.results) >= min(RESULT_BATCH, s.max_batch):
