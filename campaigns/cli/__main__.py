@@ -13,6 +13,8 @@ Every command takes --json for scripts: the answer (or the error) as JSON on std
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import sys
 import time
@@ -260,8 +262,6 @@ def cmd_kernel_run(ctx: Context) -> int:
     code = EXIT_OK if result.ok else (result.exit_code or EXIT_ERROR)
     stderr_tail = result.stderr_tail.decode("utf-8", "replace")
     if ctx.json:
-        import base64
-
         emit_json(
             {
                 "ok": result.ok,
@@ -317,8 +317,6 @@ POLICY_OPTIONS = {
 
 
 def cmd_campaign_create(ctx: Context) -> int:
-    import json
-
     args = ctx.args
     if args.tasks and args.generator:
         raise CliError("give --tasks or --generator, not both", EXIT_USAGE, code="usage")
@@ -353,14 +351,7 @@ def cmd_campaign_create(ctx: Context) -> int:
         campaign = api.post("/campaigns", json=fields)
     else:
         # A multipart form, so the task file streams from disk; lists and maps go JSON-encoded.
-        form = {
-            k: json.dumps(v)
-            if isinstance(v, list | dict)
-            else str(v).lower()
-            if isinstance(v, bool)
-            else str(v)
-            for k, v in fields.items()
-        }
+        form = {k: _form_value(v) for k, v in fields.items()}
         files: dict[str, Any] = {}
         handles = []
         try:
@@ -379,6 +370,15 @@ def cmd_campaign_create(ctx: Context) -> int:
             for handle in handles:
                 handle.close()
     return ctx.result(campaign, campaign_text(campaign))
+
+
+def _form_value(value: Any) -> str:
+    """A multipart form field: lists and maps JSON-encoded, booleans as true/false."""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _is_msgpack(path: Path) -> bool:
