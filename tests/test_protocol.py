@@ -235,3 +235,27 @@ async def test_http_fallback_speaks_the_same_messages(make_campaign):
     assert status == 404 and body["messages"][0]["code"] == "session"
     done = await sync_to_async(Task.objects.filter(state=Task.State.DONE).count)()
     assert done == 2
+
+
+def test_feeding_follows_each_campaigns_own_task_time():
+    from workers.connection import WorkerConnection
+
+    async def send(message):
+        return None
+
+    conn = WorkerConnection(send, user=None)
+    conn.slots = 2
+    # Nothing known yet: a modest start.
+    assert conn._budget(1) == 7
+    # Millisecond tasks: hold hundreds, so the round trip hides behind work.
+    for _ in range(5):
+        conn._learn(1, 1.0)
+    assert conn._budget(1) == 502
+    # Long tasks of another campaign already in hand: no more of them, and little else.
+    for _ in range(5):
+        conn._learn(2, 200.0)
+    conn.in_hand = {i: 2 for i in range(5)}
+    assert conn._budget(2) == 0
+    assert conn._budget(1) == 0
+    conn.in_hand = {1: 2}
+    assert conn._budget(2) == 4  # (2 x (200 + 250) - 200) / 200, rounded up

@@ -19,9 +19,13 @@ from workers import protocol, scheduler, sessions
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 
-# How far ahead a session is fed: enough tasks in hand to stay busy for this long, learned
-# from its own run times, so fast sessions hold more and the round trip hides behind work.
-PREFETCH_SECONDS = 0.25
+# How far ahead a session is fed: besides the task each slot is running, enough queued work to
+# keep every slot busy for this long, estimated from the session's own run times per campaign
+# (one campaign's tasks may take a millisecond, another's a minute). Fast sessions hold more,
+# and the round trip hides behind work without hoarding tasks other sessions could run.
+PREFETCH_MS = 250.0
+# Run time assumed for a campaign this session has not returned a result of yet.
+UNKNOWN_TASK_MS = 100.0
 MAX_IN_HAND = 4 * protocol.MAX_BATCH
 FLUSH_SECONDS = 5.0
 IDLE_RECHECK_SECONDS = 5.0
@@ -70,6 +74,7 @@ class WorkerConnection:
         self.sent_campaigns: set[int] = set()
         self.wanted = 0
         self.avg_ms: float | None = None
+        self.avg_ms_by_campaign: dict[int, float] = {}
         self.stats: dict[str, Any] = {"done": 0, "failed": 0, "busy_ms": 0, "idle_ms": 0}
         self.last_flush = time.monotonic()
         self.strikes = 0
@@ -178,6 +183,7 @@ class WorkerConnection:
         if foreign:
             items = [it for it in items if it["lease"] not in foreign]
         outcome = await db(scheduler.submit_results)(self.info, items)
+        campaign_of = {lid: self.in_hand.get(lid) for lid in outcome.accepted}
         for lid in outcome.accepted + outcome.ignored:
             self._let_go(lid)
         accepted = set(outcome.accepted)
@@ -186,9 +192,7 @@ class WorkerConnection:
                 continue
             if item["ok"]:
                 self.stats["done"] += 1
-                # Learn the session's speed: mean run time per task, smoothed.
-                ms = float(item["ms"])
-                self.avg_ms = ms if self.avg_ms is None else 0.8 * self.avg_ms + 0.2 * ms
+                self._learn(campaign_of.get(item["lease"]), float(item["ms"]))
             else:
                 self.stats["failed"] += 1
             self.stats["busy_ms"] += item["ms"]
@@ -256,25 +260,40 @@ class WorkerConnection:
 
     # --- feeding --------------------------------------------------------------------------------
 
-    def _target_in_hand(self) -> int:
-        if self.avg_ms is None:
-            return self.slots * 2
-        ahead = math.ceil(PREFETCH_SECONDS * 1000 / max(self.avg_ms, 0.5))
-        return min(MAX_IN_HAND, self.slots * (1 + min(ahead, 64)))
+    def _learn(self, campaign_id: int | None, ms: float) -> None:
+        """Smoothed run time per task: per campaign for feeding, overall for the metrics."""
+        self.avg_ms = ms if self.avg_ms is None else 0.8 * self.avg_ms + 0.2 * ms
+        if campaign_id is not None:
+            prev = self.avg_ms_by_campaign.get(campaign_id)
+            self.avg_ms_by_campaign[campaign_id] = ms if prev is None else 0.8 * prev + 0.2 * ms
+
+    def _estimate_ms(self, campaign_id: int) -> float:
+        return max(self.avg_ms_by_campaign.get(campaign_id, UNKNOWN_TASK_MS), 0.5)
+
+    def _budget(self, campaign_id: int) -> int:
+        """How many more of this campaign's tasks to hand this session now: enough that the
+        work in hand covers one running task plus PREFETCH_MS of queue per slot."""
+        queued_ms = sum(self._estimate_ms(cid) for cid in self.in_hand.values())
+        task_ms = self._estimate_ms(campaign_id)
+        target_ms = self.slots * (task_ms + PREFETCH_MS)
+        return max(0, math.ceil((target_ms - queued_ms) / task_ms))
 
     async def _fill(self, *, announce_idle: bool = False) -> None:
         async with self._fill_lock:
             assert self.info is not None
-            n = min(self.wanted, self._target_in_hand() - len(self.in_hand), protocol.MAX_BATCH)
+            n = min(self.wanted, MAX_IN_HAND - len(self.in_hand), protocol.MAX_BATCH)
             if n <= 0:
                 return
             leases, campaigns = await db(scheduler.lease_for_session)(
-                self.info, n, self.sent_campaigns
+                self.info, n, self.sent_campaigns, self._budget
             )
             if not leases:
-                if announce_idle:
-                    await self.send({"t": "idle"})
-                self._watch_idle()
+                # With work still in hand, the session simply has enough for now: its next
+                # results ask again. Only an empty-handed session is told it is idle.
+                if not self.in_hand:
+                    if announce_idle:
+                        await self.send({"t": "idle"})
+                    self._watch_idle()
                 return
             self.wanted = max(0, self.wanted - len(leases))
             for lease in leases:

@@ -236,8 +236,10 @@ class Lease:
         return msg
 
 
-def lease(session: SessionInfo, n: int) -> list[Lease]:
-    """Lease up to n replicas for a session, fairly across eligible running campaigns."""
+def lease(session: SessionInfo, n: int, budget: Callable[[int], int] | None = None) -> list[Lease]:
+    """Lease up to n replicas for a session, fairly across eligible running campaigns.
+    `budget(campaign_id)`, when given, caps how many of one campaign's tasks the session
+    should take (its tasks may be much longer or shorter than another campaign's)."""
     if n <= 0 or not all(gate(session) for gate in lease_gates):
         return []
     out: list[Lease] = []
@@ -248,24 +250,30 @@ def lease(session: SessionInfo, n: int) -> list[Lease]:
         if info is None:
             break
         tried.add(info.id)
-        got = _lease_from(session, info, n - len(out))
+        want = n - len(out) if budget is None else min(n - len(out), budget(info.id))
+        if want <= 0:
+            continue
+        got = _lease_from(session, info, want)
         with _directory.lock:
             _directory.passes[info.id] = _directory.passes.get(info.id, 0.0) + max(
                 len(got), 1
             ) / max(info.priority, 1)
             # With replication, "nothing for this user" does not mean "nothing left".
-            if len(got) < n - len(out) and info.target_replicas == 1:
+            if len(got) < want and info.target_replicas == 1:
                 _directory.empty_until[info.id] = time.monotonic() + EMPTY_BACKOFF
         out.extend(got)
     return out
 
 
 def lease_for_session(
-    session: SessionInfo, n: int, known_campaigns: set[int]
+    session: SessionInfo,
+    n: int,
+    known_campaigns: set[int],
+    budget: Callable[[int], int] | None = None,
 ) -> tuple[list[Lease], dict[int, dict[str, Any]]]:
     """lease(), plus the descriptors of campaigns the session has not been sent yet (looked
     up here, in the database thread, because the directory may need a refresh)."""
-    leases = lease(session, n)
+    leases = lease(session, n, budget)
     descriptors: dict[int, dict[str, Any]] = {}
     for cid in {x.campaign for x in leases} - known_campaigns:
         info = campaign_info(cid)
