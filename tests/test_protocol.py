@@ -254,7 +254,7 @@ def test_feeding_follows_each_campaigns_own_task_time():
     # Long tasks of another campaign already in hand: no more of them, and little else.
     for _ in range(5):
         conn._learn(2, 200.0)
-    conn.in_hand = {i: 2 for i in range(5)}
+    conn.in_hand = dict.fromkeys(range(5), 2)
     assert conn._budget(2) == 0
     assert conn._budget(1) == 0
     conn.in_hand = {1: 2}
