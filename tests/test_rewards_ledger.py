@@ -101,9 +101,12 @@ def test_concurrent_grants_pay_each_result_exactly_once(make_campaign, people):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_validations_decide_and_pay_once(make_campaign):
+def test_concurrent_validations_decide_and_pay_once(make_campaign, settings):
     """Four contributors hold a replica of every task (quorum 2) and answer all at once: each
     task is decided once, each valid result is paid once, and the counters add up."""
+    # Strict quorum: with adaptive replication the contributors would soon be trusted and
+    # some tasks decided by one result (tests/test_rewards_trust.py covers that).
+    settings.CCGSC = {**settings.CCGSC, "ADAPTIVE_REPLICATION": False}
     tasks = 40
     c = make_campaign(
         [f"t{i}" for i in range(tasks)], min_quorum=2, target_replicas=4, points_per_task=2
