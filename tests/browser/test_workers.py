@@ -277,3 +277,34 @@ def test_a_hidden_tab_pauses_unless_background_work_is_allowed(browser, platform
         assert page.evaluate("window.ccgscHarness.snapshot().state") != "paused"
     finally:
         context.close()
+
+
+def test_a_signed_in_contributor_gets_the_results(browser, platform, make_campaign, people):
+    from django.conf import settings
+    from django.test import Client
+
+    campaign = make_campaign([f"{seed} 100000" for seed in range(1, 5)], kernel="montecarlo")
+    client = Client()
+    client.force_login(people.teammate)
+    context = browser.new_context()
+    try:
+        context.add_cookies(
+            [
+                {
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                    "url": platform.url,
+                }
+            ]
+        )
+        page = context.new_page()
+        page.goto(f"{platform.url}/contribute/?hands=1")
+        assert "contributing anonymously" not in page.content()
+        page.click("#start")
+        wait_for(lambda: done_count(campaign) == 4, what="the signed-in worker's tasks")
+    finally:
+        context.close()
+    assert set(Result.objects.filter(campaign=campaign).values_list("user_id", flat=True)) == {
+        people.teammate.pk
+    }
+    assert browsers().get().user_id == people.teammate.pk

@@ -138,7 +138,17 @@ document.addEventListener("visibilitychange", () => {
   if (document.hidden) harness.pause("hidden");
   else harness.resume("hidden");
 });
-window.addEventListener("pagehide", () => harness && harness.stop());
+// Leaving the page hands the leases back at once; coming back to it from the back-forward cache
+// starts again if the visitor had opted in.
+window.addEventListener("pagehide", () => {
+  if (harness !== null) {
+    harness.stop();
+    harness = null;
+  }
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && harness === null && remembered() === "yes") start();
+});
 
 const choice = remembered();
 if (choice === "yes") start();
