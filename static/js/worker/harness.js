@@ -59,6 +59,7 @@ export class Harness {
     this.reported = { busyMs: 0, idleMs: 0 };
     this.recent = [];
     this._timers = new Set();
+    this._heartbeat = null;
     this._updateQueued = false;
   }
 
@@ -98,9 +99,9 @@ export class Harness {
     this.running = true;
     this.stats.since = this.stats.since ?? Date.now();
     this._ensureHands();
-    await this._connect();
     this._every(METRICS_EVERY_MS, () => this._sendMetrics());
     this._every(PROGRESS_EVERY_MS, () => this._sendProgress());
+    await this._connect();
   }
 
   /** Pause for a reason ("user", "hidden", "battery"): queued tasks go back to the server at
@@ -138,6 +139,9 @@ export class Harness {
       clearInterval(timer);
     }
     this._timers.clear();
+    this._heartbeat = null;
+    clearTimeout(this._resultTimer);
+    this._resultTimer = null;
     const leases = [...this.queue.map((i) => i.lease), ...this.slots.filter((s) => s.item).map((s) => s.item.lease)];
     this.queue = [];
     for (const hand of this.hands) hand.dispose();
@@ -462,8 +466,13 @@ export class Harness {
         this.limits = msg.limits || null;
         this.reconnects = 0;
         this._setState("working", "");
+        if (this._heartbeat) {
+          clearInterval(this._heartbeat);
+          this._timers.delete(this._heartbeat);
+          this._heartbeat = null;
+        }
         if (this.limits && this.limits.heartbeat && this.connection.transportName === "websocket") {
-          this._every(this.limits.heartbeat * 1000, () => this._send({ t: "ping" }));
+          this._heartbeat = this._every(this.limits.heartbeat * 1000, () => this._send({ t: "ping" }));
         }
         this._markIdleHands();
         this._askForWork();
@@ -534,6 +543,7 @@ export class Harness {
   _every(ms, fn) {
     const timer = setInterval(fn, ms);
     this._timers.add(timer);
+    return timer;
   }
 
   _setState(state, detail) {
