@@ -1006,6 +1006,79 @@ def test_the_openapi_schema_validates_and_matches_the_url_list(client, db):
     assert "organizationToken" in schema["components"]["securitySchemes"]
 
 
+def _resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _check_shape(schema: dict, node: dict, value: Any, where: str) -> None:
+    """The value has the documented keys: every required one, none that is not described."""
+    node = _resolve(schema, node)
+    if value is None:
+        assert node.get("nullable") or "allOf" in node or node == {}, where
+        return
+    if node.get("type") == "array":
+        for i, item in enumerate(value):
+            _check_shape(schema, node["items"], item, f"{where}[{i}]")
+    elif node.get("type") == "object" and "properties" in node:
+        assert isinstance(value, dict), where
+        properties = node["properties"]
+        assert set(value) <= set(properties), (where, set(value) - set(properties))
+        assert set(node.get("required", [])) <= set(value), where
+        for key, item in value.items():
+            _check_shape(schema, properties[key], item, f"{where}.{key}")
+
+
+def test_responses_have_the_documented_shape(world, owner, client):
+    schema = json.loads(client.get(f"{API}/schema/?format=json").content)
+    complete_all(world.draft)
+    paths = {
+        f"{API}/organizations": "/organizations",
+        f"{API}/organizations/alpha": "/organizations/{slug}",
+        f"{API}/organizations/alpha/tokens": "/organizations/{slug}/tokens",
+        f"{API}/organizations/alpha/sites": "/organizations/{slug}/sites",
+        f"{API}/kernels": "/kernels",
+        f"{API}/kernels/{world.kernel.pk}": "/kernels/{kernel_id}",
+        f"{API}/campaigns": "/campaigns",
+        f"{API}/campaigns/{world.draft.pk}": "/campaigns/{campaign_id}",
+        f"{API}/campaigns/{world.running.pk}/progress": "/campaigns/{campaign_id}/progress",
+        f"{API}/campaigns/{world.draft.pk}/tasks": "/campaigns/{campaign_id}/tasks",
+        f"{API}/campaigns/{world.draft.pk}/tasks?include=input": "/campaigns/{campaign_id}/tasks",
+    }
+    for url, template in paths.items():
+        response = owner.get(url)
+        assert response.status_code == 200, url
+        documented = schema["paths"][API + template]["get"]["responses"]["200"]
+        _check_shape(
+            schema, documented["content"]["application/json"]["schema"], response.json(), url
+        )
+    # And the writes' answers.
+    created = owner.post(
+        f"{API}/organizations/alpha/tokens", {"name": "x"}, content_type="application/json"
+    )
+    documented = schema["paths"][f"{API}/organizations/{{slug}}/tokens"]["post"]["responses"]
+    _check_shape(
+        schema, documented["201"]["content"]["application/json"]["schema"], created.json(), "token"
+    )
+    added = owner.post(f"{API}/campaigns/{world.draft.pk}/tasks", b'"x"\n', content_type=NDJSON)
+    documented = schema["paths"][f"{API}/campaigns/{{campaign_id}}/tasks"]["post"]["responses"]
+    _check_shape(
+        schema, documented["201"]["content"]["application/json"]["schema"], added.json(), "add"
+    )
+    # The check itself bites: an undocumented key, or a missing required one, fails it.
+    progress = owner.get(f"{API}/campaigns/{world.running.pk}/progress").json()
+    documented = schema["paths"][f"{API}/campaigns/{{campaign_id}}/progress"]["get"]["responses"]
+    progress_schema = documented["200"]["content"]["application/json"]["schema"]
+    with pytest.raises(AssertionError):
+        _check_shape(schema, progress_schema, {**progress, "bogus": 1}, "extra")
+    with pytest.raises(AssertionError):
+        _check_shape(schema, progress_schema, {k: progress[k] for k in list(progress)[1:]}, "less")
+    error = owner.get(f"{API}/campaigns/999999")
+    documented = schema["paths"][f"{API}/campaigns/{{campaign_id}}"]["get"]["responses"]["404"]
+    _check_shape(schema, documented["content"]["application/json"]["schema"], error.json(), "404")
+
+
 def test_the_schema_generates_without_warnings(db):
     from drf_spectacular.drainage import GENERATOR_STATS
     from drf_spectacular.generators import SchemaGenerator
