@@ -56,7 +56,8 @@ def progress_bar(p: dict[str, Any], rate: float, eta: float | None, width: int) 
         tail += f" · {rate_text(rate)} · ETA {duration(eta)}"
     else:
         tail += f" · {p['state']}"
-    bar_width = max(10, min(50, width - len(tail) - 3))
+    # The bar's width depends on the terminal only, so it does not jitter as the text changes.
+    bar_width = max(10, min(40, width - 52))
     filled = int(bar_width * fraction)
     failed_cells = min(bar_width - filled, int(bar_width * failed / total)) if total else 0
     bar = "#" * (filled - failed_cells) + "x" * failed_cells + "-" * (bar_width - filled)
