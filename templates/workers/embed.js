@@ -2,7 +2,8 @@
    in this page; the frame asks the visitor first and runs work in its own Web Workers. */
 (function () {
   "use strict";
-  var script = document.currentScript;
+  // currentScript is null in a few loaders (some tag managers): find the tag by its attribute.
+  var script = document.currentScript || document.querySelector("script[data-site][src*='/embed.js']");
   if (!script || window.__ccgscEmbed) return;
   window.__ccgscEmbed = true;
   var key = script.getAttribute("data-site") || "";
