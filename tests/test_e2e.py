@@ -13,6 +13,11 @@ from campaigns.models import Campaign, Result, Task
 pytestmark = pytest.mark.live
 
 
+def canonical_output(task: Task) -> bytes:
+    assert task.canonical_result is not None and task.canonical_result.output is not None
+    return bytes(task.canonical_result.output)
+
+
 def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -51,7 +56,7 @@ def test_thousands_of_tasks_complete_with_every_result_recorded_once(live_platfo
     wait_until(lambda: completed(campaign), 120, "the campaign to complete")
     assert_each_task_done_exactly_once(campaign)
     outputs = {
-        bytes(t.input): bytes(t.canonical_result.output)
+        bytes(t.input): canonical_output(t)
         for t in Task.objects.filter(campaign=campaign).select_related("canonical_result")
     }
     assert all(inp == out for inp, out in outputs.items())
@@ -87,7 +92,7 @@ def test_failed_attempt_resumes_from_its_checkpoint(live_platform, make_campaign
     live_platform.worker("--exit-when-idle", "5")
     wait_until(lambda: completed(campaign), 60, "the campaign to complete")
     task = Task.objects.select_related("canonical_result").get(campaign=campaign)
-    assert bytes(task.canonical_result.output) == b"resumed_from=5 steps=40\n"
+    assert canonical_output(task) == b"resumed_from=5 steps=40\n"
     attempts = Result.objects.filter(task=task).order_by("pk")
     assert [r.outcome for r in attempts] == [Result.Outcome.ERROR, Result.Outcome.SUCCESS]
     assert attempts[0].exit_code == 3
