@@ -17,6 +17,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     fields: dict[str, Any] | None = None
     if isinstance(detail, dict) and "detail" in detail:
         message = str(detail["detail"])
+        # DRF turns Django's Http404 / PermissionDenied into details that carry their code.
+        code = getattr(detail["detail"], "code", code)
     elif isinstance(detail, dict):
         fields = {
             k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()
