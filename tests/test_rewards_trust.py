@@ -30,6 +30,9 @@ def _fresh():
     scheduler.work_available()
     trust.forget_refused()
     trust.rng.seed(99)
+    yield
+    # User ids are reused after rollback: a refusal cached here must not follow another test.
+    trust.forget_refused()
 
 
 @pytest.fixture

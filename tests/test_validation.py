@@ -50,6 +50,9 @@ def _fresh(settings):
     scheduler.work_available()
     trust.forget_refused()
     trust.rng.seed(1234)
+    yield
+    # User ids are reused after rollback: a refusal cached here must not follow another test.
+    trust.forget_refused()
 
 
 @pytest.fixture
