@@ -107,3 +107,14 @@ def test_campaign_card_shows_public_campaigns_only(client, make_campaign, people
     # Unapproved campaigns are the organization's business: same answer as a missing one.
     assert client.get(f"/contribute/campaigns/{private.pk}.json").status_code == 404
     assert client.get("/contribute/campaigns/999999.json").status_code == 404
+
+
+def test_contributor_points_are_the_signed_in_users_total(client, people):
+    from rewards.models import Total
+
+    assert client.get("/contribute/points.json").json() == {"points": None, "results": 0}
+    client.force_login(people.teammate)
+    assert client.get("/contribute/points.json").json() == {"points": 0, "results": 0}
+    Total.objects.create(scope=Total.Scope.USER, key=people.teammate.pk, points=30, results=3)
+    Total.objects.create(scope=Total.Scope.USER, key=people.owner.pk, points=99, results=9)
+    assert client.get("/contribute/points.json").json() == {"points": 30, "results": 3}

@@ -308,6 +308,19 @@ def test_a_signed_in_contributor_gets_the_results(browser, platform, make_campai
         assert "contributing anonymously" not in page.content()
         page.click("#start")
         wait_for(lambda: done_count(campaign) == 4, what="the signed-in worker's tasks")
+        # Validated work earns points; the page shows the contributor's total.
+        from rewards.models import Total
+
+        total = wait_for(
+            lambda: (
+                Total.objects.filter(scope="user", key=people.teammate.pk, points__gt=0)
+                .values_list("points", flat=True)
+                .first()
+            ),
+            what="points for the validated results",
+        )
+        page.reload()
+        page.wait_for_function(f"document.getElementById('stat-points').textContent === '{total}'")
     finally:
         context.close()
     assert set(Result.objects.filter(campaign=campaign).values_list("user_id", flat=True)) == {

@@ -226,7 +226,6 @@ function render(s) {
   $("stat-idle").textContent = seconds(s.stats.idleMs);
   const minutes = s.stats.since ? (Date.now() - s.stats.since) / 60000 : 0;
   $("stat-rate").textContent = minutes > 0.05 ? (s.stats.done / minutes).toFixed(1) : "–";
-  $("stat-points").textContent = s.stats.points === null ? "–" : String(s.stats.points);
   document.body.dataset.done = String(s.stats.done);
 
   const handsBody = $("hands-table").tBodies[0];
@@ -275,6 +274,27 @@ function render(s) {
     }
   }
 }
+
+// Points are granted when results are validated (by quorum or verifier), so they follow the
+// work with a delay: the page asks for the contributor's total now and then.
+let pointsAtStart = null;
+async function refreshPoints() {
+  if (!config.signedIn) return;
+  try {
+    const response = await fetch("/contribute/points.json", { credentials: "same-origin" });
+    if (!response.ok) return;
+    const { points } = await response.json();
+    if (points === null) return;
+    if (pointsAtStart === null) pointsAtStart = points;
+    const gained = points - pointsAtStart;
+    $("stat-points").textContent = String(points);
+    $("points-label").textContent = gained > 0 ? `points in total (+${gained} since you opened this page)` : "points in total (granted once results are validated)";
+  } catch {
+    // offline for a moment: the next refresh will do
+  }
+}
+refreshPoints();
+setInterval(refreshPoints, 15000);
 
 render(harness.snapshot());
 // Running hands' timers tick even without messages.
