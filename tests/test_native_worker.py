@@ -578,7 +578,7 @@ async def test_hello_and_first_want() -> None:
     assert hello["kernels"] == [KERNEL_SHA]
     assert hello["agent"].startswith("ccgsc-worker/")
     # Room offered: the server's own estimate decides how much of it is used.
-    assert server.of("want") == [{"t": "want", "n": min(256, 3 * 65)}]
+    assert server.of("want") == [{"t": "want", "n": protocol.MAX_BATCH}]
     assert await h.stop() == 0
     assert server.sent[-1] == {"t": "bye"}
 
@@ -623,7 +623,7 @@ async def test_results_are_batched_each_exactly_once_with_want_piggybacked() -> 
     assert sorted(got) == leases and len(set(got)) == 500
     assert len(frames) < 100  # batched, not one frame per task
     assert all(len(f["results"]) <= protocol.MAX_BATCH for f in frames)
-    assert frames[-1]["want"] == min(protocol.MAX_BATCH, 4 * 65)  # all the room is free again
+    assert frames[-1]["want"] == protocol.MAX_BATCH  # all the room is free again
     await h.stop()
 
 
@@ -729,6 +729,51 @@ async def test_cancel_drops_queued_and_stops_running_tasks() -> None:
     assert [r["lease"] for r in server.results()] == [3]
     assert len(host.calls) == 2  # lease 2 never started
     assert len(server.of("want")) == wants_before + 1  # the freed room is offered again
+    await h.stop()
+
+
+async def test_memory_bound_on_held_task_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_mod, "MAX_HELD_BYTES", 250)
+    host, gate, cancels = _blocking_host()
+    h = Harness(host, slots=1)
+    server = await h.start()
+    frame = tasks_frame([1, 2, 3], desc=descriptor())
+    for task in frame["tasks"]:
+        task["in"] = b"i" * 100
+    server.push(frame)
+    await until(lambda: len(cancels) == 1)
+    s = h.worker.session
+    assert s is not None and s.held_bytes == 300
+    assert h.worker._want(s) == 0  # 300 bytes of inputs in hand: no more for now
+    server.push({"t": "cancel", "leases": [2, 3], "reason": "test"})
+    await until(lambda: s.held_bytes == 100)
+    assert h.worker._want(s) > 0
+    gate.set()
+    await until(lambda: server.results())
+    assert s.held_bytes == 0
+    await h.stop()
+
+
+async def test_over_http_more_is_asked_for_at_half_of_the_last_fill() -> None:
+    host, gate, cancels = _blocking_host()
+    h = Harness(host, slots=2)
+
+    def unpaced() -> FakeServer:
+        server = FakeServer()
+        server.paced = False  # as HttpTransport
+        return server
+
+    h.server_factory = unpaced
+    server = await h.start()
+    server.push(tasks_frame(list(range(1, 101)), desc=descriptor()))
+    await until(lambda: len(cancels) == 2)
+    s = h.worker.session
+    assert s is not None and s.low_water == 50
+    assert h.worker._want(s) == 0  # 100 in hand: the server would only hold a want
+    server.push({"t": "cancel", "leases": list(range(3, 53)), "reason": "test"})
+    await until(lambda: len(s.jobs) == 50)
+    assert h.worker._want(s) > 0
+    gate.set()
     await h.stop()
 
 
@@ -876,7 +921,10 @@ async def test_malformed_task_entries_do_not_crash_the_worker() -> None:
 # --- transports ----------------------------------------------------------------------------------
 
 
-async def test_http_transport_polls_and_pushes_separately() -> None:
+async def test_http_transport_polls_and_pushes_separately(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("workers.native.transport.MIN_POLL_INTERVAL", 0.05)
     requests: list[dict[str, Any]] = []
     release_poll = asyncio.Event()
     polls = {"n": 0}
@@ -924,8 +972,11 @@ async def test_http_transport_polls_and_pushes_separately() -> None:
     assert push["messages"] == [{"t": "result", "results": [r1, r2]}]
     release_poll.set()
     assert (await t.recv() or {})["t"] == "tasks"
-    # A want came in during the poll, so another poll goes out for it.
-    await until(lambda: polls["n"] >= 2)
+    await asyncio.sleep(0.1)
+    assert polls["n"] == 1  # tasks came back: the stripped want needs no poll of its own
+    # A poll that comes back empty (the server's long poll expired) is repeated.
+    t.send({"t": "want", "n": 6})
+    await until(lambda: polls["n"] >= 3)
     assert requests[-1]["messages"] == [{"t": "want", "n": 6}]
     t.send({"t": "bye"})
     await until(lambda: any(m["t"] == "bye" for r in requests for m in r["messages"]))
@@ -934,6 +985,29 @@ async def test_http_transport_polls_and_pushes_separately() -> None:
     while (msg := await asyncio.wait_for(t.recv(), 5)) is not None:
         left.append(msg["t"])
     assert "bye" in left
+
+
+async def test_http_transport_merges_results_and_the_latest_want_wins() -> None:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    t = HttpTransport("http://srv", agent="test", client=client)
+    r1, r2, r3 = ({"lease": i, "ok": True, "out": b""} for i in (1, 2, 3))
+    t._outbox.extend(
+        [
+            {"t": "result", "results": [r1], "want": 9},
+            {"t": "result", "results": [r2]},  # then the client had enough: no want
+            {"t": "ping"},
+            {"t": "result", "results": [r3], "want": 4},
+        ]
+    )
+    batch, wanted = t._take(strip=False)
+    assert batch == [
+        {"t": "result", "results": [r1, r2]},
+        {"t": "ping"},
+        {"t": "result", "results": [r3], "want": 4},
+    ]
+    assert wanted and t._want == 4 and HttpTransport._asks(batch)
+    assert not HttpTransport._asks(batch[:2])
+    await t.close()
 
 
 async def test_http_transport_unknown_session_ends_the_connection() -> None:

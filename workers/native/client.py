@@ -15,9 +15,11 @@ results not yet sent are discarded; none of that may reach a later session). Job
 session's generation number, which is how late results of an old session are recognised.
 
 Feeding. The server decides how many tasks a session holds (it learns our speed from the run
-times we report); we only offer room: `want` = how many more we would take, up to
-PREFETCH_PER_SLOT per slot. Wants ride on result frames, so a busy worker sends no extra
-frames to ask for work; an idle one sends nothing at all and waits for the server's push.
+times we report, so a fast worker holds hundreds of no-op tasks and a slow one a couple per
+slot); we only offer room: `want` = how many more we would take, up to the protocol's 4 frames
+in hand and MAX_HELD_BYTES of task data (a memory bound of our own). Wants ride on result
+frames, so a busy worker sends no extra frames to ask for work; an idle one sends nothing at
+all and waits for the server's push.
 
 Results are sent in batches: at once when RESULT_BATCH are ready, else after RESULT_DELAY
 (a few milliseconds: enough to gather the results of a burst, short enough not to matter).
@@ -72,10 +74,11 @@ RESULT_DELAY = 0.003
 MAX_UNACKED = 1
 #: An ack this late is taken as lost (the frame was refused with an error).
 ACK_WAIT = 2.0
-#: Room offered per slot; the server's own estimate is usually what limits (see module doc).
-PREFETCH_PER_SLOT = 64
-#: The server keeps at most 4 frames' worth of tasks in a session's hands.
+#: The server keeps at most 4 frames' worth of tasks in a session's hands; we offer that much
+#: room and let its estimate of our speed decide (see module doc).
 MAX_IN_HAND = 4 * protocol.MAX_BATCH
+#: No more wants while the inputs and checkpoints of the tasks in hand weigh this much.
+MAX_HELD_BYTES = 256 * 1024 * 1024
 #: Progress of all running tasks is sent together at most this often.
 PROGRESS_FLUSH = 0.5
 WELCOME_TIMEOUT = 30.0
@@ -105,7 +108,7 @@ class Options:
     max_tasks: int | None = None
     exit_when_idle: float | None = None
     grace: float = 10.0
-    prefetch_per_slot: int = PREFETCH_PER_SLOT
+    max_in_hand: int = MAX_IN_HAND
 
 
 @dataclass
@@ -138,6 +141,8 @@ class Session:
     waiting: dict[int, list[Job]] = field(default_factory=dict)  # for their kernel/static data
     preparing: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     jobs: dict[int, Job] = field(default_factory=dict)  # every lease held: waiting/queued/running
+    held_bytes: int = 0  # inputs and checkpoints of `jobs`
+    low_water: int = 0  # HTTP only: ask for more once no more than this many are held
     results: list[dict[str, Any]] = field(default_factory=list)
     result_bytes: int = 0
     unacked: deque[float] = field(default_factory=deque)  # send times of unacked result frames
@@ -205,7 +210,7 @@ class Worker:
     ) -> None:
         self.options = options
         self.slots = max(1, min(options.slots, protocol.MAX_SLOTS))
-        self.max_in_hand = min(MAX_IN_HAND, self.slots * (1 + max(0, options.prefetch_per_slot)))
+        self.max_in_hand = max(1, min(MAX_IN_HAND, options.max_in_hand))
         self.agent = user_agent()
         self._host = host
         self._cache = cache
@@ -472,9 +477,12 @@ class Worker:
                 release.append(job.lease)  # a frame that crossed our release on the wire
                 continue
             s.jobs[job.lease] = job
+            s.held_bytes += job.size
             self._schedule(s, job)
         if release:
             s.transport.send({"t": "release", "leases": release})
+        if not s.transport.paced:
+            s.low_water = max(self.slots, len(s.jobs) // 2)
         self._jobs_changed(s)
 
     def _on_cancel(self, s: Session, msg: dict[str, Any]) -> None:
@@ -483,6 +491,7 @@ class Worker:
         for lease in leases if isinstance(leases, list) else []:
             job = s.jobs.pop(lease, None) if isinstance(lease, int) else None
             if job is not None:
+                s.held_bytes -= job.size
                 self._drop(job)
                 n += 1
         log.info("server cancelled %d task(s): %s", n, msg.get("reason", ""))
@@ -581,6 +590,7 @@ class Worker:
     def _fail(self, s: Session, job: Job, err: str, message: str) -> None:
         if s.jobs.get(job.lease) is job:
             del s.jobs[job.lease]
+            s.held_bytes -= job.size
         self._add_result(s, {"lease": job.lease, **failure(err, message)})
 
     # --- the inbox: slot threads -> loop --------------------------------------------------------
@@ -613,6 +623,7 @@ class Worker:
                 assert s is not None
                 if s.jobs.get(job.lease) is job:
                     del s.jobs[job.lease]
+                    s.held_bytes -= job.size
                 payload["lease"] = job.lease
                 self._add_result(s, payload)
             elif not current or s is None or s.jobs.get(job.lease) is not job:
@@ -700,6 +711,14 @@ class Worker:
         """How many more tasks we would take now (0 while stopping)."""
         if self.stopping or s.closed:
             return 0
+        if s.held_bytes >= MAX_HELD_BYTES:
+            return 0
+        if s.low_water and len(s.jobs) > s.low_water:
+            # HTTP: a want is a request the server may hold for 10 s, judging our hands as
+            # they were when it arrived; asking while we still hold plenty gets such a hold
+            # (the server has filled us to its target) instead of tasks. So ask once half of
+            # what the server last topped us up to is used: then it has room to fill at once.
+            return 0
         room = self.max_in_hand - len(s.jobs)
         if self.options.max_tasks is not None:
             # Never lease more than the remaining budget: exactly N tasks, none left to release.
@@ -751,6 +770,7 @@ class Worker:
             )
         self.stats.dropped += len(s.results)
         s.jobs.clear()
+        s.held_bytes = 0
         s.waiting.clear()
         s.results.clear()
         if s.shutdown is not None and s.shutdown is not asyncio.current_task():
@@ -795,6 +815,7 @@ class Worker:
                 job.cancelled = True
                 released.append(lease)
                 del s.jobs[lease]
+                s.held_bytes -= job.size
         if released:
             s.transport.send({"t": "release", "leases": released})
             log.info("released %d task(s) not started yet", len(released))
@@ -815,6 +836,7 @@ class Worker:
             for job in s.jobs.values():
                 self._drop(job)
             s.jobs.clear()
+            s.held_bytes = 0
             s.transport.send({"t": "release", "leases": leases})
             log.info("released %d task(s) still running after the grace period", len(leases))
         self._flush(s, force=True)

@@ -256,6 +256,11 @@ class Job:
         except ValueError as exc:
             raise ValueError(str(exc), lease) from None
 
+    @property
+    def size(self) -> int:
+        """Bytes this job holds in memory until it is done (input and checkpoint)."""
+        return len(self.stdin) + (len(self.checkpoint) if self.checkpoint is not None else 0)
+
     def __repr__(self) -> str:
         return f"<Job lease={self.lease} task={self.task} campaign={self.campaign}>"
 

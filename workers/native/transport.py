@@ -15,7 +15,8 @@ with `{session, secret, messages}`. The server keeps no socket for us, so the tr
 the stream of messages into requests: at most one *poll* is in flight (a request carrying a
 want; the server holds it up to 10 s when there is no work), and everything else (results,
 checkpoints, pings, releases) goes out in separate *push* requests without waiting for it.
-A want that arrives while a poll is out is folded into the next poll.
+A want that arrives while a poll is out is dropped: that poll either brings tasks, whose
+results will carry the next want, or comes back empty and is repeated.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class HttpTransport:
         self._wake = asyncio.Event()
         self._closed = False
         self._want = 0  # the latest want the client expressed
-        self._want_dirty = False  # a want was expressed while a poll was out
+        self._repoll = False  # the last poll came back empty: ask again
         self._poll: asyncio.Task[None] | None = None
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
@@ -320,17 +321,18 @@ class HttpTransport:
             batch.append(msg)
         return batch, wanted
 
-    def _want_queued(self) -> bool:
-        return any(m["t"] == "want" or (m["t"] == "result" and "want" in m) for m in self._outbox)
+    @staticmethod
+    def _asks(batch: list[dict[str, Any]]) -> bool:
+        """Whether a request carries a want (after merging: the latest result frame's say)."""
+        return any(m["t"] == "want" or (m["t"] == "result" and "want" in m) for m in batch)
 
     async def _send_loop(self) -> None:
         """Requests out of the outbox. A batch that carries a want becomes the poll when none
         is out, *with* the results queued before it: the server then counts those results
         before deciding how many tasks to hand out (a poll sent beside a concurrent results
         push would be judged on a stale count of leases in our hands). While a poll is out,
-        everything else goes in pushes, one at a time, with wants stripped (and remembered:
-        the next poll asks for them). A poll starts only when no push is in flight, for the
-        same reason."""
+        everything else goes in pushes, one at a time, with wants stripped. A repeated poll
+        starts only when no push is in flight, for the same reason."""
         try:
             while True:
                 if self.session is None:
@@ -339,20 +341,20 @@ class HttpTransport:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._outbox and not self._closed:
-                    if self._poll is None and self._want_queued():
-                        batch, _ = self._take(strip=False)
+                    # A want stripped here needs no poll of its own: the poll out brings tasks
+                    # (whose results will carry the next want) or comes back empty (and is
+                    # repeated).
+                    batch, _ = self._take(strip=self._poll is not None)
+                    if self._poll is None and self._asks(batch):
                         self._start_poll(batch)
                         continue
-                    batch, wanted = self._take(strip=True)
-                    if wanted:
-                        self._want_dirty = True
                     if batch:
                         self._pushing = True
                         try:
                             await self._request(batch, attempts=HTTP_ATTEMPTS)
                         finally:
                             self._pushing = False
-                if self._poll is None and self._want_dirty and self._want > 0:
+                if self._poll is None and self._repoll and self._want > 0:
                     self._start_poll([{"t": "want", "n": self._want}])
         except asyncio.CancelledError:
             raise
@@ -378,18 +380,26 @@ class HttpTransport:
         if self.session is None:
             raise HttpError("the server did not welcome us")
         if self._want > 0:
-            self._want_dirty = True  # a want that came with hello: poll for it
+            self._repoll = True  # a want that came with hello: poll for it
         self._wake.set()
 
     def _start_poll(self, batch: list[dict[str, Any]]) -> None:
-        self._want_dirty = False
+        self._repoll = False
         self._poll = asyncio.get_running_loop().create_task(self._poll_once(batch))
 
     async def _poll_once(self, batch: list[dict[str, Any]]) -> None:
-        got_tasks = False
         started = time.monotonic()
         try:
             got_tasks = await self._request(batch, attempts=HTTP_ATTEMPTS)
+            # Ask again when this poll came back empty (that is the long poll: the server
+            # waited 10 s for work for us). The sender loop does it, once no push is in
+            # flight. A server that answers at once without work (instead of holding the
+            # request) must not be polled in a tight loop: this poll counts as out until then.
+            if not got_tasks and self._want > 0:
+                pause = MIN_POLL_INTERVAL - (time.monotonic() - started)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                self._repoll = True
         except asyncio.CancelledError:
             raise
         except HttpError as exc:
@@ -398,16 +408,6 @@ class HttpTransport:
             return
         finally:
             self._poll = None
-        # Ask again when this poll came back empty (that is the long poll: the server waited
-        # 10 s for work for us) or the client wanted more meanwhile. The sender loop does it,
-        # once no push is in flight.
-        if not got_tasks and self._want > 0:
-            # A server that answers at once without work (instead of holding the request)
-            # must not be polled in a tight loop.
-            pause = MIN_POLL_INTERVAL - (time.monotonic() - started)
-            if pause > 0:
-                await asyncio.sleep(pause)
-            self._want_dirty = True
         self._wake.set()
 
     async def _request(self, messages: list[dict[str, Any]], *, attempts: int) -> bool:
