@@ -42,5 +42,9 @@ bench: venv
 kernels: venv
 	$(PY) kernels/build.py
 
+# Refresh the vendored browser libraries (static/vendor/) from npm, pinned in package.json.
+vendor:
+	scripts/vendor-js.sh
+
 clean:
 	rm -rf $(VENV) var/staticfiles .mypy_cache .ruff_cache .pytest_cache

@@ -259,3 +259,38 @@ def test_feeding_follows_each_campaigns_own_task_time():
     assert conn._budget(1) == 0
     conn.in_hand = {1: 2}
     assert conn._budget(2) == 4  # (2 x (200 + 250) - 200) / 200, rounded up
+
+
+async def test_large_task_batches_are_split_to_fit_the_frame_limit(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    big = b"x" * (1024 * 1024)
+    await sync_to_async(make_campaign)([big] * 20)
+    comm = await connect()
+    await hello(comm, slots=8)
+    await send(comm, {"t": "want", "n": 20})
+    frames = []
+    while sum(len(f["tasks"]) for f in frames) < 20:
+        raw = await comm.receive_from(10)
+        assert len(raw) <= protocol.MAX_FRAME
+        frames.append(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+    assert len(frames) == 2 and all(f["t"] == "tasks" for f in frames)
+    await comm.disconnect()
+
+
+async def test_checkpoint_for_a_withdrawn_lease_is_acknowledged_not_punished(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    from campaigns import services
+
+    campaign = await sync_to_async(make_campaign)(["a"])
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 1})
+    lease = (await recv(comm))["tasks"][0]["lease"]
+    await sync_to_async(services.campaign_pause)(campaign=campaign)
+    cancel = await recv(comm)
+    assert cancel["t"] == "cancel" and cancel["leases"] == [lease]
+    await send(comm, {"t": "checkpoint", "lease": lease, "data": b"late"})
+    assert await recv(comm) == {"t": "ack", "checkpoint": lease, "stored": False}
+    await comm.disconnect()

@@ -30,6 +30,7 @@ MAX_IN_HAND = 4 * protocol.MAX_BATCH
 FLUSH_SECONDS = 5.0
 IDLE_RECHECK_SECONDS = 5.0
 MAX_STRIKES = 5
+STRIKE_WINDOW_SECONDS = 60.0
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -78,6 +79,7 @@ class WorkerConnection:
         self.stats: dict[str, Any] = {"done": 0, "failed": 0, "busy_ms": 0, "idle_ms": 0}
         self.last_flush = time.monotonic()
         self.strikes = 0
+        self.strike_window = time.monotonic()
         self.closed = False
         self._fill_lock = asyncio.Lock()
         self._idle_task: asyncio.Task[None] | None = None
@@ -101,13 +103,21 @@ class WorkerConnection:
         self.info = sessions.session_info(session)
         self.slots = session.slots
         self.avg_ms = session.avg_task_ms
-        self.in_hand = dict(await db(scheduler.leases_of)(session.pk))
+        await self.reload_leases()
+
+    async def reload_leases(self) -> None:
+        assert self.info is not None
+        self.in_hand = dict(await db(scheduler.leases_of)(self.info.id))
 
     async def flush(self) -> None:
         await self._maybe_flush(force=True)
 
     async def protocol_error(self, exc: ProtocolError) -> bool:
         """Answer a bad message; True when the peer has misbehaved often enough to be closed."""
+        now = time.monotonic()
+        if now - self.strike_window > STRIKE_WINDOW_SECONDS:
+            # Strikes count within a window: a long session's occasional race is not abuse.
+            self.strike_window, self.strikes = now, 0
         self.strikes += 1
         fatal = self.strikes >= MAX_STRIKES or exc.code in ("version", "auth")
         await self.send({"t": "error", "code": exc.code, "message": exc.message, "fatal": fatal})
@@ -197,20 +207,24 @@ class WorkerConnection:
                 self.stats["failed"] += 1
             self.stats["busy_ms"] += item["ms"]
         await self.send({"t": "ack", "leases": outcome.accepted, "ignored": outcome.ignored})
-        if foreign:
-            # The valid items above are recorded and acknowledged; the foreign ones are not.
-            raise ProtocolError("not_leased", f"leases {foreign[:10]} are not held by this session")
         if "want" in msg:
             self.wanted = max(self.wanted, protocol.parse_want({"n": msg["want"]}))
         await self._maybe_flush()
         if self.wanted > 0:
             await self._fill(announce_idle=True)
+        if foreign:
+            # The valid items above are recorded and acknowledged; the foreign ones are not.
+            raise ProtocolError("not_leased", f"leases {foreign[:10]} are not held by this session")
 
     async def _checkpoint(self, msg: dict[str, Any]) -> None:
         assert self.info is not None
         lease, data = protocol.parse_checkpoint(
             msg, max_checkpoint=int(settings.CCGSC["CHECKPOINT_MAX_BYTES"])
         )
+        if lease in self.let_go:
+            # Withdrawn (paused, cancelled, expired) while the kernel ran: nothing to store.
+            await self.send({"t": "ack", "checkpoint": lease, "stored": False})
+            return
         if lease not in self.in_hand:
             raise ProtocolError("not_leased", f"lease {lease} is not held by this session")
         stored = await db(scheduler.save_checkpoint)(self.info, lease, data)
@@ -299,14 +313,32 @@ class WorkerConnection:
             for lease in leases:
                 self.in_hand[lease.lease] = lease.campaign
             self.sent_campaigns.update(campaigns)
-            frame: dict[str, Any] = {"t": "tasks", "tasks": [lease.to_wire() for lease in leases]}
-            if campaigns:
-                frame["campaigns"] = campaigns
-            await self.send(frame)
+            # Several frames when the inputs and checkpoints would not fit in one.
+            budget = protocol.MAX_FRAME - 64 * 1024
+            batch: list[dict[str, Any]] = []
+            size = 0
+            for lease in leases:
+                wire = lease.to_wire()
+                item = len(lease.input) + len(lease.checkpoint or b"") + 256
+                if batch and size + item > budget:
+                    await self._send_tasks(batch, campaigns)
+                    batch, size, campaigns = [], 0, {}
+                batch.append(wire)
+                size += item
+            await self._send_tasks(batch, campaigns)
+
+    async def _send_tasks(self, tasks: list[dict[str, Any]], campaigns: dict[int, Any]) -> None:
+        frame: dict[str, Any] = {"t": "tasks", "tasks": tasks}
+        if campaigns:
+            frame["campaigns"] = campaigns
+        await self.send(frame)
 
     def _watch_idle(self) -> None:
         """While hungry, look again now and then in case a push was missed (pushes are
-        best-effort; this is a slow safety net, not a polling loop)."""
+        best-effort; this is a slow safety net, not a polling loop). Not for the HTTP
+        fallback: its request long-polls, and nothing may outlive the response."""
+        if self.transport == WorkerSession.Transport.HTTP:
+            return
         if self._idle_task is None or self._idle_task.done():
             self._idle_task = asyncio.get_running_loop().create_task(self._idle_loop())
 

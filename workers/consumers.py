@@ -10,7 +10,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http.request import validate_host
 
-from workers import protocol
+from workers import protocol, scheduler
 from workers.connection import WorkerConnection
 from workers.live import WORKERS_GROUP
 from workers.protocol import ProtocolError
@@ -69,6 +69,9 @@ class WorkConsumer(AsyncWebsocketConsumer):
 
     # Group events (see workers.live).
     async def work_available(self, event: dict[str, Any]) -> None:
+        # The nudge may come from another process (a Celery job, another server, the CLI's
+        # API call): this process's campaign directory may not know the campaign yet.
+        scheduler.work_available(event.get("campaign"))
         await self.conn.on_work_available()
 
     async def campaign_changed(self, event: dict[str, Any]) -> None:

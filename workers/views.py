@@ -118,6 +118,8 @@ async def work(request: HttpRequest) -> HttpResponse:
         deadline = time.monotonic() + LONG_POLL_SECONDS
         while time.monotonic() < deadline and not any(m["t"] == "tasks" for m in out):
             await asyncio.sleep(0.5)
+            # Results sent in other requests may have freed room meanwhile.
+            await conn.reload_leases()
             await conn.on_work_available()
         if any(m["t"] == "tasks" for m in out):
             out[:] = [m for m in out if m["t"] != "idle"]
