@@ -38,6 +38,7 @@ test: lint typecheck pytest
 
 bench: venv
 	$(PY) -m bench
+	$(PY) -m bench.browser_vs_native
 
 kernels: venv
 	$(PY) kernels/build.py
