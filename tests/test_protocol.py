@@ -269,7 +269,7 @@ async def test_large_task_batches_are_split_to_fit_the_frame_limit(make_campaign
     comm = await connect()
     await hello(comm, slots=8)
     await send(comm, {"t": "want", "n": 20})
-    frames = []
+    frames: list[dict] = []
     while sum(len(f["tasks"]) for f in frames) < 20:
         raw = await comm.receive_from(10)
         assert len(raw) <= protocol.MAX_FRAME

@@ -191,6 +191,12 @@ class WorkerConnection:
             if it["lease"] not in self.in_hand and it["lease"] not in self.let_go
         ]
         if foreign:
+            # A lease this session held that was withdrawn while the HTTP fallback (which
+            # gets no pushed cancel) was running it is late, not foreign.
+            for lid in await db(scheduler.held_before)(self.info.id, foreign):
+                self.let_go[lid] = None
+            foreign = [lid for lid in foreign if lid not in self.let_go]
+        if foreign:
             items = [it for it in items if it["lease"] not in foreign]
         outcome = await db(scheduler.submit_results)(self.info, items)
         campaign_of = {lid: self.in_hand.get(lid) for lid in outcome.accepted}

@@ -676,6 +676,15 @@ def reclaim_expired(now: datetime | None = None) -> int:
     return len(rows)
 
 
+def held_before(session_id: int, lease_ids: Sequence[int]) -> list[int]:
+    """Which of these leases were once this session's (answered, withdrawn or expired)."""
+    return list(
+        Result.objects.filter(pk__in=list(lease_ids), session_id=session_id).values_list(
+            "pk", flat=True
+        )
+    )
+
+
 def leases_of(session_id: int) -> list[tuple[int, int]]:
     """(lease id, campaign id) of every lease a session holds."""
     return list(
