@@ -121,7 +121,7 @@ def test_cases_are_well_formed() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_case(host: KernelHost, case: dict[str, Any]) -> None:
     if not (KERNELS / f"{case['kernel']}.wasm").exists():
-        pytest.skip(f"kernels/build/{case['kernel']}.wasm has not been built")
+        pytest.skip(reason=f"kernels/build/{case['kernel']}.wasm has not been built (make kernels)")
     assert run_case(host, case) == case["expect"]
 
 

@@ -5,7 +5,6 @@ out of public listing is nowhere to be seen (except by themselves)."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,51 +13,16 @@ from django.test import Client
 
 from accounts.models import EmbedSite, User
 from rewards import ledger, services
+from tests.browser.helpers import ASYNC_UNSAFE, launched_chromium
 from tests.live import LiveServer, start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
-ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def chromium() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    executable = chromium()
-    if executable is None:
-        pytest.skip("Chromium is not installed (set $CHROMIUM or install the chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-    # plain synchronous code, so let Django allow them (in this process only).
-    previous = os.environ.get(ASYNC_UNSAFE)
-    os.environ[ASYNC_UNSAFE] = "true"
-    try:
-        with sync_playwright() as playwright:
-            instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                yield instance
-            finally:
-                instance.close()
-    finally:
-        if previous is None:
-            os.environ.pop(ASYNC_UNSAFE, None)
-        else:
-            os.environ[ASYNC_UNSAFE] = previous
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture

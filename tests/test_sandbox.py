@@ -780,7 +780,7 @@ def test_inspect_rejects_each_broken_rule(host: KernelHost) -> None:
 def reference(name: str) -> bytes:
     path = KERNELS / f"{name}.wasm"
     if not path.exists():
-        pytest.skip(f"{path} has not been built")
+        pytest.skip(reason=f"{path} has not been built (make kernels)")
     return path.read_bytes()
 
 

@@ -18,10 +18,9 @@ import pytest
 
 from tests.browser.helpers import (
     ASYNC_UNSAFE,
-    CHROMIUM_ARGS,
     ThirdPartySite,
-    chromium_path,
     handler_for,
+    launched_chromium,
 )
 from tests.live import LiveServer, free_port, start_server
 
@@ -29,28 +28,8 @@ from tests.live import LiveServer, free_port, start_server
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the whole test module (each test opens its own context)."""
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (set $CHROMIUM or install the chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM
-    # calls where a loop runs: the tests' own queries are plain synchronous code, so allow them
-    # (in this process only; the platform's processes are started without it).
-    previous = os.environ.get(ASYNC_UNSAFE)
-    os.environ[ASYNC_UNSAFE] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                yield chromium
-            finally:
-                chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop(ASYNC_UNSAFE, None)
-        else:
-            os.environ[ASYNC_UNSAFE] = previous
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")
