@@ -242,3 +242,17 @@ def test_concurrent_sessions_never_share_a_replica(people, make_campaign):
     assert len(every) == len(set(every)) == 600
     assert Result.objects.filter(campaign=c, state=Result.State.LEASED).count() == 600
     assert sum(1 for ids in got.values() if ids) >= 2
+
+
+def test_a_campaign_without_room_is_not_skipped_for_another(make_campaign, session):
+    # Fair share: when the campaign whose turn it is has no room in the session (its tasks
+    # are short and the session's hands are full of another campaign's long ones), nothing is
+    # leased, rather than more of the long ones — which would starve the short campaign.
+    short = make_campaign([str(i) for i in range(10)])
+    long = make_campaign([str(i) for i in range(10)], kernel="noop")
+    s = session()
+    first = scheduler.lease(s, 1)
+    turn = long if first[0].campaign == short.pk else short
+    assert scheduler.lease(s, 5, budget=lambda cid: 0 if cid == turn.pk else 5) == []
+    got = scheduler.lease(s, 5, budget=lambda cid: 5)
+    assert got and got[0].campaign == turn.pk

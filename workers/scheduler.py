@@ -252,7 +252,10 @@ def lease(session: SessionInfo, n: int, budget: Callable[[int], int] | None = No
         tried.add(info.id)
         want = n - len(out) if budget is None else min(n - len(out), budget(info.id))
         if want <= 0:
-            continue
+            # The campaign whose turn it is has no room in this session right now. Serving
+            # the next one instead would starve it whenever another campaign's tasks are
+            # longer (their rounded-up budget always fits): wait for room instead.
+            break
         got = _lease_from(session, info, want)
         with _directory.lock:
             _directory.passes[info.id] = _directory.passes.get(info.id, 0.0) + max(
