@@ -93,9 +93,7 @@ def launched_chromium() -> Iterator[Any]:
     """Headless Chromium through Playwright's sync API, closed afterwards."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip(
-            reason="Chromium is not installed (set $CHROMIUM or install the chromium package)"
-        )
+        pytest.skip(reason="no Chromium: install the chromium package or set $CHROMIUM")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM
