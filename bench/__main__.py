@@ -22,7 +22,6 @@ from pathlib import Path
 from bench import platform as bp
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench:distribution:start -->", "<!-- bench:distribution:end -->"
 MC_ITERATIONS = 10_000_000  # ~35 ms per task here: the per-task overhead is about 1 %
 
@@ -117,29 +116,19 @@ def main() -> int:
         server.stop()
 
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join(
-        [
-            START,
-            "## Work distribution",
-            "",
-            f"Measured {when} on {machine}, with `make bench` (server: one daphne process;",
-            "the clients and workers run on the same machine and compete for its cores).",
-            "Monte Carlo's time runs from the campaign's first lease to its last result;",
-            "parallel efficiency = sequential wasmtime time / (2 slots x that time).",
-            "",
-            "| setup | work | throughput | overhead / efficiency |",
-            "|---|---|---|---|",
-            *rows,
-            END,
-        ]
-    )
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    print(f"recorded in {DOC.relative_to(ROOT)}")
+    lines = [
+        "## Work distribution",
+        "",
+        f"Measured {when} on {machine}, with `make bench` (server: one daphne process;",
+        "the clients and workers run on the same machine and compete for its cores).",
+        "Monte Carlo's time runs from the campaign's first lease to its last result;",
+        "parallel efficiency = sequential wasmtime time / (2 slots x that time).",
+        "",
+        "| setup | work | throughput | overhead / efficiency |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    bp.record_section(START, END, lines)
     return 0
 
 

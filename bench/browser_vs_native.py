@@ -25,7 +25,6 @@ from typing import Any
 from bench import platform as bp
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench:browser:start -->", "<!-- bench:browser:end -->"
 SLOTS = 2
 CHROMIUM_ARGS = [
@@ -120,31 +119,21 @@ def run_browser(
 
 def record(machine: str, command: str, rows: list[str], load: float) -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join(
-        [
-            START,
-            "## Browser vs native",
-            "",
-            f"Measured {when} on {machine}, with `{command}`. The same 720-task campaign run",
-            f"once by headless Chromium on the contribute page ({SLOTS} hands, throttle 100 %)",
-            f"and once by a native worker ({SLOTS} slots), one after the other; throughput is",
-            "tasks per second from the first lease to the last result. Every task's output is",
-            "byte-identical between the two. The machine's 1-minute load average when the run",
-            f"started was {load:.1f} (other work on it slows both workers alike).",
-            "",
-            "| workload | worker | time | throughput | browser / native |",
-            "|---|---|---|---|---|",
-            *rows,
-            END,
-        ]
-    )
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    print(f"recorded in {DOC.relative_to(ROOT)}")
+    lines = [
+        "## Browser vs native",
+        "",
+        f"Measured {when} on {machine}, with `{command}`. The same 720-task campaign run",
+        f"once by headless Chromium on the contribute page ({SLOTS} hands, throttle 100 %)",
+        f"and once by a native worker ({SLOTS} slots), one after the other; throughput is",
+        "tasks per second from the first lease to the last result. Every task's output is",
+        "byte-identical between the two. The machine's 1-minute load average when the run",
+        f"started was {load:.1f} (other work on it slows both workers alike).",
+        "",
+        "| workload | worker | time | throughput | browser / native |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+    bp.record_section(START, END, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

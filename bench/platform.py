@@ -162,3 +162,18 @@ def wait_done(campaign_id: int, timeout: float) -> float:
         # Gently: on two cores, this poll competes with the workers being measured.
         time.sleep(0.25)
     raise RuntimeError(f"campaign {campaign_id} not done after {timeout} s ({done}/{total})")
+
+
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def record_section(start: str, end: str, lines: list[str]) -> None:
+    """Replace the section between the markers in docs/benchmarks.md (append it if absent)."""
+    section = "\n".join([start, *lines, end])
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    DOC.write_text(text)
+    print(f"recorded in {DOC.relative_to(ROOT)}")

@@ -80,3 +80,29 @@ def make_campaign(people):
 def _fast_password_hashing(settings):
     # The real hasher costs ~0.5 s per user; tests check behaviour, not hash strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def ok_item(lease, out=b"x", ms=5):
+    """A successful result item as scheduler.submit_results takes it (lease: a Lease)."""
+    return {
+        "lease": lease.lease,
+        "ok": True,
+        "output": out,
+        "exit": 0,
+        "err": None,
+        "stderr": "",
+        "ms": ms,
+    }
+
+
+def fail_item(lease, err="exit", code=1, stderr="boom"):
+    """A failed result item as scheduler.submit_results takes it (lease: a Lease)."""
+    return {
+        "lease": lease.lease,
+        "ok": False,
+        "output": b"",
+        "exit": code,
+        "err": err,
+        "stderr": stderr,
+        "ms": 3,
+    }

@@ -8,21 +8,10 @@ from accounts.models import User
 from campaigns.models import Result, Task
 from rewards import trust
 from rewards.models import Reliability
+from tests.conftest import ok_item as ok
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
-
-
-def ok(lease, out):
-    return {
-        "lease": lease.lease,
-        "ok": True,
-        "output": out,
-        "exit": 0,
-        "err": None,
-        "stderr": "",
-        "ms": 5,
-    }
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from campaigns.models import Campaign, Result, Task
 from rewards import ledger, verifier
 from rewards.models import LedgerEntry
 from tests.conftest import kernel_bytes
+from tests.conftest import ok_item as ok
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
@@ -21,18 +22,6 @@ from workers.scheduler import SessionInfo
 V = Result.Validation
 PI = b"3.141592653589793 2.718281828459045\n"
 PI_LAST_BITS = b"3.1415926535897927 2.7182818284590455\n"  # one ulp away from each
-
-
-def ok(lease, out):
-    return {
-        "lease": lease.lease,
-        "ok": True,
-        "output": out,
-        "exit": 0,
-        "err": None,
-        "stderr": "",
-        "ms": 5,
-    }
 
 
 @pytest.fixture(autouse=True)

@@ -11,33 +11,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns.models import Campaign, Result, Task
+from tests.conftest import fail_item as fail
+from tests.conftest import ok_item as ok
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
-
-
-def ok(lease, out=b"x", ms=5):
-    return {
-        "lease": lease.lease,
-        "ok": True,
-        "output": out,
-        "exit": 0,
-        "err": None,
-        "stderr": "",
-        "ms": ms,
-    }
-
-
-def fail(lease, err="exit", code=1, stderr="boom"):
-    return {
-        "lease": lease.lease,
-        "ok": False,
-        "output": b"",
-        "exit": code,
-        "err": err,
-        "stderr": stderr,
-        "ms": 3,
-    }
 
 
 @pytest.fixture

@@ -14,35 +14,13 @@ from accounts.models import User
 from campaigns.models import Campaign, Result, Task
 from rewards import ledger, trust
 from rewards.models import LedgerEntry, Reliability, Total
+from tests.conftest import fail_item as fail
+from tests.conftest import ok_item as ok
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
 
 V = Result.Validation
-
-
-def ok(lease, out, ms=5):
-    return {
-        "lease": lease.lease,
-        "ok": True,
-        "output": out,
-        "exit": 0,
-        "err": None,
-        "stderr": "",
-        "ms": ms,
-    }
-
-
-def fail(lease, err="exit"):
-    return {
-        "lease": lease.lease,
-        "ok": False,
-        "output": b"",
-        "exit": 1,
-        "err": err,
-        "stderr": "boom",
-        "ms": 3,
-    }
 
 
 @pytest.fixture(autouse=True)
