@@ -9,6 +9,7 @@ ALLOWED_HOSTS. See docs/deployment.md.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,6 +138,18 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# The cache holds API rate counters: shared by all server processes through Redis when there
+# is one, else per process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"ccgsc{_xdist}",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
@@ -192,7 +205,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ccgsc.api.exception_handler",
+    # Per API token / signed-in user (see ccgsc.throttling); workers' protocol
+    # endpoints are not DRF views and are not throttled here.
+    "DEFAULT_THROTTLE_CLASSES": ["ccgsc.throttling.ApiRateThrottle"],
 }
+# Requests per caller, as "N/second|minute|hour|day"; empty: no limit.
+API_RATE = env_str("API_RATE", "1200/minute")
+if API_RATE and not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", API_RATE):
+    raise ConfigError(f"API_RATE must look like 1200/minute (or empty), got {API_RATE!r}")
 SPECTACULAR_SETTINGS = {
     "TITLE": "CCGSC API",
     "DESCRIPTION": "Organizations' kernels, campaigns, tasks and results.",

@@ -1,5 +1,7 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+
+from ccgsc import api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -9,4 +11,6 @@ urlpatterns = [
     path("", include("campaigns.urls")),
     path("", include("workers.urls")),
     path("", include("rewards.urls")),
+    # Last: whatever no app matched under the API prefix answers in the API's error shape.
+    re_path(r"^api/v1/(?P<path>.*)$", api.not_found),
 ]

@@ -263,6 +263,40 @@ def test_lists_show_each_caller_only_their_organizations(world, path):
         assert seen["outsider"] == seen["beta_token"] == {"beta"}
 
 
+def test_each_caller_is_rate_limited_on_its_own(world, settings, monkeypatch):
+    import uuid
+
+    from ccgsc.throttling import ApiRateThrottle
+
+    # Counters live in the cache (Redis under CI), which outlives a test run: fresh keys.
+    fresh = f"throttle_%(scope)s_{uuid.uuid4().hex}_%(ident)s"
+    monkeypatch.setattr(ApiRateThrottle, "cache_format", fresh)
+    settings.API_RATE = "3/minute"
+    token, owner, teammate = (client_for(world, c) for c in ("alpha_token", "owner", "teammate"))
+    for _ in range(3):
+        assert token.get(API + "/kernels").status_code == 200
+    refused = token.get(API + "/kernels")
+    body = assert_error(refused, 429, "throttled")
+    assert "seconds" in body["message"] and int(refused["Retry-After"]) > 0
+    # The token's organization's members, each with their own allowance, are unaffected.
+    for _ in range(3):
+        assert owner.get(API + "/kernels").status_code == 200
+    assert owner.get(API + "/kernels").status_code == 429
+    assert teammate.get(API + "/kernels").status_code == 200
+    settings.API_RATE = ""  # no limit
+    assert token.get(API + "/kernels").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/nothing", "/campaigns/1/nothing", "/", "/v2/campaigns"])
+def test_unknown_api_urls_answer_in_the_error_shape(client, path):
+    body = assert_error(client.get(API + path), 404, "not_found")
+    assert "/api/v1/docs/" in body["message"]
+
+
+def test_the_catch_all_leaves_the_workers_endpoints_alone(client, db):
+    assert client.get(API + "/status").status_code == 200
+
+
 @pytest.mark.parametrize("path", ["/kernels?organization=alpha", "/campaigns?organization=alpha"])
 def test_filtering_by_another_organization_is_404(world, path):
     assert_error(client_for(world, "outsider").get(API + path), 404)

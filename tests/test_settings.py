@@ -58,6 +58,7 @@ def test_embedded_defaults_start():
         ({"KERNEL_MEMORY_CAP": "10"}, "KERNEL_MEMORY_CAP must be at least 65536"),
         ({"ALLOWED_HOSTS": "a.example,,b.example"}, "ALLOWED_HOSTS must be a comma-separated"),
         ({"CELERY_EMBEDDED": "sometimes"}, "CELERY_EMBEDDED must be thread or eager"),
+        ({"API_RATE": "100/fortnight"}, "API_RATE must look like 1200/minute"),
     ],
 )
 def test_malformed_configuration_refuses_to_start(env, message):
