@@ -322,6 +322,13 @@ class Result(models.Model):
             models.Index(fields=["task", "state"], name="result_task_state"),
             # Throughput over the last minute (status page) is a range scan of this index.
             models.Index(fields=["returned_at"], name="result_returned_at"),
+            # Results awaiting validation (quorum not reached, verifier pending): few at any
+            # time, so the periodic catch-up (rewards.validation.stuck_tasks) never scans all.
+            models.Index(
+                fields=["task"],
+                condition=Q(state=2, validation=0),
+                name="result_awaiting_validation",
+            ),
         ]
 
     def __str__(self) -> str:

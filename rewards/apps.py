@@ -1,13 +1,15 @@
 from django.apps import AppConfig
 
+CATCH_UP_SECONDS = 180.0
+
 
 class RewardsConfig(AppConfig):
     name = "rewards"
     verbose_name = "Validation and rewards"
 
     def ready(self) -> None:
-        from rewards import hooks
-        from workers import scheduler
+        from rewards import hooks, validation
+        from workers import scheduler, sweeper
 
         # The scheduler calls these inside its results transaction (see workers.scheduler):
         # inline-validated results are paid, replicated ones validated by quorum, failed
@@ -20,3 +22,7 @@ class RewardsConfig(AppConfig):
             scheduler.failed_hooks.append(hooks.on_failed)
         if hooks.may_lease not in scheduler.lease_gates:
             scheduler.lease_gates.append(hooks.may_lease)
+        # Safety net: tasks whose validation was lost (a verifier job gone with its process)
+        # are decided by every server's sweeper, every few minutes.
+        if not any(job is validation.catch_up for _, job in sweeper.periodic):
+            sweeper.periodic.append((CATCH_UP_SECONDS, validation.catch_up))

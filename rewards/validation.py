@@ -31,10 +31,11 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from campaigns import signals
@@ -490,11 +491,12 @@ def on_failed(rows: list[tuple[int, int, int, int | None]]) -> None:
 # --- the safety net -----------------------------------------------------------------------------
 
 
-def stuck_tasks(limit: int = 1000) -> list[int]:
+def stuck_tasks(limit: int = 1000, *, older_than: timedelta | None = None) -> list[int]:
     """Pending tasks of running campaigns with results waiting for validation and no replica
     queued or running: nothing will ever trigger their validation again (a verifier job lost
-    with its process, say). A full scan of the waiting results: for a periodic job, not for
-    the hot path."""
+    with its process, say). Reads the partial index of results awaiting validation: cheap
+    enough for a periodic job, not meant for the hot path. `older_than`: only results
+    returned at least that long ago (a verifier job still in its queue is not stuck)."""
     waiting = Result.objects.filter(
         campaign__state=Campaign.State.RUNNING,
         state=RETURNED,
@@ -502,13 +504,29 @@ def stuck_tasks(limit: int = 1000) -> list[int]:
         validation=PENDING,
         task__state=TASK_PENDING,
     )
-    busy = Result.objects.filter(state__in=(UNSENT, LEASED)).values("task_id")
+    if older_than is not None:
+        waiting = waiting.filter(returned_at__lt=timezone.now() - older_than)
+    # Per waiting result, one probe of the (task, state) index: never the whole backlog.
+    busy = Result.objects.filter(task_id=OuterRef("task_id"), state__in=(UNSENT, LEASED))
     return list(
-        waiting.exclude(task_id__in=busy)
+        waiting.filter(~Exists(busy))
         .order_by("task_id")
         .values_list("task_id", flat=True)
         .distinct()[:limit]
     )
+
+
+#: How long a result may wait for its validation before catch_up() takes it as lost.
+STUCK_AFTER = timedelta(minutes=5)
+
+
+def catch_up() -> None:
+    """Periodic (each server's sweeper, every few minutes): decide the tasks whose validation
+    was lost. `manage.py rewards revalidate` does the same at once, without the grace."""
+    stuck = stuck_tasks(older_than=STUCK_AFTER)
+    if stuck:
+        log.warning("validating %d task(s) whose validation never ran", len(stuck))
+        revalidate(stuck)
 
 
 def revalidate(task_ids: Sequence[int]) -> tuple[int, int]:

@@ -337,6 +337,29 @@ def test_workers_that_lie_never_win_and_are_never_paid(make_campaign, contributo
     assert Total.objects.get(scope="campaign", key=c.pk).points == 3 * valid
 
 
+def test_the_periodic_catch_up_waits_for_its_grace(make_campaign, contributors, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rewards import validation
+
+    c = make_campaign(["a"], min_quorum=2, target_replicas=2)
+    alice, bob = contributors(2)
+    monkeypatch.setattr(scheduler, "returned_hooks", [])  # as if the decision were lost
+    for s in (alice, bob):
+        scheduler.submit_results(s, [ok(x, b"same") for x in scheduler.lease(s, 1)])
+    monkeypatch.undo()
+    validation.catch_up()  # just returned: its verifier job could still be queued
+    assert Task.objects.get(campaign=c).state == Task.State.PENDING
+    Result.objects.filter(campaign=c).update(
+        returned_at=timezone.now() - validation.STUCK_AFTER - timedelta(seconds=1)
+    )
+    validation.catch_up()
+    c.refresh_from_db()
+    assert (c.tasks_done, c.state) == (1, Campaign.State.COMPLETED)
+
+
 def test_validation_that_never_ran_is_caught_up(make_campaign, contributors, monkeypatch):
     from django.core.management import call_command
 

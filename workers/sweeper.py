@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.utils import timezone
@@ -21,6 +23,11 @@ SWEEP_SECONDS = 2.0
 # An HTTP-fallback session that has not been heard from for this long is gone; a WebSocket
 # session pings every 20 s, so this long a silence means its server process died.
 STALE_SESSION = timedelta(seconds=90)
+
+# Slower maintenance other apps register (rewards/apps.py): (period in seconds, function),
+# run by the same loop on the same database thread. Each must be safe to run concurrently in
+# several server processes.
+periodic: list[tuple[float, Callable[[], object]]] = []
 
 _task: asyncio.Task[None] | None = None
 
@@ -42,12 +49,21 @@ def sweep_once() -> tuple[int, int]:
 async def _loop() -> None:
     from workers.connection import db
 
+    last_run: dict[Callable[[], object], float] = {}
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:
             await db(sweep_once)()
         except Exception:
             log.exception("sweep failed")
+        now = time.monotonic()
+        for period, job in list(periodic):
+            if now - last_run.setdefault(job, now) >= period:
+                last_run[job] = now
+                try:
+                    await db(job)()
+                except Exception:
+                    log.exception("periodic %s failed", getattr(job, "__name__", job))
 
 
 def ensure_sweeper() -> None:
