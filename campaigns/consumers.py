@@ -103,8 +103,14 @@ class CampaignLiveConsumer(AsyncJsonWebsocketConsumer):
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_after(wait))
 
     async def _flush_after(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        await self._send_pending()
+        # A snapshot that arrives while this task is sending sees it still running and does not
+        # start another: so look again after each send, until nothing is left pending.
+        while True:
+            await asyncio.sleep(wait)
+            await self._send_pending()
+            if self._pending is None:
+                return
+            wait = self._last_sent + live.MIN_INTERVAL - time.monotonic()
 
     async def _send_pending(self) -> None:
         if self._pending is None or self.campaign_id is None:

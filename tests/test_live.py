@@ -189,11 +189,13 @@ async def test_consumer_coalesces_bursts_from_several_publishers(cookies, campai
             {"type": live.EVENT_TYPE, "snapshot": {"id": campaign.pk, "seq": i}},
         )
         await asyncio.sleep(0.005)
-    sent_for = time.monotonic() - start
-    got = await snapshots_for(communicator, 1.5)
-    synthetic = [s for s in got if "seq" in s]
-    assert len(synthetic) <= int((sent_for + 1.5) / live.MIN_INTERVAL) + 1
-    assert synthetic[-1]["seq"] == 199
+    # Until the latest arrives (a loaded machine may deliver it late), at most 6 s.
+    synthetic: list[dict] = []
+    while time.monotonic() - start < 6 and not (synthetic and synthetic[-1]["seq"] == 199):
+        synthetic += [s for s in await snapshots_for(communicator, 0.25) if "seq" in s]
+    elapsed = time.monotonic() - start
+    assert synthetic and synthetic[-1]["seq"] == 199
+    assert len(synthetic) <= int(elapsed / live.MIN_INTERVAL) + 1
     await communicator.disconnect()
 
 
