@@ -5,9 +5,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from django.test import TransactionTestCase
 
 from accounts.models import Membership, Organization, User
 from tests.live import live_platform  # noqa: F401  (fixture: a real daphne + native workers)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test databases, and at the end of the session the PostgreSQL sessions
+    still attached to ours closed first (connections of async tests' executor threads, which
+    Django never closes), so that the test database can be dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+def _deadlocked(error: BaseException | None) -> bool:
+    while error is not None:
+        if getattr(error, "sqlstate", None) == "40P01":
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _flush_retrying_deadlocks(original):
+    """Transactional tests end with a TRUNCATE of every table, taking their locks in an order
+    that varies per process (Django lists the tables from a set). A live daphne the test
+    started may still be closing a session in a transaction over several of those tables (the
+    browser just went away); PostgreSQL then breaks the deadlock by cancelling one side, and if
+    that is the TRUNCATE, the test data would leak into the next test. So: try again."""
+
+    def teardown(self, *args, **kwargs):
+        for attempt in range(4):
+            try:
+                return original(self, *args, **kwargs)
+            except Exception as error:
+                if attempt == 3 or not _deadlocked(error):
+                    raise
+
+    return teardown
+
+
+TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks(  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown
+)
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -88,9 +89,11 @@ def session_flush(session_id: int, stats: dict[str, Any], *, closing: bool = Fal
 
 
 def session_close(session_id: int, stats: dict[str, Any]) -> int:
-    """The connection is gone: its leases go back to the queue at once."""
-    released = scheduler.release(session_id)
-    session_flush(session_id, stats, closing=True)
+    """The connection is gone: its leases go back to the queue at once, and the session is
+    marked closed in the same transaction (nobody sees one without the other)."""
+    with transaction.atomic():
+        released = scheduler.release(session_id)
+        session_flush(session_id, stats, closing=True)
     return released
 
 
