@@ -627,6 +627,69 @@ async def test_results_are_batched_each_exactly_once_with_want_piggybacked() -> 
     await h.stop()
 
 
+class GatedHost(FakeHost):
+    """Each run waits until the test releases its lease (by input b"t<lease>")."""
+
+    def __init__(self) -> None:
+        self.gates: dict[bytes, threading.Event] = {}
+        self._gates_lock = threading.Lock()
+        super().__init__(self._wait)
+
+    def gate(self, lease: int) -> threading.Event:
+        with self._gates_lock:
+            return self.gates.setdefault(b"t%d" % lease, threading.Event())
+
+    def _wait(self, kw: dict[str, Any]) -> RunResult:
+        assert self.gate(int(kw["stdin"][1:])).wait(10)
+        return ok_result(kw["stdin"].upper())
+
+
+async def test_results_linger_while_every_slot_has_work_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Long tasks share frames: while every slot has another task queued, a result waits up
+    to RESULT_LINGER for others; once the queue runs short, results go at once."""
+    monkeypatch.setattr(client_mod, "RESULT_LINGER", 30.0)
+    host = GatedHost()
+    h = Harness(host, slots=2)
+    server = await h.start()
+    server.push(tasks_frame(range(1, 7), desc=descriptor()))  # 2 running + 4 queued
+    await until(lambda: len(host.calls) == 2)
+    host.gate(1).set()
+    await until(lambda: len(host.calls) == 3)
+    await asyncio.sleep(0.2)  # far beyond RESULT_DELAY
+    assert server.of("result") == []  # held: 5 tasks in hand for 2 slots
+    host.gate(2).set()
+    host.gate(3).set()
+    # Now 3 in hand for 2 slots: the queue is short, so both held results go together.
+    await until(lambda: len(server.of("result")) == 1, timeout=5)
+    (frame,) = server.of("result")
+    assert sorted(r["lease"] for r in frame["results"]) == [1, 2, 3]
+    for lease in range(4, 7):
+        host.gate(lease).set()
+    await until(lambda: len(server.results()) == 6)
+    assert sorted(r["lease"] for r in server.results()) == list(range(1, 7))
+    await h.stop()
+
+
+async def test_results_go_at_once_when_the_queue_is_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_mod, "RESULT_LINGER", 30.0)
+    host = GatedHost()
+    h = Harness(host, slots=2)
+    server = await h.start()
+    server.push(tasks_frame([1, 2, 3], desc=descriptor()))  # 2 running + 1 queued
+    await until(lambda: len(host.calls) == 2)
+    host.gate(1).set()
+    await until(lambda: len(server.of("result")) == 1, timeout=5)
+    assert [r["lease"] for r in server.results()] == [1]
+    for lease in (2, 3):
+        host.gate(lease).set()
+    await until(lambda: len(server.results()) == 3)
+    await h.stop()
+
+
 async def test_flow_control_waits_for_acks_but_not_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

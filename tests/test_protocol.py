@@ -245,20 +245,20 @@ def test_feeding_follows_each_campaigns_own_task_time():
 
     conn = WorkerConnection(send, user=None)
     conn.slots = 2
-    # Nothing known yet: a modest start.
-    assert conn._budget(1) == 7
+    # Nothing known yet (100 ms assumed): a modest start, 2 x (100 + 500) / 100.
+    assert conn._budget(1) == 12
     # Millisecond tasks: hold hundreds, so the round trip hides behind work.
     for _ in range(5):
         conn._learn(1, 1.0)
-    assert conn._budget(1) == 502
+    assert conn._budget(1) == 1002
     # Long tasks of another campaign already in hand: no more of them, and little else.
     for _ in range(5):
         conn._learn(2, 200.0)
-    conn.in_hand = dict.fromkeys(range(5), 2)
+    conn.in_hand = dict.fromkeys(range(7), 2)
     assert conn._budget(2) == 0
     assert conn._budget(1) == 0
     conn.in_hand = {1: 2}
-    assert conn._budget(2) == 4  # (2 x (200 + 250) - 200) / 200, rounded up
+    assert conn._budget(2) == 6  # (2 x (200 + 500) - 200) / 200
 
 
 async def test_large_task_batches_are_split_to_fit_the_frame_limit(make_campaign):

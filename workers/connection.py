@@ -22,8 +22,10 @@ from workers.protocol import ProtocolError
 # How far ahead a session is fed: besides the task each slot is running, enough queued work to
 # keep every slot busy for this long, estimated from the session's own run times per campaign
 # (one campaign's tasks may take a millisecond, another's a minute). Fast sessions hold more,
-# and the round trip hides behind work without hoarding tasks other sessions could run.
-PREFETCH_MS = 250.0
+# and the round trip hides behind work without hoarding tasks other sessions could run. Half a
+# second also leaves room for workers to hold results a while and batch them (see
+# workers/native/client.py), which halves the server's frames for tasks of tens of ms.
+PREFETCH_MS = 500.0
 # Run time assumed for a campaign this session has not returned a result of yet.
 UNKNOWN_TASK_MS = 100.0
 MAX_IN_HAND = 4 * protocol.MAX_BATCH

@@ -96,6 +96,21 @@ def test_contribute_page_two_hands_match_the_native_host(browser, platform, make
     assert session.idle_ms > 0
 
 
+def test_results_of_long_tasks_share_frames(browser, platform, make_campaign):
+    """While every hand has another task queued, results wait a little for company (the
+    server's cost is per frame): far fewer result frames than tasks, every task done once."""
+    campaign = make_campaign([f"{seed} 8000000" for seed in range(1, 41)], kernel="montecarlo")
+    context, _page = open_contribute(browser, platform, "hands=2")
+    try:
+        wait_for(lambda: done_count(campaign) == 40, timeout=60, what="40 tasks done")
+    finally:
+        context.close()
+    returned = Result.objects.filter(campaign=campaign, state=Result.State.RETURNED)
+    assert returned.count() == 40
+    frames = returned.values("returned_at").distinct().count()  # one timestamp per frame
+    assert frames <= 20, f"{frames} result frames for 40 tasks"
+
+
 def test_throttle_at_half_keeps_the_busy_fraction_near_half(browser, platform, make_campaign):
     # One hand, tasks of roughly 100 ms: at 50 % it rests as long as it ran after each task.
     campaign = make_campaign([f"{seed} 30000000" for seed in range(1, 14)], kernel="montecarlo")

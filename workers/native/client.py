@@ -22,7 +22,12 @@ frames, so a busy worker sends no extra frames to ask for work; an idle one send
 all and waits for the server's push.
 
 Results are sent in batches: at once when RESULT_BATCH are ready, else after RESULT_DELAY
-(a few milliseconds: enough to gather the results of a burst, short enough not to matter).
+(a few milliseconds: enough to gather the results of a burst, short enough not to matter) or,
+while every slot has another task queued behind the one it runs, after RESULT_LINGER. Long
+tasks then share frames too: the server's cost is mostly per frame (a transaction, the next
+lease), and on a machine whose cores also run the server every frame saved is kernel time.
+The server keeps about 500 ms of work per slot in our hands, so a linger of 250 ms never
+leaves a slot waiting; once the queue runs short, results go at once again.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ T = TypeVar("T")
 RESULT_BATCH = 32
 #: How long a result may wait for others to share its frame.
 RESULT_DELAY = 0.003
+#: ... and how long while every slot has another task queued (see module doc).
+RESULT_LINGER = 0.25
 #: Result frames that may await their ack before further results wait to be batched.
 MAX_UNACKED = 1
 #: An ack this late is taken as lost (the frame was refused with an error).
@@ -147,6 +154,7 @@ class Session:
     result_bytes: int = 0
     unacked: deque[float] = field(default_factory=deque)  # send times of unacked result frames
     flush_handle: asyncio.TimerHandle | None = None
+    flush_due: float = 0.0  # loop time flush_handle fires
     progress: dict[int, float] = field(default_factory=dict)
     progress_handle: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
@@ -425,7 +433,7 @@ class Worker:
                     self.stats.ignored += len(ignored)
                     log.debug("server ignored %d late or duplicate result(s)", len(ignored))
                 if s.results:
-                    self._flush(s)
+                    self._flush_soon(s)
         elif kind == "idle":
             if not s.idle and not s.jobs and not self.stopping:
                 log.info("no work available; waiting for the server to push some")
@@ -653,8 +661,23 @@ class Worker:
         s.result_bytes += size
         if len(s.results) >= min(RESULT_BATCH, s.max_batch):
             self._flush(s)
-        elif s.flush_handle is None:
-            s.flush_handle = asyncio.get_running_loop().call_later(RESULT_DELAY, self._flush, s)
+            return
+        self._flush_soon(s)
+
+    def _flush_soon(self, s: Session) -> None:
+        """Schedule the flush of the pending results: in RESULT_DELAY, or RESULT_LINGER while
+        every slot has another task queued."""
+        delay = RESULT_LINGER if self.running >= 2 * self.slots else RESULT_DELAY
+        self._flush_at(s, asyncio.get_running_loop().time() + delay)
+
+    def _flush_at(self, s: Session, due: float) -> None:
+        """Flush no later than `due` (loop time): an earlier pending flush stays."""
+        if s.flush_handle is not None:
+            if s.flush_due <= due:
+                return
+            s.flush_handle.cancel()
+        s.flush_due = due
+        s.flush_handle = asyncio.get_running_loop().call_at(due, self._flush, s)
 
     def _flush(self, s: Session, *, force: bool = False) -> None:
         """Send the pending results (in frames of at most max_batch), the last frame
@@ -676,9 +699,7 @@ class Worker:
             waited = time.monotonic() - s.unacked[0]
             if waited < ACK_WAIT:
                 # Look again when the oldest ack is overdue, in case it never comes.
-                s.flush_handle = asyncio.get_running_loop().call_later(
-                    ACK_WAIT - waited, self._flush, s
-                )
+                self._flush_at(s, asyncio.get_running_loop().time() + ACK_WAIT - waited)
                 return
             # That frame was refused (an error instead of an ack): stop waiting for it.
             log.debug("no ack for a result frame within %.1f s", ACK_WAIT)

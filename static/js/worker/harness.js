@@ -17,8 +17,12 @@ const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
 const RECENT = 25;
 const STDERR_TAIL = 4096;
 const RESULT_ACK_TIMEOUT_MS = 10000;
+// While every hand has another task queued, a result may wait this long for others to share
+// its frame: the server's cost is mostly per frame, and it keeps about 500 ms of work per hand
+// here, so no hand waits for it (the native worker does the same).
+const RESULT_LINGER_MS = 250;
 // Tasks asked for at a time: the server bounds what it sends by its own prefetch target (about
-// a quarter of a second of work ahead, learned from this session's speed).
+// half a second of work ahead per hand, learned from this session's speed).
 const WANT = 256;
 
 export class Harness {
@@ -54,6 +58,8 @@ export class Harness {
     // it is acknowledged, so a fast hand costs the server one transaction per batch, not per task.
     this.resultsInFlight = null; // when the frame in flight was sent (performance.now())
     this._resultTimer = null;
+    this._lingerTimer = null;
+    this._flushQueued = false;
     this.pendingProgress = new Map();
     this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, points: null, since: null, perCampaign: {} };
     this.reported = { busyMs: 0, idleMs: 0 };
@@ -355,10 +361,43 @@ export class Harness {
       at: Date.now(),
     });
     this.recent.length = Math.min(this.recent.length, RECENT);
-    if (this.pendingResults.length === 1) queueMicrotask(() => this._flushResults());
+    this._scheduleResults();
+  }
+
+  /**
+   * Send the pending results now, or, while every hand has another task queued and the page
+   * is visible, within RESULT_LINGER_MS (a hidden page's timers are throttled: it sends at
+   * once, and so does anyone once the queue runs short).
+   */
+  _scheduleResults() {
+    const visible = typeof document !== "undefined" && document.visibilityState === "visible";
+    if (visible && this.queue.length >= this.handCount) {
+      if (!this._lingerTimer && !this._flushQueued) {
+        this._lingerTimer = setTimeout(() => {
+          this._lingerTimer = null;
+          this._flushResults();
+        }, RESULT_LINGER_MS);
+      }
+      return;
+    }
+    if (this._lingerTimer) {
+      clearTimeout(this._lingerTimer);
+      this._lingerTimer = null;
+    }
+    if (!this._flushQueued) {
+      this._flushQueued = true;
+      queueMicrotask(() => {
+        this._flushQueued = false;
+        this._flushResults();
+      });
+    }
   }
 
   _flushResults({ force = false } = {}) {
+    if (force && this._lingerTimer) {
+      clearTimeout(this._lingerTimer);
+      this._lingerTimer = null;
+    }
     if (this.pendingResults.length === 0) return;
     const now = performance.now();
     // A frame unanswered for long (lost with a reconnect, refused whole) does not hold back
@@ -384,7 +423,8 @@ export class Harness {
 
   _resultsAcknowledged() {
     this.resultsInFlight = null;
-    this._flushResults();
+    // Results lingering for company keep waiting; others leave now.
+    if (!this._lingerTimer) this._flushResults();
   }
 
   // --- protocol -----------------------------------------------------------------------------
