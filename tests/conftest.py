@@ -53,8 +53,10 @@ def _flush_retrying_deadlocks(original):
     return teardown
 
 
-TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks(  # type: ignore[method-assign]
-    TransactionTestCase._fixture_teardown
+setattr(  # noqa: B010  (a private method django-stubs does not declare)
+    TransactionTestCase,
+    "_fixture_teardown",
+    _flush_retrying_deadlocks(getattr(TransactionTestCase, "_fixture_teardown")),  # noqa: B009
 )
 
 
