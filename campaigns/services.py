@@ -41,7 +41,12 @@ def sandbox_host() -> Any:
 
     global _host_configured
     if not _host_configured:
-        set_default_host(KernelHost(cache_dir=limits()["MODULE_CACHE_DIR"]))
+        set_default_host(
+            KernelHost(
+                cache_dir=limits()["MODULE_CACHE_DIR"],
+                cache_max_bytes=limits()["MODULE_CACHE_MAX_BYTES"],
+            )
+        )
         _host_configured = True
     return default_host()
 

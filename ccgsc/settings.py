@@ -255,6 +255,8 @@ CCGSC: dict[str, Any] = {
     "SANDBOX_OUTPUT_MAX_BYTES": env_int("SANDBOX_OUTPUT_MAX_BYTES", 1024**3, minimum=1024),
     "GENERATOR_BATCH": env_int("GENERATOR_BATCH", 5000, minimum=1),
     "MODULE_CACHE_DIR": env_str("MODULE_CACHE_DIR", str(BASE_DIR / "var" / "modules")),
+    # The most disk compiled modules and static data take there (least recently used go).
+    "MODULE_CACHE_MAX_BYTES": env_int("MODULE_CACHE_MAX_BYTES", 2 * 1024**3, minimum=64 * 1024**2),
     # Trusted users' results of replicated campaigns are accepted with spot checks (BOINC's
     # adaptive replication); false always waits for the full quorum.
     "ADAPTIVE_REPLICATION": env_bool("ADAPTIVE_REPLICATION", True),

@@ -495,6 +495,8 @@ class KernelHost:
     - memory_cap: the largest memory maximum compile() accepts (upload-time caps are checked
       by inspect() with the caller's own cap).
     - max_kernels: compiled kernels kept in memory (least recently used are dropped).
+    - cache_max_bytes: the most disk the compiled modules and static data in cache_dir may
+      take (least recently used are removed past it); None: no cap.
     """
 
     def __init__(
@@ -504,13 +506,14 @@ class KernelHost:
         tick_s: float = 0.01,
         memory_cap: int = WASM32_MAX_MEMORY,
         max_kernels: int = 64,
+        cache_max_bytes: int | None = None,
     ) -> None:
         if not tick_s > 0:
             raise ValueError("tick_s must be positive")
         self.tick_s = tick_s
         self.memory_cap = memory_cap
         self.max_kernels = max_kernels
-        self.files = HostFiles(cache_dir, ENGINE_FINGERPRINT)
+        self.files = HostFiles(cache_dir, ENGINE_FINGERPRINT, max_bytes=cache_max_bytes)
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()

@@ -461,6 +461,47 @@ async def test_cache_reports_cached_kernels_only(tmp_path: Path) -> None:
     assert cache.kernel_hashes() == [KERNEL_SHA]
 
 
+async def test_cache_keeps_to_its_size_cap_least_recently_used_first(tmp_path: Path) -> None:
+    blobs = {hashlib.sha256(bytes([i]) * 1000).hexdigest(): bytes([i]) * 1000 for i in range(4)}
+    a, b, c, d = blobs
+    seed = BlobCache(tmp_path, "http://srv", client=_blob_client(blobs, []))
+    for sha in (a, b, c):
+        await seed.get(sha)
+    seed.mark_kernel(a)
+    for age, sha in ((300, a), (200, b), (100, c)):  # a used longest ago, then b, then c
+        os.utime(tmp_path / "blobs" / sha, (time.time() - age, time.time() - age))
+
+    # A later worker process with a cap of 2 blobs (and none held in memory): reading b from
+    # disk marks it as used; then d is downloaded and the least recently used go: a, then c.
+    log: list[str] = []
+    client = _blob_client(blobs, log)
+    cache = BlobCache(tmp_path, "http://srv", client=client, max_bytes=2000, memory_bytes=0)
+    assert await cache.get(b) == blobs[b]
+    assert await cache.get(d) == blobs[d]
+    assert {p.name for p in (tmp_path / "blobs").iterdir()} == {b, d}
+    assert cache.usage() == 2000
+    assert not (tmp_path / "kernels" / a).exists()
+    # What was pruned is simply downloaded again when needed.
+    assert await cache.get(a) == blobs[a]
+    assert log == [d, a]
+    # Without a cap nothing is removed.
+    assert BlobCache(tmp_path, "http://srv").prune() == 0
+
+
+def test_worker_cache_max_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from workers.native.__main__ import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([]).cache_max == 2 * 1024**3
+    assert parser.parse_args(["--cache-max", "500M"]).cache_max == 500 * 1024**2
+    assert parser.parse_args(["--cache-max", "1.5GiB"]).cache_max == int(1.5 * 1024**3)
+    for bad, message in (("lots", "not a size"), ("10M", "at least 64M")):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--cache-max", bad])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 # --- executor with the real kernel host ----------------------------------------------------------
 
 WAT_HELLO = """(module

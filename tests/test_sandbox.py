@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -610,6 +611,50 @@ def test_compiled_modules_are_reused_in_memory_and_from_disk(tmp_path: Path) -> 
     third = KernelHost(cache_dir=tmp_path)
     assert run_ok(third, third.compile(wasm)).stdout == b"42\n"
     assert (third.stats.compiled, third.stats.loaded) == (1, 0)
+
+
+def test_the_store_keeps_to_its_size_cap_least_recently_used_first(tmp_path: Path) -> None:
+    datas = [bytes([i]) * 100_000 for i in range(4)]
+    shas = [hashlib.sha256(d).hexdigest() for d in datas]
+    reader = cat_kernel(b"static")
+    first = KernelHost(cache_dir=tmp_path)
+    kernel = first.compile(reader)
+    for data in datas[:3]:
+        assert run_ok(first, kernel, static=data).stdout == data
+    module = next((tmp_path / "modules").glob(f"*/{kernel.sha256}.cwasm"))
+    for age, path in (
+        (400, module),
+        *((300 - 100 * i, tmp_path / "static" / shas[i]) for i in range(3)),
+    ):
+        os.utime(path, (time.time() - age, time.time() - age))
+    # Compiled modules of another wasmtime build: gone once unused for a day.
+    stale, recent = tmp_path / "modules" / "old-engine", tmp_path / "modules" / "other-engine"
+    for d, age in ((stale, 2 * 86400), (recent, 3600)):
+        d.mkdir()
+        os.utime(d, (time.time() - age, time.time() - age))
+
+    # A later process capped at 3 static entries' worth: on start, the least recently used
+    # entry (the compiled module) goes. Then it compiles (storing the module again: static 0
+    # goes), runs with static 1 (marking it as used) and with static 3 (new: static 2 goes,
+    # not 1, which this process uses).
+    cap = 3 * 100_000 + 50
+    second = KernelHost(cache_dir=tmp_path, cache_max_bytes=cap)
+    assert not stale.exists() and recent.exists()
+    assert not module.exists()
+    assert run_ok(second, reader, static=datas[1]).stdout == datas[1]
+    long_ago = time.time() - 500  # in use for a long time, still spared
+    os.utime(tmp_path / "static" / shas[1], (long_ago, long_ago))
+    assert run_ok(second, reader, static=datas[3]).stdout == datas[3]
+    assert module.exists()
+    assert {p.name for p in (tmp_path / "static").iterdir()} == {shas[1], shas[3]}
+    assert second.files.usage() <= cap
+
+    # Another process pruned what this one uses: it is written again, not failed.
+    shutil.rmtree(tmp_path / "static" / shas[1])
+    assert run_ok(second, reader, static=datas[1], static_sha256=shas[1]).stdout == datas[1]
+    assert run_ok(second, reader, static=datas[1], static_sha256=shas[1]).stdout == datas[1]
+    with pytest.raises(ValueError, match="max_bytes"):
+        KernelHost(cache_dir=tmp_path, cache_max_bytes=-1)
 
 
 def test_leftovers_of_dead_processes_are_swept(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .client import Options, Worker
+from .client import CACHE_MAX, Options, Worker
 
 log = logging.getLogger("ccgsc.worker")
 
@@ -27,6 +27,22 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _size(text: str) -> int:
+    """A size such as 2G, 500M or 1073741824 (bytes); at least 64M, so a kernel fits."""
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in _UNITS else ""
+    try:
+        value = int(float(number[: len(number) - len(unit)]) * _UNITS[unit])
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 500M)") from None
+    if value < 64 * 1024**2:
+        raise argparse.ArgumentTypeError("must be at least 64M")
     return value
 
 
@@ -64,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         help="where kernels, static data and compiled modules are cached (default: ~/.cache/ccgsc)",
+    )
+    parser.add_argument(
+        "--cache-max",
+        type=_size,
+        default=CACHE_MAX,
+        metavar="SIZE",
+        help="the most disk the cache may take, e.g. 500M or 10G; the least recently used "
+        "kernels and data go first (default: 2G)",
     )
     parser.add_argument(
         "--max-tasks", type=_positive_int, help="exit after sending this many results"
@@ -115,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         campaign=args.campaign,
         http_only=args.http,
         cache_dir=args.cache_dir,
+        cache_max=args.cache_max,
         max_tasks=args.max_tasks,
         exit_when_idle=args.exit_when_idle,
         grace=args.grace,

@@ -9,6 +9,10 @@ a real name, and a file that no longer matches its name is deleted and fetched a
 
 Kernels are additionally marked in `<cache dir>/kernels/`, because hello reports the kernel
 hashes a worker has cached (static data is not a kernel).
+
+With a size cap (max_bytes), the least recently used blobs go when a download takes the
+cache past it (a blob's mtime is when it was last read from disk or stored), never one held
+in memory or being downloaded: those are the ones in use.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import re
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -79,6 +84,7 @@ class BlobCache:
         client: httpx.AsyncClient | None = None,
         memory_bytes: int = MEMORY_BYTES,
         max_blob_bytes: int = MAX_BLOB_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs"
@@ -92,9 +98,11 @@ class BlobCache:
         self._memory_size = 0
         self._memory_limit = memory_bytes
         self._max_blob = max_blob_bytes
+        self.max_bytes = max_bytes
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
         self.downloads = 0  # counters for logs and tests
         self.disk_hits = 0
+        self.prune()  # a smaller cap than last time applies at once
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -135,6 +143,53 @@ class BlobCache:
         found.sort(reverse=True)
         return [name for _, name in found[:limit]]
 
+    def usage(self) -> int:
+        """Bytes of blobs on disk."""
+        return sum(size for _, _, size in self._entries())
+
+    def _entries(self) -> list[tuple[float, str, int]]:
+        found: list[tuple[float, str, int]] = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.blobs_dir):
+                if SHA256_RE.match(entry.name):
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        found.append((st.st_mtime, entry.name, st.st_size))
+        return found
+
+    def in_use(self) -> set[str]:
+        """The blobs held in memory or being downloaded (call on the loop's thread)."""
+        return set(self._memory) | set(self._inflight)
+
+    def prune(self, keep: Iterable[str] = ()) -> int:
+        """Bring the blobs on disk under max_bytes, least recently used first, sparing `keep`
+        (pass in_use()). Returns the bytes freed; never raises. Safe in a thread."""
+        if self.max_bytes is None:
+            return 0
+        entries = self._entries()
+        total = sum(size for _, _, size in entries)
+        spared = set(keep)
+        freed = 0
+        for _, name, size in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if name in spared:
+                continue
+            try:
+                self.path(name).unlink()
+            except FileNotFoundError:
+                pass  # another worker sharing the directory removed it first
+            except OSError as exc:
+                log.warning("could not prune cached blob %s: %s", name[:12], exc)
+                continue
+            with contextlib.suppress(OSError):
+                (self.kernels_dir / name).unlink(missing_ok=True)
+            total -= size
+            freed += size
+        if freed:
+            log.info("cache: removed %d bytes of least recently used blobs", freed)
+        return freed
+
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
             await self._client.aclose()
@@ -160,6 +215,8 @@ class BlobCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: the last to be pruned
         return data
 
     async def _load(self, sha256: str) -> bytes:
@@ -170,6 +227,9 @@ class BlobCache:
                 await asyncio.to_thread(_write_atomically, self.path(sha256), data)
             except OSError as exc:  # a full disk costs a download next time, nothing more
                 log.warning("cannot cache blob %s: %s", sha256[:12], exc)
+            else:
+                if self.max_bytes is not None:
+                    await asyncio.to_thread(self.prune, self.in_use() | {sha256})
         else:
             self.disk_hits += 1
         self._remember(sha256, data)

@@ -98,6 +98,9 @@ SILENT_HEARTBEATS = 3
 STABLE_SECONDS = 10.0
 #: Compiled kernels this worker keeps referenced (the host keeps its own LRU as well).
 MAX_KERNELS = 32
+#: The most disk the cache takes by default: half for downloaded kernels and static data, half
+#: for compiled modules and the static data as runs see it (least recently used go first).
+CACHE_MAX = 2 * 1024**3
 #: Errors after which reconnecting cannot help: the worker exits (status 2).
 PERMANENT_ERRORS = {"auth", "version", "origin"}
 
@@ -112,6 +115,7 @@ class Options:
     campaign: int | None = None
     http_only: bool = False
     cache_dir: Path | None = None
+    cache_max: int | None = CACHE_MAX
     max_tasks: int | None = None
     exit_when_idle: float | None = None
     grace: float = 10.0
@@ -247,19 +251,23 @@ class Worker:
     @property
     def host(self) -> Host:
         if self._host is None:
-            from kernelhost import KernelHost, default_host
+            from kernelhost import KernelHost
 
-            if self.options.cache_dir is not None:
-                self._host = KernelHost(cache_dir=Path(self.options.cache_dir) / "modules")
-            else:
-                self._host = default_host()
+            root = Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
+            cap = self.options.cache_max
+            self._host = KernelHost(
+                cache_dir=root / "modules", cache_max_bytes=None if cap is None else cap // 2
+            )
         return self._host
 
     @property
     def cache(self) -> BlobCache:
         if self._cache is None:
             root = Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
-            self._cache = BlobCache(root, http_base(self.options.server))
+            cap = self.options.cache_max
+            self._cache = BlobCache(
+                root, http_base(self.options.server), max_bytes=None if cap is None else cap // 2
+            )
         return self._cache
 
     # --- the main loop -------------------------------------------------------------------------
