@@ -96,6 +96,27 @@ def test_contribute_page_two_hands_match_the_native_host(browser, platform, make
     assert session.idle_ms > 0
 
 
+def test_hands_stay_within_the_reported_cores(browser, platform, make_campaign):
+    """Hundreds of hands on a small machine exhaust the tab (kernels trap allocating memory):
+    whatever the address, the saved settings or the field say, a page runs at most one hand
+    per logical core the browser reports."""
+    campaign = make_campaign([f"{seed} 100000" for seed in range(1, 5)], kernel="montecarlo")
+    context, page = open_contribute(browser, platform, "hands=999")
+    try:
+        cores = page.evaluate("navigator.hardwareConcurrency")
+        wait_for(lambda: done_count(campaign) == 4, what="the tasks")
+        assert len(page.evaluate(HARNESS_STATE)["hands"]) == cores
+        assert page.input_value("#hands") == str(cores)
+        page.fill("#hands", "500")
+        page.dispatch_event("#hands", "change")
+        assert page.input_value("#hands") == str(cores)
+        assert page.evaluate("window.ccgscHarness.handCount") == cores
+    finally:
+        context.close()
+    session = wait_for(lambda: browsers().first(), what="the session")
+    assert session.slots == cores
+
+
 def test_results_of_long_tasks_share_frames(browser, platform, make_campaign):
     """While every hand has another task queued, results wait a little for company (the
     server's cost is per frame): far fewer result frames than tasks, every task done once."""

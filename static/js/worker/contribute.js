@@ -1,7 +1,7 @@
 // The contribute page (templates/workers/contribute.html): settings, start/pause/resume/stop,
 // and a live view of the harness. Kernels run in the harness's Web Workers, never here.
 
-import { Harness } from "./harness.js";
+import { Harness, maxHands } from "./harness.js";
 
 const config = JSON.parse(document.getElementById("ccgsc-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -34,8 +34,10 @@ function saveSettings() {
 
 const saved = loadSettings();
 const params = new URLSearchParams(location.search);
-$("hands").max = String(Math.max(64, cores));
-$("hands").value = String(params.get("hands") || saved.hands || cores);
+$("hands").max = String(maxHands());
+// From the address, the saved settings or the core count, within 1..maxHands().
+const askedHands = Math.floor(Number(params.get("hands") || saved.hands)) || cores;
+$("hands").value = String(Math.min(maxHands(), Math.max(1, askedHands)));
 $("throttle").value = String(params.get("throttle") || saved.throttle || 100);
 $("background").checked = params.has("background") || Boolean(saved.background);
 $("on-battery").checked = Boolean(saved.battery);
@@ -82,6 +84,7 @@ $("resume").addEventListener("click", () => harness.resume("user"));
 $("stop").addEventListener("click", () => harness.stop());
 $("hands").addEventListener("change", () => {
   harness.setHands(Number($("hands").value));
+  $("hands").value = String(harness.handCount); // what it runs: within 1..maxHands()
   saveSettings();
 });
 $("throttle").addEventListener("input", () => {

@@ -25,6 +25,19 @@ const RESULT_LINGER_MS = 250;
 // half a second of work ahead per hand, learned from this session's speed).
 const WANT = 256;
 
+/**
+ * The most hands a page may run: one per logical core the browser reports. More hands than
+ * cores run no faster, and each is a Worker with its own kernel memory: hundreds of them
+ * exhaust the tab (kernels trap allocating memory, and the page stops responding).
+ */
+export function maxHands() {
+  return Math.max(1, Math.floor(navigator.hardwareConcurrency || 1));
+}
+
+function clampHands(n) {
+  return Math.max(1, Math.min(maxHands(), Math.floor(Number(n)) || 1));
+}
+
 export class Harness {
   /**
    * options: {base (platform origin), hands, throttle (percent or fraction), site (embed key),
@@ -37,7 +50,7 @@ export class Harness {
     this.workerUrls = options.workerUrls || { wasm: "/worker/wasm.js", js: "/worker/js.js" };
     this.onUpdate = options.onUpdate || (() => {});
     this.duty = toDuty(options.throttle ?? 1);
-    this.handCount = Math.max(1, Math.floor(options.hands || navigator.hardwareConcurrency || 1));
+    this.handCount = clampHands(options.hands || maxHands());
     this.hands = [];
     this.slots = [];
     this.queue = [];
@@ -173,7 +186,7 @@ export class Harness {
   }
 
   setHands(n) {
-    this.handCount = Math.max(1, Math.min(256, Math.floor(n) || 1));
+    this.handCount = clampHands(n);
     if (this.running) this._ensureHands();
     this._update();
   }
