@@ -315,8 +315,19 @@ def org_sites(request: HttpRequest, slug: str) -> HttpResponse:
         org = get_organization(actor, slug)
         form = SiteRegisterForm()
     base_url = _platform_url(request)
-    sites = [(site, site.script_tag(base_url)) for site in selectors.organization_sites(org)]
-    return _org_page(request, "accounts/org_sites.html", org, "sites", sites=sites, form=form)
+    sites = [
+        (site, site.script_tag(base_url))
+        for site in selectors.organization_sites_with_activity(org)
+    ]
+    return _org_page(
+        request,
+        "accounts/org_sites.html",
+        org,
+        "sites",
+        sites=sites,
+        form=form,
+        activity=bool(selectors.site_activity_annotators),
+    )
 
 
 @login_required

@@ -8,7 +8,9 @@ class RewardsConfig(AppConfig):
     verbose_name = "Validation and rewards"
 
     def ready(self) -> None:
+        from accounts import selectors as account_selectors
         from rewards import hooks, validation
+        from rewards.selectors import with_site_activity
         from workers import scheduler, sweeper
 
         # The scheduler calls these inside its results transaction (see workers.scheduler):
@@ -22,6 +24,9 @@ class RewardsConfig(AppConfig):
             scheduler.failed_hooks.append(hooks.on_failed)
         if hooks.may_lease not in scheduler.lease_gates:
             scheduler.lease_gates.append(hooks.may_lease)
+        # The organization's embed sites page shows what each site's visitors contributed.
+        if with_site_activity not in account_selectors.site_activity_annotators:
+            account_selectors.site_activity_annotators.append(with_site_activity)
         # Safety net: tasks whose validation was lost (a verifier job gone with its process)
         # are decided by every server's sweeper, every few minutes.
         if not any(job is validation.catch_up for _, job in sweeper.periodic):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import BigIntegerField, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from accounts.models import EmbedSite, User
@@ -452,3 +452,33 @@ def site_contributions(organization_id: int) -> list[dict[str, Any]]:
         }
         for site in sites
     ]
+
+
+def with_site_activity(sites: QuerySet[EmbedSite]) -> QuerySet[EmbedSite]:
+    """Embed sites annotated with what their visitors contributed, for the organization's sites
+    page (registered in accounts.selectors.site_activity_annotators):
+
+    - `contributed_results`, `contributed_points`: validated results and the points they
+      earned, from the site's total (the site leaderboard's figures);
+    - `last_contribution_at`: when the site's total last grew (None before any points);
+    - `computing_now`: the site's visitors' worker sessions connected now.
+
+    All are correlated subqueries of the sites query, so a page of sites costs one query: the
+    totals are read through their unique (scope, key) index and the sessions through the
+    partial index of connected sessions (sessions that ever connected carry no site index, so
+    their count is not offered)."""
+    total = Total.objects.filter(scope=Scope.SITE, key=OuterRef("pk"))
+    connected = (
+        WorkerSession.objects.filter(site_id=OuterRef("pk"), disconnected_at__isnull=True)
+        .order_by()
+        .values("site_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    big = BigIntegerField()
+    return sites.annotate(
+        contributed_results=Coalesce(Subquery(total.values("results")[:1]), 0, output_field=big),
+        contributed_points=Coalesce(Subquery(total.values("points")[:1]), 0, output_field=big),
+        last_contribution_at=Subquery(total.values("updated_at")[:1]),
+        computing_now=Coalesce(Subquery(connected), 0, output_field=big),
+    )

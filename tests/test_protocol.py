@@ -294,3 +294,51 @@ async def test_checkpoint_for_a_withdrawn_lease_is_acknowledged_not_punished(mak
     await send(comm, {"t": "checkpoint", "lease": lease, "data": b"late"})
     assert await recv(comm) == {"t": "ack", "checkpoint": lease, "stored": False}
     await comm.disconnect()
+
+
+async def test_a_session_failing_a_campaign_again_and_again_is_benched_from_it(make_campaign):
+    """A broken worker (say, a browser out of memory: every kernel traps) must not spend every
+    attempt of a campaign's tasks: after ERROR_STREAK failures in a row it gives back that
+    campaign's leases and gets none of its tasks for a while; other campaigns still run."""
+    from asgiref.sync import sync_to_async
+
+    from workers.connection import BENCH_SECONDS, ERROR_STREAK
+
+    broken = await sync_to_async(make_campaign)([f"t{i}" for i in range(20)], max_attempts=10)
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 4})
+    in_hand = [t["lease"] for t in (await recv(comm))["tasks"]]
+    failed: list[int] = []
+    cancel = None
+    while cancel is None:
+        lease = in_hand.pop(0)
+        failed.append(lease)
+        trap = {"lease": lease, "ok": False, "err": "trap", "stderr": b"unreachable", "ms": 3}
+        await send(comm, {"t": "result", "results": [trap], "want": 1})
+        assert (await recv(comm))["t"] == "ack"
+        frame = await recv(comm)
+        if frame["t"] == "tasks":
+            in_hand += [t["lease"] for t in frame["tasks"]]
+        else:
+            cancel = frame
+    assert len(failed) == ERROR_STREAK
+    assert cancel["t"] == "cancel" and sorted(cancel["leases"]) == sorted(in_hand)
+    assert f"paused for {BENCH_SECONDS:.0f} s" in cancel["reason"]
+    # The leases given back are unsent again, no attempt counted; nothing more comes from
+    # that campaign, even when asked.
+    states = await sync_to_async(
+        lambda: set(Result.objects.filter(pk__in=in_hand).values_list("state", flat=True))
+    )()
+    assert states == {Result.State.UNSENT}
+    await send(comm, {"t": "want", "n": 4})
+    assert (await recv(comm))["t"] == "idle"
+    # Another campaign's work still reaches this session.
+    other = await sync_to_async(make_campaign)(["fine"])
+    pushed = await recv(comm)
+    assert pushed["t"] == "tasks"
+    assert {t["task"] for t in pushed["tasks"]} <= await sync_to_async(
+        lambda: set(Task.objects.filter(campaign=other).values_list("pk", flat=True))
+    )()
+    await comm.disconnect()
+    assert broken.pk != other.pk

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import EmbedSite, User
 from campaigns.models import Result
@@ -48,6 +51,47 @@ def test_site_owners_see_what_their_visitors_contributed(client, people, board):
     page = client.get(f"/orgs/{people.org.slug}/validation/").content.decode()
     i = page.index('id="site-contributions"')
     assert "Science blog" in page[i:] and ">120<" in page[i:] and ">12<" in page[i:]
+
+
+def test_the_sites_page_shows_what_each_sites_visitors_contributed(client, people, board):
+    """Per site, on the organization's sites page (members too): validated results, points,
+    when points were last granted and the visitor sessions connected now; no other
+    organization's site, and the same number of queries however many sites there are."""
+    quiet = EmbedSite.objects.create(
+        organization=people.org, name="Quiet page", origin="https://quiet.test"
+    )
+    theirs = EmbedSite.objects.create(
+        organization=people.other_org, name="Their blog", origin="https://theirs.test"
+    )
+    ledger.grant([(900 + i, None, theirs.pk, board["c"].pk) for i in range(7)])
+    WorkerSession.objects.create(kind="browser", site_id=board["site"].pk)
+    WorkerSession.objects.create(
+        kind="browser", site_id=board["site"].pk, disconnected_at=timezone.now()
+    )
+    client.force_login(people.teammate)
+
+    def section(page: str, site: EmbedSite) -> str:
+        start = page.index(f'id="site-activity-{site.pk}"')
+        return page[start : page.index("</p>", start)]
+
+    with CaptureQueriesContext(connection) as few:
+        page = client.get(f"/orgs/{people.org.slug}/sites/").content.decode()
+    blog = section(page, board["site"])
+    assert 'data-field="results">12<' in blog and 'data-field="points">120<' in blog
+    assert 'data-field="computing_now">1<' in blog and "<time" in blog
+    assert "No contributions" in section(page, quiet)
+    assert "Their blog" not in page and "theirs.test" not in page
+
+    for i in range(4):
+        more = EmbedSite.objects.create(
+            organization=people.org, name=f"More {i}", origin=f"https://more{i}.test"
+        )
+        ledger.grant([(950 + i, None, more.pk, board["c"].pk)])
+        WorkerSession.objects.create(kind="browser", site_id=more.pk)
+    with CaptureQueriesContext(connection) as many:
+        page = client.get(f"/orgs/{people.org.slug}/sites/").content.decode()
+    assert page.count("data-site-activity") == 6
+    assert len(many.captured_queries) == len(few.captured_queries)
 
 
 def test_team_and_site_leaderboards(client, board):

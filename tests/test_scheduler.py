@@ -89,7 +89,8 @@ def test_failures_retry_until_max_attempts_then_fail_with_reason(make_campaign, 
     assert scheduler.lease(s, 1) == []
     task = Task.objects.get(campaign=c)
     assert task.state == Task.State.FAILED and task.error_count == 3
-    assert "3 failed attempt(s)" in task.failure and "attempt 2" in task.failure
+    assert "3 failed attempt(s) on 1 worker session(s) (1 native)" in task.failure
+    assert "attempt 2" in task.failure
     c.refresh_from_db()
     assert (c.tasks_failed, c.state) == (1, Campaign.State.COMPLETED)
     assert Result.objects.filter(task=task).count() == 3

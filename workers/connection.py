@@ -33,6 +33,13 @@ FLUSH_SECONDS = 5.0
 IDLE_RECHECK_SECONDS = 5.0
 MAX_STRIKES = 5
 STRIKE_WINDOW_SECONDS = 60.0
+# A session whose results for one campaign keep failing (a browser out of memory, a broken
+# machine) gets none of that campaign's tasks for a while, and gives back those it holds: the
+# retries go to other workers instead of spending every attempt here. Each further streak
+# doubles the pause; a success ends it.
+ERROR_STREAK = 6
+BENCH_SECONDS = 30.0
+BENCH_MAX_SECONDS = 600.0
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -82,6 +89,8 @@ class WorkerConnection:
         self.last_flush = time.monotonic()
         self.strikes = 0
         self.strike_window = time.monotonic()
+        self.failing: dict[int, int] = {}  # campaign id -> failed results in a row
+        self.benched: dict[int, tuple[float, int]] = {}  # campaign id -> (until, how often)
         self.closed = False
         self._fill_lock = asyncio.Lock()
         self._idle_task: asyncio.Task[None] | None = None
@@ -208,13 +217,18 @@ class WorkerConnection:
         for item in items:
             if item["lease"] not in accepted:
                 continue
+            cid = campaign_of.get(item["lease"])
             if item["ok"]:
                 self.stats["done"] += 1
-                self._learn(campaign_of.get(item["lease"]), float(item["ms"]))
+                self._learn(cid, float(item["ms"]))
             else:
                 self.stats["failed"] += 1
+            if cid is not None:
+                self._count_failure(cid, failed=not item["ok"])
             self.stats["busy_ms"] += item["ms"]
         await self.send({"t": "ack", "leases": outcome.accepted, "ignored": outcome.ignored})
+        for cid in [c for c, n in self.failing.items() if n >= ERROR_STREAK]:
+            await self._bench(cid)
         if "want" in msg:
             self.wanted = max(self.wanted, protocol.parse_want({"n": msg["want"]}))
         await self._maybe_flush()
@@ -280,6 +294,33 @@ class WorkerConnection:
         if len(self.let_go) > 10_000:  # bounded: forget the oldest (dicts keep insertion order)
             del self.let_go[next(iter(self.let_go))]
 
+    def _count_failure(self, campaign_id: int, *, failed: bool) -> None:
+        if failed:
+            self.failing[campaign_id] = self.failing.get(campaign_id, 0) + 1
+        else:  # a success ends the streak, and the doubling
+            self.failing.pop(campaign_id, None)
+            self.benched.pop(campaign_id, None)
+
+    async def _bench(self, campaign_id: int) -> None:
+        """Too many failures in a row for this campaign here: pause it for this session and
+        give back its leases (without counting an attempt: they have not failed yet)."""
+        assert self.info is not None
+        self.failing.pop(campaign_id, None)
+        times = self.benched.get(campaign_id, (0.0, 0))[1] + 1
+        pause = min(BENCH_MAX_SECONDS, BENCH_SECONDS * 2 ** (times - 1))
+        self.benched[campaign_id] = (time.monotonic() + pause, times)
+        leases = [lid for lid, cid in self.in_hand.items() if cid == campaign_id]
+        if leases:
+            await db(scheduler.release)(self.info.id, leases)
+            for lid in leases:
+                self._let_go(lid)
+            reason = f"{ERROR_STREAK} failed in a row here: paused for {pause:.0f} s"
+            await self.send({"t": "cancel", "leases": leases, "reason": reason})
+
+    def _benched_now(self) -> set[int]:
+        now = time.monotonic()
+        return {cid for cid, (until, _) in self.benched.items() if until > now}
+
     # --- feeding --------------------------------------------------------------------------------
 
     def _learn(self, campaign_id: int | None, ms: float) -> None:
@@ -307,7 +348,7 @@ class WorkerConnection:
             if n <= 0:
                 return
             leases, campaigns = await db(scheduler.lease_for_session)(
-                self.info, n, self.sent_campaigns, self._budget
+                self.info, n, self.sent_campaigns, self._budget, self._benched_now()
             )
             if not leases:
                 # With work still in hand, the session simply has enough for now: its next

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.services import campaign_check_complete
+from workers.models import WorkerSession
 
 log = logging.getLogger(__name__)
 
@@ -236,15 +237,21 @@ class Lease:
         return msg
 
 
-def lease(session: SessionInfo, n: int, budget: Callable[[int], int] | None = None) -> list[Lease]:
+def lease(
+    session: SessionInfo,
+    n: int,
+    budget: Callable[[int], int] | None = None,
+    skip: Collection[int] = (),
+) -> list[Lease]:
     """Lease up to n replicas for a session, fairly across eligible running campaigns.
     `budget(campaign_id)`, when given, caps how many of one campaign's tasks the session
-    should take (its tasks may be much longer or shorter than another campaign's)."""
+    should take (its tasks may be much longer or shorter than another campaign's); campaigns
+    in `skip` are not served to it now."""
     if n <= 0 or not all(gate(session) for gate in lease_gates):
         return []
     out: list[Lease] = []
     campaigns = running_campaigns()
-    tried: set[int] = set()
+    tried: set[int] = set(skip)
     while len(out) < n:
         info = _next_campaign(session, campaigns, tried)
         if info is None:
@@ -273,10 +280,11 @@ def lease_for_session(
     n: int,
     known_campaigns: set[int],
     budget: Callable[[int], int] | None = None,
+    skip: Collection[int] = (),
 ) -> tuple[list[Lease], dict[int, dict[str, Any]]]:
     """lease(), plus the descriptors of campaigns the session has not been sent yet (looked
     up here, in the database thread, because the directory may need a refresh)."""
-    leases = lease(session, n, budget)
+    leases = lease(session, n, budget, skip)
     descriptors: dict[int, dict[str, Any]] = {}
     for cid in {x.campaign for x in leases} - known_campaigns:
         info = campaign_info(cid)
@@ -607,7 +615,22 @@ def _failure_reason(task_id: int, errors: int) -> str:
         .values("error_kind", "exit_code", "stderr_tail")
         .first()
     )
+    # On how many workers, and which kinds: "5 on 1 browser" points at that browser, not at
+    # the kernel, when its owner reads why the task failed.
+    sessions = {
+        sid
+        for sid in Result.objects.filter(task_id=task_id, outcome__in=(ERROR, TIMEOUT)).values_list(
+            "session_id", flat=True
+        )
+        if sid is not None
+    }
     text = f"{errors} failed attempt(s)"
+    if sessions:
+        kinds = Counter(
+            WorkerSession.objects.filter(pk__in=sessions).values_list("kind", flat=True)
+        )
+        on = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        text += f" on {len(sessions)} worker session(s) ({on})" if on else ""
     if last:
         text += f"; last: {last['error_kind'] or 'error'}"
         if last["exit_code"] is not None:
