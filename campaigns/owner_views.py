@@ -163,9 +163,8 @@ def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
             field = "task_file" if "task file" in str(exc) else None
             form.add_error(field, str(exc))
         else:
-            campaign.refresh_from_db()
-            note = _maybe_start(request, campaign, data["start_now"])
-            messages.success(request, f"Created the campaign “{campaign.name}”.{note}")
+            level, text = _start_and_describe(campaign, data["start_now"])
+            messages.add_message(request, level, text)
             return redirect("campaigns:campaign_detail", slug=org.slug, campaign_id=campaign.pk)
     return _org_page(
         request,
@@ -176,17 +175,54 @@ def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-def _maybe_start(request: HttpRequest, campaign: Campaign, start: bool) -> str:
-    if not start:
-        return " Start it when you are ready."
-    if campaign.state == Campaign.State.FAILED:
-        return ""
-    try:
-        services.campaign_start(campaign=campaign)
-    except ServiceError as exc:
-        messages.error(request, str(exc))
-        return ""
-    return " It is running."
+def _start_and_describe(campaign: Campaign, start: bool) -> tuple[int, str]:
+    """Start a campaign just created if asked to, then say what it is, from its state read
+    back from the database rather than from what was asked: a generator runs in the
+    background, may already have failed the campaign, and may still be writing the tasks
+    (then the message says so instead of promising that the campaign runs; the campaign page
+    it leads to shows how the generator ends, live)."""
+    refused = ""
+    if start:
+        try:
+            services.campaign_start(campaign=campaign)
+        except ServiceError as exc:  # e.g. its generator failed first
+            refused = str(exc)
+    campaign.refresh_from_db()
+    created = f"Created the campaign “{campaign.name}”"
+    State, Input = Campaign.State, Campaign.InputState
+    if campaign.state == State.FAILED:
+        # The first line: the stderr tail that follows is on the campaign page.
+        reason = f": {campaign.error.splitlines()[0]}" if campaign.error.strip() else "."
+        again = (
+            " Check the generator's arguments below and run it again."
+            if campaign.input_source == Campaign.InputSource.GENERATOR
+            else ""
+        )
+        return messages.ERROR, f"{created}, but it failed{reason}{again}"
+    if refused:
+        return messages.WARNING, f"{created}, but it could not start: {refused}"
+    add_tasks = "add them through the API or the ccgsc command line"
+    if campaign.state == State.RUNNING:
+        if campaign.input_state == Input.GENERATING:
+            return messages.SUCCESS, (
+                f"{created} and started it. Its generator is still writing the tasks;"
+                " workers get them as they arrive."
+            )
+        if campaign.input_state == Input.NONE:
+            return messages.SUCCESS, f"{created}. It is running and waits for tasks: {add_tasks}."
+        return messages.SUCCESS, f"{created}. It is running."
+    if campaign.state == State.DRAFT:
+        if campaign.input_state == Input.GENERATING:
+            return messages.SUCCESS, (
+                f"{created}. It is a draft while its generator writes the tasks;"
+                " start it when you are ready."
+            )
+        if campaign.input_state == Input.NONE:
+            return messages.SUCCESS, (
+                f"{created}. It is a draft with no tasks yet: {add_tasks}, then start it."
+            )
+        return messages.SUCCESS, f"{created}. It is a draft: start it when you are ready."
+    return messages.SUCCESS, f"{created}. It is {campaign.state}."
 
 
 # --- one campaign -------------------------------------------------------------------------------

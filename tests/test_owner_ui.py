@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
@@ -281,6 +282,92 @@ def test_create_task_file_campaign_and_bad_file_message(people):
     assert campaign.tasks_total == 2 and campaign.state == Campaign.State.DRAFT
     assert campaign.args == ["-x", "two words"]
     assert campaign.static_data is not None and bytes(campaign.static_data.data) == b"shared bytes"
+
+
+def post_create(user: User, **fields: Any):
+    """POST the create form with default policies; returns the response and its messages as
+    (level tag, text)."""
+    response = client_for(user).post(
+        reverse("campaigns:campaign_create", args=["alpha"]),
+        {
+            "args": "",
+            "priority": 10,
+            "task_timeout": 300,
+            "max_attempts": 5,
+            "points_per_task": 10,
+            "min_quorum": 1,
+            "target_replicas": 1,
+            "max_error_replicas": 5,
+            "max_total_replicas": 10,
+            **fields,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return response, [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+
+
+def bad_generator_fields(people) -> dict[str, Any]:
+    kernel, gen = upload(people.org, "montecarlo"), upload(people.org, "montecarlo_gen")
+    return {
+        "name": "gen bad args",
+        "kernel": kernel.pk,
+        "input_source": "generator",
+        "generator": gen.pk,
+        "generator_args": "not a number",  # montecarlo_gen prints its usage and exits 2
+        "start_now": "on",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creating_a_campaign_whose_generator_fails_at_once_says_so(people):
+    # Committed for real: the (eager) generator job runs, and fails, before the view answers.
+    _, said = post_create(people.owner, **bad_generator_fields(people))
+    campaign = Campaign.objects.get(name="gen bad args")
+    assert campaign.state == Campaign.State.FAILED
+    assert said == [
+        (
+            "error",
+            "Created the campaign “gen bad args”, but it failed: The generator failed (exit):"
+            " The kernel exited with status 2. Check the generator's arguments below and run"
+            " it again.",
+        )
+    ]
+
+
+@pytest.mark.django_db
+def test_creating_a_campaign_whose_generator_is_still_running_promises_nothing(
+    people, django_capture_on_commit_callbacks
+):
+    # The generator job runs only after the view has answered (as with background jobs),
+    # and then fails: the message must not have said that the campaign runs.
+    with django_capture_on_commit_callbacks(execute=True):
+        response, said = post_create(people.owner, **bad_generator_fields(people))
+    assert said == [
+        (
+            "success",
+            "Created the campaign “gen bad args” and started it. Its generator is still"
+            " writing the tasks; workers get them as they arrive.",
+        )
+    ]
+    assert Campaign.objects.get(name="gen bad args").state == Campaign.State.FAILED
+    page = client_for(people.owner).get(response["Location"]).content.decode()
+    assert "It is running" not in page and "usage: montecarlo_gen" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        (False, "It is a draft with no tasks yet: add them through the API or the ccgsc"),
+        (True, "It is running and waits for tasks: add them through the API or the ccgsc"),
+    ],
+)
+def test_creating_an_api_campaign_says_how_tasks_arrive(people, start, expected):
+    kernel = upload(people.org, "echo")
+    fields = {"name": "by api", "kernel": kernel.pk, "input_source": "api"}
+    _, said = post_create(people.owner, **fields, **({"start_now": "on"} if start else {}))
+    ((level, text),) = said
+    assert level == "success" and expected in text
 
 
 @pytest.mark.django_db
