@@ -10,6 +10,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from accounts.models import Organization
+from campaigns.inputs import env_name_problem
 from campaigns.models import Campaign, Kernel
 
 
@@ -32,7 +33,10 @@ def parse_env(text: str) -> dict[str, str]:
         name = name.strip()
         if not sep or not name:
             raise ValidationError(f"Line {number}: write NAME=value.")
-        if "\0" in line:
+        problem = env_name_problem(name)
+        if problem is not None:
+            raise ValidationError(f"Line {number}: {problem}.")
+        if "\0" in value:
             raise ValidationError(f"Line {number}: NUL characters are not allowed.")
         env[name] = value
     return env

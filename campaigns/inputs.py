@@ -33,6 +33,54 @@ class TaskSpec:
     env: dict[str, str] | None = None
 
 
+# --- arguments and environment ------------------------------------------------------------------
+# The one check of kernel arguments and environments, wherever they come from: the campaign
+# services (web form and API alike), task files and task streams. The kernel host passes them
+# to the kernel as C strings and NAME=value pairs, so a NUL anywhere, or a "=" or nothing in a
+# name, could not reach the kernel intact. Messages name the item at fault, as in `args[1]`.
+
+
+def env_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an environment variable's name, or None if it can."""
+    if not name:
+        return "a variable name cannot be empty"
+    if "=" in name:
+        return f'{json.dumps(name)} cannot be a variable name: it contains "="'
+    if "\0" in name:
+        return f"{json.dumps(name)} cannot be a variable name: it contains a NUL character"
+    return None
+
+
+def args_problem(args: Any, field: str = "args") -> str | None:
+    """Why `args` cannot be a kernel's arguments (a list of strings without NUL), or None."""
+    if not isinstance(args, list):
+        return f'{field} must be a list of strings, like ["-n", "5"]'
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str):
+            return f"{field}[{index}]: not a valid string"
+        if "\0" in arg:
+            return f"{field}[{index}]: contains a NUL character"
+    return None
+
+
+def env_problem(env: Any, field: str = "env") -> str | None:
+    """Why `env` cannot be a kernel's environment (a map of valid names to strings without NUL),
+    or None."""
+    if not isinstance(env, dict):
+        return f'{field} must map variable names to strings, like {{"MODE": "fast"}}'
+    for name, value in env.items():
+        if not isinstance(name, str):
+            return f"{field}: the variable name {name!r} is not a string"
+        problem = env_name_problem(name)
+        if problem is not None:
+            return f"{field}: {problem}"
+        if not isinstance(value, str):
+            return f"{field}[{json.dumps(name)}]: not a valid string"
+        if "\0" in value:
+            return f"{field}[{json.dumps(name)}]: contains a NUL character"
+    return None
+
+
 def iter_frames(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
     """Tasks from a generator's stdout: <u32 LE length><bytes>, repeated to end of stream."""
     index = 0
@@ -84,14 +132,14 @@ def _spec_from_object(obj: Any, where: str, max_input: int) -> TaskSpec:
             raise InputError(f"{where}: `input` must be a string (or bytes in msgpack)")
         if "args" in obj:
             args = obj["args"]
-            if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-                raise InputError(f"{where}: `args` must be a list of strings")
+            problem = args_problem(args)
+            if problem is not None:
+                raise InputError(f"{where}: {problem}")
         if "env" in obj:
             env = obj["env"]
-            if not isinstance(env, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-            ):
-                raise InputError(f"{where}: `env` must map strings to strings")
+            problem = env_problem(env)
+            if problem is not None:
+                raise InputError(f"{where}: {problem}")
     else:
         raise InputError(f"{where}: a task is a string or an object with `input`")
     if len(data) > max_input:

@@ -18,7 +18,14 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 from campaigns import signals
-from campaigns.inputs import InputError, TaskSpec, iter_frames, iter_task_file
+from campaigns.inputs import (
+    InputError,
+    TaskSpec,
+    args_problem,
+    env_problem,
+    iter_frames,
+    iter_task_file,
+)
 from campaigns.jobs import generate_tasks, reduce_results
 from campaigns.models import Blob, Campaign, Kernel, Result, Task
 from ccgsc.jobs import enqueue
@@ -138,13 +145,12 @@ POLICY_FIELDS = (
 )
 
 
-def _check_args_env(args: Any, env: Any, what: str) -> None:
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise ServiceError(f"{what} arguments must be a list of strings.")
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        raise ServiceError(f"{what} environment must map names to string values.")
+def _check_args_env(args: Any, env: Any, *, args_field: str = "args") -> None:
+    """The one check of arguments and environments (campaigns.inputs): the web form, the API
+    and task files refuse the same things with the same words."""
+    problem = args_problem(args, args_field) or env_problem(env)
+    if problem is not None:
+        raise ServiceError(f"{problem}.")
 
 
 def campaign_create(
@@ -173,7 +179,7 @@ def campaign_create(
     if unknown:
         raise ServiceError(f"Unknown campaign setting(s): {', '.join(sorted(unknown))}.")
     args, env = args or [], env or {}
-    _check_args_env(args, env, "Kernel")
+    _check_args_env(args, env)
     for k in (kernel, generator, verifier, reducer):
         if k is not None and k.organization_id != organization.pk:
             raise ServiceError("Kernels must belong to the campaign's organization.")
@@ -182,7 +188,7 @@ def campaign_create(
             raise ServiceError("A generator campaign needs a generator kernel.")
         if generator.kind != Kernel.Kind.WASM:
             raise ServiceError("Generators run on the server and must be WebAssembly kernels.")
-        _check_args_env(generator_args or [], {}, "Generator")
+        _check_args_env(generator_args or [], {}, args_field="generator_args")
     elif input_source == Campaign.InputSource.FILE:
         if task_file is None:
             raise ServiceError("A task-file campaign needs a task file.")
@@ -251,7 +257,7 @@ def campaign_regenerate(*, campaign: Campaign, generator_args: list[str] | None 
     if campaign.state not in (State.DRAFT, State.FAILED):
         raise ServiceError("Only a draft or failed campaign can regenerate its tasks.")
     if generator_args is not None:
-        _check_args_env(generator_args, {}, "Generator")
+        _check_args_env(generator_args, {}, args_field="generator_args")
         campaign.generator_args = generator_args
     with transaction.atomic():
         _clear_tasks(campaign)

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _field_messages(field: str, detail: Any) -> list[str]:
+    """A field's errors as plain sentences. A field's own errors are a list of messages; a list
+    or map field reports its items' errors by index or key ({1: [...]}), which become
+    "args[1]: not a valid string." rather than the repr of DRF's ErrorDetail objects."""
+    if isinstance(detail, list) and not any(isinstance(m, dict | list) for m in detail):
+        return [str(m) for m in detail]
+    return list(_item_messages(field, detail))
+
+
+def _item_messages(path: str, detail: Any) -> Iterator[str]:
+    if isinstance(detail, dict):
+        for key, sub in detail.items():
+            index = key if isinstance(key, int) else json.dumps(str(key))
+            yield from _item_messages(f"{path}[{index}]", sub)
+    elif isinstance(detail, list) and any(isinstance(m, dict | list) for m in detail):
+        # A list of items' errors (a many=True serializer): one entry per item, empty if valid.
+        for index, sub in enumerate(detail):
+            yield from _item_messages(f"{path}[{index}]", sub)
+    elif isinstance(detail, list):
+        for sub in detail:
+            yield from _item_messages(path, sub)
+    else:
+        text = str(detail)
+        # "Not a valid string." reads as the second half of "args[1]: not a valid string."
+        if text[:1].isupper() and text[1:2].islower():
+            text = text[0].lower() + text[1:]
+        yield f"{path}: {text}"
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -21,9 +52,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # DRF turns Django's Http404 / PermissionDenied into details that carry their code.
         code = getattr(detail["detail"], "code", code)
     elif isinstance(detail, dict):
-        fields = {
-            k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()
-        }
+        fields = {k: _field_messages(str(k), v) for k, v in detail.items()}
         message = "Invalid input."
         code = "invalid"
     elif isinstance(detail, list):

@@ -586,6 +586,62 @@ def test_bad_campaign_input_gets_a_clear_error(world, owner, body, field_or_mess
     assert field_or_message in error.get("fields", {}) or field_or_message in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"args": [1, {"a": 2}]}, "args", "args[1]: not a valid string."),
+        ({"args": ["ok", None]}, "args", "args[1]: this field may not be null."),
+        ({"generator_args": [["x"]]}, "generator_args", "generator_args[0]: not a valid string."),
+        ({"env": {"A": [1]}}, "env", 'env["A"]: not a valid string.'),
+        ({"args": "notalist"}, "args", 'args must be a list of strings, like ["-n", "5"].'),
+        ({"args": {"a": 1}}, "args", 'args must be a list of strings, like ["-n", "5"].'),
+        ({"env": "x"}, "env", 'env must map variable names to strings, like {"MODE": "fast"}.'),
+        ({"env": {"B=C": "d"}}, "env", 'env: "B=C" cannot be a variable name: it contains "=".'),
+        ({"env": {"": "d"}}, "env", "env: a variable name cannot be empty."),
+        ({"env": {"A\0": "d"}}, "env", "cannot be a variable name: it contains a NUL character"),
+    ],
+)
+def test_bad_args_and_env_get_plain_messages_in_a_json_body(world, owner, extra, field, message):
+    before = Campaign.objects.count()
+    response = owner.post(
+        f"{API}/campaigns",
+        {"name": "x", "kernel": world.kernel.pk, **extra},
+        content_type="application/json",
+    )
+    error = assert_error(response, 400, "invalid")
+    assert list(error["fields"]) == [field]
+    assert message in error["fields"][field][0]
+    assert "ErrorDetail" not in response.content.decode()
+    assert "JSON-encoded" not in response.content.decode()  # a JSON body is not a form
+    assert Campaign.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"args": "nope"}, "args", "args is not valid JSON: in a form, give it JSON-encoded"),
+        ({"args": '"one"'}, "args", "args must be a list of strings"),
+        ({"env": '{"B=C": "d"}'}, "env", 'env: "B=C" cannot be a variable name'),
+    ],
+)
+def test_bad_args_and_env_in_a_form_say_what_to_send(world, owner, extra, field, message):
+    response = owner.post(f"{API}/campaigns", {"name": "x", "kernel": world.kernel.pk, **extra})
+    error = assert_error(response, 400, "invalid")
+    assert message in error["fields"][field][0]
+
+
+def test_an_environment_that_can_reach_a_kernel_is_accepted(world, owner):
+    # "=" may be in a value (the kernel sees A=b=c), and numbers in a JSON list are text.
+    response = owner.post(
+        f"{API}/campaigns",
+        {"name": "x", "kernel": world.kernel.pk, "args": ["-n", 5], "env": {"A": "b=c"}},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["args"] == ["-n", "5"]
+    assert response.json()["env"] == {"A": "b=c"}
+
+
 def test_a_kernel_of_another_organization_cannot_be_used(world):
     beta_kernel = services.kernel_upload(
         organization=world.people.other_org, name="b", data=kernel_bytes("noop")
@@ -679,6 +735,22 @@ def test_bulk_add_tasks_as_json_lines(world, owner):
     tasks = list(Task.objects.filter(campaign=world.draft, seq__gte=3).order_by("seq"))
     assert [bytes(t.input) for t in tasks] == [b"plain", b"with args", b"\0\1\2"]
     assert tasks[1].args == ["-n"] and tasks[1].env == {"K": "V"}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"input": "x", "env": {"B=C": "d"}}', 'line 2: env: "B=C" cannot be a variable name'),
+        ('{"input": "x", "env": {"": "d"}}', "line 2: env: a variable name cannot be empty"),
+        ('{"input": "x", "args": ["a", 1]}', "line 2: args[1]: not a valid string"),
+        ('{"input": "x", "args": "-n"}', "line 2: args must be a list of strings"),
+    ],
+)
+def test_bulk_add_refuses_args_and_env_a_kernel_cannot_receive(world, owner, line, message):
+    body = f'"fine"\n{line}\n'.encode()
+    response = owner.post(f"{API}/campaigns/{world.draft.pk}/tasks", body, content_type=NDJSON)
+    assert_error(response, 400, "invalid_tasks", message)
+    assert Task.objects.filter(campaign=world.draft).count() == 3
 
 
 def test_bulk_add_tasks_as_a_msgpack_stream(world, owner):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from campaigns import services
+from campaigns.inputs import env_problem
 from campaigns.models import Campaign, Kernel, Result
+from kernelhost.host import _check_strings
 from tests.conftest import kernel_bytes
 
 
@@ -75,6 +77,39 @@ def test_replication_policy_is_checked(people):
         )
     with pytest.raises(services.ServiceError, match="Unknown campaign setting"):
         services.campaign_create(organization=people.org, name="x", kernel=kernel, colour=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"env": {"B=C": "d"}}, 'env: "B=C" cannot be a variable name: it contains "=".'),
+        ({"env": {"": "d"}}, "env: a variable name cannot be empty."),
+        ({"env": {"A\0": "d"}}, "it contains a NUL character."),
+        ({"env": {"A": "d\0"}}, 'env["A"]: contains a NUL character.'),
+        ({"env": {"A": 1}}, 'env["A"]: not a valid string.'),
+        ({"args": ["-n", 5]}, "args[1]: not a valid string."),
+        ({"args": ["a\0"]}, "args[0]: contains a NUL character."),
+        ({"args": "-n 5"}, "args must be a list of strings"),
+    ],
+)
+def test_arguments_and_environment_a_kernel_cannot_receive_are_refused(people, kwargs, message):
+    """The services' check, which the web form and the API both go through (campaigns.inputs):
+    the kernel host would refuse these only when a task runs."""
+    kernel = services.kernel_upload(organization=people.org, name="k", data=kernel_bytes("echo"))
+    with pytest.raises(services.ServiceError) as err:
+        services.campaign_create(organization=people.org, name="x", kernel=kernel, **kwargs)
+    assert message in str(err.value)
+    assert not Campaign.objects.exists()
+
+
+def test_environment_names_and_values_the_kernel_host_accepts_are_valid():
+    # The kernel host's own rule (kernelhost.host._check_strings), mirrored by env_problem.
+    for env in ({"A": "b=c"}, {"LONG_NAME_1": ""}, {"lower": "x y"}):
+        assert env_problem(env) is None
+    for env in ({"B=C": "d"}, {"": "d"}, {"A\0": "d"}, {"A": "\0"}):
+        assert env_problem(env) is not None
+        with pytest.raises(ValueError, match="environment"):
+            _check_strings([], list(env.items()))
 
 
 def test_replicas_created_per_task(make_campaign):

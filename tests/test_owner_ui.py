@@ -398,6 +398,12 @@ def test_create_form_errors_are_shown(people):
     assert "Issue at least as many replicas as the quorum" in html
     assert "cannot be parsed" in html
     assert not Campaign.objects.exists()
+    # The environment follows the rules of the API and task files (campaigns.inputs).
+    html = client.post(
+        url, {"name": "x", "kernel": kernel.pk, "input_source": "api", "env": "A=1\n=2"}
+    ).content.decode()
+    assert "Line 2: write NAME=value." in html
+    assert not Campaign.objects.exists()
     # The kernel choices are this organization's only.
     page = client.get(url).content.decode()
     # (Within the kernel field: a primary key may equal another field's value, e.g. 300 s.)

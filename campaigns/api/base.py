@@ -23,7 +23,14 @@ from rest_framework.views import APIView
 
 from accounts.models import ApiToken, Organization
 from accounts.tenancy import Actor, get_organization
-from campaigns.inputs import InputError, TaskSpec, iter_jsonl, iter_msgpack
+from campaigns.inputs import (
+    InputError,
+    TaskSpec,
+    args_problem,
+    env_problem,
+    iter_jsonl,
+    iter_msgpack,
+)
 from campaigns.services import ServiceError
 
 log = logging.getLogger(__name__)
@@ -211,40 +218,66 @@ def request_media_type(request: Request) -> str:
     return (request.content_type or "").split(";")[0].strip().lower()
 
 
-def _decode_form_json(field: serializers.Field, data: Any) -> Any:
-    if not isinstance(data, str):
+class _FormText(str):
+    """A field's text from a multipart or urlencoded form, which holds JSON. In a JSON body the
+    value is already decoded, and a string there is just a string (of the wrong type)."""
+
+
+def _form_value(field: serializers.Field, dictionary: Any) -> Any:
+    if hasattr(dictionary, "getlist"):  # a form: the field holds JSON text
+        text = dictionary.get(field.field_name)
+        return _FormText(text) if text else serializers.empty
+    return serializers.Field.get_value(field, dictionary)
+
+
+def _decode_form_json(field: serializers.Field, data: Any, example: str) -> Any:
+    if not isinstance(data, _FormText):
         return data
     try:
         return json.loads(data)
     except ValueError:
         raise serializers.ValidationError(
-            "Not valid JSON: in a form, give this field JSON-encoded."
+            f"{field.field_name} is not valid JSON: in a form, give it JSON-encoded, like "
+            f"{example}."
         ) from None
 
 
 class StringListField(serializers.ListField):
-    """A list of strings; in multipart forms a JSON-encoded list (`["-n", "5"]`)."""
+    """A list of strings (numbers are taken as their text); in forms a JSON-encoded list.
+    Checked by campaigns.inputs.args_problem, as the services and task files are."""
 
     child = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
     def get_value(self, dictionary: Any) -> Any:
-        if hasattr(dictionary, "getlist"):  # a form: the field holds JSON text
-            return dictionary.get(self.field_name) or serializers.empty
-        return super().get_value(dictionary)
+        return _form_value(self, dictionary)
 
     def to_internal_value(self, data: Any) -> Any:
-        return super().to_internal_value(_decode_form_json(self, data))
+        data = _decode_form_json(self, data, '["-n", "5"]')
+        if not isinstance(data, list):
+            raise serializers.ValidationError(f"{args_problem(data, self.field_name or 'args')}.")
+        # Errors of single items ({1: [...]}) are worded "args[1]: ..." by ccgsc.api.
+        value = super().to_internal_value(data)
+        problem = args_problem(value, self.field_name or "args")
+        if problem is not None:
+            raise serializers.ValidationError(f"{problem}.")
+        return value
 
 
 class StringMapField(serializers.DictField):
-    """A map of strings to strings; in multipart forms a JSON-encoded object."""
+    """A map of environment variable names to strings; in forms a JSON-encoded object.
+    Checked by campaigns.inputs.env_problem, as the services and task files are."""
 
     child = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
     def get_value(self, dictionary: Any) -> Any:
-        if hasattr(dictionary, "getlist"):
-            return dictionary.get(self.field_name) or serializers.empty
-        return super().get_value(dictionary)
+        return _form_value(self, dictionary)
 
     def to_internal_value(self, data: Any) -> Any:
-        return super().to_internal_value(_decode_form_json(self, data))
+        data = _decode_form_json(self, data, '{"MODE": "fast"}')
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(f"{env_problem(data, self.field_name or 'env')}.")
+        value = super().to_internal_value(data)
+        problem = env_problem(value, self.field_name or "env")
+        if problem is not None:
+            raise serializers.ValidationError(f"{problem}.")
+        return value
