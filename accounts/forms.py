@@ -15,15 +15,23 @@ class ProfileForm(forms.Form):
     display_name = forms.CharField(
         max_length=80,
         required=False,
-        help_text="Shown on leaderboards and to your teammates. Empty: the part of your email "
-        "address before the @.",
+        help_text="Shown on leaderboards, team pages, your profile and to owners of campaigns you "
+        "work on. Empty: “contributor {number}” there, never your email address; in your "
+        "organizations, the part of your email address before the @.",
     )
     public_profile = forms.BooleanField(
         required=False,
         label="Show me on public leaderboards",
-        help_text="Off: your work still counts for your teams, but leaderboards show you as "
-        "“anonymous”.",
+        help_text="Off: your work still counts for your teams, but you are left off leaderboards "
+        "and team member lists, and only you can see your profile.",
     )
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The neutral handle of rewards.selectors.display_name; accounts cannot import rewards
+        # (dependencies point the other way), so tests pin that the two agree.
+        field = self.fields["display_name"]
+        field.help_text = field.help_text.replace("{number}", str(user.pk))
 
 
 class AccountDeleteForm(forms.Form):

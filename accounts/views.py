@@ -62,7 +62,7 @@ def _org_page(
 def account_settings(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     if request.method == "POST":
-        form = ProfileForm(request.POST)
+        form = ProfileForm(request.POST, user=user)
         if form.is_valid():
             services.user_update_profile(
                 user=user,
@@ -73,7 +73,8 @@ def account_settings(request: HttpRequest) -> HttpResponse:
             return redirect("accounts:settings")
     else:
         form = ProfileForm(
-            initial={"display_name": user.display_name, "public_profile": user.public_profile}
+            initial={"display_name": user.display_name, "public_profile": user.public_profile},
+            user=user,
         )
     return render(request, "accounts/settings.html", {"form": form})
 
@@ -236,7 +237,12 @@ def org_member_remove(request: HttpRequest, slug: str, membership_id: int) -> Ht
     return redirect("accounts:org_members", slug=org.slug)
 
 
-@never_cache  # the POST response carries a raw token: no cache may keep it
+# The one-time secret of a token just created, between the POST that issues it and the GET that
+# shows it (POST/redirect/GET, so reloading the page cannot issue a second token).
+JUST_CREATED_SESSION_KEY = "accounts:new_api_token"
+
+
+@never_cache  # the GET after a creation carries a raw token: no cache may keep it
 @login_required
 @require_http_methods(["GET", "POST"])
 def org_tokens(request: HttpRequest, slug: str) -> HttpResponse:
@@ -252,19 +258,33 @@ def org_tokens(request: HttpRequest, slug: str) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error("name", exc)
             else:
-                # Rendered, not redirected: the raw token exists only in this response. It is
-                # stored nowhere (not even in the session), so it cannot be shown again.
+                # Only a hash is stored with the token. The raw secret waits in the session just
+                # until the redirected GET below pops it: shown once, then gone from the server.
+                request.session[JUST_CREATED_SESSION_KEY] = {
+                    "org": org.pk,
+                    "token": token.pk,
+                    "raw": raw,
+                }
+                return redirect("accounts:org_tokens", slug=org.slug)
+    else:
+        org = get_organization(actor, slug)
+        form = TokenCreateForm()
+        created = request.session.get(JUST_CREATED_SESSION_KEY)
+        if isinstance(created, dict) and created.get("org") == org.pk:
+            del request.session[JUST_CREATED_SESSION_KEY]
+            # Not if it was revoked in between: a dead secret is not worth showing.
+            new_token = ApiToken.objects.filter(
+                organization=org, pk=int(created["token"]), revoked_at__isnull=True
+            ).first()
+            if new_token is not None:
                 return _org_page(
                     request,
                     "accounts/org_token_created.html",
                     org,
                     "tokens",
-                    token=token,
-                    raw_token=raw,
+                    token=new_token,
+                    raw_token=str(created["raw"]),
                 )
-    else:
-        org = get_organization(actor, slug)
-        form = TokenCreateForm()
     return _org_page(
         request,
         "accounts/org_tokens.html",

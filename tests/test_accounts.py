@@ -5,15 +5,19 @@ outsider and an anonymous visitor."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.core import mail
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django.utils.html import escape
 
 from accounts import services
 from accounts.models import ApiToken, EmbedSite, Membership, Organization, User, normalize_origin
+from rewards import selectors as rewards_selectors
 
 LOGIN = "/accounts/login/"
 
@@ -125,6 +129,27 @@ def test_navigation_depends_on_being_signed_in(client, people):
     assert 'action="/accounts/logout/"' in signed
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_every_page_links_the_api_docs_and_an_icon(client, people, signed):
+    if signed:
+        signed_in(client, people.owner)
+    page = client.get("/leaderboard/").content.decode()
+    assert 'href="/api/v1/docs/"' in page
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 200
+
+
+def test_favicon_ico_leads_to_the_svg_icon(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"] == "/static/favicon.svg"
+    path = finders.find("favicon.svg")
+    assert path is not None
+    svg = Path(path).read_text()
+    assert svg.startswith("<svg") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+
+
 # --- account settings and deletion --------------------------------------------------------------
 
 
@@ -139,6 +164,24 @@ def test_profile_settings_save_and_show_a_message(client, people):
     assert "/accounts/email/" in page
     assert "/accounts/password/change/" in page
     assert "/account/delete/" in page
+
+
+def test_display_name_help_says_what_an_empty_name_shows(client, people):
+    people.teammate.display_name = ""
+    people.teammate.save()
+    page = signed_in(client, people.teammate).get("/account/").content.decode()
+    # What the leaderboards, team pages and profile show for an empty display name.
+    shown = rewards_selectors.display_name(people.teammate)
+    assert shown == f"contributor {people.teammate.pk}"
+    assert f"“{shown}”" in page
+    assert "before the @" in page  # organizations: User.__str__
+    assert str(people.teammate) == people.teammate.email.split("@")[0]
+
+
+def test_profile_help_text_matches_what_a_private_profile_does(client, people):
+    page = signed_in(client, people.teammate).get("/account/").content.decode()
+    assert "“anonymous”" not in page
+    assert "left off leaderboards" in page
 
 
 @pytest.mark.parametrize("url", ["/account/", "/account/delete/", "/dashboard/"])
@@ -375,9 +418,15 @@ RAW_TOKEN = re.compile(r"ccgsc_[A-Za-z0-9_\-]{20,}")
 def test_token_is_shown_once(client, people):
     signed_in(client, people.owner)
     response = client.post("/orgs/alpha/tokens/", {"name": "lab server"})
-    assert response.status_code == 200
-    assert "no-store" in response["Cache-Control"]
-    body = response.content.decode()
+    # POST/redirect/GET: the answer to the POST is a redirect, so a reload cannot re-submit.
+    assert response.status_code == 302
+    assert response["Location"] == "/orgs/alpha/tokens/"
+    assert RAW_TOKEN.search(response.content.decode()) is None
+    shown = client.get("/orgs/alpha/tokens/")
+    assert shown.status_code == 200
+    assert "no-store" in shown["Cache-Control"]
+    body = shown.content.decode()
+    assert "Copy it now." in body
     match = RAW_TOKEN.search(body)
     assert match is not None
     raw = match.group(0)
@@ -388,6 +437,8 @@ def test_token_is_shown_once(client, people):
         people.org,
         people.owner,
     )
+    # Once shown, the secret is gone from the session as well as from every page.
+    assert raw not in str(dict(client.session))
 
     later = client.get("/orgs/alpha/tokens/").content.decode()
     assert "lab server" in later
@@ -395,6 +446,46 @@ def test_token_is_shown_once(client, people):
     assert raw not in later
     assert RAW_TOKEN.search(later) is None
     assert raw not in client.get("/orgs/alpha/tokens/").content.decode()
+
+
+def test_reloading_after_creating_a_token_creates_no_second_token(client, people):
+    signed_in(client, people.owner)
+    response = client.post("/orgs/alpha/tokens/", {"name": "lab server"}, follow=True)
+    assert response.redirect_chain == [("/orgs/alpha/tokens/", 302)]
+    assert RAW_TOKEN.search(response.content.decode()) is not None
+    # A reload of the page the browser shows now is a GET of the token page.
+    reloaded = client.get(response.request["PATH_INFO"])
+    assert reloaded.status_code == 200
+    assert RAW_TOKEN.search(reloaded.content.decode()) is None
+    assert ApiToken.objects.filter(organization=people.org).count() == 1
+
+
+def test_a_new_token_is_shown_only_in_its_own_organization(client, people):
+    Membership.objects.create(
+        user=people.owner, organization=people.other_org, role=Membership.Role.OWNER
+    )
+    signed_in(client, people.owner)
+    client.post("/orgs/alpha/tokens/", {"name": "lab server"})
+    # Another organization's token page neither shows nor consumes it.
+    assert RAW_TOKEN.search(client.get("/orgs/beta/tokens/").content.decode()) is None
+    assert RAW_TOKEN.search(client.get("/orgs/alpha/tokens/").content.decode()) is not None
+
+
+def test_a_token_revoked_before_it_is_shown_is_not_shown(client, people):
+    signed_in(client, people.owner)
+    client.post("/orgs/alpha/tokens/", {"name": "lab server"})
+    ApiToken.objects.update(revoked_at=timezone.now())
+    page = client.get("/orgs/alpha/tokens/").content.decode()
+    assert RAW_TOKEN.search(page) is None
+    assert "revoked" in page
+
+
+def test_token_pages_link_the_api_docs(client, people):
+    signed_in(client, people.owner)
+    assert 'href="/api/v1/docs/"' in client.get("/orgs/alpha/tokens/").content.decode()
+    page = client.post("/orgs/alpha/tokens/", {"name": "x"}, follow=True).content.decode()
+    assert RAW_TOKEN.search(page) is not None
+    assert 'href="/api/v1/docs/"' in page
 
 
 def test_only_owners_create_tokens(client, people):
