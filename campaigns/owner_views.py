@@ -119,8 +119,8 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
         org,
         kernels=selectors.organization_kernels(org),
         form=form,
-        memory_cap_mib=settings.CCGSC["KERNEL_MEMORY_CAP"] // (1024 * 1024),
-        size_cap_mib=settings.CCGSC["KERNEL_MAX_BYTES"] // (1024 * 1024),
+        memory_cap=settings.CCGSC["KERNEL_MEMORY_CAP"],
+        size_cap=settings.CCGSC["KERNEL_MAX_BYTES"],
     )
 
 

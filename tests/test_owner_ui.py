@@ -17,6 +17,7 @@ from django.urls import reverse
 from accounts.models import User
 from campaigns import services
 from campaigns.models import Campaign, Result, Task
+from campaigns.templatetags.sizes import binary_size
 from tests.conftest import kernel_bytes
 from workers import scheduler
 from workers.models import WorkerSession
@@ -200,6 +201,42 @@ def test_kernel_upload_and_plain_errors(people):
     empty = client.post(url, {"kind": "wasm"}).content.decode()
     assert "This field is required" in empty
     assert people.org.kernels.count() == 1
+
+
+def test_kernel_page_states_both_limits_and_sizes_in_binary_units(people, settings):
+    settings.CCGSC = {
+        **settings.CCGSC,
+        "KERNEL_MEMORY_CAP": 256 * 1024 * 1024,
+        "KERNEL_MAX_BYTES": 16 * 1024 * 1024,
+    }
+    services.kernel_upload(organization=people.org, name="echo", data=kernel_bytes("echo"))
+    response = client_for(people.owner).get(reverse("campaigns:kernel_list", args=["alpha"]))
+    html = response.content.decode()
+    assert "memory maximum of at most 256\xa0MiB. The file may be at most 16\xa0MiB." in html
+    assert "64\xa0MiB" in html  # the echo kernel's declared memory maximum
+    assert " MB<" not in html and "\xa0MB" not in html and "KB" not in html
+    # The kind select keeps the width of its longest option (it was cut to "WebAssembly (WAS").
+    start = html.index('<select name="kind"')
+    wrapper = html[html.rindex("<div", 0, start) : start]
+    assert 'style="flex: 0 0 auto"' in wrapper
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0\xa0bytes"),
+        (1, "1\xa0byte"),
+        (1023, "1023\xa0bytes"),
+        (1024, "1\xa0KiB"),
+        (1536, "1.5\xa0KiB"),
+        (64 * 1024 * 1024, "64\xa0MiB"),
+        (int(2.5 * 1024**3), "2.5\xa0GiB"),
+        (None, ""),
+        ("", ""),
+    ],
+)
+def test_binary_size_filter(size, text):
+    assert binary_size(size) == text
 
 
 # --- campaign creation ----------------------------------------------------------------
