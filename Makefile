@@ -19,10 +19,12 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 venv: $(VENV)/.synced
 
+# A local trial: you are this server's admin, so new campaigns are approved at once and the
+# worker started next to the server runs them (CAMPAIGN_AUTO_APPROVE=false to see approval).
 run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
-	$(PY) manage.py serve --port $(PORT) --with-worker
+	CAMPAIGN_AUTO_APPROVE=$${CAMPAIGN_AUTO_APPROVE:-true} $(PY) manage.py serve --port $(PORT) --with-worker
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -210,7 +210,7 @@ def campaign_create(
         generator_args=generator_args or [],
         verifier=verifier,
         reducer=reducer,
-        approved=approved,
+        approved=approved or bool(limits()["CAMPAIGN_AUTO_APPROVE"]),
         created_by=created_by,
         **policies,
     )

@@ -257,6 +257,9 @@ CCGSC: dict[str, Any] = {
     "MODULE_CACHE_DIR": env_str("MODULE_CACHE_DIR", str(BASE_DIR / "var" / "modules")),
     # The most disk compiled modules and static data take there (least recently used go).
     "MODULE_CACHE_MAX_BYTES": env_int("MODULE_CACHE_MAX_BYTES", 2 * 1024**3, minimum=64 * 1024**2),
+    # New campaigns approved at once (a private or trial server: `make run` sets it), else
+    # a platform admin approves each before volunteers' and embedded browsers get its tasks.
+    "CAMPAIGN_AUTO_APPROVE": env_bool("CAMPAIGN_AUTO_APPROVE", False),
     # Trusted users' results of replicated campaigns are accepted with spot checks (BOINC's
     # adaptive replication); false always waits for the full quorum.
     "ADAPTIVE_REPLICATION": env_bool("ADAPTIVE_REPLICATION", True),

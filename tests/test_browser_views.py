@@ -107,6 +107,11 @@ def test_campaign_card_shows_public_campaigns_only(client, make_campaign, people
     # Unapproved campaigns are the organization's business: same answer as a missing one.
     assert client.get(f"/contribute/campaigns/{private.pk}.json").status_code == 404
     assert client.get("/contribute/campaigns/999999.json").status_code == 404
+    # Except for its members, whose browsers run it.
+    client.force_login(people.outsider)
+    assert client.get(f"/contribute/campaigns/{private.pk}.json").status_code == 404
+    client.force_login(people.teammate)
+    assert client.get(f"/contribute/campaigns/{private.pk}.json").json()["id"] == private.pk
 
 
 def test_contributor_points_are_the_signed_in_users_total(client, people):

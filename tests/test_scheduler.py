@@ -138,6 +138,37 @@ def test_unapproved_campaign_only_reaches_its_own_organization(make_campaign, se
     assert len(scheduler.lease(session(organization=people.org), 1)) == 1
 
 
+def test_members_own_browsers_also_get_their_organizations_unapproved_campaigns(
+    make_campaign, people
+):
+    from accounts.models import EmbedSite
+    from workers.sessions import session_info
+
+    make_campaign(["a", "b", "c"], approved=False)
+
+    def browser(user, **kw):
+        return session_info(WorkerSession.objects.create(kind="browser", user=user, **kw))
+
+    site = EmbedSite.objects.create(
+        organization=people.org, name="blog", origin="https://blog.example"
+    )
+    assert scheduler.lease(browser(people.outsider), 1) == []  # another organization's member
+    assert scheduler.lease(browser(None), 1) == []  # anonymous
+    # A member visiting an embedding site is a visitor there, not the organization's worker.
+    assert scheduler.lease(browser(people.teammate, site_id=site.pk), 1) == []
+    assert len(scheduler.lease(browser(people.teammate), 1)) == 1
+    # A native worker's user (a token's creator) does not make it the organization's.
+    native = session_info(WorkerSession.objects.create(kind="native", user=people.owner))
+    assert scheduler.lease(native, 1) == []
+
+
+def test_campaigns_are_approved_at_creation_where_the_server_says_so(make_campaign, settings):
+    settings.CCGSC = {**settings.CCGSC, "CAMPAIGN_AUTO_APPROVE": True}
+    assert make_campaign(["a"], approved=False).approved
+    settings.CCGSC = {**settings.CCGSC, "CAMPAIGN_AUTO_APPROVE": False}
+    assert not make_campaign(["a"], approved=False).approved
+
+
 def test_paused_campaign_is_not_leased(make_campaign, session):
     from campaigns import services
 

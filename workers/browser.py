@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.templatetags.static import static
@@ -56,9 +57,13 @@ def contribute(request: HttpRequest) -> HttpResponse:
 @require_GET
 def campaign_card(request: HttpRequest, pk: int) -> JsonResponse:
     """What a volunteer may know about a campaign their browser is serving: public
-    (approved) campaigns only; anything else is a 404, as if it did not exist."""
+    (approved) campaigns, and their own organizations' (a member's browser runs those too);
+    anything else is a 404, as if it did not exist."""
+    visible = Q(approved=True)
+    if request.user.is_authenticated:
+        visible |= Q(organization__memberships__user=request.user)
     campaign = (
-        Campaign.objects.filter(pk=pk, approved=True)
+        Campaign.objects.filter(visible, pk=pk)
         .select_related("organization")
         .only(
             "name",

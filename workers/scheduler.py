@@ -75,6 +75,8 @@ class SessionInfo:
     site_id: int | None = None
     js: bool = False
     campaign_id: int | None = None
+    # Organizations whose unapproved campaigns a signed-in member's own browser may run.
+    member_of: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -204,8 +206,13 @@ def eligible(session: SessionInfo, info: CampaignInfo) -> bool:
         return False
     if info.kernel_kind == Kernel.Kind.JS and not session.js:
         return False
-    # Unapproved campaigns only reach the owning organization's own authenticated workers.
-    return info.approved or info.organization_id == session.organization_id
+    # Unapproved campaigns only reach the owning organization's own workers: native workers
+    # started with its API token, and its members' browsers on the contribute page.
+    return (
+        info.approved
+        or info.organization_id == session.organization_id
+        or info.organization_id in session.member_of
+    )
 
 
 # --- leasing ------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ def _who(session: WorkerSession, campaign: Campaign, own_sites: dict[int, str]) 
     identity, only their organization's own workers and sites by name."""
     if session.organization_id == campaign.organization_id:
         return "your organization"
+    if not campaign.approved and session.user_id is not None and session.site_id is None:
+        return "a member's browser"  # only members' browsers get unapproved campaigns
     if session.site_id is not None:
         return own_sites.get(session.site_id, "embedded site")
     if session.user_id is not None:

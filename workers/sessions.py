@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, Membership, User
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
@@ -61,6 +61,15 @@ def _site_for_key(key: str) -> int | None:
 
 
 def session_info(session: WorkerSession) -> scheduler.SessionInfo:
+    member_of: frozenset[int] = frozenset()
+    if session.kind == WorkerSession.Kind.BROWSER and session.user_id and not session.site_id:
+        # A member's own browser on the contribute page (not a visitor of an embedding site)
+        # also runs the organization's campaigns awaiting approval: owners try theirs there.
+        member_of = frozenset(
+            Membership.objects.filter(user_id=session.user_id).values_list(
+                "organization_id", flat=True
+            )
+        )
     return scheduler.SessionInfo(
         id=session.pk,
         kind=session.kind,
@@ -69,6 +78,7 @@ def session_info(session: WorkerSession) -> scheduler.SessionInfo:
         site_id=session.site_id,
         js=session.accepts_js,
         campaign_id=session.only_campaign_id,
+        member_of=member_of,
     )
 
 
