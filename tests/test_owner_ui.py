@@ -784,6 +784,11 @@ def test_admin_approves_campaigns(
     from campaigns import signals
 
     campaign = make_campaign(["a"], approved=False)
+    detail = reverse("campaigns:campaign_detail", args=["alpha", campaign.pk])
+    # Until then, the page says how to run it on the organization's own workers.
+    before = client_for(people.owner).get(detail).content.decode()
+    assert 'id="own-workers"' in before
+    assert "ccgsc-worker --server http://testserver --token TOKEN" in before
     woken: list[int] = []
 
     def on_work(sender, campaign_id, **kwargs):
@@ -803,10 +808,20 @@ def test_admin_approves_campaigns(
     campaign.refresh_from_db()
     assert campaign.approved and woken == [campaign.pk]
     # The owners see it on their page.
-    page = client_for(people.owner).get(
-        reverse("campaigns:campaign_detail", args=["alpha", campaign.pk])
-    )
+    page = client_for(people.owner).get(detail)
     assert "approved for all volunteers" in page.content.decode()
+    assert 'id="own-workers"' not in page.content.decode()
+    assert 'id="add-tasks"' not in page.content.decode()  # it has its task
+    # An API campaign without tasks says how to add them.
+    empty = make_campaign([], start=False)
+    html = (
+        client_for(people.owner)
+        .get(reverse("campaigns:campaign_detail", args=["alpha", empty.pk]))
+        .content.decode()
+    )
+    assert 'id="add-tasks"' in html
+    assert f"http://testserver/api/v1/campaigns/{empty.pk}/tasks" in html
+    assert f"ccgsc campaign add-tasks {empty.pk} tasks.jsonl" in html
     admin_client_.post(
         reverse("admin:campaigns_campaign_changelist"),
         {"action": "withdraw_approval", "_selected_action": [campaign.pk]},
