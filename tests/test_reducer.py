@@ -72,6 +72,16 @@ def test_montecarlo_reducer_folds_the_results_when_the_campaign_completes(
     assert campaign.reduced_output is not None and campaign.reduced_at is not None
     assert reduced(campaign) == f"{4 * inside / total:.10f} {inside} {total}\n".encode()
     assert campaign.error == ""
+    # The owners' page calls it final now, no longer partial.
+    from django.urls import reverse
+
+    from tests.test_owner_ui import client_for
+
+    page = client_for(people.owner).get(
+        reverse("campaigns:campaign_detail", args=[people.org.slug, campaign.pk])
+    )
+    html = page.content.decode()
+    assert "Final: the campaign has completed." in html and "Partial while" not in html
 
 
 def test_reducer_sees_every_canonical_result_in_task_order(

@@ -7,6 +7,7 @@
   if (!script || window.__ccgscEmbed) return;
   window.__ccgscEmbed = true;
   var key = script.getAttribute("data-site") || "";
+  var WARN_AFTER_MS = 8000;
   var base = new URL("{{ platform|escapejs }}" || script.src, location.href).origin;
   var frame = document.createElement("iframe");
   frame.src = base + "/embed/frame/?site=" + encodeURIComponent(key);
@@ -20,16 +21,28 @@
   frame.style.cssText =
     "position:fixed;right:12px;bottom:12px;width:0;height:0;max-width:calc(100vw - 24px);" +
     "border:0;z-index:2147483000;background:transparent;color-scheme:normal;";
+  var heard = false;
   window.addEventListener("message", function (event) {
     if (event.origin !== base || event.source !== frame.contentWindow) return;
     var data = event.data || {};
     if (data.ccgsc === "size") {
+      heard = true;
       frame.style.width = Math.max(0, Math.min(Number(data.width) || 0, 480)) + "px";
       frame.style.height = Math.max(0, Math.min(Number(data.height) || 0, 420)) + "px";
     }
   });
   function insert() {
     document.body.appendChild(frame);
+    // A refused frame stays invisible to visitors; say why to whoever set the tag up.
+    setTimeout(function () {
+      if (!heard && window.console) {
+        console.warn(
+          "CCGSC embed: the consent frame did not load. Check that data-site holds this " +
+            "site's key and that " + location.origin + " is the origin registered for it " +
+            "on the organization's Sites page at " + base + "."
+        );
+      }
+    }, WARN_AFTER_MS);
   }
   if (document.body) insert();
   else document.addEventListener("DOMContentLoaded", insert);

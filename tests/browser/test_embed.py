@@ -110,6 +110,9 @@ def test_embed_on_an_unregistered_origin_is_refused(
     context = browser.new_context()
     try:
         page = context.new_page()
+        warnings: list[str] = []
+        page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+        page.clock.install()
         for path in ("/copied-tag", "/direct-frame"):
             page.goto(f"{third_party.origin}{path}")
             page.wait_for_selector("iframe", state="attached")
@@ -121,6 +124,12 @@ def test_embed_on_an_unregistered_origin_is_refused(
                 # The embed script's frame stays invisible: nothing told it a size.
                 width = page.eval_on_selector("iframe", "f => f.getBoundingClientRect().width")
                 assert width == 0
+                # ...and tells whoever set the tag up why, in the console.
+                assert not any("CCGSC embed" in w for w in warnings)
+                page.clock.fast_forward(9000)
+                page.wait_for_timeout(200)
+                (warning,) = [w for w in warnings if "CCGSC embed" in w]
+                assert "did not load" in warning and third_party.origin in warning
     finally:
         context.close()
     assert not browsers().exists()

@@ -69,6 +69,8 @@ def test_contribute_page_two_hands_match_the_native_host(browser, platform, make
         assert state["transport"] == "websocket"
         page.wait_for_function("document.body.dataset.done === '16'")
         assert page.inner_text("#stat-done") == "16"
+        # Waiting is a share of the hands' time (a sum over hands would exceed the wall time).
+        assert 0 <= int(page.inner_text("#stat-idle").removesuffix("%")) <= 100
         # The campaign being served is shown with its public description.
         page.wait_for_selector(f"[data-campaign='{montecarlo.pk}'] .card-title")
     finally:

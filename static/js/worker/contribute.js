@@ -181,7 +181,8 @@ function campaignCard(id, descriptor) {
   card.append(title, org, description, progress, mine);
   $("campaigns").append(card);
   cards.set(id, card);
-  // Public facts about the campaign (name, owner, description, progress); refreshed slowly.
+  // Public facts about the campaign (name, owner, description, progress); refreshed every few
+  // seconds (one primary-key read) so its progress bar keeps up with the work seen here.
   const refresh = async () => {
     try {
       const response = await fetch(`/contribute/campaigns/${id}.json`, { credentials: "same-origin" });
@@ -200,7 +201,7 @@ function campaignCard(id, descriptor) {
     }
   };
   refresh();
-  setInterval(refresh, 30000);
+  setInterval(refresh, 10000);
   return card;
 }
 
@@ -226,7 +227,9 @@ function render(s) {
   $("stat-running").textContent = String(running);
   $("stat-queued").textContent = String(s.queued);
   $("stat-busy").textContent = seconds(s.stats.busyMs);
-  $("stat-idle").textContent = seconds(s.stats.idleMs);
+  // Both add up over hands (64 hands waiting 15 s is 16 min): the waiting is shown as a share.
+  const handMs = s.stats.busyMs + s.stats.idleMs;
+  $("stat-idle").textContent = handMs > 0 ? `${Math.round((100 * s.stats.idleMs) / handMs)}%` : "–";
   const minutes = s.stats.since ? (Date.now() - s.stats.since) / 60000 : 0;
   $("stat-rate").textContent = minutes > 0.05 ? (s.stats.done / minutes).toFixed(1) : "–";
   document.body.dataset.done = String(s.stats.done);
