@@ -30,6 +30,58 @@ MC_ITERATIONS = 10_000_000  # ~35 ms per task here: the per-task overhead is abo
 MC_ROUNDS = 9  # a multiple of 3: each step comes first, second and last equally often
 
 
+SPIN_C = r"""
+#include <stdint.h>
+#include <stdio.h>
+int main(void) {
+    uint64_t x = 88172645463325252ULL;
+    double s = 0;
+    for (long i = 0; i < 300000000L; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        s += (double)(x >> 11) * (1.0 / 9007199254740992.0);
+    }
+    printf("%f\n", s);
+    return 0;
+}
+"""
+CEILING_ROUNDS = 6
+
+
+def machine_ceiling() -> list[str]:
+    """What two cores give here with no platform, no Python and no wasm at all: a plain C loop
+    run alone, then two copies side by side, interleaved over CEILING_ROUNDS rounds.
+    Efficiency = time alone / time of the pair (1.0: two cores are twice one core)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp) / "spin.c", Path(tmp) / "spin"
+        src.write_text(SPIN_C)
+        system_cc = shutil.which("cc")
+        cc = [system_cc] if system_cc else [sys.executable, "-m", "ziglang", "cc"]
+        subprocess.run([*cc, "-O2", "-o", str(exe), str(src)], check=True)
+
+        def timed(copies: int) -> float:
+            t0 = time.monotonic()
+            procs = [subprocess.Popen([exe], stdout=subprocess.DEVNULL) for _ in range(copies)]
+            for proc in procs:
+                proc.wait()
+            return time.monotonic() - t0
+
+        alone = pair = 0.0
+        for _ in range(CEILING_ROUNDS):
+            alone += timed(1)
+            pair += timed(2)
+    line = (
+        f"| Machine ceiling: a C loop, 2 processes side by side vs 1 alone"
+        f" ({CEILING_ROUNDS} interleaved rounds) | {pair:.1f} s (alone: {alone:.1f} s)"
+        f" | | parallel efficiency {alone / pair:.3f} |"
+    )
+    print(line)
+    return [line]
+
+
 def montecarlo(server: Platform) -> list[str]:
     """Monte Carlo π: one native worker with 2 slots against the same runs in sequence in
     wasmtime, and against the machine's own ceiling: the same runs on 2 threads of a bare
@@ -125,6 +177,7 @@ def main(argv: list[str]) -> int:
     if argv == ["montecarlo"]:  # just that figure, printed, not recorded
         server = bp.start_server(env)
         try:
+            machine_ceiling()
             montecarlo(server)
         finally:
             server.stop()
@@ -173,7 +226,9 @@ def main(argv: list[str]) -> int:
             w.wait(60)
         del t0
 
-        # 3. Monte Carlo efficiency against sequential wasmtime.
+        # 3. Monte Carlo efficiency against sequential wasmtime, and what this machine's two
+        # cores give at best.
+        rows += machine_ceiling()
         rows += montecarlo(server)
 
         # 4. Mandelbrot 400x300 in 720 tiles.
