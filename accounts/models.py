@@ -177,6 +177,12 @@ class ApiToken(models.Model):
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_ORIGIN_EXAMPLE = "https://blog.example.org"
+# Values without "://": http or https with a slip in the separator ("https:/x", "https//x"),
+# or another scheme ("javascript:alert(1)", "mailto:...") unless what follows the colon is a
+# port ("localhost:3000" is a host without its scheme).
+_WEB_SCHEME_SLIP = re.compile(r"(https?)(?::/?|//)([^/].*)", re.IGNORECASE | re.DOTALL)
+_OTHER_SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):(?![0-9]*(?:[/?#]|$))", re.IGNORECASE)
 
 
 def normalize_origin(value: str) -> str:
@@ -187,11 +193,7 @@ def normalize_origin(value: str) -> str:
     if not raw:
         raise ValidationError("Enter the site's origin, for example https://example.com.")
     if "://" not in raw:
-        example = raw.split("/")[0] or "example.com"
-        raise ValidationError(
-            f"“{raw}” has no scheme. Write the full origin with http:// or https://, "
-            f"for example https://{example}."
-        )
+        raise _without_scheme(raw)
     try:
         parts = urlsplit(raw)
         port = parts.port
@@ -200,10 +202,10 @@ def normalize_origin(value: str) -> str:
             f"“{raw}” is not a valid origin: check the host name and the port (1 to 65535)."
         ) from None
     scheme = parts.scheme.lower()
+    if not scheme:
+        raise _not_an_origin(raw)
     if scheme not in _DEFAULT_PORTS:
-        raise ValidationError(
-            f"Only http:// and https:// sites can embed the script, not {scheme}://."
-        )
+        raise _only_web_schemes(scheme)
     if parts.username is not None or parts.password is not None:
         raise ValidationError("An origin has no user name or password: remove the part before @.")
     if parts.path not in ("", "/") or parts.query or parts.fragment or raw.endswith(("?", "#")):
@@ -216,6 +218,44 @@ def normalize_origin(value: str) -> str:
         raise ValidationError(f"“{raw}” has port 0; a port is a number from 1 to 65535.")
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
     return f"{scheme}://{netloc}"
+
+
+def _not_an_origin(raw: str) -> ValidationError:
+    return ValidationError(
+        f"“{raw}” is not an origin. Enter one like {_ORIGIN_EXAMPLE}: the scheme and the host, "
+        "with a port if the site uses one, and nothing after."
+    )
+
+
+def _only_web_schemes(scheme: str) -> ValidationError:
+    return ValidationError(
+        f"Only http:// and https:// sites can embed the script, not {scheme}: addresses. "
+        f"Enter an origin like {_ORIGIN_EXAMPLE}."
+    )
+
+
+def _without_scheme(raw: str) -> ValidationError:
+    """The error for a value without "://", suggesting the origin it probably means when there
+    is one (the suggestion is itself a valid origin, never the input pasted after https://)."""
+    slip = _WEB_SCHEME_SLIP.fullmatch(raw)
+    if slip:
+        scheme = slip.group(1).lower()
+        try:
+            suggestion = normalize_origin(f"{scheme}://{slip.group(2)}")
+        except ValidationError:
+            return _not_an_origin(raw)
+        return ValidationError(f"Write “://” after {scheme}, for example {suggestion}.")
+    other = _OTHER_SCHEME.match(raw)
+    if other:
+        return _only_web_schemes(other.group(1).lower())
+    try:
+        suggestion = normalize_origin("https://" + re.split(r"[/?#]", raw.lstrip("/"))[0])
+    except ValidationError:
+        return _not_an_origin(raw)
+    return ValidationError(
+        f"“{raw}” has no scheme. Write the full origin with http:// or https://, "
+        f"for example {suggestion}."
+    )
 
 
 def _normalize_host(host: str) -> str:

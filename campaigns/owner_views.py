@@ -53,13 +53,13 @@ def _user(request: HttpRequest) -> User:
 
 
 def _org_page(
-    request: HttpRequest, template: str, org: Organization, **context: Any
+    request: HttpRequest, template: str, org: Organization, tab: str = "campaigns", **context: Any
 ) -> HttpResponse:
     actor = Actor.from_request(request)
     return render(
         request,
         template,
-        {"org": org, "tab": "campaigns", "is_owner": actor.is_owner_of(org), **context},
+        {"org": org, "tab": tab, "is_owner": actor.is_owner_of(org), **context},
     )
 
 
@@ -98,7 +98,7 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
         form = KernelUploadForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                kernel = services.kernel_upload(
+                kernel, created = services.kernel_get_or_upload(
                     organization=org,
                     name=form.cleaned_data["name"],
                     data=_read_upload(form.cleaned_data["file"]),
@@ -109,7 +109,15 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
             except ServiceError as exc:
                 form.add_error("file", str(exc))
             else:
-                messages.success(request, f"Uploaded the kernel “{kernel.name}”.")
+                if created:
+                    messages.success(request, f"Uploaded the kernel “{kernel.name}”.")
+                else:
+                    # Kernels are content-addressed: the same bytes are the same kernel.
+                    messages.info(
+                        request,
+                        f"This file was already uploaded as the kernel “{kernel.name}”: "
+                        "nothing new was stored, and the kernel keeps that name.",
+                    )
                 return redirect("campaigns:kernel_list", slug=org.slug)
     else:
         form = KernelUploadForm()
@@ -117,6 +125,7 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         "campaigns/kernel_list.html",
         org,
+        tab="kernels",
         kernels=selectors.organization_kernels(org),
         form=form,
         memory_cap=settings.CCGSC["KERNEL_MEMORY_CAP"],

@@ -82,6 +82,30 @@ def kernel_upload(
 ) -> Kernel:
     """Validate and store a kernel. The same bytes uploaded twice by one organization give the
     existing kernel back. Raises ServiceError saying which check failed."""
+    kernel, _ = kernel_get_or_upload(
+        organization=organization,
+        name=name,
+        data=data,
+        kind=kind,
+        description=description,
+        created_by=created_by,
+    )
+    return kernel
+
+
+def kernel_get_or_upload(
+    *,
+    organization: Organization,
+    name: str,
+    data: bytes,
+    kind: str = Kernel.Kind.WASM,
+    description: str = "",
+    created_by: User | None = None,
+) -> tuple[Kernel, bool]:
+    """kernel_upload, also saying whether a new kernel was stored: (kernel, created). Kernels
+    are content-addressed, one per organization and sha256, so bytes the organization already
+    uploaded give (the existing kernel, False), under its first name, kind and description;
+    nothing is stored or renamed."""
     cap = limits()["KERNEL_MAX_BYTES"]
     if not data:
         raise ServiceError("The kernel file is empty.")
@@ -115,9 +139,9 @@ def kernel_upload(
     with transaction.atomic():
         existing = Kernel.objects.filter(organization=organization, sha256=digest).first()
         if existing is not None:
-            return existing
+            return existing, False
         blob = blob_put(data)
-        return Kernel.objects.create(
+        kernel = Kernel.objects.create(
             organization=organization,
             name=name.strip() or "kernel",
             description=description,
@@ -129,6 +153,7 @@ def kernel_upload(
             imports=imports,
             created_by=created_by,
         )
+        return kernel, True
 
 
 # --- campaigns ----------------------------------------------------------------------------------

@@ -572,6 +572,45 @@ def test_normalize_origin_refuses_with_a_plain_message(given, message):
     assert message in " ".join(error.value.messages)
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        # Not an origin at all: no made-up suggestion such as "https://not a url".
+        (
+            "not a url",
+            "“not a url” is not an origin. Enter one like https://blog.example.org: the scheme"
+            " and the host, with a port if the site uses one, and nothing after.",
+        ),
+        # Another scheme is named as such, not reported as "no scheme".
+        (
+            "javascript:alert(1)",
+            "Only http:// and https:// sites can embed the script, not javascript: addresses."
+            " Enter an origin like https://blog.example.org.",
+        ),
+        ("mailto:me@example.com", "not mailto: addresses"),
+        ("ftp://example.com", "not ftp: addresses"),
+        ("://example.com", "is not an origin"),
+        # A slip in the separator, and bare hosts: the suggestion is a valid origin.
+        ("https:/example.com", "Write “://” after https, for example https://example.com."),
+        ("http//Example.com", "Write “://” after http, for example http://example.com."),
+        (
+            "localhost:3000",
+            "“localhost:3000” has no scheme. Write the full origin with http:// or https://,"
+            " for example https://localhost:3000.",
+        ),
+        ("Blog.Example.org/about", "for example https://blog.example.org."),
+    ],
+)
+def test_a_malformed_origin_gets_an_accurate_message(given, message):
+    with pytest.raises(ValidationError) as error:
+        normalize_origin(given)
+    (text,) = error.value.messages
+    assert message in text
+    if "for example" in text:
+        suggestion = text.rsplit("for example ", 1)[1].removesuffix(".")
+        assert normalize_origin(suggestion) == suggestion
+
+
 def test_owner_registers_a_site_and_gets_its_tag(client, people):
     signed_in(client, people.owner)
     response = client.post(
@@ -607,6 +646,15 @@ def test_an_origin_without_scheme_is_refused_plainly(client, people):
     body = response.content.decode()
     assert "has no scheme" in body
     assert "https://example.com" in body
+    assert not EmbedSite.objects.exists()
+
+
+def test_a_javascript_url_is_refused_as_another_scheme(client, people):
+    signed_in(client, people.owner)
+    response = client.post("/orgs/alpha/sites/", {"name": "x", "origin": "javascript:alert(1)"})
+    body = response.content.decode()
+    assert "Only http:// and https:// sites can embed the script, not javascript:" in body
+    assert "no scheme" not in body
     assert not EmbedSite.objects.exists()
 
 

@@ -432,6 +432,8 @@ def test_kernel_upload_as_multipart_then_the_same_bytes_again(owner):
     assert kernel["size"] == len(wasm) and kernel["memory_max"] > 0
     again = owner.post(f"{API}/kernels", {"file": io.BytesIO(wasm), "name": "other"})
     assert again.status_code == 200 and again.json()["id"] == kernel["id"]
+    assert again.json()["name"] == "primes"  # the existing kernel as it is: nothing renamed
+    assert Kernel.objects.filter(sha256=kernel["sha256"]).count() == 1
     download = owner.get(kernel["download_url"].removeprefix("http://testserver"))
     assert b"".join(download) if download.streaming else download.content == wasm
 
@@ -717,6 +719,24 @@ def test_task_list_pages_in_order_with_a_state_filter(world, owner):
     assert_error(owner.get(f"{API}/campaigns/{campaign.pk}/tasks?state=leased"), 400)
 
 
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        base64.b64encode(b"p=abc").decode(),  # a position that is no id
+        base64.b64encode(b"p=" + b"9" * 25).decode(),  # no id is that large
+        base64.b64encode(b"o=-1").decode(),
+        base64.b64encode(b"r=x").decode(),
+        "\u00e9t\u00e9",
+    ],
+)
+@pytest.mark.parametrize("path", ["/campaigns", "/kernels", "/campaigns/{pk}/tasks"])
+def test_a_malformed_cursor_is_a_400_saying_so(world, owner, path, cursor):
+    url = API + path.format(pk=world.draft.pk)
+    response = owner.get(url, {"cursor": cursor})
+    assert_error(response, 400, "invalid_cursor", "follow a page's `next`")
+
+
 def test_task_list_query_count_does_not_grow_with_the_page(
     world, owner, django_assert_max_num_queries
 ):
@@ -750,6 +770,19 @@ def test_bulk_add_refuses_args_and_env_a_kernel_cannot_receive(world, owner, lin
     body = f'"fine"\n{line}\n'.encode()
     response = owner.post(f"{API}/campaigns/{world.draft.pk}/tasks", body, content_type=NDJSON)
     assert_error(response, 400, "invalid_tasks", message)
+    assert Task.objects.filter(campaign=world.draft).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"", NDJSON), (b"\n\n", NDJSON), (b"", MSGPACK), (b"", "application/json")],
+)
+def test_a_body_without_tasks_is_refused_and_changes_nothing(world, owner, body, content_type):
+    url = f"{API}/campaigns/{world.draft.pk}/tasks"
+    response = owner.post(url, body, content_type=content_type)
+    assert_error(response, 400, "invalid_tasks", "The body held no tasks")
+    world.draft.refresh_from_db()
+    assert world.draft.tasks_total == 3
     assert Task.objects.filter(campaign=world.draft).count() == 3
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -156,6 +157,24 @@ def test_campaigns_tab_appears_on_organization_pages(people):
     assert reverse("campaigns:campaign_list", args=["alpha"]).encode() in response.content
 
 
+@pytest.mark.django_db
+def test_kernels_tab_on_organization_pages_marks_the_current_one(people):
+    client = client_for(people.teammate)
+    kernels = reverse("campaigns:kernel_list", args=["alpha"])
+    pages = [
+        (reverse("accounts:org_home", args=["alpha"]), "Overview"),
+        (reverse("campaigns:campaign_list", args=["alpha"]), "Campaigns"),
+        (kernels, "Kernels"),
+        (reverse("accounts:org_members", args=["alpha"]), "Members"),
+    ]
+    for url, current in pages:
+        html = client.get(url).content.decode()
+        nav = html[html.index('<nav aria-label="Organization">') :]
+        nav = nav[: nav.index("</nav>")]
+        assert f'<a href="{kernels}"' in nav, url
+        assert re.findall(r'aria-current="page">([^<]+)</a>', nav) == [current], url
+
+
 # --- the dashboard list ----------------------------------------------------------------
 
 
@@ -201,6 +220,30 @@ def test_kernel_upload_and_plain_errors(people):
     empty = client.post(url, {"kind": "wasm"}).content.decode()
     assert "This field is required" in empty
     assert people.org.kernels.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_same_kernel_bytes_under_a_new_name_say_it_was_already_uploaded(people):
+    client = client_for(people.owner)
+    url = reverse("campaigns:kernel_list", args=["alpha"])
+    services.kernel_upload(
+        organization=people.org, name="montecarlo", data=kernel_bytes("montecarlo")
+    )
+    again = io.BytesIO(kernel_bytes("montecarlo"))
+    again.name = "pi.wasm"
+    response = client.post(url, {"file": again, "name": "pi", "kind": "wasm"}, follow=True)
+    assert response.status_code == 200
+    assert [m.message for m in response.context["messages"]] == [
+        "This file was already uploaded as the kernel “montecarlo”: nothing new was stored,"
+        " and the kernel keeps that name."
+    ]
+    assert "Uploaded the kernel" not in response.content.decode()
+    assert [k.name for k in people.org.kernels.all()] == ["montecarlo"]
+    # A new file still says it was uploaded.
+    echo = io.BytesIO(kernel_bytes("echo"))
+    echo.name = "echo.wasm"
+    response = client.post(url, {"file": echo, "kind": "wasm"}, follow=True)
+    assert "Uploaded the kernel “echo”." in response.content.decode()
 
 
 def test_kernel_page_states_both_limits_and_sizes_in_binary_units(people, settings):
@@ -657,6 +700,11 @@ def test_demo_pages_are_public_for_approved_campaigns(people):
         client_for(people.teammate).get(reverse("campaigns:demo", args=[hidden.pk])).status_code
         == 200
     )
+    # Only native workers ran here: the page claims no browsers.
+    complete_tasks(primes)
+    html = anon.get(reverse("campaigns:demo", args=[primes.pk])).content.decode()
+    assert "computed by this platform's workers" in html
+    assert "volunteers' browsers" not in html
     # A campaign whose kernel is no demo kernel has no demo page.
     plain = _demo(people, "echo", ["x"])
     assert anon.get(reverse("campaigns:demo", args=[plain.pk])).status_code == 404

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
@@ -119,6 +120,14 @@ def organization_for_write(actor: Actor, slug: str | None) -> Organization:
     return organizations[0]
 
 
+class InvalidCursor(Rejected):
+    default_code = "invalid_cursor"
+    default_detail = (
+        "The cursor is not one this API gave out: follow a page's `next` or `previous` URL as "
+        "it is, or leave `cursor` out for the first page."
+    )
+
+
 class IdCursorPagination(pagination.CursorPagination):
     """Stable pages however many rows: `?cursor=` from the previous page's `next`."""
 
@@ -126,6 +135,19 @@ class IdCursorPagination(pagination.CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "-id"
+
+    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
+        # DRF answers a malformed cursor with 404 "Invalid cursor"; it is bad input (400). A
+        # well-formed cursor whose position is no integer (both orderings are integer
+        # columns) would fail in the database instead: refused here the same way.
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise InvalidCursor() from None
+        position = cursor.position if cursor is not None else None
+        if position is not None and not re.fullmatch(r"[0-9]{1,18}", str(position)):
+            raise InvalidCursor()
+        return cursor
 
 
 class SeqCursorPagination(IdCursorPagination):

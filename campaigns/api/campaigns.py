@@ -24,6 +24,7 @@ from campaigns.api.base import (
     TASK_STREAM_PARSERS,
     ApiView,
     IdCursorPagination,
+    InvalidTasks,
     Rejected,
     SeqCursorPagination,
     StringListField,
@@ -491,7 +492,7 @@ class TaskListApi(ApiView, generics.GenericAPIView):
             "sequence of msgpack objects). A task is a string (its input), or a map with "
             "`input` (text; bytes in msgpack) or `input_b64`, and optional `args` (list of "
             "strings) and `env` (map). All or nothing: a bad line rejects the whole body, "
-            "naming the line."
+            "naming the line, and a body with no tasks at all is refused too."
         ),
         request={
             "application/x-ndjson": OpenApiTypes.BINARY,
@@ -507,6 +508,11 @@ class TaskListApi(ApiView, generics.GenericAPIView):
         # its batches become savepoints, so a bad line late in the stream adds nothing.
         with transaction.atomic():
             added = services.tasks_add(campaign=campaign, specs=specs)
+            if not added:
+                raise InvalidTasks(
+                    "The body held no tasks: send one task per line (JSON Lines) or a "
+                    "sequence of msgpack objects."
+                )
         campaign.refresh_from_db()
         return Response(
             {"added": added, "tasks_total": campaign.tasks_total}, status=status.HTTP_201_CREATED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.urls import reverse
@@ -104,8 +103,10 @@ class KernelListApi(ApiView, generics.GenericAPIView):
             "text/javascript or application/octet-stream) with `name`, `kind` and "
             "`organization` as query parameters. The module is validated (it must compile, "
             "export what the kernel contract needs and declare a memory maximum within the "
-            "platform cap); the error says which check failed. Uploading the same bytes again "
-            "returns the existing kernel (200 instead of 201)."
+            "platform cap); the error says which check failed. Kernels are content-addressed: "
+            "uploading bytes the organization already has stores nothing and returns the "
+            "existing kernel as it is, with the name it was first uploaded under (200 instead "
+            "of 201)."
         ),
         parameters=[
             OpenApiParameter("name", str, description="raw body uploads only"),
@@ -148,10 +149,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
                 fields["kind"] = Kernel.Kind.JS if media_type == "text/javascript" else "wasm"
             name = fields.get("name") or "kernel"
         organization = organization_for_write(actor, fields.get("organization"))
-        existed = Kernel.objects.filter(
-            organization=organization, sha256=hashlib.sha256(data).hexdigest()
-        ).exists()
-        kernel = services.kernel_upload(
+        kernel, created = services.kernel_get_or_upload(
             organization=organization,
             name=name,
             data=data,
@@ -161,7 +159,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
         )
         return Response(
             KernelOutput(kernel, context={"request": request}).data,
-            status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
 
