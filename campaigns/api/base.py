@@ -264,42 +264,48 @@ def _decode_form_json(field: serializers.Field, data: Any, example: str) -> Any:
         ) from None
 
 
-class StringListField(serializers.ListField):
-    """A list of strings (numbers are taken as their text); in forms a JSON-encoded list.
-    Checked by campaigns.inputs.args_problem, as the services and task files are."""
+class _CheckedField(serializers.Field):
+    """A JSON value (in forms, JSON-encoded text) checked by the same rule as the services and
+    task files use (campaigns.inputs); errors of single items ({1: [...]}) are worded
+    "args[1]: ..." by ccgsc.api."""
 
-    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    default_name = ""
+    example = ""
+    shape: type = object
 
-    def get_value(self, dictionary: Any) -> Any:
-        return _form_value(self, dictionary)
-
-    def to_internal_value(self, data: Any) -> Any:
-        data = _decode_form_json(self, data, '["-n", "5"]')
-        if not isinstance(data, list):
-            raise serializers.ValidationError(f"{args_problem(data, self.field_name or 'args')}.")
-        # Errors of single items ({1: [...]}) are worded "args[1]: ..." by ccgsc.api.
-        value = super().to_internal_value(data)
-        problem = args_problem(value, self.field_name or "args")
-        if problem is not None:
-            raise serializers.ValidationError(f"{problem}.")
-        return value
-
-
-class StringMapField(serializers.DictField):
-    """A map of environment variable names to strings; in forms a JSON-encoded object.
-    Checked by campaigns.inputs.env_problem, as the services and task files are."""
-
-    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    def problem(self, value: Any, name: str) -> str | None:
+        raise NotImplementedError
 
     def get_value(self, dictionary: Any) -> Any:
         return _form_value(self, dictionary)
 
     def to_internal_value(self, data: Any) -> Any:
-        data = _decode_form_json(self, data, '{"MODE": "fast"}')
-        if not isinstance(data, dict):
-            raise serializers.ValidationError(f"{env_problem(data, self.field_name or 'env')}.")
+        name = self.field_name or self.default_name
+        data = _decode_form_json(self, data, self.example)
+        if not isinstance(data, self.shape):
+            raise serializers.ValidationError(f"{self.problem(data, name)}.")
         value = super().to_internal_value(data)
-        problem = env_problem(value, self.field_name or "env")
+        problem = self.problem(value, name)
         if problem is not None:
             raise serializers.ValidationError(f"{problem}.")
         return value
+
+
+class StringListField(_CheckedField, serializers.ListField):
+    """A list of strings (numbers are taken as their text); in forms a JSON-encoded list."""
+
+    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    default_name, example, shape = "args", '["-n", "5"]', list
+
+    def problem(self, value: Any, name: str) -> str | None:
+        return args_problem(value, name)
+
+
+class StringMapField(_CheckedField, serializers.DictField):
+    """A map of environment variable names to strings; in forms a JSON-encoded object."""
+
+    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    default_name, example, shape = "env", '{"MODE": "fast"}', dict
+
+    def problem(self, value: Any, name: str) -> str | None:
+        return env_problem(value, name)
