@@ -342,3 +342,26 @@ async def test_a_session_failing_a_campaign_again_and_again_is_benched_from_it(m
     )()
     await comm.disconnect()
     assert broken.pk != other.pk
+
+
+async def test_a_members_browser_gets_its_organizations_unapproved_campaign(make_campaign, people):
+    """Over the real consumer (the hello looks the memberships up in a thread): a signed-in
+    member's browser runs the organization's campaign awaiting approval; an anonymous one
+    does not."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["private"], approved=False)
+    anonymous = await connect()
+    await hello(anonymous, kind="browser")
+    await send(anonymous, {"t": "want", "n": 1})
+    assert (await recv(anonymous))["t"] == "idle"
+    await anonymous.disconnect()
+
+    member = WebsocketCommunicator(application, "/ws/work/")
+    member.scope["user"] = people.teammate
+    assert (await member.connect())[0]
+    await hello(member, kind="browser")
+    await send(member, {"t": "want", "n": 1})
+    frame = await recv(member)
+    assert frame["t"] == "tasks" and frame["tasks"][0]["in"] == b"private"
+    await member.disconnect()

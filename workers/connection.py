@@ -111,7 +111,7 @@ class WorkerConnection:
 
     async def restore(self, session: WorkerSession) -> None:
         """Rebuild the state of an HTTP-fallback session from the database."""
-        self.info = sessions.session_info(session)
+        self.info = await db(sessions.session_info)(session)
         self.slots = session.slots
         self.avg_ms = session.avg_task_ms
         await self.reload_leases()
@@ -178,7 +178,7 @@ class WorkerConnection:
         )
         self.secret = secret
         self.slots = hello["slots"]
-        self.info = sessions.session_info(session)
+        self.info = await db(sessions.session_info)(session)
         await self.send(
             {
                 "t": "welcome",
