@@ -173,9 +173,10 @@ DENIED = {"outsider": 404, "beta_token": 404, "anonymous": 401}
 ENDPOINTS: dict[str, tuple[Call, dict[str, int]]] = {
     "organization detail": (Call("get", "/organizations/alpha"), OK),
     "token list": (Call("get", "/organizations/alpha/tokens"), OWNERS),
+    # A token cannot mint tokens (they would outlive its revocation).
     "token create": (
         Call("post", "/organizations/alpha/tokens", {"name": "laptop"}),
-        {**OWNERS, "owner": 201, "alpha_token": 201},
+        {**OWNERS, "owner": 201, "alpha_token": 403},
     ),
     "token revoke": (Call("post", "/organizations/alpha/tokens/{w.token.pk}/revoke"), OWNERS),
     "site list": (Call("get", "/organizations/alpha/sites"), OK),

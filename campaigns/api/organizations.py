@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -103,13 +104,20 @@ class TokenListApi(ApiView):
 
     @extend_schema(
         operation_id="tokens_create",
-        summary="Issue an API token (owners only); the response shows it once",
+        summary="Issue an API token (owners only, signed in: a token cannot issue tokens); the"
+        " response shows it once",
         request=InputSerializer,
         responses={201: TokenCreatedOutput},
     )
     def post(self, request: Request, slug: str) -> Response:
         actor = self.actor()
         org = get_organization_as_owner(actor, slug)
+        if actor.token is not None:
+            # A leaked token must not be able to mint others that outlive its revocation.
+            raise PermissionDenied(
+                "An API token cannot issue tokens: an owner issues them signed in (the"
+                " organization's API tokens page, or this endpoint with a session)."
+            )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         token, raw = services.token_issue(
