@@ -121,7 +121,8 @@ def kernel_get_or_upload(
         try:
             info = sandbox_host().inspect(data, memory_cap=limits()["KERNEL_MEMORY_CAP"])
         except KernelRejected as exc:
-            raise ServiceError(f"The kernel was rejected: {exc.reason}") from None
+            reason = exc.reason[:1].lower() + exc.reason[1:]  # it follows a colon
+            raise ServiceError(f"The kernel was rejected: {reason}") from None
         memory_max, imports = info.memory_max, list(info.imports)
     elif kind == Kernel.Kind.JS:
         try:

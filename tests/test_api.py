@@ -592,7 +592,7 @@ def test_bad_campaign_input_gets_a_clear_error(world, owner, body, field_or_mess
 @pytest.mark.parametrize(
     ("extra", "field", "message"),
     [
-        ({"args": [1, {"a": 2}]}, "args", "args[1]: not a valid string."),
+        ({"args": ["1", {"a": 2}]}, "args", "args[1]: not a valid string."),
         ({"args": ["ok", None]}, "args", "args[1]: this field may not be null."),
         ({"generator_args": [["x"]]}, "generator_args", "generator_args[0]: not a valid string."),
         ({"env": {"A": [1]}}, "env", 'env["A"]: not a valid string.'),
@@ -634,15 +634,28 @@ def test_bad_args_and_env_in_a_form_say_what_to_send(world, owner, extra, field,
 
 
 def test_an_environment_that_can_reach_a_kernel_is_accepted(world, owner):
-    # "=" may be in a value (the kernel sees A=b=c), and numbers in a JSON list are text.
+    # "=" may be in a value (the kernel sees A=b=c).
     response = owner.post(
         f"{API}/campaigns",
-        {"name": "x", "kernel": world.kernel.pk, "args": ["-n", 5], "env": {"A": "b=c"}},
+        {"name": "x", "kernel": world.kernel.pk, "args": ["-n", "5"], "env": {"A": "b=c"}},
         content_type="application/json",
     )
     assert response.status_code == 201, response.content
     assert response.json()["args"] == ["-n", "5"]
     assert response.json()["env"] == {"A": "b=c"}
+    # Numbers are not strings here either, as in task files and streams.
+    for extra, message in (
+        ({"args": ["-n", 5]}, "args[1]: not a valid string."),
+        ({"env": {"N": 7}}, 'env["N"]: not a valid string.'),
+    ):
+        bad = owner.post(
+            f"{API}/campaigns",
+            {"name": "y", "kernel": world.kernel.pk, **extra},
+            content_type="application/json",
+        )
+        error = assert_error(bad, 400, "invalid")
+        field = next(iter(extra))
+        assert error["fields"][field] == [message]
 
 
 def test_a_kernel_of_another_organization_cannot_be_used(world):
@@ -971,7 +984,7 @@ def test_export_of_failed_tasks_on_request(world, owner):
 
 def test_export_with_an_unknown_format_is_400(world, owner):
     url = f"{API}/campaigns/{world.draft.pk}/results"
-    assert_error(owner.get(url + "?format=xml"), 400, "rejected", "Unknown format 'xml'")
+    assert_error(owner.get(url + "?format=xml"), 400, "rejected", 'Unknown format "xml"')
     assert_error(owner.get(url + "?state=maybe"), 400, "rejected", "Unknown state")
 
 

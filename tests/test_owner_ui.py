@@ -216,7 +216,7 @@ def test_kernel_upload_and_plain_errors(people):
     garbage = io.BytesIO(b"not wasm at all")
     garbage.name = "x.wasm"
     html = client.post(url, {"file": garbage, "kind": "wasm"}).content.decode()
-    assert "The kernel was rejected" in html
+    assert "The kernel was rejected: the module does not compile" in html
     empty = client.post(url, {"kind": "wasm"}).content.decode()
     assert "This field is required" in empty
     assert people.org.kernels.count() == 1
@@ -700,11 +700,18 @@ def test_demo_pages_are_public_for_approved_campaigns(people):
         client_for(people.teammate).get(reverse("campaigns:demo", args=[hidden.pk])).status_code
         == 200
     )
+    running = anon.get(reverse("campaigns:demo", args=[primes.pk])).content.decode()
+    assert "Lend your CPU to it" in running
     # Only native workers ran here: the page claims no browsers.
     complete_tasks(primes)
     html = anon.get(reverse("campaigns:demo", args=[primes.pk])).content.decode()
     assert "computed by this platform's workers" in html
     assert "volunteers' browsers" not in html
+    assert "Lend your CPU to it" not in html  # nothing left to lend it for
+    # Without a reducer, the Monte Carlo page shows no reducer's answer.
+    member_view = client_for(people.teammate).get(reverse("campaigns:demo", args=[hidden.pk]))
+    assert "pi-estimate" in member_view.content.decode()
+    assert "The reducer's answer" not in member_view.content.decode()
     # A campaign whose kernel is no demo kernel has no demo page.
     plain = _demo(people, "echo", ["x"])
     assert anon.get(reverse("campaigns:demo", args=[plain.pk])).status_code == 404

@@ -264,6 +264,15 @@ def _decode_form_json(field: serializers.Field, data: Any, example: str) -> Any:
         ) from None
 
 
+class _Text(serializers.CharField):
+    """A string, and only a string: 5 is not "5" here, as in task files and streams."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class _CheckedField(serializers.Field):
     """A JSON value (in forms, JSON-encoded text) checked by the same rule as the services and
     task files use (campaigns.inputs); errors of single items ({1: [...]}) are worded
@@ -292,9 +301,9 @@ class _CheckedField(serializers.Field):
 
 
 class StringListField(_CheckedField, serializers.ListField):
-    """A list of strings (numbers are taken as their text); in forms a JSON-encoded list."""
+    """A list of strings; in forms a JSON-encoded list."""
 
-    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    child = _Text(allow_blank=True, trim_whitespace=False)
     default_name, example, shape = "args", '["-n", "5"]', list
 
     def problem(self, value: Any, name: str) -> str | None:
@@ -304,7 +313,7 @@ class StringListField(_CheckedField, serializers.ListField):
 class StringMapField(_CheckedField, serializers.DictField):
     """A map of environment variable names to strings; in forms a JSON-encoded object."""
 
-    child = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    child = _Text(allow_blank=True, trim_whitespace=False)
     default_name, example, shape = "env", '{"MODE": "fast"}', dict
 
     def problem(self, value: Any, name: str) -> str | None:

@@ -227,7 +227,7 @@ class CampaignListApi(ApiView, generics.GenericAPIView):
         state = self.request.query_params.get("state")
         if state:
             if state not in Campaign.State.values:
-                raise Rejected(f"Unknown state {state!r}: use {', '.join(Campaign.State.values)}.")
+                raise Rejected(f'Unknown state "{state}": use {", ".join(Campaign.State.values)}.')
             campaigns = campaigns.filter(state=state)
         return campaigns
 
@@ -465,7 +465,7 @@ class TaskListApi(ApiView, generics.GenericAPIView):
         state = self.request.query_params.get("state")
         if state:
             if state not in TASK_STATES:
-                raise Rejected(f"Unknown task state {state!r}: use pending, done or failed.")
+                raise Rejected(f'Unknown task state "{state}": use pending, done or failed.')
             tasks = tasks.filter(state=TASK_STATES[state])
         return tasks
 

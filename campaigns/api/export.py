@@ -191,10 +191,10 @@ class ResultExportApi(ApiView):
         campaign = get_for_actor(Campaign.objects.all(), self.actor(), pk=campaign_id)
         fmt = request.query_params.get("format", "jsonl")
         if fmt not in FORMATS:
-            raise Rejected(f"Unknown format {fmt!r}: use jsonl, csv or msgpack.")
+            raise Rejected(f'Unknown format "{fmt}": use jsonl, csv or msgpack.')
         state = request.query_params.get("state", "done")
         if state not in STATES:
-            raise Rejected(f"Unknown state {state!r}: use done, failed or all.")
+            raise Rejected(f'Unknown state "{state}": use done, failed or all.')
         chunks = export_chunks(campaign, fmt, state)
         content_type, ext = FORMATS[fmt]
         content: Iterator[bytes] | AsyncIterator[bytes] = chunks

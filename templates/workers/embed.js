@@ -39,7 +39,7 @@
         console.warn(
           "CCGSC embed: the consent frame did not load. Check that data-site holds this " +
             "site's key and that " + location.origin + " is the origin registered for it " +
-            "on the organization's Sites page at " + base + "."
+            "on the organization's Embed sites page at " + base + "."
         );
       }
     }, WARN_AFTER_MS);

@@ -103,8 +103,10 @@ def test_hands_stay_within_the_reported_cores(browser, platform, make_campaign):
     whatever the address, the saved settings or the field say, a page runs at most one hand
     per logical core the browser reports."""
     campaign = make_campaign([f"{seed} 100000" for seed in range(1, 5)], kernel="montecarlo")
-    context, page = open_contribute(browser, platform, "hands=999")
+    context, page = open_contribute(browser, platform, "hands=999&throttle=abc")
     try:
+        # A throttle that is no percentage from 10 to 100 means full speed.
+        assert page.input_value("#throttle") == "100"
         cores = page.evaluate("navigator.hardwareConcurrency")
         wait_for(lambda: done_count(campaign) == 4, what="the tasks")
         assert len(page.evaluate(HARNESS_STATE)["hands"]) == cores

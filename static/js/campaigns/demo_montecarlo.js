@@ -81,7 +81,7 @@ followFeed({
     window.ccgscMonteCarlo = { inside: inside.toString(), total: total.toString(), estimate: text };
   },
   onCampaign(c) {
-    if (!c.reduced) return;
+    if (!c.reduced || !document.getElementById("pi-reduced")) return; // no reducer: no card
     const [value] = c.reduced.trim().split(/\s+/);
     showDigits(document.getElementById("pi-reduced"), value);
     document.getElementById("pi-reduced-raw").textContent = c.reduced.trim();

@@ -38,7 +38,9 @@ $("hands").max = String(maxHands());
 // From the address, the saved settings or the core count, within 1..maxHands().
 const askedHands = Math.floor(Number(params.get("hands") || saved.hands)) || cores;
 $("hands").value = String(Math.min(maxHands(), Math.max(1, askedHands)));
-$("throttle").value = String(params.get("throttle") || saved.throttle || 100);
+// A percentage from 10 to 100; anything else (a typo in the address) means full speed.
+const askedThrottle = Number(params.get("throttle") || saved.throttle);
+$("throttle").value = String(askedThrottle >= 10 && askedThrottle <= 100 ? askedThrottle : 100);
 $("background").checked = params.has("background") || Boolean(saved.background);
 $("on-battery").checked = Boolean(saved.battery);
 $("cores-note").textContent = `This device reports ${cores} logical core${cores === 1 ? "" : "s"}.`;
