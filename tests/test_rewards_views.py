@@ -12,6 +12,7 @@ from accounts.models import EmbedSite, User
 from campaigns.models import Result
 from rewards import ledger, services
 from rewards.models import Reliability, Team
+from tests.conftest import ok_item
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
@@ -164,15 +165,7 @@ def validated(people, make_campaign):
     scheduler.work_available()
 
     def ok(lease, out):
-        return {
-            "lease": lease.lease,
-            "ok": True,
-            "output": out,
-            "exit": 0,
-            "err": None,
-            "stderr": "",
-            "ms": 1,
-        }
+        return ok_item(lease, out, ms=1)
 
     xa = scheduler.lease(x, 3)
     ya = scheduler.lease(y, 3)
