@@ -19,7 +19,7 @@ from accounts.models import User
 from campaigns import services
 from campaigns.models import Campaign, Result, Task
 from campaigns.templatetags.sizes import binary_size
-from tests.conftest import kernel_bytes
+from tests.conftest import kernel_bytes, ok_item
 from workers import scheduler
 from workers.models import WorkerSession
 
@@ -29,6 +29,19 @@ def client_for(user: User | None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
+
+
+# The create form's policy fields at their usual values.
+FORM_POLICIES = {
+    "priority": 10,
+    "task_timeout": 300,
+    "max_attempts": 5,
+    "points_per_task": 10,
+    "min_quorum": 1,
+    "target_replicas": 1,
+    "max_error_replicas": 5,
+    "max_total_replicas": 10,
+}
 
 
 def complete_tasks(campaign: Campaign, outputs: dict[int, bytes] | None = None, n: int = 100):
@@ -42,20 +55,7 @@ def complete_tasks(campaign: Campaign, outputs: dict[int, bytes] | None = None, 
     scheduler.work_available()  # forget per-process caches from earlier tests (ids are reused)
     leases = scheduler.lease(info, n)
     seqs = dict(Task.objects.filter(pk__in=[x.task for x in leases]).values_list("pk", "seq"))
-    items = []
-    for lease in leases:
-        out = (outputs or {}).get(seqs[lease.task], lease.input)
-        items.append(
-            {
-                "lease": lease.lease,
-                "ok": True,
-                "output": out,
-                "exit": 0,
-                "err": None,
-                "stderr": "",
-                "ms": 5,
-            }
-        )
+    items = [ok_item(x, (outputs or {}).get(seqs[x.task], x.input)) for x in leases]
     scheduler.submit_results(info, items)
     return session
 
@@ -338,14 +338,7 @@ def test_create_task_file_campaign_and_bad_file_message(people):
         "kernel": kernel.pk,
         "input_source": "file",
         "args": '-x "two words"',
-        "priority": 10,
-        "task_timeout": 300,
-        "max_attempts": 5,
-        "points_per_task": 10,
-        "min_quorum": 1,
-        "target_replicas": 1,
-        "max_error_replicas": 5,
-        "max_total_replicas": 10,
+        **FORM_POLICIES,
     }
     bad = io.BytesIO(b'"ok"\n{"input": 5}\n')
     bad.name = "tasks.jsonl"
@@ -372,14 +365,7 @@ def post_create(user: User, **fields: Any):
         reverse("campaigns:campaign_create", args=["alpha"]),
         {
             "args": "",
-            "priority": 10,
-            "task_timeout": 300,
-            "max_attempts": 5,
-            "points_per_task": 10,
-            "min_quorum": 1,
-            "target_replicas": 1,
-            "max_error_replicas": 5,
-            "max_total_replicas": 10,
+            **FORM_POLICIES,
             **fields,
         },
     )
