@@ -31,7 +31,7 @@ from workers import protocol
 from workers.native import client as client_mod
 from workers.native.backoff import Backoff
 from workers.native.cache import BlobCache, BlobError
-from workers.native.client import Options, Worker
+from workers.native.client import Options, Worker, server_list
 from workers.native.executor import CampaignSpec, Job, RunPlan, execute, result_item
 from workers.native.transport import HttpTransport, WebSocketTransport, http_base, websocket_url
 
@@ -965,6 +965,35 @@ async def test_reconnect_backs_off_while_the_server_is_down() -> None:
     assert h.connects == 4
     assert h.worker.backoff.attempts == 3  # not reset: that session is too young
     await h.stop()
+
+
+async def test_a_lost_connection_moves_on_to_the_next_of_several_servers() -> None:
+    h = Harness()
+    h.worker.servers = server_list("http://a:1, http://b:2,http://c:3")
+    h.worker._server_at = 2
+    tried: list[str] = []
+    connect = h.worker._connect
+    assert connect is not None
+
+    async def recording() -> Any:
+        tried.append(h.worker.server)
+        return await connect()
+
+    h.worker._connect = recording
+    h.refuse = 2
+    await h.start()
+    assert tried == ["http://c:3", "http://a:1", "http://b:2"]
+    h.server.inbox.put_nowait(None)  # that process dies: the session goes on at the next one
+    await until(lambda: len(h.servers) == 2 and h.worker.session is not None)
+    assert tried[-1] == "http://c:3"
+    await h.stop()
+
+
+def test_several_servers_parse_and_nothing_is_refused() -> None:
+    assert server_list("http://a") == ["http://a"]
+    assert server_list(" http://a ,http://b,") == ["http://a", "http://b"]
+    with pytest.raises(ValueError, match="no server URL"):
+        server_list(" , ")
 
 
 async def test_max_tasks_leases_exactly_that_many_then_exits() -> None:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.core.cache import cache
+from django.db import connection as dj_connection
+from django.utils import timezone
 
+from campaigns.models import Result
 from rewards import validation
-from workers import sweeper
+from workers import scheduler, sessions, sweeper
+from workers.connection import limits as connection_limits
+from workers.models import WorkerSession
+from workers.scheduler import SessionInfo
 
 
 def test_rewards_registers_its_catch_up() -> None:
@@ -25,6 +35,7 @@ async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing
 
     monkeypatch.setattr(sweeper, "SWEEP_SECONDS", 0.01)
     monkeypatch.setattr(sweeper, "sweep_once", lambda: (0, 0))
+    monkeypatch.setattr(sweeper, "hold_sweeper_lock", lambda: True)
     monkeypatch.setattr(
         sweeper,
         "periodic",
@@ -38,3 +49,108 @@ async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing
     # A job first runs one period after the loop starts, then once per period.
     assert 2 <= len(often) <= 12
     assert rarely == []
+
+
+# --- one sweeper per deployment, stale HTTP sessions, visible lag -------------------------------
+
+
+def _silent_session(transport: str, seconds: float) -> WorkerSession:
+    return WorkerSession.objects.create(
+        kind="browser",
+        transport=transport,
+        last_seen_at=timezone.now() - timedelta(seconds=seconds),
+    )
+
+
+def test_http_session_silent_for_two_long_polls_is_closed_and_its_leases_freed(
+    make_campaign: Any,
+) -> None:
+    c = make_campaign(["a", "b"])
+    two_polls = 2 * sessions.LONG_POLL_SECONDS
+    http_gone = _silent_session(WorkerSession.Transport.HTTP, two_polls + 1)
+    http_alive = _silent_session(WorkerSession.Transport.HTTP, two_polls - 5)
+    # A WebSocket session as silent as http_gone is alive: it pings only every 20 s.
+    ws_quiet = _silent_session(WorkerSession.Transport.WEBSOCKET, two_polls + 1)
+    ws_gone = _silent_session(WorkerSession.Transport.WEBSOCKET, 91)
+    held = scheduler.lease(SessionInfo(id=http_gone.pk), 1)
+    assert len(held) == 1
+
+    assert sweeper.sweep_once() == (0, 2)
+
+    closed = set(
+        WorkerSession.objects.filter(disconnected_at__isnull=False).values_list("pk", flat=True)
+    )
+    assert closed == {http_gone.pk, ws_gone.pk}
+    assert {http_alive.pk, ws_quiet.pk}.isdisjoint(closed)
+    lease = Result.objects.get(pk=held[0].lease)
+    assert lease.state == Result.State.UNSENT and lease.session_id is None
+    assert Result.objects.filter(campaign=c, state=Result.State.UNSENT).count() == 2
+
+
+def test_http_sessions_are_told_to_ping_within_one_long_poll() -> None:
+    assert connection_limits(WorkerSession.Transport.HTTP)["heartbeat"] < (
+        sessions.LONG_POLL_SECONDS
+    )
+    assert connection_limits(WorkerSession.Transport.WEBSOCKET)["heartbeat"] == 20
+
+
+@pytest.mark.django_db
+def test_a_sweep_is_recorded_with_its_lag(client: Any) -> None:
+    cache.delete(sweeper.LAST_SWEEP_KEY)
+    assert sweeper.last_sweep()["at"] is None
+    try:
+        assert sweeper.tick() is True
+    finally:
+        sweeper.release_sweeper_lock()
+    last = sweeper.last_sweep()
+    assert last["by"] == sweeper.WHO
+    assert last["at"] is not None and 0 <= last["lag_seconds"] < 5
+    assert last["reclaimed"] == 0 and last["closed"] == 0
+    cache.delete("ccgsc:status")
+    assert client.get("/api/v1/status").json()["sweeper"]["at"] == last["at"]
+
+
+def _in_thread(fn: Any) -> Any:
+    """Run fn in a new thread: its own Django connection, i.e. its own database session,
+    as another server process would have."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        finally:
+            dj_connection.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    return out[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_one_process_holds_the_sweeper_lock_until_it_goes() -> None:
+    if dj_connection.vendor != "postgresql":
+        # The embedded mode is one process (in-memory channel layer): it always sweeps.
+        assert sweeper.hold_sweeper_lock() is True
+        return
+    ready, release = threading.Event(), threading.Event()
+    holder: list[bool] = []
+
+    def first_process() -> None:
+        holder.append(sweeper.hold_sweeper_lock())
+        holder.append(sweeper.hold_sweeper_lock())  # still held, not taken twice
+        ready.set()
+        release.wait(30)
+        dj_connection.close()  # the process (or its connection) dies: the lock goes with it
+
+    t = threading.Thread(target=first_process)
+    t.start()
+    assert ready.wait(30)
+    try:
+        assert holder == [True, True]
+        assert _in_thread(sweeper.hold_sweeper_lock) is False
+        assert _in_thread(sweeper.tick) is False  # a second process does not sweep
+    finally:
+        release.set()
+        t.join(30)
+    assert _in_thread(sweeper.tick) is True  # it takes over once the first is gone

@@ -51,14 +51,17 @@ def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(fn)
 
 
-def limits() -> dict[str, Any]:
+def limits(transport: str = WorkerSession.Transport.WEBSOCKET) -> dict[str, Any]:
     cfg = settings.CCGSC
+    # The HTTP fallback keeps no socket: its session lives on its requests, so it must be heard
+    # from well within the sweeper's two-long-poll cutoff (workers.sweeper).
+    heartbeat = sessions.HTTP_HEARTBEAT_SECONDS if transport == WorkerSession.Transport.HTTP else 20
     return {
         "max_frame": protocol.MAX_FRAME,
         "max_batch": protocol.MAX_BATCH,
         "max_output": cfg["RESULT_MAX_BYTES"],
         "max_checkpoint": cfg["CHECKPOINT_MAX_BYTES"],
-        "heartbeat": 20,
+        "heartbeat": heartbeat,
     }
 
 
@@ -185,7 +188,7 @@ class WorkerConnection:
                 "v": protocol.VERSION,
                 "session": session.pk,
                 "secret": secret,
-                "limits": limits(),
+                "limits": limits(self.transport),
             }
         )
 

@@ -15,6 +15,12 @@ from workers import scheduler
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 
+# The HTTP fallback holds a `want` that finds no work this long (workers/views.py). Its clients
+# send something (a ping at least) at least every HTTP_HEARTBEAT_SECONDS, so a session silent
+# for two long polls is gone (workers/sweeper.py closes it and frees its leases).
+LONG_POLL_SECONDS = 10.0
+HTTP_HEARTBEAT_SECONDS = 8
+
 
 def session_open(
     hello: dict[str, Any], *, user: User | None, transport: str = WorkerSession.Transport.WEBSOCKET

@@ -21,14 +21,14 @@ from workers.connection import WorkerConnection, db
 from workers.consumers import origin_allowed
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
-from workers.sweeper import ensure_sweeper
+from workers.sweeper import ensure_sweeper, last_sweep
 
 CONTENT_TYPES = {
     "wasm": "application/wasm",
     "js": "text/javascript",
     "": "application/octet-stream",
 }
-LONG_POLL_SECONDS = 10.0
+LONG_POLL_SECONDS = sessions.LONG_POLL_SECONDS
 MSGPACK = "application/msgpack"
 
 
@@ -157,6 +157,8 @@ def status(request: HttpRequest) -> JsonResponse:
             "tasks_per_second": round(last_minute / 60.0, 2),
             "campaigns_running": campaigns["running"],
             "time": now.isoformat(),
+            # The deployment's one lease sweeper: when it last ran, and by which process.
+            "sweeper": last_sweep(),
         }
         cache.set("ccgsc:status", data, 1)
     response = JsonResponse(data)

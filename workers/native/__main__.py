@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server",
         default=os.environ.get("CCGSC_SERVER", "http://127.0.0.1:8000"),
-        help="server root URL (default: $CCGSC_SERVER or http://127.0.0.1:8000)",
+        help="server root URL, or several comma-separated (the processes of one deployment "
+        "without a load balancer: the worker moves to the next when a connection is lost) "
+        "(default: $CCGSC_SERVER or http://127.0.0.1:8000)",
     )
     parser.add_argument(
         "--token",

@@ -37,6 +37,7 @@ import contextlib
 import logging
 import os
 import platform
+import random
 import signal
 import threading
 import time
@@ -109,6 +110,9 @@ PERMANENT_ERRORS = {"auth", "version", "origin"}
 class Options:
     """What the command line configures (see __main__.py for the flags)."""
 
+    # One server root URL, or several separated by commas: the processes of one deployment
+    # reached directly (without a load balancer). The worker starts at a random one and moves
+    # to the next whenever its connection is lost or cannot be opened.
     server: str
     token: str | None = None
     slots: int = 1
@@ -120,6 +124,14 @@ class Options:
     exit_when_idle: float | None = None
     grace: float = 10.0
     max_in_hand: int = MAX_IN_HAND
+
+
+def server_list(server: str) -> list[str]:
+    """The server URLs of a --server value (comma-separated for several processes)."""
+    servers = [part.strip() for part in server.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("no server URL given")
+    return servers
 
 
 @dataclass
@@ -228,6 +240,10 @@ class Worker:
         self._cache = cache
         self._connect = connect
         self.backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self.servers = server_list(options.server)
+        # Workers that all start together spread over the processes instead of all choosing
+        # the first.
+        self._server_at = random.randrange(len(self.servers))
         self.session: Session | None = None
         self.gen = 0
         self.stopping = False
@@ -266,7 +282,7 @@ class Worker:
             root = Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
             cap = self.options.cache_max
             self._cache = BlobCache(
-                root, http_base(self.options.server), max_bytes=None if cap is None else cap // 2
+                root, http_base(self.server), max_bytes=None if cap is None else cap // 2
             )
         return self._cache
 
@@ -297,6 +313,7 @@ class Worker:
                         backoff.reset()
                 if self.stopping:
                     break
+                self._next_server()
                 delay = backoff.next()
                 log.info("reconnecting in %.1f s", delay)
                 await self._unless_stopped(asyncio.sleep(delay))
@@ -333,10 +350,22 @@ class Worker:
                 await result.close()
         return None
 
+    @property
+    def server(self) -> str:
+        """The server URL this worker connects to now."""
+        return self.servers[self._server_at]
+
+    def _next_server(self) -> None:
+        """After a lost connection, the next of several servers (a process that died stays
+        dead for a while; another one of the deployment takes the session)."""
+        self._server_at = (self._server_at + 1) % len(self.servers)
+        if self._cache is not None:
+            self._cache.base_url = http_base(self.server)
+
     async def _open(self) -> Transport | None:
         if self._connect is not None:
             return await self._connect()
-        server = self.options.server
+        server = self.server
         if not self.options.http_only:
             try:
                 return await WebSocketTransport.open(server, agent=self.agent)
@@ -372,7 +401,7 @@ class Worker:
         self.stats.sessions += 1
         log.info(
             "connected to %s over %s: session %s, %d slot(s)",
-            self.options.server,
+            self.server,
             transport.name,
             s.id,
             self.slots,

@@ -6,6 +6,7 @@
 // hand. Nothing polls. UI code subscribes with onUpdate(snapshot) and calls start(), pause(),
 // resume(), stop(), setHands(), setThrottle().
 
+import { reconnectDelay } from "./backoff.js";
 import { Connection, VERSION } from "./protocol.js";
 import { Hand } from "./hand.js";
 import { jsKernelUrl, staticData, wasmKernel } from "./kernels.js";
@@ -13,7 +14,6 @@ import { restMs, toDuty } from "./throttle.js";
 
 const METRICS_EVERY_MS = 10000;
 const PROGRESS_EVERY_MS = 2000;
-const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
 const RECENT = 25;
 const STDERR_TAIL = 4096;
 const RESULT_ACK_TIMEOUT_MS = 10000;
@@ -503,7 +503,8 @@ export class Harness {
     this.resultsInFlight = null;
     for (const hand of this.hands) hand.abort("lost with the connection");
     if (!this.running) return;
-    const delay = RECONNECT_MS[Math.min(this.reconnects++, RECONNECT_MS.length - 1)];
+    // Jittered: the tabs a dead server process served do not all return at once.
+    const delay = reconnectDelay(this.reconnects++);
     this._setState("reconnecting", detail);
     const timer = setTimeout(() => {
       this._timers.delete(timer);

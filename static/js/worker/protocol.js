@@ -11,6 +11,9 @@ import { encode, decode } from "../../vendor/msgpack/index.mjs";
 export const VERSION = 1;
 const OPEN_TIMEOUT_MS = 5000;
 const HTTP_RETRY_MS = [1000, 2000, 5000, 10000, 20000];
+// The server closes an HTTP-fallback session it has not heard from for two long polls (20 s):
+// with nothing else to send, ping well within one (workers/sessions.py HTTP_HEARTBEAT_SECONDS).
+const HTTP_PING_MS = 8000;
 
 function mapHeader(size) {
   if (size < 16) return Uint8Array.of(0x80 | size);
@@ -228,14 +231,16 @@ class HttpTransport {
   }
 
   async _backoff() {
-    await new Promise((resolve) => setTimeout(resolve, HTTP_RETRY_MS[Math.min(this.failures, HTTP_RETRY_MS.length) - 1]));
+    // Jittered like reconnects (backoff.js): requests that failed together retry apart.
+    const ceiling = HTTP_RETRY_MS[Math.min(this.failures, HTTP_RETRY_MS.length) - 1];
+    await new Promise((resolve) => setTimeout(resolve, ceiling * (0.5 + 0.5 * Math.random())));
   }
 
   async _sendLoop() {
     while (!this.closed) {
       if (this.outbox.length === 0) {
         // Sleep until a message is queued; send a ping now and then to keep the session.
-        await this._sleep("wakeSender", 15000);
+        await this._sleep("wakeSender", HTTP_PING_MS);
         if (this.outbox.length === 0 && this.session !== null && !this.closed) this.outbox.push({ t: "ping" });
         continue;
       }
