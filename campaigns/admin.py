@@ -62,6 +62,7 @@ class KernelAdmin(admin.ModelAdmin):
         "sha256",
         "size",
         "memory_max",
+        "original_sha256",
         "imports",
         "created_by",
         "created_at",

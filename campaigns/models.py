@@ -64,6 +64,9 @@ class Kernel(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     size = models.PositiveBigIntegerField()
     memory_max = models.PositiveBigIntegerField(null=True, blank=True)
+    # Provenance: the sha256 of the module as uploaded, when the platform rewrote it (it
+    # declared no memory maximum and got the platform's cap); empty when stored as uploaded.
+    original_sha256 = models.CharField(max_length=64, blank=True, default="")
     imports = models.JSONField(default=list, blank=True)
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)

@@ -105,7 +105,9 @@ def kernel_get_or_upload(
     """kernel_upload, also saying whether a new kernel was stored: (kernel, created). Kernels
     are content-addressed, one per organization and sha256, so bytes the organization already
     uploaded give (the existing kernel, False), under its first name, kind and description;
-    nothing is stored or renamed."""
+    nothing is stored or renamed. A module declaring no memory maximum is stored with the
+    platform's cap written in, under the new bytes' sha256 (the upload's is kept as
+    original_sha256), so uploading it again finds the same kernel."""
     cap = limits()["KERNEL_MAX_BYTES"]
     if not data:
         raise ServiceError("The kernel file is empty.")
@@ -113,17 +115,22 @@ def kernel_get_or_upload(
         raise ServiceError(f"The kernel is {len(data)} bytes; the limit is {cap} bytes.")
     memory_max: int | None = None
     imports: list[str] = []
+    original_sha256 = ""
     if kind == Kernel.Kind.WASM:
         # Imported here: loading wasmtime is only needed by processes that validate or run
         # kernels, not by every web process at start-up.
         from kernelhost import KernelRejected
 
         try:
-            info = sandbox_host().inspect(data, memory_cap=limits()["KERNEL_MEMORY_CAP"])
+            admitted = sandbox_host().admit(data, memory_cap=limits()["KERNEL_MEMORY_CAP"])
         except KernelRejected as exc:
             reason = exc.reason[:1].lower() + exc.reason[1:]  # it follows a colon
             raise ServiceError(f"The kernel was rejected: {reason}") from None
-        memory_max, imports = info.memory_max, list(info.imports)
+        # A module without a memory maximum is stored with the platform's cap written in
+        # (browsers enforce no other limit); it is content-addressed by its new hash.
+        if admitted.rewritten:
+            data, original_sha256 = admitted.wasm, admitted.original_sha256
+        memory_max, imports = admitted.info.memory_max, list(admitted.info.imports)
     elif kind == Kernel.Kind.JS:
         try:
             text = data.decode("utf-8")
@@ -151,6 +158,7 @@ def kernel_get_or_upload(
             sha256=digest,
             size=len(data),
             memory_max=memory_max,
+            original_sha256=original_sha256,
             imports=imports,
             created_by=created_by,
         )

@@ -4,7 +4,8 @@ Used by the server's Celery jobs (generators, verifiers, reducers), the native w
 sharing one host) and the `ccgsc kernel run` command. The kernel contract it implements:
 
 - a WASI preview 1 command module exporting `_start` and `memory`, whose memory declares a
-  maximum within the platform cap; imports only from `wasi_snapshot_preview1` and the optional
+  maximum within the platform cap (an upload that declares none gets the cap written into it:
+  KernelHost.admit); no threads; imports only from `wasi_snapshot_preview1` and the optional
   `ccgsc.progress(f64) -> ()` and `ccgsc.checkpoint(i32 ptr, i32 len) -> i32`;
 - stdin is the task input, stdout the result, exit status 0 success and 1..125 failure
   (a proc_exit status outside 0..125 is refused by wasmtime: reported as EXIT with no code);
@@ -24,9 +25,11 @@ Typical use::
     else: report(result.error, result.message, result.stderr_tail)
 """
 
+from . import wasmbin
 from .contract import (
     GUEST_DIR,
     STDERR_TAIL_BYTES,
+    Admitted,
     ErrorKind,
     KernelRejected,
     Limits,
@@ -37,6 +40,7 @@ from .host import (
     CacheStats,
     Kernel,
     KernelHost,
+    admit_module,
     default_host,
     inspect_module,
     set_default_host,
@@ -45,6 +49,7 @@ from .host import (
 __all__ = [
     "GUEST_DIR",
     "STDERR_TAIL_BYTES",
+    "Admitted",
     "CacheStats",
     "ErrorKind",
     "Kernel",
@@ -53,7 +58,9 @@ __all__ = [
     "Limits",
     "ModuleInfo",
     "RunResult",
+    "admit_module",
     "default_host",
     "inspect_module",
     "set_default_host",
+    "wasmbin",
 ]

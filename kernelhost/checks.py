@@ -3,7 +3,10 @@
 The checks run in a fixed order and the first failure is reported, so an uploader always gets
 the same sentence for the same module:
 
-1. it compiles (and is a binary module: wasmtime would also accept WAT text, browsers would not);
+1. it compiles (and is a binary module: wasmtime would also accept WAT text, browsers would not),
+   and uses no threads (a shared memory, the wasi-threads `wasi.thread-spawn` import or its
+   `wasi_thread_start` export): threads are not supported, and saying so beats wasmtime's
+   validation error;
 2. it exports a function `_start` taking and returning nothing;
 3. it exports a memory `memory` (32-bit, not shared);
 4. that memory declares a maximum;
@@ -20,6 +23,7 @@ import re
 
 import wasmtime
 
+from . import wasmbin
 from .contract import (
     CCGSC_MODULE,
     WASI_MODULE,
@@ -43,10 +47,24 @@ def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         raise KernelRejected(
             "The module does not compile: it is not a WebAssembly binary (no \\0asm header)."
         )
+    check_no_threads(wasm)
     try:
         return wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:
         raise KernelRejected(f"The module does not compile: {_one_line(str(exc))}") from None
+
+
+def check_no_threads(wasm: bytes) -> None:
+    """Raise KernelRejected when `wasm` is a threads program (see wasmbin.find_threads)."""
+    try:
+        what = wasmbin.find_threads(wasm)
+    except wasmbin.WasmFormatError:
+        return  # malformed: wasmtime's compile error says where
+    if what is not None:
+        raise KernelRejected(
+            f"The module uses threads ({what}), and threads are not supported: build it "
+            "single-threaded (no -pthread; target wasm32-wasi, not wasm32-wasi-threads)."
+        )
 
 
 def describe_module(
@@ -71,7 +89,8 @@ def describe_module(
     limits = memory.limits
     if limits.max is None:
         raise KernelRejected(
-            "The module declares no memory maximum (link with --max-memory=<bytes>)."
+            "The module declares no memory maximum (link with --max-memory=<bytes>; an upload "
+            "to the platform sets the platform's cap)."
         )
     memory_min, memory_max = limits.min * page, limits.max * page
     if memory_max > memory_cap:

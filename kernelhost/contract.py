@@ -129,6 +129,25 @@ class ModuleInfo:
     exports: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """An upload that passed the checks (KernelHost.admit).
+
+    wasm: the bytes to store and serve: the upload, or the upload with the platform's memory
+    cap written into it when it declared no maximum. info: facts about `wasm` (its sha256
+    included). original_sha256: the sha256 of the bytes as uploaded (provenance).
+    """
+
+    wasm: bytes
+    info: ModuleInfo
+    original_sha256: str
+
+    @property
+    def rewritten(self) -> bool:
+        """True when the platform changed the module (set its memory maximum)."""
+        return self.info.sha256 != self.original_sha256
+
+
 class KernelRejected(ValueError):
     """The module breaks the kernel contract. `reason` is one sentence naming the failed check,
     fit to show to the uploader as is."""

@@ -54,7 +54,14 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi  # the epoch-deadline callback is not wrapped by wasmtime-py 50
 
-from .checks import compile_module, describe_module, mib, unsupported_import_reason
+from . import wasmbin
+from .checks import (
+    check_no_threads,
+    compile_module,
+    describe_module,
+    mib,
+    unsupported_import_reason,
+)
 from .contract import (
     CCGSC_MODULE,
     GUEST_DIR,
@@ -63,6 +70,7 @@ from .contract import (
     WASI_MODULE,
     WASM32_MAX_MEMORY,
     WASM_PAGE,
+    Admitted,
     ErrorKind,
     KernelRejected,
     Limits,
@@ -608,6 +616,41 @@ class KernelHost:
             )
         return info
 
+    def admit(self, wasm: bytes, *, memory_cap: int) -> Admitted:
+        """Validate an upload, giving a module with no memory maximum the platform's cap.
+
+        A module whose memories declare no maximum (Rust's default wasm32-wasi output, most
+        existing WASI programs) gets `memory_cap` (bytes, rounded down to whole pages) written
+        into its memory section (wasmbin.set_memory_max), so that browsers, which enforce no
+        other memory limit, are bound by it too. The result holds the bytes to store and serve
+        (the rewritten ones, or `wasm` itself when it already declared a maximum), their
+        ModuleInfo, and the sha256 of `wasm` as uploaded (provenance).
+        Raises KernelRejected saying which check failed (threads, an initial memory above the
+        cap, and every check of inspect()).
+        """
+        wasm = bytes(wasm)
+        original = hashlib.sha256(wasm).hexdigest()
+        if wasm.startswith(wasmbin.WASM_HEADER):
+            check_no_threads(wasm)
+        cap_pages = min(memory_cap, WASM32_MAX_MEMORY) // WASM_PAGE
+        try:
+            undeclared = [
+                m
+                for m in wasmbin.memories(wasm)
+                if not m.imported and m.max_pages is None and not m.is64
+            ]
+        except wasmbin.WasmFormatError:
+            undeclared = []  # inspect() reports what wasmtime finds wrong with it
+        for memory in undeclared:
+            if memory.min_pages > cap_pages:
+                raise KernelRejected(
+                    f"The module's initial memory {mib(memory.min_pages * WASM_PAGE)} MiB is "
+                    f"above the platform cap {mib(cap_pages * WASM_PAGE)} MiB."
+                )
+        stored = wasmbin.set_memory_max(wasm, cap_pages) if undeclared else wasm
+        info = self.inspect(stored, memory_cap=memory_cap)
+        return Admitted(wasm=stored, info=info, original_sha256=original)
+
     # --- run ------------------------------------------------------------------------------------
 
     def run(
@@ -897,6 +940,12 @@ def set_default_host(host: KernelHost) -> None:
     global _default_host
     with _default_lock:
         _default_host = host
+
+
+def admit_module(wasm: bytes, *, memory_cap: int) -> Admitted:
+    """KernelHost.admit() on the process's host: validate an upload, writing the platform's
+    memory cap into a module that declares no maximum."""
+    return default_host().admit(wasm, memory_cap=memory_cap)
 
 
 def inspect_module(wasm: bytes, *, memory_cap: int) -> ModuleInfo:

@@ -1,4 +1,4 @@
-"""Build the reference kernels: kernels/src/<name>.c -> kernels/build/<name>.wasm.
+"""Build the reference kernels: kernels/src/<name>.c|.rs -> kernels/build/<name>.wasm.
 
 Usage (from the repository root, with the project venv):
     .venv/bin/python kernels/build.py            # build every kernel
@@ -7,7 +7,10 @@ Usage (from the repository root, with the project venv):
                                                  # fail if a committed binary differs
 
 Every .c file in kernels/src/ is one kernel. The toolchain is the `ziglang` PyPI package
-(clang + wasi-libc for wasm32-wasi). Builds are deterministic: same sources and zig version,
+(clang + wasi-libc for wasm32-wasi). Every .rs file is one Rust kernel, built the way a Rust
+author builds one by default (Debian's `rustc`, `libstd-rust-dev-wasm32` and `lld`; `rustc
+--target wasm32-wasi`): its memory declares no maximum, which the platform sets at upload. When
+that toolchain is not installed the Rust kernels are skipped (their committed .wasm stays). Builds are deterministic: same sources and zig version,
 same bytes. After building, each module is checked against the kernel contract (exports
 `_start` and `memory`, declares a memory maximum, imports only WASI preview 1 and the
 `ccgsc` host functions with the right signatures). Any failure exits non-zero.
@@ -19,6 +22,7 @@ import argparse
 import concurrent.futures
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +49,10 @@ CFLAGS = [
     f"-Wl,-z,stack-size={STACK_SIZE}",
 ]
 
+# Rust kernels: an optimised build with symbols stripped (the default output carries 5 MB of
+# libstd debug information), otherwise rustc's defaults, memory limits included.
+RUSTFLAGS = ["--target", "wasm32-wasi", "--edition", "2021", "-O", "-C", "strip=symbols"]
+
 # Allowed host imports: module "ccgsc", name -> (params, results) as wasm type names.
 CCGSC_IMPORTS = {"progress": (["f64"], []), "checkpoint": (["i32", "i32"], ["i32"])}
 
@@ -53,7 +61,11 @@ CCGSC_IMPORTS = {"progress": (["f64"], []), "checkpoint": (["i32", "i32"], ["i32
 class Kernel:
     name: str
     source: str  # file name in kernels/src/
-    max_memory: bool = True  # declare a memory maximum (the platform requires one)
+    max_memory: bool = True  # declare a memory maximum (uploads without one get the cap)
+
+    @property
+    def rust(self) -> bool:
+        return self.source.endswith(".rs")
 
 
 # Kernels that are not simply src/<name>.c -> build/<name>.wasm.
@@ -65,6 +77,7 @@ EXTRA = [
 
 def all_kernels() -> list[Kernel]:
     kernels = [Kernel(p.stem, p.name) for p in sorted(SRC.glob("*.c"))]
+    kernels += [Kernel(p.stem, p.name, max_memory=False) for p in sorted(SRC.glob("*.rs"))]
     kernels += EXTRA
     names = [k.name for k in kernels]
     if len(set(names)) != len(names):
@@ -81,17 +94,37 @@ def zig_env() -> dict[str, str]:
     return env
 
 
+def rustc() -> str | None:
+    """Debian's rustc with the wasm32-wasi standard library, or None. $RUSTC wins; else
+    /usr/bin/rustc before PATH (a rustup rustc first on PATH may lack the target)."""
+    for candidate in (os.environ.get("RUSTC"), "/usr/bin/rustc", shutil.which("rustc")):
+        if not candidate or not Path(candidate).exists():
+            continue
+        proc = subprocess.run(
+            [candidate, "--print", "sysroot"], capture_output=True, text=True, check=False
+        )
+        sysroot = Path(proc.stdout.strip())
+        if proc.returncode == 0 and (sysroot / "lib/rustlib/wasm32-wasi").is_dir():
+            return candidate
+    return None
+
+
 def compile_kernel(kernel: Kernel, out_dir: Path) -> Path:
-    """Compile one kernel into out_dir atomically; raise RuntimeError with zig's output."""
+    """Compile one kernel into out_dir atomically; raise RuntimeError with the compiler's
+    output."""
     target = out_dir / f"{kernel.name}.wasm"
-    flags = list(CFLAGS)
-    if kernel.max_memory:
-        flags.append(f"-Wl,--max-memory={MAX_MEMORY}")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{kernel.name}.", suffix=".wasm", dir=out_dir)
     os.close(fd)
     tmp = Path(tmp_name)
     # Relative paths and a fixed working directory keep the output independent of checkout path.
-    cmd = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", str(tmp), f"src/{kernel.source}"]
+    if kernel.rust:
+        cmd = [rustc() or "rustc", *RUSTFLAGS, "-o", str(tmp), f"src/{kernel.source}"]
+    else:
+        flags = list(CFLAGS)
+        if kernel.max_memory:
+            flags.append(f"-Wl,--max-memory={MAX_MEMORY}")
+        cmd = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", str(tmp)]
+        cmd.append(f"src/{kernel.source}")
     try:
         proc = subprocess.run(
             cmd, cwd=KERNELS_DIR, env=zig_env(), capture_output=True, text=True, check=False
@@ -189,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     kernels = all_kernels()
+    if not args.names and rustc() is None:
+        skipped = [k.name for k in kernels if k.rust]
+        if skipped:
+            print(
+                f"skipping the Rust kernels {', '.join(skipped)}: no rustc with the wasm32-wasi "
+                "target (apt-get install rustc libstd-rust-dev-wasm32 lld)",
+                file=sys.stderr,
+            )
+        kernels = [k for k in kernels if not k.rust]
     if args.names:
         known = {k.name: k for k in kernels}
         unknown = [n for n in args.names if n not in known]

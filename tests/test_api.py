@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import re
@@ -461,10 +462,16 @@ def test_rejected_kernels_say_why(owner, body, message):
     assert_error(response, 400, "rejected", message)
 
 
-def test_a_kernel_without_a_memory_maximum_is_rejected_with_that_reason(owner):
-    response = owner.post(f"{API}/kernels", kernel_bytes("nomax"), content_type="application/wasm")
-    error = assert_error(response, 400, "rejected")
-    assert "maximum" in error["message"].lower()
+def test_a_kernel_without_a_memory_maximum_gets_the_cap_and_keeps_its_hash(owner):
+    uploaded = kernel_bytes("nomax")
+    response = owner.post(f"{API}/kernels", uploaded, content_type="application/wasm")
+    assert response.status_code == 201, response.content
+    kernel = response.json()
+    assert kernel["original_sha256"] == hashlib.sha256(uploaded).hexdigest()
+    assert kernel["sha256"] != kernel["original_sha256"] and kernel["memory_max"] > 0
+    download = owner.get(kernel["download_url"].removeprefix("http://testserver"))
+    served = b"".join(download) if download.streaming else download.content
+    assert hashlib.sha256(served).hexdigest() == kernel["sha256"]
 
 
 def test_a_kernel_upload_of_the_wrong_content_type_is_415(owner):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+import wasmtime
 
 from campaigns import services
 from campaigns.inputs import env_problem
@@ -16,7 +19,10 @@ from tests.conftest import kernel_bytes
     [
         (b"", "empty"),
         (b"not a wasm module", "not a WebAssembly binary"),
-        (kernel_bytes("nomax"), "no memory maximum"),
+        (
+            bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1 2 shared))')),
+            "threads are not supported",
+        ),
     ],
 )
 def test_rejected_kernels_say_which_check_failed(people, data, reason):
@@ -30,6 +36,24 @@ def test_kernel_above_memory_cap_is_rejected(people, settings):
     settings.CCGSC = {**settings.CCGSC, "KERNEL_MEMORY_CAP": 32 * 1024 * 1024}
     with pytest.raises(services.ServiceError, match="above the platform cap"):
         services.kernel_upload(organization=people.org, name="k", data=kernel_bytes("echo"))
+
+
+def test_a_kernel_without_a_memory_maximum_is_stored_with_the_cap_written_in(people, settings):
+    settings.CCGSC = {**settings.CCGSC, "KERNEL_MEMORY_CAP": 128 * 1024 * 1024}
+    uploaded = kernel_bytes("nomax")
+    kernel = services.kernel_upload(organization=people.org, name="k", data=uploaded)
+    stored = bytes(kernel.blob.data)
+    assert kernel.memory_max == 128 * 1024 * 1024
+    assert kernel.original_sha256 == hashlib.sha256(uploaded).hexdigest()
+    assert kernel.sha256 == kernel.blob_id == hashlib.sha256(stored).hexdigest()
+    assert stored != uploaded and len(stored) == len(uploaded) + 2  # max: 2-byte LEB, flag set
+    # The same upload again is the same kernel; so is uploading the rewritten bytes.
+    again = services.kernel_upload(organization=people.org, name="k2", data=uploaded)
+    assert again.pk == kernel.pk
+    assert services.kernel_upload(organization=people.org, name="k3", data=stored).pk == kernel.pk
+    # A module that declared its own maximum is stored as uploaded, with no provenance hash.
+    echo = services.kernel_upload(organization=people.org, name="e", data=kernel_bytes("echo"))
+    assert echo.original_sha256 == "" and bytes(echo.blob.data) == kernel_bytes("echo")
 
 
 def test_kernel_over_size_cap_is_rejected(people, settings):

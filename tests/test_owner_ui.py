@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import pytest
+import wasmtime
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
@@ -205,14 +206,14 @@ def test_kernel_upload_and_plain_errors(people):
     kernel = people.org.kernels.get()
     assert kernel.name == "primes" and kernel.created_by == people.teammate
 
-    # A module without a memory maximum: the service's sentence, shown as is.
-    nomax = io.BytesIO(kernel_bytes("nomax"))
-    nomax.name = "nomax.wasm"
-    response = client.post(url, {"file": nomax, "kind": "wasm"})
+    # A module using threads: the service's sentence, shown as is.
+    threads = io.BytesIO(wasmtime.wat2wasm('(module (memory (export "memory") 1 2 shared))'))
+    threads.name = "threads.wasm"
+    response = client.post(url, {"file": threads, "kind": "wasm"})
     assert response.status_code == 200
     html = response.content.decode()
     assert 'id="upload-errors"' in html
-    assert "The kernel was rejected" in html and "maximum" in html
+    assert "The kernel was rejected" in html and "threads are not supported" in html
     garbage = io.BytesIO(b"not wasm at all")
     garbage.name = "x.wasm"
     html = client.post(url, {"file": garbage, "kind": "wasm"}).content.decode()

@@ -44,6 +44,7 @@ class KernelOutput(serializers.ModelSerializer):
             "sha256",
             "size",
             "memory_max",
+            "original_sha256",
             "imports",
             "created_at",
             "download_url",
