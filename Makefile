@@ -24,6 +24,7 @@ venv: $(VENV)/.synced
 run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
+	@echo "Command line: $(PY) manage.py issue_token --login http://127.0.0.1:$(PORT) (then .venv/bin/ccgsc ...)"
 	CAMPAIGN_AUTO_APPROVE=$${CAMPAIGN_AUTO_APPROVE:-true} $(PY) manage.py serve --port $(PORT) --with-worker
 
 lint: venv

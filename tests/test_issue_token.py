@@ -1,0 +1,51 @@
+"""`manage.py issue_token`: a first API token without a browser."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import ApiToken, Membership, Organization, User
+
+
+def issue(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("issue_token", *args, stdout=out, stderr=err)
+    return out.getvalue().strip(), err.getvalue()
+
+
+@pytest.mark.django_db
+def test_creates_user_and_organization_then_reuses_them():
+    token, note = issue()
+    found = ApiToken.authenticate(token)
+    assert found is not None and found.organization.name == "My lab"
+    user = User.objects.get(email="you@ccgsc.local")
+    assert not user.has_usable_password()
+    assert Membership.objects.get(user=user).role == Membership.Role.OWNER
+    assert "ccgsc login --server URL --token TOKEN" in note
+
+    again, _ = issue("-q")
+    assert again != token
+    assert ApiToken.authenticate(again).organization == found.organization
+    assert Organization.objects.count() == 1 and User.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_named_organization_and_existing_member(people):
+    token, _ = issue("--email", people.owner.email, "--org", people.org.slug)
+    assert ApiToken.authenticate(token).organization == people.org
+    # Someone else's organization is not joined by naming it.
+    with pytest.raises(CommandError, match="not a member"):
+        issue("--email", "stranger@example.org", "--org", people.org.slug)
+
+
+@pytest.mark.django_db
+def test_login_saves_the_cli_config(tmp_path, monkeypatch):
+    path = tmp_path / "ccgsc.json"
+    monkeypatch.setenv("CCGSC_CONFIG", str(path))
+    token, note = issue("--login", "http://127.0.0.1:8104/")
+    assert json.loads(path.read_text()) == {"server": "http://127.0.0.1:8104", "token": token}
+    assert str(path) in note
