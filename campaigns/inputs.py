@@ -1,7 +1,8 @@
 """Parsers for the three ways tasks arrive, all streaming in constant memory.
 
 - generator output: frames of a 4-byte little-endian length followed by that many bytes;
-- task files: JSON Lines or a msgpack stream, one task per line/object.
+- task files: JSON Lines or a msgpack stream, one task per line/object, or plain text, where
+  each line is one task's input.
 
 Each yields TaskSpec values and raises InputError with the position of the first bad item.
 """
@@ -104,7 +105,9 @@ def iter_frames(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
 
 def _spec_from_object(obj: Any, where: str, max_input: int) -> TaskSpec:
     """One task from a decoded JSON/msgpack value: bytes or text (the input itself), or a map
-    with `input` (text/bytes), `input_b64`, optional `args` (list of strings), `env` (map)."""
+    with `input` (text/bytes) or `input_b64`, optional `args` (list of strings), `env` (map).
+    A map without an input has an empty input, so `{"args": ["8"]}` is a whole task; it must
+    then give `args` or `env` (an empty map is more likely a mistake than a task)."""
     args: list[str] | None = None
     env: dict[str, str] | None = None
     if isinstance(obj, bytes):
@@ -115,9 +118,13 @@ def _spec_from_object(obj: Any, where: str, max_input: int) -> TaskSpec:
         unknown = set(obj) - {"input", "input_b64", "args", "env"}
         if unknown:
             raise InputError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
-        if ("input" in obj) == ("input_b64" in obj):
-            raise InputError(f"{where}: give exactly one of `input` and `input_b64`")
-        if "input_b64" in obj:
+        if "input" in obj and "input_b64" in obj:
+            raise InputError(f"{where}: give only one of `input` and `input_b64`")
+        if not obj.keys() & {"input", "input_b64", "args", "env"}:
+            raise InputError(f"{where}: a task needs `input`, `input_b64`, `args` or `env`")
+        if "input" not in obj and "input_b64" not in obj:
+            data = b""
+        elif "input_b64" in obj:
             if not isinstance(obj["input_b64"], str):
                 raise InputError(f"{where}: `input_b64` must be a base64 string")
             try:
@@ -181,16 +188,40 @@ def iter_msgpack(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
         raise InputError(f"object {number + 1}: the stream ends in the middle of an object")
 
 
+def iter_text(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
+    """Plain text: each line is one task's input, exactly its bytes without the line ending
+    ("\n" or "\r\n"; other whitespace is kept). Empty lines are skipped. No args or env."""
+    for number, raw in enumerate(stream, start=1):
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        if len(line) > max_input:
+            raise InputError(
+                f"line {number}: input is {len(line)} bytes, above the {max_input}-byte limit"
+            )
+        yield TaskSpec(input=bytes(line))
+
+
+TASK_FILE_FORMATS = ("jsonl", "msgpack", "text")
+
+
 def iter_task_file(stream: IO[bytes], *, fmt: str, max_input: int) -> Iterator[TaskSpec]:
     if fmt == "jsonl":
         return iter_jsonl(stream, max_input=max_input)
     if fmt == "msgpack":
         return iter_msgpack(stream, max_input=max_input)
-    raise InputError(f"unknown task file format {fmt!r}: use jsonl or msgpack")
+    if fmt == "text":
+        return iter_text(stream, max_input=max_input)
+    raise InputError(f"unknown task file format {fmt!r}: use jsonl, msgpack or text")
 
 
 def guess_format(filename: str) -> str:
+    """msgpack for .msgpack/.mpk, text for .txt, JSON Lines otherwise."""
     name = filename.lower()
     if name.endswith((".msgpack", ".mpk", ".msgpck")):
         return "msgpack"
+    if name.endswith(".txt"):
+        return "text"
     return "jsonl"

@@ -29,14 +29,16 @@ def test_creates_user_and_organization_then_reuses_them():
 
     again, _ = issue("-q")
     assert again != token
-    assert ApiToken.authenticate(again).organization == found.organization
+    again_found = ApiToken.authenticate(again)
+    assert again_found is not None and again_found.organization == found.organization
     assert Organization.objects.count() == 1 and User.objects.count() == 1
 
 
 @pytest.mark.django_db
 def test_named_organization_and_existing_member(people):
     token, _ = issue("--email", people.owner.email, "--org", people.org.slug)
-    assert ApiToken.authenticate(token).organization == people.org
+    found = ApiToken.authenticate(token)
+    assert found is not None and found.organization == people.org
     # Someone else's organization is not joined by naming it.
     with pytest.raises(CommandError, match="not a member"):
         issue("--email", "stranger@example.org", "--org", people.org.slug)

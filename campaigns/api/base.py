@@ -29,8 +29,7 @@ from campaigns.inputs import (
     TaskSpec,
     args_problem,
     env_problem,
-    iter_jsonl,
-    iter_msgpack,
+    iter_task_file,
 )
 from campaigns.services import ServiceError
 
@@ -57,6 +56,23 @@ class InvalidTasks(Rejected):
     default_code = "invalid_tasks"
 
 
+class BodyRequest(Request):
+    """DRF's Request, reading a body sent with `Transfer-Encoding: chunked` too. DRF takes a
+    missing Content-Length for "no body" and hands the parsers nothing; a chunked body (what
+    streaming clients send when they do not know the size up front) has no Content-Length.
+    The ASGI server has already de-chunked it, so the Django request reads it like any other."""
+
+    def _load_stream(self) -> None:
+        super()._load_stream()  # type: ignore[misc]
+        meta = self._request.META
+        if (
+            self._stream is None
+            and not meta.get("CONTENT_LENGTH")
+            and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+        ):
+            self._stream = self._request
+
+
 class IsMemberOrToken(permissions.BasePermission):
     """A signed-in user or an organization's API token. A token acts for its organization even
     when the person who created it is gone (request.user is then anonymous)."""
@@ -73,6 +89,15 @@ class ApiView(APIView):
     permission_classes = [IsMemberOrToken]
     #: The 404 message, formatted with the URL's arguments.
     not_found = "Not found."
+
+    def initialize_request(self, request: Any, *args: Any, **kwargs: Any) -> Request:
+        return BodyRequest(
+            request,
+            parsers=self.get_parsers(),
+            authenticators=self.get_authenticators(),
+            negotiator=self.get_content_negotiator(),
+            parser_context=self.get_parser_context(request),
+        )
 
     def handle_exception(self, exc: Exception) -> Any:
         # The project's handler reads the code from the exception class (`default_code`), so
@@ -176,9 +201,7 @@ class TaskStreamParser(parsers.BaseParser):
     ) -> Iterator[TaskSpec]:
         if stream is None:
             return iter(())
-        if self.fmt == "msgpack":
-            return iter_msgpack(stream, max_input=_max_input())
-        return iter_jsonl(stream, max_input=_max_input())
+        return iter_task_file(stream, fmt=self.fmt, max_input=_max_input())
 
 
 class NdjsonParser(TaskStreamParser):
@@ -198,7 +221,14 @@ class XMsgpackParser(MsgpackParser):
     media_type = "application/x-msgpack"
 
 
-TASK_STREAM_PARSERS = [NdjsonParser, JsonlParser, MsgpackParser, XMsgpackParser]
+class TextLinesParser(TaskStreamParser):
+    """Plain text: one task per line, the line (without its ending) as the input."""
+
+    media_type = "text/plain"
+    fmt = "text"
+
+
+TASK_STREAM_PARSERS = [NdjsonParser, JsonlParser, MsgpackParser, XMsgpackParser, TextLinesParser]
 
 
 class RawBodyParser(parsers.BaseParser):

@@ -32,7 +32,7 @@ from campaigns.api.base import (
     organization_for_write,
 )
 from campaigns.api.kernels import ORG_FILTER
-from campaigns.inputs import TaskSpec, guess_format
+from campaigns.inputs import TASK_FILE_FORMATS, TaskSpec, guess_format
 from campaigns.models import Campaign, Kernel, Result, Task
 
 # --- output --------------------------------------------------------------------------------
@@ -187,7 +187,9 @@ class CampaignCreateInput(serializers.Serializer):
         required=False, help_text="JSON Lines or a msgpack stream, one task each (multipart)"
     )
     task_file_format = serializers.ChoiceField(
-        choices=["jsonl", "msgpack"], required=False, help_text="default: from the file name"
+        choices=list(TASK_FILE_FORMATS),
+        required=False,
+        help_text="default: from the file name (.msgpack, .txt, else jsonl)",
     )
     verifier = serializers.IntegerField(required=False, help_text="a verifier kernel's id")
     reducer = serializers.IntegerField(required=False, help_text="a reducer kernel's id")
