@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ KERNELS = ROOT / "kernels" / "build"
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
 
-from kernelhost import KernelHost, Limits, RunResult  # noqa: E402
+from kernelhost import KernelHost, Limits, RunResult, wasmbin  # noqa: E402
 
 CASE_KEYS = {"name", "note", "kernel", "stdin", "args", "env", "static", "checkpoint", "limits"}
 EXPECT_KEYS = {"exit_code", "error", "checkpoint", "progress"}
@@ -123,6 +125,74 @@ def test_case(host: KernelHost, case: dict[str, Any]) -> None:
     if not (KERNELS / f"{case['kernel']}.wasm").exists():
         pytest.skip(reason=f"kernels/build/{case['kernel']}.wasm has not been built (make kernels)")
     assert run_case(host, case) == case["expect"]
+
+
+# --- the browser host's memory-limit parser ----------------------------------------------------
+
+# Prints parseMemoryLimits (static/js/worker/wasi_host.js) of each module file given, as JSON.
+PARSE_MEMORY_LIMITS_JS = """
+import { readFileSync } from "node:fs";
+const { parseMemoryLimits } = await import(process.argv[2]);
+const out = process.argv.slice(3).map((f) => parseMemoryLimits(readFileSync(f)));
+console.log(JSON.stringify(out));
+"""
+
+
+def _wat(text: str) -> bytes:
+    import wasmtime
+
+    return bytes(wasmtime.wat2wasm(text))
+
+
+def _tricky_modules() -> dict[str, bytes]:
+    """Modules whose imports come before the memory: names of every length class (a 200-byte
+    name has a 2-byte LEB128 length), tables, globals, and an imported memory."""
+    long = "x" * 200
+    imports = (
+        f'(import "wasi_snapshot_preview1" "{long}" (func))'
+        '(import "env" "t" (table 3 10 funcref))'
+        '(import "env" "g" (global i32))'
+    )
+    return {
+        "imports-then-memory": _wat(f'(module {imports} (memory (export "memory") 300 5000))'),
+        "imported-memory": _wat(f'(module {imports} (import "env" "m" (memory 2 70000)))'),
+        "no-maximum": _wat(f'(module {imports} (memory (export "memory") 129))'),
+        "capped-at-upload": wasmbin.set_memory_max(
+            _wat(f'(module {imports} (memory (export "memory") 129))'), 4096
+        ),
+    }
+
+
+def test_the_browser_memory_parser_agrees_with_the_python_one(tmp_path: Path) -> None:
+    """parseMemoryLimits in the browser host decides out_of_memory against the module's cap;
+    it must read every shipped kernel (and import sections it used to misread) as Python does."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the browser host's unit tests"
+    files = sorted(KERNELS.glob("*.wasm"))
+    for name, wasm in _tricky_modules().items():
+        path = tmp_path / f"{name}.wasm"
+        path.write_bytes(wasm)
+        files.append(path)
+    script = tmp_path / "parse.mjs"
+    script.write_text(PARSE_MEMORY_LIMITS_JS)
+    host_js = ROOT / "static" / "js" / "worker" / "wasi_host.js"
+    proc = subprocess.run(
+        [node, str(script), host_js.as_uri(), *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    parsed = json.loads(proc.stdout)
+    page = 65536
+    for path, js in zip(files, parsed, strict=True):
+        memory = wasmbin.memories(path.read_bytes())[0]
+        expected = {
+            "min": memory.min_pages * page,
+            "max": None if memory.max_pages is None else memory.max_pages * page,
+        }
+        assert js == expected, path.name
+    assert len(files) > 4 + 15  # the shipped kernels were all there
 
 
 def regenerate() -> None:

@@ -344,7 +344,12 @@ export function parseMemoryLimits(wasmBytes) {
       // import section: a kernel's memory is its own, but be complete
       const count = leb();
       for (let i = 0; i < count; i++) {
-        for (let s = 0; s < 2; s++) pos += leb(); // module and field names
+        // Module and field names: a LEB128 length, then the bytes. (Read the length first:
+        // `pos += leb()` would add it to pos as it was *before* the length bytes.)
+        for (let s = 0; s < 2; s++) {
+          const length = leb();
+          pos += length;
+        }
         const kind = b[pos++];
         if (kind === 0) leb();
         else if (kind === 1) {
