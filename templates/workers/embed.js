@@ -27,8 +27,13 @@
     var data = event.data || {};
     if (data.ccgsc === "size") {
       heard = true;
-      frame.style.width = Math.max(0, Math.min(Number(data.width) || 0, 480)) + "px";
-      frame.style.height = Math.max(0, Math.min(Number(data.height) || 0, 420)) + "px";
+      // The frame is exactly as big as its card, so clicks beside it reach this page.
+      var width = Math.max(0, Math.min(Number(data.width) || 0, 480));
+      var height = Math.max(0, Math.min(Number(data.height) || 0, 480));
+      frame.style.width = width + "px";
+      frame.style.height = height + "px";
+      // Dismissed for good: nothing of the frame stays in this page's way.
+      frame.style.display = width && height ? "block" : "none";
     }
   });
   function insert() {

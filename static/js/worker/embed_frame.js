@@ -42,16 +42,29 @@ function remember(choice) {
   document.cookie = `${cookieName}=${choice}; Path=/embed/; Max-Age=31536000${attributes}`;
 }
 
-/** Tell the embedding page how big the frame should be (it ignores other messages). */
+const PANEL_WIDTH = 380; // the consent card's width where the host page leaves room for it
+const MARGIN = 8; // body padding on both sides: room for the card's shadow, nothing more
+
+/** Tell the embedding page how big the frame should be (it ignores other messages). The frame
+ * is sized to the card so the host page keeps every click outside it. The embed script may
+ * narrow the frame (small screens); the card then wraps taller, the observer below sees it and
+ * the height is reported again. Nothing shown (dismissed for good) reports 0 × 0. */
 function resize() {
   const shown = [$("consent"), $("badge"), $("off")].find((el) => !el.hidden);
-  if (!shown) return;
+  if (!shown) {
+    parent.postMessage({ ccgsc: "size", width: 0, height: 0 }, "*");
+    return;
+  }
   const rect = shown.getBoundingClientRect();
-  const width = shown.id === "consent" ? 380 : Math.ceil(rect.width) + 8;
-  const height = Math.ceil(shown.id === "consent" ? shown.scrollHeight : rect.height) + 8;
+  const width = shown.id === "consent" ? PANEL_WIDTH : Math.ceil(rect.width) + MARGIN;
+  const height = Math.ceil(rect.height) + MARGIN;
   parent.postMessage({ ccgsc: "size", width, height }, "*");
 }
 
+const observer = new ResizeObserver(() => resize());
+for (const id of ["consent", "badge", "off"]) observer.observe($(id));
+
+/** @param {"consent" | "badge" | "off" | null} which the part to show (null: none) */
 function show(which) {
   for (const id of ["consent", "badge", "off"]) $(id).hidden = id !== which;
   requestAnimationFrame(resize);
@@ -132,6 +145,12 @@ $("stop").addEventListener("click", () => {
   stop();
 });
 $("change").addEventListener("click", () => show("consent"));
+// The visitor said no and wants the pill gone too: nothing shows on this site from now on (the
+// contribute page on the platform stays the way back).
+$("dismiss").addEventListener("click", () => {
+  remember("hidden");
+  show(null);
+});
 // A background tab takes no new work (queued tasks go back to the server).
 document.addEventListener("visibilitychange", () => {
   if (!harness) return;
@@ -153,4 +172,5 @@ window.addEventListener("pageshow", (event) => {
 const choice = remembered();
 if (choice === "yes") start();
 else if (choice === "no") show("off");
+else if (choice === "hidden") show(null);
 else show("consent");
