@@ -181,6 +181,10 @@ def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
         org,
         form=form,
         has_kernels=selectors.organization_kernels(org).exists(),
+        max_task_input=services.limits()["TASK_INPUT_MAX_BYTES"],
+        # A refused form comes back without its files (browsers never re-send them): say which
+        # to choose again.
+        dropped_files={name: f.name for name, f in request.FILES.items()} if form.errors else {},
     )
 
 

@@ -1,0 +1,72 @@
+"""The pages a new user meets, in real Chromium against a real daphne: a refused form shows its
+problems at the top and focuses the first bad field; a task file is checked in the browser before
+it is uploaded; the error pages carry the product's look; nothing is clipped on a phone.
+
+Set CCGSC_SCREENSHOTS=<dir> to keep screenshots of the pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from campaigns import services
+from campaigns.models import Campaign
+from tests.browser.test_campaign_pages import new_page, screenshot
+from tests.conftest import kernel_bytes
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def test_create_form_checks_the_task_file_before_upload_and_shows_problems_at_the_top(
+    browser, platform, people, tmp_path
+):
+    services.kernel_upload(organization=people.org, name="echo", data=kernel_bytes("echo"))
+    page = new_page(browser, platform.url, people.owner)
+    page.set_viewport_size({"width": 1280, "height": 700})
+    page.goto(f"/orgs/{people.org.slug}/campaigns/new/")
+    page.fill("#id_name", "Squares")
+    page.select_option("#id_kernel", index=1)
+    page.check('input[name="input_source"][value="file"]')
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text('"1"\n{"input": "2", "colour": "red"}\n')
+    page.set_input_files("#id_task_file", str(bad))
+    # The browser finds the bad line at once: no upload, no reload, the file stays chosen.
+    error = page.locator("#field-task_file [data-client-error]")
+    error.wait_for()
+    assert "line 2: unknown field(s) colour" in error.inner_text()
+    url = page.url
+    page.click("#campaign-form button[type=submit]")
+    assert page.url == url
+    assert page.evaluate("document.activeElement.id") == "id_task_file"
+    assert page.eval_on_selector("#id_task_file", "i => i.files.length") == 1
+    assert not Campaign.objects.exists()
+
+    # A good file but a refused policy: the server's answer lists it at the top, the bad field
+    # has the focus, and the page says plainly that the file must be chosen again.
+    good = tmp_path / "good.jsonl"
+    good.write_text('"1"\n"2"\n')
+    page.set_input_files("#id_task_file", str(good))
+    page.wait_for_function("!document.querySelector('#field-task_file [data-client-error]')")
+    page.fill("#id_min_quorum", "3")
+    page.fill("#id_target_replicas", "1")
+    page.click("#campaign-form button[type=submit]")
+    summary = page.locator("#error-summary")
+    summary.wait_for()
+    assert "The campaign was not created" in summary.inner_text()
+    page.wait_for_function("document.activeElement.getAttribute('aria-invalid') === 'true'")
+    assert page.evaluate("document.activeElement.id") == "id_target_replicas"
+    assert page.locator(".dropped-file").inner_text().startswith("Choose good.jsonl again")
+    # The focused field is on screen (not below the fold).
+    assert page.evaluate(
+        "(() => { const r = document.activeElement.getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= innerHeight; })()"
+    )
+    screenshot(page, tmp_path, "create_form_errors")
+    assert not Campaign.objects.exists()
+    assert page.errors == []
