@@ -181,40 +181,42 @@ def test_embed_frame_fits_its_card_and_can_be_dismissed_for_good(
     for width, height in ((1280, 800), (390, 844)):
         context = browser.new_context(viewport={"width": width, "height": height})
         try:
-            page = context.new_page()
-            page.goto(f"{third_party.origin}/clicks")
-            frame = page.frame_locator("iframe[data-ccgsc]")
-            card = frame.locator("#consent")
-            card.wait_for(state="visible")
-
-            def fitted() -> bool:
-                box, outer = card.bounding_box(), page.locator("iframe").bounding_box()
-                return bool(box and outer and outer["height"] - box["height"] <= 10)
-
-            wait_for(fitted, what="the frame to fit its card")
-            box = card.bounding_box()
-            assert box is not None
-            # Just above and just left of the card: the host page gets both clicks.
-            beside = [(box["x"] + 40, box["y"] - 6), (box["x"] - 6, box["y"] + 40)]
-            beside = [(x, y) for x, y in beside if x >= 0]
-            for x, y in beside:
-                page.mouse.click(x, y)
-            assert len(page.evaluate("window.hostClicks")) == len(beside), (width, beside)
-
-            # "No thanks" leaves a small pill; its × hides everything, remembered on reload.
-            frame.locator("#opt-out").click()
-            frame.locator("#off").wait_for(state="visible")
-            frame.locator("#dismiss").click()
-            page.locator("iframe[data-ccgsc]").wait_for(state="hidden")
-            page.reload()
-            page.locator("iframe[data-ccgsc]").wait_for(state="attached")
-            wait_for(
-                lambda: page.evaluate(
-                    "() => window.__ccgscEmbed && document.querySelector('iframe')"
-                    ".style.display === 'none'"
-                ),
-                what="the dismissed frame to stay hidden",
-            )
-            assert not frame.locator("#off").is_visible()
+            check_fits_then_dismiss(context.new_page(), f"{third_party.origin}/clicks")
         finally:
             context.close()
+
+
+def check_fits_then_dismiss(page: Any, url: str) -> None:
+    page.goto(url)
+    frame = page.frame_locator("iframe[data-ccgsc]")
+    card = frame.locator("#consent")
+    card.wait_for(state="visible")
+
+    def fitted() -> bool:
+        box, outer = card.bounding_box(), page.locator("iframe").bounding_box()
+        return bool(box and outer and outer["height"] - box["height"] <= 10)
+
+    wait_for(fitted, what="the frame to fit its card")
+    box = card.bounding_box()
+    assert box is not None
+    # Just above and just left of the card: the host page gets both clicks.
+    beside = [(box["x"] + 40, box["y"] - 6), (box["x"] - 6, box["y"] + 40)]
+    beside = [(x, y) for x, y in beside if x >= 0]
+    for x, y in beside:
+        page.mouse.click(x, y)
+    assert len(page.evaluate("window.hostClicks")) == len(beside), beside
+
+    # "No thanks" leaves a small pill; its close button hides everything, also after a reload.
+    frame.locator("#opt-out").click()
+    frame.locator("#off").wait_for(state="visible")
+    frame.locator("#dismiss").click()
+    page.locator("iframe[data-ccgsc]").wait_for(state="hidden")
+    page.reload()
+    page.locator("iframe[data-ccgsc]").wait_for(state="attached")
+    wait_for(
+        lambda: page.evaluate(
+            "() => window.__ccgscEmbed && document.querySelector('iframe').style.display === 'none'"
+        ),
+        what="the dismissed frame to stay hidden",
+    )
+    assert not frame.locator("#off").is_visible()

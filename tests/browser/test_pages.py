@@ -6,9 +6,6 @@ Set CCGSC_SCREENSHOTS=<dir> to keep screenshots of the pages."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from campaigns import services
