@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
+# The branded 404 page also in DEBUG for a view's Http404 (another org's address).
+MIDDLEWARE += ["ccgsc.error_pages.BrandedNotFoundMiddleware"]
 
 ROOT_URLCONF = "ccgsc.urls"
 ASGI_APPLICATION = "ccgsc.asgi.application"

@@ -67,3 +67,18 @@ def test_create_form_checks_the_task_file_before_upload_and_shows_problems_at_th
     screenshot(page, tmp_path, "create_form_errors")
     assert not Campaign.objects.exists()
     assert page.errors == []
+
+
+def test_another_orgs_address_shows_the_branded_404(browser, platform, people, tmp_path):
+    page = new_page(browser, platform.url, people.outsider)
+    response = page.goto(f"/orgs/{people.org.slug}/campaigns/")
+    assert response is not None and response.status == 404
+    assert page.title() == "Page not found · CCGSC"
+    assert page.locator("h1").inner_text() == "Page not found"
+    # The site's frame and stylesheet: the nav, and the big code in the brand's colour.
+    assert page.locator("nav .brand").is_visible()
+    colour = page.eval_on_selector(".error-code", "e => getComputedStyle(e).color")
+    assert colour not in ("rgb(0, 0, 0)", "")
+    page.click("text=Your dashboard")
+    page.wait_for_url("**/dashboard/")
+    screenshot(page, tmp_path, "404")
