@@ -4,7 +4,7 @@
 // stays chosen). Without JavaScript every field stays visible, the server ignores the ones that
 // do not apply and checks the file itself.
 
-import { isMsgpack, taskFileProblem } from "./task_file.js";
+import { formatOf, taskFileProblem } from "./task_file.js";
 
 const form = /** @type {HTMLFormElement | null} */ (document.getElementById("campaign-form"));
 
@@ -52,7 +52,7 @@ async function checkFile(/** @type {HTMLInputElement} */ input) {
     return `the file is ${file.size} bytes, above the ${maxUpload}-byte upload limit`;
   }
   const bytes = new Uint8Array(await file.arrayBuffer());
-  return taskFileProblem(bytes, { msgpack: isMsgpack(file.name), maxInput });
+  return taskFileProblem(bytes, { format: formatOf(file.name), maxInput });
 }
 
 function focusField(/** @type {HTMLElement} */ el) {

@@ -6,10 +6,13 @@ import { decodeMulti } from "../../vendor/msgpack/index.mjs";
 
 const FIELDS = new Set(["input", "input_b64", "args", "env"]);
 
-/** Whether a file name means msgpack (as campaigns.inputs.guess_format decides).
- * @param {string} name */
-export function isMsgpack(name) {
-  return /\.(msgpack|mpk|msgpck)$/i.test(name);
+/** The task file's format from its name, as campaigns.inputs.guess_format decides.
+ * @param {string} name
+ * @returns {"msgpack" | "text" | "jsonl"} */
+export function formatOf(name) {
+  if (/\.(msgpack|mpk|msgpck)$/i.test(name)) return "msgpack";
+  if (/\.txt$/i.test(name)) return "text";
+  return "jsonl";
 }
 
 /** @param {unknown} value */
@@ -32,10 +35,15 @@ export function taskProblem(task, where, maxInput) {
     const object = /** @type {Record<string, unknown>} */ (task);
     const unknown = Object.keys(object).filter((key) => !FIELDS.has(key));
     if (unknown.length) return `${where}: unknown field(s) ${unknown.sort().join(", ")}`;
-    if (("input" in object) === ("input_b64" in object)) {
-      return `${where}: give exactly one of \`input\` and \`input_b64\``;
+    if ("input" in object && "input_b64" in object) {
+      return `${where}: give only one of \`input\` and \`input_b64\``;
     }
-    if ("input_b64" in object) {
+    if (!Object.keys(object).length) {
+      return `${where}: a task needs \`input\`, \`input_b64\`, \`args\` or \`env\``;
+    }
+    // An object without an input is a whole task with an empty input ({"args": ["8"]}).
+    if (!("input" in object) && !("input_b64" in object)) size = 0;
+    else if ("input_b64" in object) {
       const text = object.input_b64;
       if (typeof text !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4) {
         return `${where}: \`input_b64\` is not valid base64`;
@@ -72,12 +80,27 @@ export function taskProblem(task, where, maxInput) {
 /**
  * Why a whole task file cannot be used, or null when every task in it is fine.
  * @param {Uint8Array} bytes the file's contents
- * @param {{msgpack: boolean, maxInput: number}} options
+ * @param {{format: "msgpack" | "text" | "jsonl", maxInput: number}} options
  * @returns {string | null}
  */
-export function taskFileProblem(bytes, { msgpack, maxInput }) {
+export function taskFileProblem(bytes, { format, maxInput }) {
   let count = 0;
-  if (msgpack) {
+  if (format === "text") {
+    // Each line's bytes are one task's input (campaigns.inputs.iter_text).
+    let start = 0;
+    let number = 0;
+    while (start < bytes.length) {
+      let end = bytes.indexOf(10, start);
+      if (end < 0) end = bytes.length;
+      number += 1;
+      const length = end - start - (end > start && bytes[end - 1] === 13 ? 1 : 0);
+      if (length > maxInput) {
+        return `line ${number}: input is ${length} bytes, above the ${maxInput}-byte limit`;
+      }
+      if (length > 0) count += 1;
+      start = end + 1;
+    }
+  } else if (format === "msgpack") {
     try {
       for (const task of decodeMulti(bytes)) {
         count += 1;
@@ -92,7 +115,7 @@ export function taskFileProblem(bytes, { msgpack, maxInput }) {
     try {
       text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
     } catch {
-      return "the file is not UTF-8 text: JSON Lines files are text (use .msgpack for binary)";
+      return "the file is not UTF-8 text: JSON Lines files are text (name it .msgpack for msgpack)";
     }
     const lines = text.split("\n");
     for (let index = 0; index < lines.length; index += 1) {
