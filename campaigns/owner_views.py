@@ -184,7 +184,11 @@ def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
         max_task_input=services.limits()["TASK_INPUT_MAX_BYTES"],
         # A refused form comes back without its files (browsers never re-send them): say which
         # to choose again.
-        dropped_files={name: f.name for name, f in request.FILES.items()} if form.errors else {},
+        dropped_files=(
+            {name: upload.name for name in request.FILES if (upload := request.FILES.get(name))}
+            if form.errors
+            else {}
+        ),
     )
 
 
