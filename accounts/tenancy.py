@@ -88,6 +88,17 @@ class TenantQuerySet(models.QuerySet[M]):
     def for_member(self, user: User) -> TenantQuerySet[M]:
         return self.for_actor(Actor(user=user))
 
+    def public(self) -> TenantQuerySet[M]:
+        """Rows anyone may see, members or not (an anonymous visitor too). None by default: a
+        model whose rows can be public (an approved, running campaign) overrides this."""
+        return self.none()
+
+    def visible_to(self, actor: Actor) -> TenantQuerySet[M]:
+        """What a public page may show `actor`: the public rows, and its own organizations'
+        rows whatever their state. Pages seen by people outside the organization (profiles,
+        leaderboards) read through this, never through the unfiltered manager."""
+        return self.public() | self.for_actor(actor)
+
 
 def get_for_actor(queryset: TenantQuerySet[M], actor: Actor, **lookup: Any) -> M:
     """The row matching `lookup` if the actor may see it; Http404 otherwise (missing and

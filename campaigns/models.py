@@ -26,6 +26,11 @@ class KernelQuerySet(TenantQuerySet["Kernel"]):
 class CampaignQuerySet(TenantQuerySet["Campaign"]):
     tenant_path = "organization"
 
+    def public(self) -> CampaignQuerySet:
+        """Campaigns a platform admin approved that have run: their names are public (the
+        landing page lists them). Drafts and unapproved ones are their organization's."""
+        return self.filter(approved=True, state__in=Campaign.PUBLIC_STATES)
+
 
 class TaskQuerySet(TenantQuerySet["Task"]):
     tenant_path = "campaign__organization"
@@ -161,6 +166,9 @@ class Campaign(models.Model):
     reducer = models.ForeignKey(
         Kernel, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
     )
+
+    #: States in which an approved campaign is public (see CampaignQuerySet.public).
+    PUBLIC_STATES = (State.RUNNING, State.PAUSED, State.COMPLETED)
 
     # Anonymous and embedded volunteers only get campaigns a platform admin approved; the
     # organization's own authenticated workers need no approval.

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import BigIntegerField, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import BigIntegerField, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from accounts.models import EmbedSite, User
+from accounts.tenancy import Actor
 from campaigns.models import Campaign, Result, Task
 from rewards.models import LedgerEntry, Reliability, Team, TeamMembership, Total
 from workers.models import WorkerSession
@@ -156,12 +157,16 @@ class Profile:
     reliability: Reliability | None
 
 
-def profile(user: User, *, days: int = 30) -> Profile:
+def profile(user: User, *, viewer: Actor, days: int = 30) -> Profile:
+    """`user`'s public profile as `viewer` may see it: campaigns are named only where the
+    viewer may see them (public ones, and the viewer's own organizations'); points earned on
+    the others count in the totals but the campaigns stay unnamed."""
     total = Total.objects.filter(scope=Scope.USER, key=user.pk).first()
     membership = TeamMembership.objects.select_related("team").filter(user=user).first()
+    visible = Campaign.objects.visible_to(viewer).values("pk")
     by_campaign = [
         dict(row)
-        for row in LedgerEntry.objects.filter(user=user, campaign__isnull=False)
+        for row in LedgerEntry.objects.filter(user=user, campaign__in=visible)
         .values("campaign_id", "campaign__name", "campaign__organization__name")
         .annotate(points=Sum("points"), results=Count("pk", filter=Q(kind="result")))
         .order_by("-points")[:20]
@@ -183,6 +188,8 @@ def profile(user: User, *, days: int = 30) -> Profile:
     recent = list(
         LedgerEntry.objects.filter(user=user)
         .select_related("campaign")
+        # The template names a campaign only where campaign_visible is true.
+        .annotate(campaign_visible=Exists(visible.filter(pk=OuterRef("campaign_id"))))
         .order_by("-created_at", "-pk")[:20]
     )
     return Profile(

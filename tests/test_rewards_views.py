@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import EmbedSite, User
-from campaigns.models import Result
+from campaigns.models import Campaign, Result
 from rewards import ledger, services
 from rewards.models import Reliability, Team
 from tests.conftest import ok_item
@@ -116,6 +116,7 @@ def test_private_profiles_are_hidden_from_others_but_not_from_their_owner(client
 
 def test_public_profile_shows_totals_rank_team_and_history(client, board):
     ada = board["ada"]
+    Campaign.objects.filter(pk=board["c"].pk).update(state=Campaign.State.RUNNING)  # public
     Reliability.objects.create(user=ada, consecutive_valid=12, valid_total=12)
     page = client.get(f"/users/{ada.pk}/").content.decode()
     assert "Ada" in page and "Red Dwarfs" in page and "#2" in page
@@ -124,6 +125,37 @@ def test_public_profile_shows_totals_rank_team_and_history(client, board):
     client.force_login(ada)
     page = client.get(f"/users/{ada.pk}/").content.decode()
     assert "Your reliability" in page and "trusted" in page
+
+
+def test_a_public_profile_names_private_campaigns_only_to_their_organization(
+    client, people, make_campaign, board
+):
+    """Points earned on a campaign that is not public (unapproved, or a draft) count on the
+    profile, but its name shows only to members of its organization: an anonymous visitor and
+    another organization's member see neither its name nor its organization's."""
+    ada = board["ada"]
+    secret = make_campaign(["x"], kernel="primes", approved=False)
+    Campaign.objects.filter(pk=secret.pk).update(name="Project Nightshade")
+    public = make_campaign(["y"], kernel="mandelbrot")
+    Campaign.objects.filter(pk=public.pk).update(name="Open Sky Survey")
+    ledger.grant([(5001, ada.pk, None, secret.pk), (5002, ada.pk, None, public.pk)])
+
+    def profile_page() -> str:
+        response = client.get(f"/users/{ada.pk}/")
+        assert response.status_code == 200
+        return response.content.decode()
+
+    for viewer in (None, people.outsider):
+        if viewer is not None:
+            client.force_login(viewer)
+        page = profile_page()
+        assert "Open Sky Survey" in page
+        assert "Nightshade" not in page and "a private campaign" in page
+        assert "echo campaign" not in page  # the fixture's campaign is approved but a draft
+        assert ">50<" in page  # 30 + the two results' 10 each: totals count everything
+    client.force_login(people.teammate)  # a member of the campaign's organization
+    page = profile_page()
+    assert "Project Nightshade" in page and "echo campaign" in page
 
 
 def test_team_members_list_honours_the_opt_out(client, board):

@@ -259,3 +259,24 @@ def test_organization_deletion_takes_its_tokens_with_it(people):
     _, raw = ApiToken.issue(organization=people.other_org, name="ci", created_by=None)
     Organization.objects.filter(pk=people.other_org.pk).delete()
     assert ApiToken.authenticate(raw) is None
+
+
+def test_visible_to_adds_public_rows_to_an_actors_own(people, make_campaign, sites):
+    """`visible_to` is what public pages read: public rows (an approved campaign that has run)
+    for everyone, an organization's other rows only for its members; a model without a notion
+    of public rows (embed sites) shows outsiders nothing."""
+    from campaigns.models import Campaign
+
+    public = make_campaign(["a"])
+    draft = make_campaign(["b"], start=False)  # approved, but never started
+    unapproved = make_campaign(["c"], approved=False)
+    theirs = make_campaign(["d"], approved=False, org=people.other_org)
+
+    def seen(actor: Actor) -> set[int]:
+        return set(Campaign.objects.visible_to(actor).values_list("pk", flat=True))
+
+    assert seen(Actor()) == {public.pk}
+    assert seen(Actor(user=people.outsider)) == {public.pk, theirs.pk}
+    assert seen(Actor(user=people.teammate)) == {public.pk, draft.pk, unapproved.pk}
+    assert set(EmbedSite.objects.visible_to(Actor())) == set()
+    assert set(EmbedSite.objects.visible_to(Actor(user=people.owner))) == {sites[0]}
