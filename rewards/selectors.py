@@ -7,6 +7,7 @@ the user leaderboard, not in a team's member list, and their profile answers 404
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -153,7 +154,7 @@ class Profile:
     team: Team | None
     by_campaign: list[dict[str, Any]]
     daily: list[tuple[date, int]]
-    recent: list[LedgerEntry]
+    recent: Sequence[LedgerEntry]  # each annotated with campaign_visible
     reliability: Reliability | None
 
 
