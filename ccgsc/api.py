@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import wraps
+from inspect import iscoroutinefunction
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import csrf
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -66,8 +70,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+API_PREFIX = "/api/"
+
+
+def error_response(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+# Exempt from CSRF: it changes nothing, and a POST to a mistyped URL should learn that the URL
+# is wrong (404), not that a cookie-less API client lacks a CSRF token (HTML 403).
+@csrf_exempt
 def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
-    """Any other URL under /api/v1/: the API's error shape, not the site's HTML 404 page."""
+    """Any other URL under /api/v1/, with any method: the API's error shape, not the site's
+    HTML 404 page."""
     return JsonResponse(
         {
             "error": {
@@ -77,3 +92,47 @@ def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
         },
         status=404,
     )
+
+
+def method_not_allowed(request: HttpRequest, allowed: list[str]) -> JsonResponse:
+    response = error_response(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
+def api_methods(*allowed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """require_http_methods for the API's plain Django views (status, the HTTP fallback): any
+    other method gets the API's JSON 405 with an Allow header instead of an empty body. HEAD is
+    allowed wherever GET is, as Django's require_GET does not but HTTP says."""
+    methods = {*allowed, *(["HEAD"] if "GET" in allowed else [])}
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        if iscoroutinefunction(view):
+
+            @wraps(view)
+            async def async_inner(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if request.method not in methods:
+                    return method_not_allowed(request, sorted(methods))
+                return await view(request, *args, **kwargs)
+
+            return async_inner
+
+        @wraps(view)
+        def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if request.method not in methods:
+                return method_not_allowed(request, sorted(methods))
+            return view(request, *args, **kwargs)
+
+        return inner
+
+    return decorator
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: under /api/ the refusal is in the API's JSON error shape (a browser
+    session's POST without its token); elsewhere Django's own page."""
+    if request.path.startswith(API_PREFIX):
+        return error_response(
+            403, "csrf_failed", f"CSRF check failed ({reason}); API clients use a token."
+        )
+    return csrf.csrf_failure(request, reason)

@@ -291,3 +291,7 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
     },
 }
+
+# --- API errors ---------------------------------------------------------------------------------
+# A CSRF refusal under /api/ answers in the API's JSON error shape (ccgsc/api.py).
+CSRF_FAILURE_VIEW = "ccgsc.api.csrf_failure"

@@ -295,6 +295,45 @@ def test_unknown_api_urls_answer_in_the_error_shape(client, path):
     assert "/api/v1/docs/" in body["message"]
 
 
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options", "head"])
+@pytest.mark.parametrize("path", ["/nothing", "/campaigns/1/nothing", "/"])
+def test_any_method_on_an_unknown_api_url_is_the_json_404(db, method, path):
+    """Not the HTML CSRF 403 a cookie-less POST used to get: the CSRF check runs for real here
+    (the test client skips it unless asked)."""
+    client = Client(enforce_csrf_checks=True)
+    response = getattr(client, method)(API + path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    if method != "head":
+        assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("post", "/status", "GET, HEAD"),
+        ("delete", "/status", "GET, HEAD"),
+        ("get", "/work", "POST"),
+        ("put", "/work", "POST"),
+        ("put", "/kernels", "GET, POST, HEAD, OPTIONS"),
+        ("delete", "/organizations", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_unsupported_methods_on_known_api_urls_are_json_405(world, method, path, allow):
+    client = Client(
+        enforce_csrf_checks=True, headers={"Authorization": f"Bearer {world.alpha_token}"}
+    )
+    response = getattr(client, method)(API + path)
+    assert_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == allow
+
+
+def test_a_session_post_without_its_csrf_token_is_a_json_403(world):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.people.owner)
+    response = client.post(API + "/campaigns", {"name": "x"})
+    assert_error(response, 403)
+
+
 def test_the_catch_all_leaves_the_workers_endpoints_alone(client, db):
     assert client.get(API + "/status").status_code == 200
 

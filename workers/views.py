@@ -10,15 +10,16 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Count, Q, Sum
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from campaigns.models import Blob, Campaign, Result
+from ccgsc.api import api_methods
+from ccgsc.origins import origin_allowed
 from workers import protocol, sessions
 from workers.connection import WorkerConnection, db
-from workers.consumers import origin_allowed
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 from workers.sweeper import ensure_sweeper, last_sweep
@@ -60,13 +61,14 @@ def _msgpack_response(messages: list[dict[str, Any]], status: int = 200) -> Http
 
 
 @csrf_exempt
+@api_methods("POST")
 async def work(request: HttpRequest) -> HttpResponse:
     """The protocol over HTTP for networks that block WebSockets: POST a msgpack map
     {session, secret, messages: [...]} and get {messages: [...]} back. The first request carries
     hello and no session. A `want` that finds no work waits up to 10 s for some (long poll)."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    if not origin_allowed(request.headers.get("Origin")):
+    if not origin_allowed(
+        request.headers.get("Origin"), host=request.headers.get("Host"), secure=request.is_secure()
+    ):
         return _msgpack_response(
             [{"t": "error", "code": "origin", "message": "origin refused", "fatal": True}], 403
         )
@@ -128,7 +130,8 @@ async def work(request: HttpRequest) -> HttpResponse:
     return _msgpack_response(out)
 
 
-@require_GET
+@csrf_exempt  # read-only and public: a POST learns it is the wrong method (405), not CSRF
+@api_methods("GET")
 def status(request: HttpRequest) -> JsonResponse:
     """Public health and throughput, cached for a second."""
     data = cache.get("ccgsc:status")
