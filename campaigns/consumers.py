@@ -16,31 +16,18 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
-from django.http.request import validate_host
 
 from accounts.tenancy import Actor
 from campaigns import live
 from campaigns.models import Campaign
+from ccgsc.origins import scope_origin_allowed
 
 CLOSE_FORBIDDEN = 4403
 # A member removed from the organization loses the live view within this many seconds.
 RECHECK_SECONDS = 60.0
-
-
-def same_site_origin(scope: dict[str, Any]) -> bool:
-    """Browsers always send Origin on WebSockets; only the platform's own pages may use the
-    owner's session here. Without Origin (not a browser) the session cookie is the only
-    credential and the membership check decides."""
-    origin = dict(scope.get("headers", [])).get(b"origin")
-    if origin is None:
-        return True
-    host = urlsplit(origin.decode("latin-1")).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS)
 
 
 @database_sync_to_async
@@ -59,7 +46,7 @@ class CampaignLiveConsumer(AsyncJsonWebsocketConsumer):
             campaign_id = int(self.scope["url_route"]["kwargs"]["campaign_id"])
         except (KeyError, TypeError, ValueError):
             campaign_id = 0
-        allowed = same_site_origin(self.scope) and await _member_may_see(
+        allowed = scope_origin_allowed(self.scope) and await _member_may_see(
             self.scope.get("user"), campaign_id
         )
         if not allowed:

@@ -16,8 +16,8 @@ from workers.routing import websocket_urlpatterns as worker_routes  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Origins are checked per connection by the worker consumer itself: the embed script
-        # connects from third-party pages, whose origins are registered per embed site.
+        # Origins are checked per connection by each consumer (ccgsc/origins.py): browsers
+        # connect only from the platform's own pages (the embed's iframe is one of them).
         "websocket": AuthMiddlewareStack(URLRouter(worker_routes + campaign_routes)),
     }
 )

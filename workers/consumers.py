@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
-from django.http.request import validate_host
 
+from ccgsc.origins import scope_origin_allowed
 from workers import protocol, scheduler
 from workers.connection import WorkerConnection
 from workers.live import WORKERS_GROUP
@@ -20,22 +18,12 @@ log = logging.getLogger(__name__)
 CLOSE_POLICY = 4400
 
 
-def origin_allowed(origin: str | None) -> bool:
-    """Native workers send no Origin. Browsers always do: only the platform's own pages (the
-    contribute page and the embed iframe, both served from this origin) may connect, so a
-    third-party page cannot drive a visitor's signed-in session."""
-    if origin is None:
-        return True
-    host = urlsplit(origin).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS)
-
-
 class WorkConsumer(AsyncWebsocketConsumer):
     groups = [WORKERS_GROUP]
 
     async def connect(self) -> None:
-        origin = dict(self.scope.get("headers", [])).get(b"origin")
-        if not origin_allowed(origin.decode("latin-1") if origin is not None else None):
+        # Browsers only from the platform's own origin, exactly (ccgsc/origins.py).
+        if not scope_origin_allowed(self.scope):
             await self.close(code=CLOSE_POLICY)
             return
         ensure_sweeper()
