@@ -295,3 +295,21 @@ LOGGING = {
 # --- API errors ---------------------------------------------------------------------------------
 # A CSRF refusal under /api/ answers in the API's JSON error shape (ccgsc/api.py).
 CSRF_FAILURE_VIEW = "ccgsc.api.csrf_failure"
+
+# --- operations: health, metrics, notifications (operations/, docs/deployment.md) --------------
+INSTALLED_APPS += ["operations"]
+# /metrics answers staff sessions, and requests with "Authorization: Bearer <METRICS_TOKEN>"
+# when this is set (Prometheus's bearer_token); nobody else.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# A running campaign with no finished task for this long is reported to its owners as stalled
+# (a campaign may set its own time).
+NOTIFY_STALL_MINUTES = env_int("NOTIFY_STALL_MINUTES", 30, minimum=1)
+# Webhooks may only reach public addresses (an owner's URL must not probe the platform's own
+# network); true allows private ones, e.g. on a private server.
+NOTIFY_ALLOW_PRIVATE_WEBHOOKS = env_bool("NOTIFY_ALLOW_PRIVATE_WEBHOOKS", False)
+# plain (human-readable lines) or json (one JSON object per line, for log collectors).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ConfigError(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+LOGGING["formatters"]["json"] = {"()": "ccgsc.logs.JsonFormatter"}  # type: ignore[index]
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT  # type: ignore[index]

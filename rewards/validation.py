@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from campaigns import signals
 from campaigns.models import Campaign, Result, Task
+from ccgsc import metrics
 from rewards import ledger, trust
 from workers import scheduler
 
@@ -328,6 +329,7 @@ def _trust_draw(
 # --- applying decisions -------------------------------------------------------------------------
 
 
+@metrics.counted_decisions
 def apply(
     decisions: Sequence[Decision], tasks: dict[int, TaskView], *, now: datetime | None = None
 ) -> tuple[Counter[int], Counter[int]]:

@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.services import campaign_check_complete
+from ccgsc import metrics
 from workers.models import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ class Lease:
         return msg
 
 
+@metrics.timed_lease
 def lease(
     session: SessionInfo,
     n: int,
@@ -428,6 +430,7 @@ LeaseGate = Callable[[SessionInfo], bool]
 lease_gates: list[LeaseGate] = []
 
 
+@metrics.timed_results
 def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> SubmitOutcome:
     """Record a batch of results from one session, durably, exactly once.
 
