@@ -50,8 +50,9 @@ def staff(people):
 
 
 def test_status_page_renders_the_live_figures_and_components_in_embedded_mode(
-    people, make_campaign
+    people, make_campaign, settings
 ):
+    settings.REDIS_URL = None  # as in the embedded mode (CI runs with Redis)
     make_campaign([1, 2])
     WorkerSession.objects.create(kind="browser", slots=2)
     response = _client().get("/status/")
@@ -97,7 +98,8 @@ def test_health_panel_is_for_staff_only(people):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_health_panel_shows_queues_workers_and_processes(staff, make_campaign):
+def test_health_panel_shows_queues_workers_and_processes(staff, make_campaign, settings):
+    settings.REDIS_URL = None
     campaign = make_campaign([1, 2, 3, 4, 5])
     session = WorkerSession.objects.create(
         kind="native", slots=2, organization=campaign.organization
@@ -137,6 +139,25 @@ def test_sweeper_is_late_when_no_process_reported_recently(db):
     processes = list(ProcessHeartbeat.objects.all())
     check = health.check_sweeper(processes, timezone.now())
     assert check.state == "down" and "25" in check.detail
+
+
+def test_redis_check_reports_version_and_memory(db, settings, monkeypatch):
+    import redis
+
+    class FakeRedis:
+        def ping(self):
+            return True
+
+        def info(self, section):
+            return {"redis_version": "7.2.4", "used_memory_human": "1.5M"}
+
+        def close(self):
+            pass
+
+    settings.REDIS_URL = "redis://example.invalid:6379/0"
+    monkeypatch.setattr(redis.Redis, "from_url", lambda url, **kw: FakeRedis())
+    check = health.check_redis()
+    assert check.state == "ok" and check.detail == "Redis 7.2.4, 1.5M used"
 
 
 def test_celery_check_pings_workers_with_a_short_timeout(db, settings, monkeypatch):
