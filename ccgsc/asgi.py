@@ -11,7 +11,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the apps loa
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from campaigns.routing import websocket_urlpatterns as campaign_routes  # noqa: E402
+from operations.health import start_heartbeat  # noqa: E402
 from workers.routing import websocket_urlpatterns as worker_routes  # noqa: E402
+
+# Each server process reports itself to the health panel and runs its share of periodic jobs.
+start_heartbeat()
 
 application = ProtocolTypeRouter(
     {

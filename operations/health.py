@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,20 +19,23 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, Max, Q
+from django.db import close_old_connections, connection
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, Result
+from ccgsc.env import env_bool
 from operations.models import ProcessHeartbeat
+from workers import sweeper
 from workers.models import WorkerSession
 
 log = logging.getLogger(__name__)
 
 State = Literal["ok", "degraded", "down", "off"]
 CHECK_TIMEOUT = 1.0
-# The sweeper loop runs every couple of seconds and heartbeats every five: a process not seen
-# for this long is gone (or its loop is stuck), and so is the sweeping if none is left.
+# Server processes report every HEARTBEAT_SECONDS: one not seen for PROCESS_GONE is gone. The
+# sweeper sweeps every couple of seconds: SWEEPER_LATE without a sweep means it is stuck or gone.
+HEARTBEAT_SECONDS = 5.0
 PROCESS_GONE = timedelta(seconds=30)
 SWEEPER_LATE = timedelta(seconds=20)
 
@@ -129,17 +133,22 @@ def check_celery() -> Check:
     )
 
 
-def check_sweeper(processes: list[ProcessHeartbeat], now: datetime) -> Check:
-    last = max((p.seen_at for p in processes), default=None)
-    if last is None:
-        return Check("Lease sweeper", "degraded", "no server process has reported yet", detail="-")
-    lag = (now - last).total_seconds()
-    state: State = "ok" if now - last < SWEEPER_LATE else "down"
+def check_sweeper() -> Check:
+    """The deployment's one lease sweeper (workers.sweeper), from its last recorded sweep."""
+    last = sweeper.last_sweep()
+    lag = last.get("lag_seconds")
+    if lag is None:
+        return Check(
+            "Lease sweeper", "off", "not started yet (it starts with the first worker connection)"
+        )
+    late = lag > SWEEPER_LATE.total_seconds()
     return Check(
         "Lease sweeper",
-        state,
-        "running" if state == "ok" else "late",
-        detail=f"last ran {lag:.1f} s ago",
+        "down" if late else "ok",
+        "late" if late else "running",
+        detail=f"last swept {lag:.1f} s ago by {last.get('by', '?')}"
+        f" ({last.get('reclaimed', 0)} leases reclaimed, {last.get('closed', 0)} stale sessions"
+        " closed)",
     )
 
 
@@ -185,7 +194,7 @@ def report(*, detailed: bool) -> Report:
         _timed("Database", check_database),
         _timed("Redis", check_redis),
         _timed("Background jobs", check_celery),
-        check_sweeper(processes, now),
+        _timed("Lease sweeper", check_sweeper),
     ]
     out = Report(checks=checks, time=now)
     if detailed:
@@ -206,7 +215,7 @@ def _rss_bytes() -> int:
 
 
 def heartbeat() -> None:
-    """This process is alive and its sweeper loop runs (called from that loop)."""
+    """This process is alive (called every HEARTBEAT_SECONDS by its heartbeat thread)."""
     now = timezone.now()
     ProcessHeartbeat.objects.update_or_create(
         host=_HOST,
@@ -217,5 +226,32 @@ def heartbeat() -> None:
     ProcessHeartbeat.objects.filter(seen_at__lt=now - timedelta(days=1)).delete()
 
 
-def last_sweep() -> datetime | None:
-    return ProcessHeartbeat.objects.aggregate(last=Max("seen_at"))["last"]
+_thread: threading.Thread | None = None
+
+
+def _beat_forever() -> None:
+    from operations import periodic
+
+    while True:
+        try:
+            heartbeat()
+            # Every process offers; periodic.claim lets one per deployment run each job.
+            periodic.deployment_jobs()
+        except Exception:
+            log.exception("heartbeat failed")
+        finally:
+            close_old_connections()
+        time.sleep(HEARTBEAT_SECONDS)
+
+
+def start_heartbeat() -> None:
+    """Start this server process's heartbeat thread, once (ccgsc/asgi.py calls it, so every
+    daphne process reports itself and offers to run the deployment-wide jobs, whether or not
+    any worker ever connects to it). HEARTBEAT=false turns it off (the test suite does: its
+    database belongs to the tests)."""
+    global _thread
+    if not env_bool("HEARTBEAT", True):
+        return
+    if _thread is None or not _thread.is_alive():
+        _thread = threading.Thread(target=_beat_forever, name="ccgsc-heartbeat", daemon=True)
+        _thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -9,6 +10,11 @@ from django.test import TransactionTestCase
 
 from accounts.models import Membership, Organization, User
 from tests.live import live_platform  # noqa: F401  (fixture: a real daphne + native workers)
+
+# Server processes' heartbeat thread (operations.health.start_heartbeat, started by ccgsc/asgi.py)
+# would write to the tests' database from a thread of its own, here (tests import the ASGI app)
+# and in the live servers (which inherit this environment); tests that want it ask for it.
+os.environ["HEARTBEAT"] = "false"
 
 
 @pytest.fixture(scope="session")

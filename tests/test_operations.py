@@ -14,7 +14,7 @@ from ccgsc.logs import JsonFormatter
 from operations import health, periodic
 from operations.models import JobRun, ProcessHeartbeat
 from tests.conftest import ok_item
-from workers import scheduler
+from workers import scheduler, sweeper
 from workers.models import WorkerSession
 
 
@@ -111,6 +111,7 @@ def test_health_panel_shows_queues_workers_and_processes(staff, make_campaign, s
     assert len(scheduler.lease(info, 2)) == 2
     WorkerSession.objects.create(kind="browser", slots=1, transport="http")
     health.heartbeat()
+    sweeper.tick()  # the deployment's sweeper records its sweep
     response = _client(staff).get("/admin/health/")
     assert response.status_code == 200
     html = response.content.decode()
@@ -128,17 +129,22 @@ def test_admin_index_links_to_the_panel(staff):
     assert response.status_code == 302 and response["Location"] == "/admin/health/"
 
 
-def test_sweeper_is_late_when_no_process_reported_recently(db):
+def test_sweeper_state_follows_its_last_sweep(db):
     from datetime import timedelta
 
+    from django.core.cache import cache
     from django.utils import timezone
 
-    ProcessHeartbeat.objects.create(
-        host="h", pid=1, started_at=timezone.now(), seen_at=timezone.now() - timedelta(seconds=25)
+    cache.delete(sweeper.LAST_SWEEP_KEY)
+    assert health.check_sweeper().state == "off"  # no worker connected yet: not started
+    cache.set(
+        sweeper.LAST_SWEEP_KEY,
+        {"at": (timezone.now() - timedelta(seconds=25)).isoformat(), "by": "h:1"},
     )
-    processes = list(ProcessHeartbeat.objects.all())
-    check = health.check_sweeper(processes, timezone.now())
-    assert check.state == "down" and "25" in check.detail
+    check = health.check_sweeper()
+    assert check.state == "down" and "25" in check.detail and "h:1" in check.detail
+    sweeper.tick()
+    assert health.check_sweeper().state == "ok"
 
 
 def test_redis_check_reports_version_and_memory(db, settings, monkeypatch):
@@ -309,3 +315,38 @@ def test_log_format_setting_is_strict(monkeypatch):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stderr.decode().strip().splitlines()[-1])["message"] == "hi"
+
+
+# --- a real server process ----------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_a_daphne_process_reports_itself_and_serves_metrics(transactional_db):
+    """The heartbeat thread ccgsc/asgi.py starts in each server process writes its row; the
+    process serves /status/ and, with the token, /metrics."""
+    import time
+    import urllib.request
+
+    from tests.live import start_server
+
+    platform = start_server(HEARTBEAT="true", METRICS_TOKEN="live-metrics-token")
+    try:
+        deadline = time.monotonic() + 30
+        while not ProcessHeartbeat.objects.filter(pid=platform.proc.pid).exists():
+            assert time.monotonic() < deadline, "no heartbeat from the server process"
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"{platform.url}/status/", timeout=10) as r:
+            html = r.read().decode()
+        assert 'data-check="Database" data-state="ok"' in html
+        request = urllib.request.Request(
+            f"{platform.url}/metrics", headers={"Authorization": "Bearer live-metrics-token"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert b"ccgsc_tasks_leased_total" in r.read()
+        # The deployment-wide jobs ran from that thread too (each claims its JobRun row).
+        deadline = time.monotonic() + 30
+        while not JobRun.objects.filter(name="stall_check").exists():
+            assert time.monotonic() < deadline, "the periodic jobs did not run"
+            time.sleep(0.2)
+    finally:
+        platform.stop()
