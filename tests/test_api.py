@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import hashlib
 import io
 import json
 import re
@@ -989,7 +990,17 @@ def test_export_as_json_lines(world, owner):
         (1, 2, 0, "done"),
         (2, 3, 0, "done"),
     ]
-    assert [base64.b64decode(r["output_b64"]) for r in rows] == [b"out-0", b"out-1", b"out-2"]
+    # Text stays text; the task's input and args come along.
+    assert [(r["output"], r["output_encoding"]) for r in rows] == [
+        ("out-0", "utf-8"),
+        ("out-1", "utf-8"),
+        ("out-2", "utf-8"),
+    ]
+    assert [(r["input"], r["input_encoding"], r["args"]) for r in rows] == [
+        ("a", "utf-8", None),
+        ("bb", "utf-8", None),
+        ("ccc", "utf-8", None),
+    ]
 
 
 def test_export_as_csv(world, owner):
@@ -999,7 +1010,9 @@ def test_export_as_csv(world, owner):
     text = b"".join(response.streaming_content).decode()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [int(r["seq"]) for r in rows] == [0, 1, 2]
-    assert [base64.b64decode(r["output_b64"]) for r in rows] == [b"\0\xff", b"\1\xff", b"\2\xff"]
+    assert [base64.b64decode(r["output"]) for r in rows] == [b"\0\xff", b"\1\xff", b"\2\xff"]
+    assert {r["output_encoding"] for r in rows} == {"base64"}
+    assert [r["input"] for r in rows] == ["a", "bb", "ccc"]
     assert rows[0]["runtime_ms"] == "5" and rows[0]["failure"] == ""
 
 
@@ -1008,8 +1021,26 @@ def test_export_as_msgpack_carries_raw_bytes(world, owner):
     response = owner.get(f"{API}/campaigns/{world.draft.pk}/results?format=msgpack")
     assert response["Content-Type"] == MSGPACK
     rows = list(msgpack.Unpacker(io.BytesIO(b"".join(response.streaming_content)), raw=False))
-    assert [r["output"] for r in rows] == [b"out-0", b"out-1", b"out-2"]
-    assert rows[2]["input_size"] == 3
+    assert [r["output"] for r in rows] == ["out-0", "out-1", "out-2"]
+    assert rows[2]["input_size"] == 3 and rows[2]["input"] == "ccc"
+
+
+def test_export_binary_output_and_large_input(world, owner):
+    big = b"z" * 5000
+    services.tasks_add(campaign=world.draft, specs=[TaskSpec(input=big, args=["-n", "3"])])
+    complete_all(world.draft, output=lambda seq: b"\xff\x00" if seq == 3 else b"ok")
+    url = f"{API}/campaigns/{world.draft.pk}/results?format="
+    last = json.loads(b"".join(owner.get(url + "jsonl").streaming_content).splitlines()[-1])
+    assert (last["args"], last["input_size"]) == (["-n", "3"], 5000)
+    assert (last["input"], last["input_encoding"]) == (hashlib.sha256(big).hexdigest(), "sha256")
+    assert (last["output"], last["output_encoding"]) == ("/wA=", "base64")
+    packed = b"".join(owner.get(url + "msgpack").streaming_content)
+    last = list(msgpack.Unpacker(io.BytesIO(packed), raw=False))[-1]
+    assert (last["output"], last["output_encoding"]) == (b"\xff\x00", "binary")
+    rows = list(
+        csv.DictReader(io.StringIO(b"".join(owner.get(url + "csv").streaming_content).decode()))
+    )
+    assert json.loads(rows[-1]["args"]) == ["-n", "3"] and rows[0]["args"] == ""
 
 
 def test_export_of_failed_tasks_on_request(world, owner):
@@ -1024,7 +1055,7 @@ def test_export_of_failed_tasks_on_request(world, owner):
         json.loads(r)
         for r in b"".join(owner.get(url + "&state=all").streaming_content).splitlines()
     ]
-    assert [(r["seq"], r["state"], r["output_b64"]) for r in every][1] == (1, "failed", None)
+    assert [(r["seq"], r["state"], r["output"]) for r in every][1] == (1, "failed", None)
     assert every[1]["failure"] == "too many errors"
 
 

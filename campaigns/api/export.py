@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -44,21 +45,32 @@ STATES = {
     "failed": (Task.State.FAILED,),
     "all": (Task.State.DONE, Task.State.FAILED),
 }
+# Inputs up to this size are exported themselves; a larger input is exported as its sha256
+# (the owner has it already, and a million 1 MiB inputs would dwarf the results).
+INPUT_INLINE_MAX = 4096
+# How `input` and `output` are written (the `*_encoding` fields): text when the bytes are UTF-8;
+# otherwise base64 in JSON Lines and CSV, raw bytes in msgpack; sha256 for a large input.
+UTF8, BASE64, BINARY, SHA256 = "utf-8", "base64", "binary", "sha256"
 CSV_COLUMNS = [
     "seq",
     "state",
+    "args",
+    "input",
+    "input_encoding",
     "input_size",
     "exit_code",
     "runtime_ms",
+    "output",
+    "output_encoding",
     "output_size",
     "output_sha256",
-    "output_b64",
     "failure",
 ]
 COLUMNS = (
     "seq",
     "state",
-    "input_size",
+    "args",
+    "input",
     "canonical_result__exit_code",
     "canonical_result__runtime_ms",
     "canonical_result__output_sha256",
@@ -69,21 +81,21 @@ STATE_NAMES = {Task.State.DONE: "done", Task.State.FAILED: "failed"}
 
 
 def result_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[dict[str, Any]]:
-    """One dict per decided task, in seq order, with the canonical output as bytes (None for a
-    failed task). Reads ROWS_PER_QUERY_CHUNK rows at a time."""
+    """One dict per decided task, in seq order: its args, its input and the canonical output
+    as bytes (None for a failed task). Reads ROWS_PER_QUERY_CHUNK rows at a time."""
     rows = (
         Task.objects.filter(campaign=campaign, state__in=list(states))
-        .annotate(input_size=Length("input"))
         .order_by("seq")
         .values_list(*COLUMNS)
         .iterator(chunk_size=ROWS_PER_QUERY_CHUNK)
     )
-    for seq, state, input_size, exit_code, runtime_ms, sha, output, failure in rows:
+    for seq, state, args, task_input, exit_code, runtime_ms, sha, output, failure in rows:
         data = None if output is None else bytes(output)
         yield {
             "seq": seq,
             "state": STATE_NAMES.get(state, str(state)),
-            "input_size": input_size,
+            "args": args,
+            "input": bytes(task_input),
             "exit_code": exit_code,
             "runtime_ms": runtime_ms,
             "output_size": None if data is None else len(data),
@@ -93,14 +105,46 @@ def result_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[dict[str,
         }
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def present(row: dict[str, Any], *, binary: str) -> dict[str, Any]:
+    """Write the row's input and output for people: text when UTF-8, else `binary` (BASE64 for
+    text formats, BINARY for msgpack), a large input as its sha256; `*_encoding` says which."""
+    data: bytes = row.pop("input")
+    out: dict[str, Any] = {"seq": row["seq"], "state": row["state"], "args": row["args"]}
+    if len(data) > INPUT_INLINE_MAX:
+        out["input"], out["input_encoding"] = hashlib.sha256(data).hexdigest(), SHA256
+    else:
+        out["input"], out["input_encoding"] = _encode(data, binary)
+    out["input_size"] = len(data)
+    output: bytes | None = row.pop("output")
+    out["exit_code"], out["runtime_ms"] = row["exit_code"], row["runtime_ms"]
+    if output is None:
+        out["output"], out["output_encoding"] = None, None
+    else:
+        out["output"], out["output_encoding"] = _encode(output, binary)
+    out["output_size"], out["output_sha256"] = row["output_size"], row["output_sha256"]
+    out["failure"] = row["failure"]
+    return out
+
+
+def _encode(data: bytes, binary: str) -> tuple[str | bytes, str]:
+    text = _text(data)
+    if text is not None:
+        return text, UTF8
+    if binary == BINARY:
+        return data, BINARY
+    return base64.b64encode(data).decode("ascii"), BASE64
 
 
 def encode_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     for row in rows:
-        row["output_b64"] = _b64(row.pop("output"))
-        yield json.dumps(row, separators=(",", ":")).encode() + b"\n"
+        yield json.dumps(present(row, binary=BASE64), separators=(",", ":")).encode() + b"\n"
 
 
 def encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -108,8 +152,10 @@ def encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        row["output_b64"] = _b64(row.pop("output"))
-        writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+        out = present(row, binary=BASE64)
+        if out["args"] is not None:
+            out["args"] = json.dumps(out["args"])
+        writer.writerow(["" if out[c] is None else out[c] for c in CSV_COLUMNS])
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
@@ -120,7 +166,7 @@ def encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
 def encode_msgpack(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     packer = msgpack.Packer(use_bin_type=True)
     for row in rows:
-        yield packer.pack(row)
+        yield packer.pack(present(row, binary=BINARY))
 
 
 ENCODERS = {"jsonl": encode_jsonl, "csv": encode_csv, "msgpack": encode_msgpack}
@@ -170,10 +216,13 @@ class ResultExportApi(ApiView):
         operation_id="results_export",
         summary="Download a campaign's results (streamed)",
         description=(
-            "The canonical result of every decided task, in task order. JSON Lines and CSV "
-            "carry the output base64-encoded (`output_b64`), msgpack carries it as raw bytes "
-            "(`output`). Fields: seq, state (done/failed), input_size, exit_code, runtime_ms, "
-            "output_size, output_sha256, output, failure."
+            "The canonical result of every decided task, in task order. Fields: seq, state "
+            "(done/failed), args, input, input_encoding, input_size, exit_code, runtime_ms, "
+            "output, output_encoding, output_size, output_sha256, failure. `input` and "
+            "`output` are text when their bytes are UTF-8 (encoding `utf-8`); otherwise base64 "
+            "in JSON Lines and CSV (`base64`) or raw bytes in msgpack (`binary`). An input "
+            f"larger than {INPUT_INLINE_MAX} bytes is given as its sha256 (`sha256`). In CSV, "
+            "args is a JSON list."
         ),
         parameters=[
             OpenApiParameter("format", str, enum=list(FORMATS), default="jsonl"),
