@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import hashlib
 import io
 import json
 import re

@@ -18,6 +18,7 @@ import pytest
 
 from accounts import services as account_services
 from campaigns.cli import __main__ as cli
+from campaigns.cli import build as builder
 from campaigns.cli import config
 from campaigns.cli.output import ProgressView, duration, progress_bar
 from campaigns.models import Campaign
@@ -29,7 +30,12 @@ MONTECARLO = str(KERNELS_DIR / "montecarlo.wasm")
 
 
 def run_cli(
-    *args: str, home: Path, stdin: bytes = b"", env: dict[str, str] | None = None, timeout=180
+    *args: str,
+    home: Path,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+    timeout=180,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m campaigns.cli ARGS` in a clean environment: its own config directory, no
     CCGSC_* variables and no Django settings (the CLI must not need them)."""
@@ -39,13 +45,15 @@ def run_cli(
         if not k.startswith(("CCGSC_", "DJANGO_", "DATABASE_", "SQLITE_"))
     }
     clean.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")})
+    # One zig cache for the suite (wasi-libc builds once), whatever HOME is.
+    clean.setdefault("ZIG_GLOBAL_CACHE_DIR", str(ROOT / "var" / "zig-cache"))
     clean.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "campaigns.cli", *args],
         input=stdin.decode("latin-1") if stdin else "",
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env=clean,
         timeout=timeout,
         check=False,
@@ -59,6 +67,13 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 def as_json(result: subprocess.CompletedProcess[str]):
     return json.loads(ok(result).stdout)
+
+
+def output_bytes(row: dict) -> bytes:
+    """An exported row's output as bytes, whichever encoding the row says it has."""
+    if row["output_encoding"] == "base64":
+        return base64.b64decode(row["output"])
+    return row["output"] if isinstance(row["output"], bytes) else row["output"].encode()
 
 
 # --- against a live server ---------------------------------------------------------------------
@@ -113,12 +128,13 @@ def test_push_create_start_watch_and_pull_results(live_platform, people, tmp_pat
     )
     assert pulled["bytes"] == out.stat().st_size and pulled["format"] == "jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {r["seq"]: base64.b64decode(r["output_b64"]) for r in rows} == expected
+    assert {r["seq"]: output_bytes(r) for r in rows} == expected
+    assert {r["input"] for r in rows} == {f"{seed} 20000" for seed in range(1, 31)}
 
     out_csv = tmp_path / "results.csv"
     ok(run_cli("results", "pull", str(campaign["id"]), "-o", str(out_csv), home=home))
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
-    assert {int(r["seq"]): base64.b64decode(r["output_b64"]) for r in rows} == expected
+    assert {int(r["seq"]): output_bytes(r) for r in rows} == expected
 
     out_mp = tmp_path / "results.bin"
     ok(
@@ -134,7 +150,7 @@ def test_push_create_start_watch_and_pull_results(live_platform, people, tmp_pat
         )
     )
     rows = list(msgpack.Unpacker(io.BytesIO(out_mp.read_bytes()), raw=False))
-    assert {r["seq"]: r["output"] for r in rows} == expected
+    assert {r["seq"]: output_bytes(r) for r in rows} == expected
     assert not list(tmp_path.glob("*.part"))
     to_stdout = ok(run_cli("results", "pull", str(campaign["id"]), "-o", "-", home=home))
     assert to_stdout.stdout == out.read_text()
@@ -364,3 +380,114 @@ def test_the_rate_meter_uses_a_sliding_window():
     assert meter.add(0.0, 0) == 0.0
     assert meter.add(5.0, 50) == 10.0
     assert meter.add(20.0, 60) == pytest.approx(10 / 15)
+
+
+# --- kernel build / new, and run -----------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_run_builds_a_c_file_and_pulls_results_in_one_command(live_platform, people, tmp_path):
+    token = account_services.token_issue(organization=people.org, name="cli", created_by=None)[1]
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    ok(run_cli("login", "--server", live_platform.url, "--token", token, home=home))
+    ok(run_cli("kernel", "new", "--lang", "c", "primes.c", home=home, cwd=work))
+    (work / "tasks.txt").write_text("1000\n2000\r\n\n")  # plain text: one input per line
+    live_platform.worker("--token", token)
+
+    # Outside the repository, no venv active: the header ships in the package.
+    run = run_cli(
+        "run", "primes.c", "--tasks", "tasks.txt", "--files", "out", "--quorum", "1",
+        "--interval", "0.2", home=home, cwd=work,
+    )  # fmt: skip
+    ok(run)
+    assert (work / "primes.wasm").exists()
+    rows = [json.loads(x) for x in (work / "primes.results.jsonl").read_text().splitlines()]
+    assert [(r["seq"], r["input"], r["output"], r["output_encoding"]) for r in rows] == [
+        (0, "1000", "168\n", "utf-8"),
+        (1, "2000", "303\n", "utf-8"),
+    ]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["000000.out", "000001.out"]
+    assert (work / "out" / "000001.out").read_bytes() == b"303\n"
+    assert "completed: 2 done, 0 failed" in run.stderr
+
+    # An args list against the built module (pushing the same bytes reuses the kernel).
+    run = run_cli(
+        "run", "primes.wasm", "--args-list", "100", "10 ignored", "-o", "r.csv",
+        "--json", home=home, cwd=work,
+    )  # fmt: skip
+    assert as_json(run)["exit_code"] == 0
+    rows = list(csv.DictReader(io.StringIO((work / "r.csv").read_text())))
+    assert [(json.loads(r["args"]), r["input"], r["output"]) for r in rows] == [
+        (["100"], "", "25\n"),
+        (["10", "ignored"], "", "4\n"),
+    ]
+
+
+def test_kernel_build_needs_no_repository_and_reports_compiler_errors(tmp_path):
+    home = tmp_path / "home"
+    ok(run_cli("kernel", "new", "--lang", "c", home=home, cwd=tmp_path))
+    again = run_cli("kernel", "new", "--lang", "c", home=home, cwd=tmp_path)
+    assert again.returncode == 2 and "exists" in again.stderr
+    built = as_json(run_cli("kernel", "build", "kernel.c", "--json", home=home, cwd=tmp_path))
+    assert built["file"] == "kernel.wasm" and built["lang"] == "c"
+    result = default_host().run((tmp_path / "kernel.wasm").read_bytes(), stdin=b"100")
+    assert result.ok and result.stdout == b"25\n"
+    info = default_host().inspect((tmp_path / "kernel.wasm").read_bytes(), memory_cap=256 << 20)
+    assert info.memory_max == 64 * 1024 * 1024
+
+    (tmp_path / "bad.c").write_text("int main(void) { return nope; }\n")
+    bad = run_cli("kernel", "build", "bad.c", home=home, cwd=tmp_path)
+    assert bad.returncode == 7 and "nope" in bad.stderr
+    assert not (tmp_path / "bad.wasm").exists()
+    odd = run_cli("kernel", "build", "kernel.go", home=home, cwd=tmp_path)
+    assert odd.returncode != 0 and "no such file" in odd.stderr
+
+
+def _has_rust() -> bool:
+    try:
+        builder.find_rustc()
+    except builder.BuildError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("lang", ["cpp", "rust"])
+def test_cpp_and_rust_templates_build_and_agree_with_c(tmp_path, lang):
+    if lang == "rust" and not _has_rust() and os.environ.get("CI") != "true":
+        pytest.skip(
+            "no rustc with wasm32-wasi here: apt-get install rustc libstd-rust-dev-wasm32 lld"
+        )
+    home = tmp_path / "home"
+    ok(run_cli("kernel", "new", "--lang", lang, "k", home=home, cwd=tmp_path))
+    source = tmp_path / ("k." + {"cpp": "cpp", "rust": "rs"}[lang])
+    (tmp_path / "k").rename(source)
+    ok(run_cli("kernel", "build", source.name, "-o", "k.wasm", home=home, cwd=tmp_path))
+    result = default_host().run((tmp_path / "k.wasm").read_bytes(), stdin=b"100000")
+    assert result.ok and result.stdout == b"9592\n"
+
+
+def test_rust_without_its_toolchain_names_the_packages(tmp_path, monkeypatch):
+    monkeypatch.setattr(builder, "RUSTC_CANDIDATES", ("/nonexistent/rustc",))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CCGSC_RUSTC", raising=False)
+    with pytest.raises(builder.BuildError, match="libstd-rust-dev-wasm32 and lld"):
+        builder.build(Path(builder.data_dir() / "templates" / "kernel.rs"), tmp_path / "k.wasm")
+
+
+def test_the_packaged_header_is_the_repositorys():
+    assert (builder.header_dir() / "ccgsc.h").read_bytes() == (
+        ROOT / "kernels" / "ccgsc.h"
+    ).read_bytes()
+
+
+def test_quorum_alone_asks_for_as_many_replicas():
+    args = cli.build_parser().parse_args(
+        ["campaign", "create", "--name", "x", "--kernel", "1", "--quorum", "2"]
+    )
+    assert cli.policy_fields(args) == {"min_quorum": 2, "target_replicas": 2}
+    args = cli.build_parser().parse_args(
+        ["run", "k.wasm", "--args-list", "1", "--quorum", "2", "--replicas", "3"]
+    )
+    assert cli.policy_fields(args) == {"min_quorum": 2, "target_replicas": 3}
+    assert cli.task_format(Path("t.txt")) == "text" and cli.task_format(Path("t.jsonl")) == "jsonl"

@@ -10,7 +10,8 @@ Exit codes (also in docs/api.md):
     3  authentication (no, invalid or revoked token; not allowed)
     4  not found (or belongs to another organization)
     5  invalid input (refused by the server, or a local file that cannot be read)
-    6  `campaign watch`: the campaign failed or was cancelled
+    6  `campaign watch`, `run`: the campaign failed or was cancelled
+    7  `kernel build`, `run`: the kernel could not be built (compiler error, missing toolchain)
 """
 
 EXIT_OK = 0
@@ -20,3 +21,4 @@ EXIT_AUTH = 3
 EXIT_NOT_FOUND = 4
 EXIT_INVALID = 5
 EXIT_CAMPAIGN_FAILED = 6
+EXIT_BUILD = 7

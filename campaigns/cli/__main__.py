@@ -1,6 +1,8 @@
 """`ccgsc` / `python -m campaigns.cli`: kernels, campaigns and results from the command line.
 
     ccgsc login --server https://ccgsc.example --token ccgsc_...
+    ccgsc run queens.c --tasks tasks.txt          # build, push, create, start, watch, pull
+    ccgsc kernel new --lang c queens.c && ccgsc kernel build queens.c
     ccgsc kernel push montecarlo.wasm --name "Monte Carlo"
     ccgsc kernel run montecarlo.wasm < input > output
     ccgsc campaign create --kernel montecarlo.wasm --name pi --tasks tasks.jsonl --start
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections import deque
@@ -25,6 +29,7 @@ from typing import Any
 
 from campaigns.cli import (
     EXIT_AUTH,
+    EXIT_BUILD,
     EXIT_CAMPAIGN_FAILED,
     EXIT_ERROR,
     EXIT_INVALID,
@@ -32,6 +37,7 @@ from campaigns.cli import (
     EXIT_USAGE,
     config,
 )
+from campaigns.cli import build as builder
 from campaigns.cli.client import Api, CliError
 from campaigns.cli.output import ProgressView, duration, emit_json
 
@@ -291,6 +297,34 @@ def cmd_kernel_run(ctx: Context) -> int:
     return code
 
 
+def cmd_kernel_build(ctx: Context) -> int:
+    args = ctx.args
+    built = build_source(ctx, Path(args.file), Path(args.output) if args.output else None)
+    data = {"file": str(built.output), "lang": built.lang, "size": built.output.stat().st_size}
+    return ctx.result(data, f"built {built.output} ({data['size']} bytes)")
+
+
+def build_source(ctx: Context, source: Path, output: Path | None = None) -> builder.Built:
+    memory = getattr(ctx.args, "memory_max", None) or builder.MEMORY_MAX_MIB
+    try:
+        return builder.build(source, output, memory_mib=memory)
+    except builder.BuildError as exc:
+        raise CliError(str(exc), EXIT_BUILD, code="build_failed") from None
+
+
+def cmd_kernel_new(ctx: Context) -> int:
+    args = ctx.args
+    try:
+        path = builder.new(args.lang, Path(args.file) if args.file else None, force=args.force)
+    except builder.BuildError as exc:
+        raise CliError(str(exc), EXIT_USAGE, code="exists") from None
+    return ctx.result(
+        {"file": str(path), "lang": args.lang},
+        f"wrote {path}: build it with `ccgsc kernel build {path}`, "
+        f"or run it on tasks with `ccgsc run {path} --tasks FILE`",
+    )
+
+
 # --- campaigns ---------------------------------------------------------------------------------
 
 
@@ -316,6 +350,18 @@ POLICY_OPTIONS = {
 }
 
 
+def policy_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields = {
+        field: getattr(args, option)
+        for option, field in POLICY_OPTIONS.items()
+        if getattr(args, option) is not None
+    }
+    # A quorum of N needs at least N replicas of each task: --quorum alone asks for N.
+    if args.quorum is not None and args.replicas is None:
+        fields["target_replicas"] = args.quorum
+    return fields
+
+
 def cmd_campaign_create(ctx: Context) -> int:
     args = ctx.args
     if args.tasks and args.generator:
@@ -339,10 +385,7 @@ def cmd_campaign_create(ctx: Context) -> int:
         fields["description"] = args.description
     if args.org:
         fields["organization"] = args.org
-    for option, field in POLICY_OPTIONS.items():
-        value = getattr(args, option)
-        if value is not None:
-            fields[field] = value
+    fields.update(policy_fields(args))
     if args.start:
         fields["start"] = True
 
@@ -358,9 +401,9 @@ def cmd_campaign_create(ctx: Context) -> int:
             if task_path is not None:
                 handle = task_path.open("rb")
                 handles.append(handle)
-                ctype = "application/msgpack" if _is_msgpack(task_path) else "application/x-ndjson"
-                files["task_file"] = (task_path.name, handle, ctype)
-                form["task_file_format"] = "msgpack" if _is_msgpack(task_path) else "jsonl"
+                fmt = task_format(task_path)
+                files["task_file"] = (task_path.name, handle, TASK_CONTENT_TYPES[fmt])
+                form["task_file_format"] = fmt
             if static_path is not None:
                 handle = static_path.open("rb")
                 handles.append(handle)
@@ -383,6 +426,24 @@ def _form_value(value: Any) -> str:
 
 def _is_msgpack(path: Path) -> bool:
     return path.suffix.lower() in (".msgpack", ".mpk", ".msgpck")
+
+
+TASK_CONTENT_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "msgpack": "application/msgpack",
+    "text": "text/plain; charset=utf-8",
+}
+
+
+def task_format(path: Path) -> str:
+    """msgpack for .msgpack/.mpk, JSON Lines for .jsonl/.ndjson/.json, plain text (one input
+    per line) for anything else, .txt included."""
+    suffix = path.suffix.lower()
+    if _is_msgpack(path):
+        return "msgpack"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return "text"
 
 
 def cmd_campaign_list(ctx: Context) -> int:
@@ -408,7 +469,7 @@ def make_action(action: str) -> Callable[[Context], int]:
 
 def cmd_campaign_add_tasks(ctx: Context) -> int:
     path = readable_file(ctx.args.file, "task file")
-    ctype = "application/msgpack" if _is_msgpack(path) else "application/x-ndjson"
+    ctype = TASK_CONTENT_TYPES[task_format(path)]
     added = ctx.api().post_file(f"/campaigns/{ctx.args.id}/tasks", str(path), ctype)
     return ctx.result(
         added,
@@ -434,43 +495,156 @@ class RateMeter:
 
 def cmd_campaign_watch(ctx: Context) -> int:
     args = ctx.args
+    return watch(ctx, args.id, interval=args.interval, timeout=args.timeout)
+
+
+def watch(
+    ctx: Context,
+    campaign_id: int,
+    *,
+    interval: float,
+    timeout: float | None,
+    json_lines: bool = True,
+) -> int:
+    """Follow the campaign until it ends; the exit code says how it ended. With --json, each
+    snapshot is a JSON line unless `json_lines` is off (`run` prints one summary instead)."""
     api = ctx.api()
     view = ProgressView()
     meter = RateMeter()
     started = time.monotonic()
     hinted = False
+    stalled_said = ""
     while True:
-        p = api.get(f"/campaigns/{args.id}/progress")
+        p = api.get(f"/campaigns/{campaign_id}/progress")
         finished = p["tasks_done"] + p["tasks_failed"]
         local_rate = meter.add(time.monotonic(), finished)
         rate = p.get("rate_per_second") or local_rate
         remaining = p["tasks_remaining"]
         eta = remaining / rate if rate > 0 else p.get("eta_seconds")
         if ctx.json:
-            emit_json({**p, "rate_per_second": round(rate, 3), "eta_seconds": eta})
+            if json_lines:
+                emit_json({**p, "rate_per_second": round(rate, 3), "eta_seconds": eta})
         else:
             view.show(p, rate, eta)
             if p["state"] == "draft" and not hinted:
-                view.finish(f"campaign {args.id} is a draft: start it with `ccgsc campaign start`")
+                view.finish(
+                    f"campaign {campaign_id} is a draft: start it with `ccgsc campaign start`"
+                )
                 hinted = True
+            stalled = p.get("stalled") or ""
+            if stalled and stalled != stalled_said:
+                view.finish(f"campaign {campaign_id} cannot progress: {stalled}")
+            stalled_said = stalled
         if p["state"] in FINISHED:
             code = FINISHED[p["state"]]
             if not ctx.json:
                 elapsed = duration(time.monotonic() - started)
-                message = f"campaign {args.id} {p['state']}"
+                message = f"campaign {campaign_id} {p['state']}"
                 if p["state"] == "completed":
                     message += f": {p['tasks_done']} done, {p['tasks_failed']} failed ({elapsed})"
                 if p.get("error"):
                     message += f": {p['error']}"
                 view.finish(message)
             return code
-        if args.timeout and time.monotonic() - started > args.timeout:
+        if timeout and time.monotonic() - started > timeout:
             raise CliError(
-                f"campaign {args.id} is still {p['state']} after {args.timeout:g} s",
+                f"campaign {campaign_id} is still {p['state']} after {timeout:g} s",
                 EXIT_ERROR,
                 code="timeout",
             )
-        time.sleep(args.interval)
+        time.sleep(interval)
+
+
+# --- run: everything in one command -----------------------------------------------------------
+
+
+def run_kernel_id(ctx: Context, value: str) -> tuple[int, str]:
+    """The kernel to run and a name for the campaign: an ID, a .wasm/.js file (pushed), or a
+    C/C++/Rust source (built next to it, then pushed)."""
+    if value.isdigit():
+        return int(value), f"kernel {value}"
+    path = Path(value)
+    if path.suffix.lower() in builder.LANGS:
+        readable_file(value, "source")
+        built = build_source(ctx, path)
+        ctx_note(ctx, f"built {built.output} ({built.output.stat().st_size} bytes)")
+        path = built.output
+    else:
+        path = readable_file(value, "kernel")
+    kernel = push_kernel(ctx, path, name=path.stem, kind=None)
+    ctx_note(ctx, f"pushed {path.name} as kernel {kernel['id']} ({kernel['sha256'][:12]})")
+    return int(kernel["id"]), path.stem
+
+
+def cmd_run(ctx: Context) -> int:
+    args = ctx.args
+    if bool(args.tasks) == bool(args.args_list):
+        raise CliError("give --tasks FILE or --args-list A [A ...]", EXIT_USAGE, code="usage")
+    task_path = readable_file(args.tasks, "task file") if args.tasks else None
+    static_path = readable_file(args.static, "static data") if args.static else None
+    kernel, stem = run_kernel_id(ctx, args.kernel)
+    fields: dict[str, Any] = {"name": args.name or stem, "kernel": kernel}
+    if args.arg:
+        fields["args"] = list(args.arg)
+    if args.env:
+        fields["env"] = parse_env(args.env)
+    if args.org:
+        fields["organization"] = args.org
+    fields.update(policy_fields(args))
+    api = ctx.api()
+    if static_path is None:
+        campaign = api.post("/campaigns", json=fields)
+    else:
+        with static_path.open("rb") as handle:
+            form = {k: _form_value(v) for k, v in fields.items()}
+            files = {"static_data": (static_path.name, handle, "application/octet-stream")}
+            campaign = api.post("/campaigns", data=form, files=files)
+    cid = int(campaign["id"])
+    ctx_note(ctx, f"created campaign {cid} {campaign['name']!r}")
+    try:
+        if task_path is not None:
+            ctype = TASK_CONTENT_TYPES[task_format(task_path)]
+            added = api.post_file(f"/campaigns/{cid}/tasks", str(task_path), ctype)
+        else:
+            body = "".join(
+                json.dumps({"args": shlex.split(value)}) + "\n" for value in args.args_list
+            )
+            added = api.post(
+                f"/campaigns/{cid}/tasks",
+                content=body.encode(),
+                headers={"Content-Type": TASK_CONTENT_TYPES["jsonl"]},
+            )
+    except CliError:
+        # Nothing half-made: a campaign whose tasks were refused does not linger as a draft.
+        with contextlib.suppress(CliError):
+            api.post(f"/campaigns/{cid}/cancel")
+        raise
+    ctx_note(ctx, f"added {added['added']} tasks")
+    api.post(f"/campaigns/{cid}/start")
+    try:
+        code = watch(ctx, cid, interval=args.interval, timeout=args.timeout, json_lines=False)
+    except KeyboardInterrupt:
+        print(
+            f"\ncampaign {cid} keeps running: `ccgsc campaign watch {cid}`, then "
+            f"`ccgsc results pull {cid} -o FILE`",
+            file=sys.stderr,
+        )
+        return 130
+    output = args.output or f"{stem}.results.jsonl"
+    data: dict[str, Any] = {"campaign": cid, "exit_code": code}
+    if output:
+        fmt = args.format or _format_from_name(output)
+        size = pull_results(ctx, cid, output, fmt=fmt, state="all")
+        data.update({"file": output, "format": fmt, "bytes": size})
+        if output != "-":
+            ctx_note(ctx, f"wrote {fmt} results of campaign {cid} to {output} ({size} bytes)")
+    if args.files:
+        written = pull_files(ctx, cid, Path(args.files), state="all")
+        data.update({"directory": args.files, "files": written})
+        ctx_note(ctx, f"wrote {written} files to {args.files}")
+    if ctx.json:
+        emit_json(data)
+    return code
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -478,13 +652,32 @@ def cmd_campaign_watch(ctx: Context) -> int:
 
 def cmd_results_pull(ctx: Context) -> int:
     args = ctx.args
-    fmt = args.format or _format_from_name(args.output)
-    to_stdout = args.output == "-"
-    target = Path(args.output)
+    if not args.output and not args.files:
+        raise CliError("results pull needs -o FILE, --files DIR or both", EXIT_USAGE, code="usage")
+    data: dict[str, Any] = {"campaign": args.id}
+    texts = []
+    if args.output:
+        fmt = args.format or _format_from_name(args.output)
+        size = pull_results(ctx, args.id, args.output, fmt=fmt, state=args.state)
+        if args.output == "-":
+            return EXIT_OK
+        data.update({"format": fmt, "bytes": size, "file": args.output})
+        texts.append(f"wrote {size} bytes of {fmt} results to {args.output}")
+    if args.files:
+        written = pull_files(ctx, args.id, Path(args.files), state=args.state)
+        data.update({"directory": args.files, "files": written})
+        texts.append(f"wrote {written} files to {args.files}")
+    return ctx.result(data, "\n".join(texts))
+
+
+def pull_results(ctx: Context, campaign_id: int, output: str, *, fmt: str, state: str) -> int:
+    """Stream the export to `output` (- for stdout); whole files only. Returns the size."""
+    to_stdout = output == "-"
+    target = Path(output)
     partial = target.with_name(target.name + ".part")
     size = 0
     show = not ctx.json and not to_stdout and sys.stderr.isatty()
-    with ctx.api().stream(f"/campaigns/{args.id}/results", format=fmt, state=args.state) as r:
+    with ctx.api().stream(f"/campaigns/{campaign_id}/results", format=fmt, state=state) as r:
         out = sys.stdout.buffer if to_stdout else partial.open("wb")
         try:
             for chunk in r.iter_bytes(256 * 1024):
@@ -505,10 +698,29 @@ def cmd_results_pull(ctx: Context) -> int:
             partial.replace(target)  # whole files only: a broken download leaves no FILE
     if show:
         sys.stderr.write("\r\x1b[2K")
-    data = {"campaign": args.id, "format": fmt, "bytes": size, "file": args.output}
-    if to_stdout:
-        return EXIT_OK
-    return ctx.result(data, f"wrote {size} bytes of {fmt} results to {args.output}")
+    return size
+
+
+def pull_files(ctx: Context, campaign_id: int, directory: Path, *, state: str) -> int:
+    """One file per task in `directory`: `<seq>.out` holds a done task's output, byte for
+    byte; `<seq>.failed` a failed task's reason. Seq is zero-padded to six digits, so the
+    files list in task order. Returns how many files were written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with ctx.api().stream(f"/campaigns/{campaign_id}/results", format="jsonl", state=state) as r:
+        for line in r.iter_lines():
+            if not line:
+                continue
+            row = json.loads(line)
+            if row["output"] is None:
+                name, data = f"{row['seq']:06d}.failed", (row.get("failure") or "").encode()
+            elif row["output_encoding"] == "base64":
+                name, data = f"{row['seq']:06d}.out", base64.b64decode(row["output"])
+            else:
+                name, data = f"{row['seq']:06d}.out", row["output"].encode()
+            (directory / name).write_bytes(data)
+            written += 1
+    return written
 
 
 def _format_from_name(name: str) -> str:
@@ -544,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="CCGSC for campaign owners: kernels, campaigns and results.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 authentication, 4 not found, "
-        "5 invalid input, 6 campaign failed or cancelled (watch).",
+        "5 invalid input, 6 campaign failed or cancelled (watch, run), 7 build failed.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -569,6 +781,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["wasm", "js"], help="default: from the file name")
     p.add_argument("--description")
     p.add_argument("--org", help="organization slug (when you belong to several)")
+    p = sub(
+        kernel,
+        "build",
+        cmd_kernel_build,
+        "compile a .c, .cpp or .rs file into a kernel (.wasm next to it)",
+    )
+    p.add_argument("file", help="FILE.c, FILE.cpp (.cc, .cxx) or FILE.rs")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: FILE.wasm")
+    p.add_argument(
+        "--memory-max",
+        type=int,
+        metavar="MIB",
+        help=f"the module's declared memory maximum (default {builder.MEMORY_MAX_MIB})",
+    )
+    p = sub(kernel, "new", cmd_kernel_new, "write a starting kernel to edit")
+    p.add_argument("file", nargs="?", help="default: kernel.c, kernel.cpp or kernel.rs")
+    p.add_argument("--lang", choices=sorted(builder.TEMPLATE_SUFFIX), default="c")
+    p.add_argument("--force", action="store_true", help="overwrite FILE")
     p = sub(kernel, "list", cmd_kernel_list, "list your kernels")
     p.add_argument("--org")
     p = sub(
@@ -610,14 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reducer", metavar="ID|FILE")
     p.add_argument("--description")
     p.add_argument("--org", help="organization slug (when you belong to several)")
-    p.add_argument("--priority", type=int)
-    p.add_argument("--task-timeout", type=int, metavar="S")
-    p.add_argument("--max-attempts", type=int)
-    p.add_argument("--points", type=int, help="points per validated task")
-    p.add_argument("--quorum", type=int, help="agreeing results needed")
-    p.add_argument("--replicas", type=int, help="replicas issued per task")
-    p.add_argument("--max-error-replicas", type=int)
-    p.add_argument("--max-total-replicas", type=int)
+    add_policy_options(p)
     p.add_argument("--start", action="store_true", help="start it at once")
     p = sub(camp, "list", cmd_campaign_list, "list your campaigns")
     p.add_argument("--org")
@@ -649,10 +872,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub(results, "pull", cmd_results_pull, "stream a campaign's results to a file")
     p.add_argument("id", type=int)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE, or - for stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="FILE, or - for stdout")
+    p.add_argument("--files", metavar="DIR", help="also (or only) one file per task in DIR")
     p.add_argument("--format", choices=FORMATS, help="default: from FILE's extension, or jsonl")
     p.add_argument("--state", choices=["done", "failed", "all"], default="done")
+
+    p = sub(
+        commands,
+        "run",
+        cmd_run,
+        "build or push a kernel, create a campaign of its tasks, start it, watch it and pull "
+        "its results, in one command (exit 0 when every task is decided and the campaign "
+        "completed, 6 when it failed)",
+    )
+    p.add_argument("kernel", metavar="FILE|ID", help="a .c/.cpp/.rs source, a .wasm/.js, or an ID")
+    p.add_argument(
+        "--tasks",
+        metavar="FILE",
+        help="tasks: .jsonl (JSON Lines), .msgpack, or any other file as plain text, each "
+        "line one task's input",
+    )
+    p.add_argument(
+        "--args-list",
+        nargs="+",
+        metavar="A",
+        help='one task per value, the value split like a shell line as its arguments ("8", "-n 9")',
+    )
+    p.add_argument("--arg", action="append", default=[], metavar="A", help="argument of all tasks")
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--static", metavar="FILE", help="static data for every task")
+    p.add_argument("--name", help="campaign name (default: the kernel's file name)")
+    p.add_argument("--org", help="organization slug (when you belong to several)")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="results file (default NAME.results.jsonl)"
+    )
+    p.add_argument("--files", metavar="DIR", help="one file per task in DIR")
+    p.add_argument("--format", choices=FORMATS, help="default: from FILE's extension, or jsonl")
+    p.add_argument("--memory-max", type=int, metavar="MIB", help="when building a source")
+    p.add_argument("--interval", type=float, default=0.5, metavar="S", help="default 0.5")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up watching after S seconds")
+    add_policy_options(p)
     return parser
+
+
+def add_policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--priority", type=int)
+    p.add_argument("--task-timeout", type=int, metavar="S")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--points", type=int, help="points per validated task")
+    p.add_argument(
+        "--quorum", type=int, help="agreeing results needed (replicas default to the same)"
+    )
+    p.add_argument("--replicas", type=int, help="replicas issued per task")
+    p.add_argument("--max-error-replicas", type=int)
+    p.add_argument("--max-total-replicas", type=int)
 
 
 def report(ctx: Context | None, error: CliError, as_json: bool) -> int:
