@@ -338,18 +338,19 @@ class HostFiles:
         return freed
 
     def run_dir(self, static_dir: Path | None, checkpoint: bytes) -> Path:
-        """A private directory with `checkpoint` (and the static file, hard-linked when the
-        filesystem allows). The caller removes it with remove_run_dir()."""
+        """A private directory with `checkpoint` and a copy of the static file. The caller
+        removes it with remove_run_dir().
+
+        A copy, not a hard link: the kernel sees a file's link count (filestat nlink), and a
+        link would make it 2, or more while other resumed runs share the file, where the
+        contract says 1 in every host. Only resumed runs pay for the copy (in the kernel:
+        copyfile uses sendfile), and they are rare."""
         d = Path(tempfile.mkdtemp(dir=self.runs_dir, prefix=f"{os.getpid()}-"))
         (d / CHECKPOINT_NAME).write_bytes(checkpoint)
         os.chmod(d / CHECKPOINT_NAME, 0o400)
         if static_dir is not None:
-            src = static_dir / STATIC_NAME
-            try:
-                os.link(src, d / STATIC_NAME)
-            except OSError:
-                shutil.copyfile(src, d / STATIC_NAME)
-                os.chmod(d / STATIC_NAME, 0o400)
+            shutil.copyfile(static_dir / STATIC_NAME, d / STATIC_NAME)
+            os.chmod(d / STATIC_NAME, 0o400)
         return d
 
     @staticmethod

@@ -23,6 +23,15 @@
  *   poll                 poll_oneoff with a 1 ms relative clock subscription
  *   fs                   preopens, then errnos of escaping/writing opens
  *   random               errno of random_get(16 bytes)
+ *   fdcalls              errnos of fd_sync, fd_datasync, fd_advise, fd_allocate,
+ *                        fd_fdstat_set_flags, fd_pwrite and fd_pread on fds 0..3
+ *   rights               filetype, flags and rights of fds 0..3 and of
+ *                        /ccgsc/static opened read-only (when present)
+ *   filestat             filetype, nlink and size (of files) by fd_filestat_get
+ *                        and path_filestat_get, for stdio, /ccgsc and its files
+ *   readlink             errnos of path_readlink on /ccgsc entries and on stdin
+ *   output-then-spin     writes a line to stdout (flushed) and one to stderr,
+ *                        then loops forever: what a host keeps after a timeout
  *   exit N               exits with N, prints nothing
  * Unknown command: message on stderr, exit 2.
  */
@@ -193,6 +202,112 @@ static void cmd_fs(void) {
     }
 }
 
+static void print_fdcalls(const char *label, __wasi_fd_t fd) {
+    uint8_t byte = 'x';
+    __wasi_ciovec_t ciov = {&byte, 1};
+    __wasi_iovec_t iov = {&byte, 1};
+    __wasi_size_t n = 0;
+    printf("%s sync=%d datasync=%d advise=%d allocate=%d set_flags=%d pwrite=%d pread=%d\n",
+           label, (int)__wasi_fd_sync(fd), (int)__wasi_fd_datasync(fd),
+           (int)__wasi_fd_advise(fd, 0, 0, __WASI_ADVICE_NORMAL),
+           (int)__wasi_fd_allocate(fd, 0, 1), (int)__wasi_fd_fdstat_set_flags(fd, 0),
+           (int)__wasi_fd_pwrite(fd, &ciov, 1, 0, &n), (int)__wasi_fd_pread(fd, &iov, 1, 0, &n));
+}
+
+static void cmd_fdcalls(void) {
+    char label[16];
+    for (__wasi_fd_t fd = 0; fd < 4; fd++) {
+        snprintf(label, sizeof label, "fd%u", (unsigned)fd);
+        print_fdcalls(label, fd);
+    }
+    int fd = open(CCGSC_STATIC_PATH, O_RDONLY);
+    if (fd >= 0) {
+        print_fdcalls("static", (__wasi_fd_t)fd);
+        close(fd);
+    }
+}
+
+static void print_fdstat(const char *label, __wasi_fd_t fd) {
+    __wasi_fdstat_t st;
+    __wasi_errno_t e = __wasi_fd_fdstat_get(fd, &st);
+    if (e != 0) {
+        printf("%s errno=%d\n", label, (int)e);
+        return;
+    }
+    printf("%s filetype=%d flags=%d base=%016llx inheriting=%016llx\n", label,
+           (int)st.fs_filetype, (int)st.fs_flags, (unsigned long long)st.fs_rights_base,
+           (unsigned long long)st.fs_rights_inheriting);
+}
+
+static void cmd_rights(void) {
+    char label[16];
+    for (__wasi_fd_t fd = 0; fd < 4; fd++) {
+        snprintf(label, sizeof label, "fd%u", (unsigned)fd);
+        print_fdstat(label, fd);
+    }
+    int fd = open(CCGSC_STATIC_PATH, O_RDONLY);
+    if (fd >= 0) {
+        print_fdstat("static", (__wasi_fd_t)fd);
+        close(fd);
+    } else {
+        printf("static open=%d\n", errno);
+    }
+}
+
+static void print_filestat(const char *label, __wasi_errno_t e, const __wasi_filestat_t *st) {
+    if (e != 0) {
+        printf("%s errno=%d\n", label, (int)e);
+        return;
+    }
+    /* Directory sizes are the host file system's business: only files' sizes are pinned. */
+    if (st->filetype == __WASI_FILETYPE_DIRECTORY)
+        printf("%s filetype=%d nlink=%llu\n", label, (int)st->filetype,
+               (unsigned long long)st->nlink);
+    else
+        printf("%s filetype=%d nlink=%llu size=%llu\n", label, (int)st->filetype,
+               (unsigned long long)st->nlink, (unsigned long long)st->size);
+}
+
+static void cmd_filestat(void) {
+    __wasi_filestat_t st;
+    char label[32];
+    for (__wasi_fd_t fd = 0; fd < 4; fd++) {
+        snprintf(label, sizeof label, "fd%u", (unsigned)fd);
+        print_filestat(label, __wasi_fd_filestat_get(fd, &st), &st);
+    }
+    static const char *paths[] = {".", "static", "checkpoint", "missing"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        snprintf(label, sizeof label, "path(%s)", paths[i]);
+        print_filestat(label, __wasi_path_filestat_get(3, 0, paths[i], &st), &st);
+    }
+    int fd = open(CCGSC_STATIC_PATH, O_RDONLY);
+    if (fd >= 0) {
+        print_filestat("open(static)", __wasi_fd_filestat_get((__wasi_fd_t)fd, &st), &st);
+        close(fd);
+    }
+}
+
+static void cmd_readlink(void) {
+    static const char *paths[] = {"static", "missing", ".", "../x"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        uint8_t buf[64];
+        __wasi_size_t n = 0;
+        __wasi_errno_t e = __wasi_path_readlink(3, paths[i], buf, sizeof buf, &n);
+        printf("readlink(%s)=%d n=%u\n", paths[i], (int)e, (unsigned)n);
+    }
+    uint8_t buf[64];
+    __wasi_size_t n = 0;
+    printf("readlink(fd0,x)=%d\n", (int)__wasi_path_readlink(0, "x", buf, sizeof buf, &n));
+}
+
+static void cmd_output_then_spin(void) {
+    printf("partial stdout\n");
+    fflush(stdout);
+    fputs("kernel stderr before the loop\n", stderr);
+    for (volatile uint64_t i = 0;; i++) {
+    }
+}
+
 static void cmd_random(void) {
     uint8_t buf[16];
     printf("random errno=%d\n", (int)__wasi_random_get(buf, sizeof buf));
@@ -233,6 +348,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "poll")) cmd_poll();
     else if (!strcmp(cmd, "fs")) cmd_fs();
     else if (!strcmp(cmd, "random")) cmd_random();
+    else if (!strcmp(cmd, "fdcalls")) cmd_fdcalls();
+    else if (!strcmp(cmd, "rights")) cmd_rights();
+    else if (!strcmp(cmd, "filestat")) cmd_filestat();
+    else if (!strcmp(cmd, "readlink")) cmd_readlink();
+    else if (!strcmp(cmd, "output-then-spin")) cmd_output_then_spin();
     else if (!strcmp(cmd, "exit") && arg) {
         uint64_t code;
         if (ccgsc_parse_u64s(arg, &code, 1) != 0 || code > 0xFFFFFFFFu) {

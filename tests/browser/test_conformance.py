@@ -13,7 +13,12 @@ import pytest
 
 from tests.test_conformance import CASES, KERNELS
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    # The platform (another process) reads the test database: committed data only.
+    pytest.mark.django_db(transaction=True),
+]
 
 # Runs each case in one hand (a real module Worker served with its CSP), as the harness does.
 RUN_CASES = """
@@ -51,6 +56,7 @@ async ({cases, kernels}) => {
       stdout: base64(result.stdout),
       checkpoint: result.checkpoint === null ? null : new TextDecoder().decode(result.checkpoint),
       progress: result.progress,
+      stderr: new TextDecoder().decode(result.stderr),
     };
   }
   hand.dispose();
@@ -88,4 +94,6 @@ def test_case_in_chromium(observations: dict[str, dict[str, Any]], case: dict[st
         observed["stdout_sha256"] = hashlib.sha256(stdout).hexdigest()
     else:
         observed["stdout"] = stdout.decode("utf-8", "replace")
+    if "stderr" in case["expect"]:
+        observed["stderr"] = raw["stderr"]
     assert observed == case["expect"]

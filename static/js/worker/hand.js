@@ -5,7 +5,21 @@
 
 let nextRunId = 1;
 const EMPTY = new Uint8Array();
+// The stderr a result keeps (its end), as the WASI host and kernelhost keep it.
+const STDERR_TAIL_BYTES = 4096;
 
+function concat(chunks) {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/** A result the page makes up (the worker could not say): the message is the host's reason;
+ * `extra` brings what the kernel had written and reported before (run.partial()). */
 function ended(error, message, started, extra = {}) {
   return {
     exit_code: null,
@@ -79,6 +93,8 @@ export class Hand {
     } else if (msg.t === "checkpoint") {
       run.checkpoint = msg.data;
       run.onCheckpoint?.(msg.data);
+    } else if (msg.t === "out") {
+      run.wrote(msg.fd, msg.data);
     } else if (msg.t === "done") {
       this._finish(msg.result);
     }
@@ -115,8 +131,32 @@ export class Hand {
       onProgress: job.onProgress,
       onCheckpoint: job.onCheckpoint,
       resolve: null,
+      // What the kernel wrote so far (the worker's "out" messages): a run that is terminated
+      // reports it, as wasmtime reports what was written before a timeout. stdout is capped
+      // by the worker (a write past the output limit ends the run there); of stderr only the
+      // tail is kept.
+      stdout: [],
+      stderr: [],
+      stderrBytes: 0,
+      wrote(fd, data) {
+        if (fd === 1) {
+          this.stdout.push(data);
+          return;
+        }
+        this.stderr.push(data);
+        this.stderrBytes += data.byteLength;
+        while (this.stderr.length > 1 && this.stderrBytes - this.stderr[0].byteLength >= STDERR_TAIL_BYTES) {
+          this.stderrBytes -= this.stderr.shift().byteLength;
+        }
+      },
       partial() {
-        return { progress: this.progress, checkpoint: this.checkpoint };
+        const stderr = concat(this.stderr);
+        return {
+          progress: this.progress,
+          checkpoint: this.checkpoint,
+          stdout: concat(this.stdout),
+          stderr: stderr.slice(Math.max(0, stderr.length - STDERR_TAIL_BYTES)),
+        };
       },
     };
     const done = new Promise((resolve) => {

@@ -346,7 +346,17 @@ export class Harness {
 
   _report(item, result) {
     const ok = result.error === null;
-    const stderr = result.stderr || new Uint8Array();
+    let stderr = result.stderr || new Uint8Array();
+    if (!ok && result.message) {
+      // As the native worker reports a failure: the kernel's stderr, then the host's reason.
+      const reason = new TextEncoder().encode(result.message);
+      const sep = stderr.length && stderr[stderr.length - 1] !== 10 ? 1 : 0;
+      const joined = new Uint8Array(stderr.length + sep + reason.length);
+      joined.set(stderr, 0);
+      if (sep) joined[stderr.length] = 10;
+      joined.set(reason, stderr.length + sep);
+      stderr = joined;
+    }
     this.pendingResults.push({
       lease: item.lease,
       ok,

@@ -29,8 +29,18 @@ export const DEFAULT_LIMITS = Object.freeze({
   checkpoint_bytes: 4 * 1024 * 1024,
 });
 
-const RIGHTS_STDIN = BigInt(W.RIGHTS_FD_READ | W.RIGHTS_POLL_FD_READWRITE | W.RIGHTS_FD_FILESTAT_GET);
-const RIGHTS_STDOUT = BigInt(W.RIGHTS_FD_WRITE | W.RIGHTS_POLL_FD_READWRITE | W.RIGHTS_FD_FILESTAT_GET);
+// Rights as wasmtime reports them (fd_fdstat_get; base and inheriting alike for stdio and
+// files): stdin may only be read, stdout and stderr only written; the /ccgsc preopen and the
+// directories opened in it have wasmtime's directory rights, a file opened in it every right
+// but fd_write. Nothing checks them (wasmtime does not either): they are what a kernel reads.
+const RIGHTS_STDIN = BigInt(W.RIGHTS_FD_READ);
+const RIGHTS_STDOUT = BigInt(W.RIGHTS_FD_WRITE);
+const RIGHTS_DIR_BASE = 0x7b7fe00n;
+const RIGHTS_DIR_INHERITING = 0xff7ffffn;
+const RIGHTS_FILE = 0x3fffffbfn;
+// fd_fdstat_set_flags on an opened file: wasmtime accepts APPEND and NONBLOCK, refuses the
+// synchronous-I/O flags with EINVAL.
+const SETTABLE_FDFLAGS = W.FDFLAGS_APPEND | W.FDFLAGS_NONBLOCK;
 // Anything that asks a file to be writable, created or truncated.
 const WRITE_RIGHTS = BigInt(W.RIGHTS_FD_WRITE | W.RIGHTS_FD_ALLOCATE | W.RIGHTS_FD_FILESTAT_SET_SIZE);
 const WRITE_OFLAGS = W.OFLAGS_CREAT | W.OFLAGS_TRUNC | W.OFLAGS_EXCL;
@@ -54,6 +64,7 @@ class Stdin extends Fd {
   fd_fdstat_get() {
     const st = new W.Fdstat(W.FILETYPE_UNKNOWN, 0);
     st.fs_rights_base = RIGHTS_STDIN;
+    st.fs_rights_inherited = RIGHTS_STDIN;
     return { ret: 0, fdstat: st };
   }
   fd_filestat_get() {
@@ -76,17 +87,23 @@ class Stdin extends Fd {
   }
 }
 
-/** stdout: collected in memory up to the output cap; one byte more ends the run. */
+/**
+ * stdout: collected in memory up to the output cap; one byte more ends the run. Every write
+ * is also handed to onWrite (the worker forwards it to the page, which keeps the partial
+ * output of a run it has to terminate, as wasmtime keeps what was written before a timeout).
+ */
 class Stdout extends Fd {
-  constructor(cap) {
+  constructor(cap, onWrite = null) {
     super();
     this.cap = cap;
     this.chunks = [];
     this.size = 0;
+    this.onWrite = onWrite;
   }
   fd_fdstat_get() {
     const st = new W.Fdstat(W.FILETYPE_UNKNOWN, 0);
     st.fs_rights_base = RIGHTS_STDOUT;
+    st.fs_rights_inherited = RIGHTS_STDOUT;
     return { ret: 0, fdstat: st };
   }
   fd_filestat_get() {
@@ -98,6 +115,7 @@ class Stdout extends Fd {
       throw new Stop("output_too_large", `The kernel wrote more than ${this.cap} bytes to stdout (the output limit).`);
     }
     this.chunks.push(data);
+    if (this.onWrite) this.onWrite(data);
     return { ret: 0, nwritten: data.byteLength };
   }
   fd_read() {
@@ -116,12 +134,13 @@ class Stdout extends Fd {
 
 /** stderr: never an error; only the last STDERR_TAIL_BYTES are kept. */
 class Stderr extends Stdout {
-  constructor() {
-    super(Infinity);
+  constructor(onWrite = null) {
+    super(Infinity, onWrite);
     this.kept = 0;
   }
   fd_write(data) {
     this.chunks.push(data);
+    if (this.onWrite) this.onWrite(data);
     this.kept += data.byteLength;
     while (this.chunks.length > 1 && this.kept - this.chunks[0].byteLength >= STDERR_TAIL_BYTES) {
       this.kept -= this.chunks.shift().byteLength;
@@ -144,13 +163,23 @@ function concat(chunks, size) {
   return out;
 }
 
+/**
+ * nlink as wasmtime reports it: 0 for stdio (not files), 1 for the files in /ccgsc (the
+ * native host gives each run its own copy, see kernelhost/files.py run_dir), 2 for
+ * directories (an empty directory on Linux file systems: itself and its "." entry).
+ */
+function nlinkOf(filetype) {
+  if (filetype === W.FILETYPE_DIRECTORY) return 2n;
+  return filetype === W.FILETYPE_REGULAR_FILE ? 1n : 0n;
+}
+
 /** The 64-byte WASI filestat (the shim's writer puts the timestamps at wrong offsets). */
 function writeFilestat(view, ptr, st) {
   view.setBigUint64(ptr, st.dev ?? 0n, true);
   view.setBigUint64(ptr + 8, st.ino ?? 0n, true);
   view.setUint8(ptr + 16, st.filetype);
   for (let i = 17; i < 24; i++) view.setUint8(ptr + i, 0);
-  view.setBigUint64(ptr + 24, st.nlink ?? 1n, true);
+  view.setBigUint64(ptr + 24, nlinkOf(st.filetype), true);
   view.setBigUint64(ptr + 32, st.size ?? 0n, true);
   view.setBigUint64(ptr + 40, st.atim ?? 0n, true);
   view.setBigUint64(ptr + 48, st.mtim ?? 0n, true);
@@ -186,8 +215,9 @@ function utf8(s) {
  * task: {stdin: Uint8Array, args: string[], env: {name: value}, static: Uint8Array|null,
  *        checkpoint: Uint8Array|null}
  * limits: as DEFAULT_LIMITS (timeout_s is enforced by the caller, which terminates the worker)
- * hooks: {progress(fraction), checkpoint(bytes)} called while the kernel runs (rate-limited
- *        progress; the last value is always in the result)
+ * hooks: {progress(fraction), checkpoint(bytes), output(fd, bytes)} called while the kernel
+ *        runs (rate-limited progress, the last value is always in the result; output gets
+ *        every write to stdout (fd 1) and stderr (fd 2) as it happens)
  * memoryDecl: the module's declared memory {min, max} in bytes (parseMemoryLimits of its
  *        bytes), used to tell out_of_memory from other failures like kernelhost does
  *
@@ -197,8 +227,9 @@ function utf8(s) {
 export function runKernel(module, task, limits = DEFAULT_LIMITS, hooks = {}, memoryDecl = null) {
   limits = { ...DEFAULT_LIMITS, ...limits };
   const started = performance.now();
-  const stdout = new Stdout(limits.output_bytes);
-  const stderr = new Stderr();
+  const output = hooks.output ?? null;
+  const stdout = new Stdout(limits.output_bytes, output && ((data) => output(1, data)));
+  const stderr = new Stderr(output && ((data) => output(2, data)));
   const files = new Map();
   if (task.static != null) files.set("static", new File(task.static, { readonly: true }));
   if (task.checkpoint != null) files.set("checkpoint", new File(task.checkpoint, { readonly: true }));
@@ -372,6 +403,10 @@ export function parseMemoryLimits(wasmBytes) {
 function contractOverrides(shim, fds, view, bytes) {
   const has = (fd) => fds[fd] !== undefined;
   const isDir = (fd) => fds[fd] instanceof PreopenDirectory || (fds[fd] && fds[fd].dir !== undefined);
+  const isFile = (fd) => fds[fd] instanceof OpenFile;
+  // Calls that only make sense on a file: 0 on a file of /ccgsc, EBADF on stdio and
+  // directories (wasmtime: stdio are streams, not files), EBADF on a closed fd.
+  const fileOnly = (fd) => (isFile(fd) ? 0 : W.ERRNO_BADF);
   const mutating = (fd) => (has(fd) ? W.ERRNO_PERM : W.ERRNO_BADF);
   const readPath = (ptr, len) => new TextDecoder("utf-8").decode(bytes().slice(ptr, ptr + len));
   return {
@@ -469,12 +504,50 @@ function contractOverrides(shim, fds, view, bytes) {
       return mutating(fd);
     },
     path_filestat_set_times: mutating,
-    // Nothing the kernel can reach is writable except stdout and stderr (not seekable).
+    fd_fdstat_get(fd, ptr) {
+      if (!has(fd)) return W.ERRNO_BADF;
+      const { ret, fdstat } = fds[fd].fd_fdstat_get();
+      if (ret !== 0) return ret;
+      if (isDir(fd)) {
+        fdstat.fs_rights_base = RIGHTS_DIR_BASE;
+        fdstat.fs_rights_inherited = RIGHTS_DIR_INHERITING;
+      } else if (isFile(fd)) {
+        fdstat.fs_rights_base = RIGHTS_FILE;
+        fdstat.fs_rights_inherited = RIGHTS_FILE;
+      }
+      fdstat.write_bytes(view(), ptr);
+      return 0;
+    },
+    fd_sync: fileOnly,
+    fd_datasync: fileOnly,
+    fd_advise: fileOnly,
+    fd_fdstat_set_flags(fd, flags) {
+      if (!isFile(fd)) return W.ERRNO_BADF;
+      return flags & ~SETTABLE_FDFLAGS ? W.ERRNO_INVAL : 0;
+    },
+    // Nothing the kernel can reach is writable except stdout and stderr, which are streams:
+    // positioned writes there answer ESPIPE, as positioned reads of stdin do.
     fd_filestat_set_size: () => W.ERRNO_BADF,
     fd_filestat_set_times: () => W.ERRNO_BADF,
-    fd_pwrite: () => W.ERRNO_BADF,
+    fd_pwrite(fd) {
+      return fds[fd] instanceof Stdout ? W.ERRNO_SPIPE : W.ERRNO_BADF;
+    },
+    fd_pread(fd, iovsPtr, iovsLen, offset, nreadPtr) {
+      if (fds[fd] instanceof Stdin) return W.ERRNO_SPIPE;
+      if (!isFile(fd)) return W.ERRNO_BADF;
+      return shim.wasiImport.fd_pread(fd, iovsPtr, iovsLen, offset, nreadPtr);
+    },
     fd_allocate(fd) {
-      return has(fd) ? W.ERRNO_NOTSUP : W.ERRNO_BADF;
+      return isFile(fd) ? W.ERRNO_NOTSUP : W.ERRNO_BADF;
+    },
+    // /ccgsc holds no symbolic links: an existing entry answers EINVAL (not a link), a
+    // missing one ENOENT, escaping EPERM, a descriptor that is not a directory EBADF.
+    path_readlink(fd, pathPtr, pathLen) {
+      if (!isDir(fd)) return W.ERRNO_BADF;
+      const path = readPath(pathPtr, pathLen);
+      if (escapes(path)) return W.ERRNO_PERM;
+      const { ret } = fds[fd].path_lookup(path, 0);
+      return ret === 0 ? W.ERRNO_INVAL : ret;
     },
     fd_write(fd, iovsPtr, iovsLen, nwrittenPtr) {
       if (!has(fd)) return W.ERRNO_BADF;

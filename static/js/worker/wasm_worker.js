@@ -4,7 +4,12 @@
 // whole worker and starts a new one.
 //
 // Messages in:  {t: "run", id, module, memory: {min, max}, task, limits, static: {sha, data?}}
-// Messages out: {t: "progress", id, p}, {t: "checkpoint", id, data}, {t: "done", id, result}
+// Messages out: {t: "progress", id, p}, {t: "checkpoint", id, data}, {t: "out", id, fd, data},
+//               {t: "done", id, result}
+// "out" carries every write to stdout (fd 1) or stderr (fd 2) as it happens: a run the page
+// terminates (time limit, cancel) has no "done", and the page still reports what the kernel
+// wrote before, as wasmtime does. postMessage from a busy worker needs no turn of its event
+// loop, so nothing written is lost.
 
 import { runKernel } from "./wasi_host.js";
 
@@ -30,6 +35,7 @@ self.onmessage = (event) => {
     {
       progress: (p) => self.postMessage({ t: "progress", id, p }),
       checkpoint: (data) => self.postMessage({ t: "checkpoint", id, data }),
+      output: (fd, data) => self.postMessage({ t: "out", id, fd, data }),
     },
     msg.memory,
   );
