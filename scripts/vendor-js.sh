@@ -43,5 +43,12 @@ find "$MSGPACK" -name '*.mjs' -exec sed -i '/^\/\/# sourceMappingURL=/d' {} +
 cp node_modules/@msgpack/msgpack/LICENSE "$MSGPACK/"
 echo "@msgpack/msgpack $(version @msgpack/msgpack)" > "$MSGPACK/VERSION"
 
+# axe-core: the accessibility rules engine, MPL-2.0. Only the browser tests inject it
+# (tests/browser/test_accessibility.py); no page of the platform loads it.
+AXE="$VENDOR/axe-core"
+rm -rf "$AXE" && mkdir -p "$AXE"
+cp node_modules/axe-core/axe.min.js node_modules/axe-core/LICENSE "$AXE/"
+echo "axe-core $(version axe-core)" > "$AXE/VERSION"
+
 echo "vendored into $VENDOR:"
-cat "$SHIM/VERSION" "$MSGPACK/VERSION"
+cat "$SHIM/VERSION" "$MSGPACK/VERSION" "$AXE/VERSION"

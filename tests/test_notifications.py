@@ -331,3 +331,10 @@ def test_opting_out_stops_the_summary(people):
     client.force_login(people.owner)
     client.post("/account/email/", {})
     assert notifications.send_weekly_summaries() == 0
+
+
+def test_account_settings_link_to_the_email_preferences(people):
+    client = Client()
+    client.force_login(people.teammate)
+    html = client.get("/account/").content.decode()
+    assert 'href="/account/email/"' in html

@@ -219,10 +219,16 @@ function render(s) {
   $("detail").textContent = detail;
 
   const active = s.state !== "stopped" && s.state !== "error";
+  const focused = document.activeElement;
   $("start").hidden = active;
   $("stop").hidden = !active;
   $("pause").hidden = !active || s.state === "paused";
   $("resume").hidden = !active || s.state !== "paused" || !s.pauseReasons.includes("user");
+  // A button hidden while it has the focus hands it to the one replacing it (Start → Pause,
+  // Pause ⇄ Resume, Stop → Start): keyboard users keep their place instead of starting over.
+  if (focused instanceof HTMLElement && focused.hidden) {
+    ["pause", "resume", "start", "stop"].map($).find((b) => !b.hidden)?.focus();
+  }
 
   const running = s.hands.filter((h) => h.state === "running").length;
   $("stat-done").textContent = String(s.stats.done);
