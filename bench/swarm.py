@@ -32,7 +32,13 @@ async def _client(url: str, slots: int, policy: str, stop: float, counts: list[i
     async with websockets.connect(url, max_size=protocol.MAX_FRAME) as ws:
         await ws.send(
             protocol.encode(
-                {"t": "hello", "v": 1, "kind": "native", "slots": slots, "agent": "swarm"}
+                {
+                    "t": "hello",
+                    "v": protocol.VERSION,
+                    "kind": "native",
+                    "slots": slots,
+                    "agent": "swarm",
+                }
             )
         )
         msgpack.unpackb(await ws.recv())
@@ -47,7 +53,7 @@ async def _client(url: str, slots: int, policy: str, stop: float, counts: list[i
             kind = msg["t"]
             if kind == "tasks":
                 results = [
-                    {"lease": t["lease"], "ok": True, "out": b"", "exit": 0, "ms": 0}
+                    {"lease": t["lease"], "ok": True, "output": b"", "exit": 0, "ms": 0}
                     for t in msg["tasks"]
                 ]
                 frame: dict = {"t": "result", "results": results}

@@ -10,6 +10,7 @@ from django.test import TransactionTestCase
 
 from accounts.models import Membership, Organization, User
 from tests.live import live_platform  # noqa: F401  (fixture: a real daphne + native workers)
+from workers import protocol
 
 # Server processes' heartbeat thread (operations.health.start_heartbeat, started by ccgsc/asgi.py)
 # would write to the tests' database from a thread of its own, here (tests import the ASGI app)
@@ -140,25 +141,11 @@ def _fast_password_hashing(settings):
 
 def ok_item(lease, out=b"x", ms=5):
     """A successful result item as scheduler.submit_results takes it (lease: a Lease)."""
-    return {
-        "lease": lease.lease,
-        "ok": True,
-        "output": out,
-        "exit": 0,
-        "err": None,
-        "stderr": "",
-        "ms": ms,
-    }
+    return protocol.ResultItem(lease=lease.lease, ok=True, output=out, exit=0, ms=ms)
 
 
 def fail_item(lease, err="exit", code=1, stderr="boom"):
     """A failed result item as scheduler.submit_results takes it (lease: a Lease)."""
-    return {
-        "lease": lease.lease,
-        "ok": False,
-        "output": b"",
-        "exit": code,
-        "err": err,
-        "stderr": stderr,
-        "ms": 3,
-    }
+    return protocol.ResultItem(
+        lease=lease.lease, ok=False, exit=code, err=err, stderr=stderr.encode(), ms=3
+    )

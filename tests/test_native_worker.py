@@ -101,25 +101,10 @@ class FakeCache:
         pass
 
 
-def _validate(msg: dict[str, Any]) -> None:
-    """What the server would do with a frame from us: decode and parse it."""
-    kind = msg["t"]
-    if kind == "hello":
-        protocol.parse_hello(msg)
-    elif kind == "want":
-        protocol.parse_want(msg)
-    elif kind == "result":
-        protocol.parse_results(msg, max_output=1 << 20)
-        if "want" in msg:
-            protocol.parse_want({"n": msg["want"]})
-    elif kind == "checkpoint":
-        protocol.parse_checkpoint(msg, max_checkpoint=1 << 20)
-    elif kind == "progress":
-        protocol.parse_progress(msg)
-    elif kind == "release":
-        protocol.parse_release(msg)
-    else:
-        assert kind in ("ping", "bye"), kind
+def _validate(frame: bytes) -> None:
+    """What the server does with a frame from us: decode it into the protocol's structs, in
+    the version our hello names (unknown fields, wrong types and bounds are refused)."""
+    protocol.decode(frame, version=protocol.VERSION)
 
 
 class FakeServer:
@@ -140,8 +125,9 @@ class FakeServer:
     def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
-        msg = protocol.decode(protocol.encode(message))
-        _validate(msg)
+        frame = protocol.encode(message)
+        _validate(frame)
+        msg = protocol.decode_map(frame)
         self.sent.append(msg)
         kind = msg["t"]
         if kind == "hello":
@@ -151,7 +137,7 @@ class FakeServer:
                 self.push(
                     {
                         "t": "welcome",
-                        "v": 1,
+                        "v": protocol.VERSION,
                         "session": 7,
                         "secret": "s",
                         "limits": {
@@ -187,7 +173,7 @@ class FakeServer:
 
     # Test side.
     def push(self, msg: dict[str, Any]) -> None:
-        self.inbox.put_nowait(protocol.decode(protocol.encode(msg)))
+        self.inbox.put_nowait(protocol.decode_map(protocol.encode(msg)))
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.sent if m["t"] == kind]
@@ -535,13 +521,13 @@ def _run_real(host: KernelHost, wat: str, *, timeout: float = 5.0) -> dict[str, 
     job = Job(lease=5, task=6, campaign=1, stdin=b"")
     job.plan = RunPlan.build(spec, kernel, None, max_output=1 << 20, max_checkpoint=1 << 20)
     item = execute(host, job, lambda *a: None)
-    protocol.parse_results({"results": [{**item, "lease": 5}]}, max_output=1 << 20)
+    _validate(protocol.encode({"t": "result", "results": [{**item, "lease": 5}]}))
     return item
 
 
 def test_execute_success(real_host: KernelHost) -> None:
     item = _run_real(real_host, WAT_HELLO)
-    assert item["ok"] is True and item["out"] == b"hi" and item["exit"] == 0
+    assert item["ok"] is True and item["output"] == b"hi" and item["exit"] == 0
     assert isinstance(item["ms"], int)
 
 
@@ -574,7 +560,7 @@ def test_result_item_keeps_the_end_of_stderr_and_the_reason() -> None:
     item = result_item(result, 500)
     assert len(item["stderr"]) == protocol.MAX_STDERR
     assert item["stderr"].endswith(b"\nThe kernel exited with status 1.")
-    assert "out" not in item
+    assert "output" not in item
 
 
 def test_execute_maps_host_failures() -> None:
@@ -614,7 +600,7 @@ async def test_hello_and_first_want() -> None:
     h = Harness(slots=3, token="ccgsc_tok", campaign=9)
     server = await h.start()
     hello = server.of("hello")[0]
-    assert hello["kind"] == "native" and hello["slots"] == 3 and hello["v"] == 1
+    assert hello["kind"] == "native" and hello["slots"] == 3 and hello["v"] == protocol.VERSION
     assert hello["token"] == "ccgsc_tok" and hello["campaign"] == 9
     assert hello["kernels"] == [KERNEL_SHA]
     assert hello["agent"].startswith("ccgsc-worker/")
@@ -643,7 +629,7 @@ async def test_tasks_run_with_campaign_and_task_settings() -> None:
         checkpoint_bytes=1 << 20,
     )
     (result,) = server.results()
-    assert result == {"lease": 11, "ok": True, "out": b"T11", "exit": 0, "ms": result["ms"]}
+    assert result == {"lease": 11, "ok": True, "output": b"T11", "exit": 0, "ms": result["ms"]}
     # The kernel and static data were fetched once, the kernel compiled once.
     server.push(tasks_frame([12, 13]))
     await until(lambda: len(server.results()) == 3)
@@ -1096,7 +1082,7 @@ async def test_http_transport_polls_and_pushes_separately(
     await until(lambda: polls["n"] == 1)
     # Results while the poll is out go in their own request (merged into one frame), their
     # want kept for the next poll.
-    r1, r2 = {"lease": 1, "ok": True, "out": b""}, {"lease": 2, "ok": True, "out": b"x"}
+    r1, r2 = {"lease": 1, "ok": True, "output": b""}, {"lease": 2, "ok": True, "output": b"x"}
     t.send({"t": "result", "results": [r1], "want": 5})
     t.send({"t": "result", "results": [r2], "want": 6})
     assert (await t.recv() or {})["t"] == "ack"
@@ -1123,7 +1109,7 @@ async def test_http_transport_polls_and_pushes_separately(
 async def test_http_transport_merges_results_and_the_latest_want_wins() -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     t = HttpTransport("http://srv", agent="test", client=client)
-    r1, r2, r3 = ({"lease": i, "ok": True, "out": b""} for i in (1, 2, 3))
+    r1, r2, r3 = ({"lease": i, "ok": True, "output": b""} for i in (1, 2, 3))
     t._outbox.extend(
         [
             {"t": "result", "results": [r1], "want": 9},
@@ -1178,7 +1164,7 @@ async def test_websocket_transport_speaks_binary_msgpack() -> None:
     async def handler(ws: ServerConnection) -> None:
         async for frame in ws:
             received.append(frame)
-            msg = protocol.decode(frame)  # type: ignore[arg-type]
+            msg = protocol.decode_map(frame)  # type: ignore[arg-type]
             if msg["t"] == "hello":
                 await ws.send(protocol.encode({"t": "welcome", "v": 1, "session": 1}))
             elif msg["t"] == "bye":

@@ -20,7 +20,7 @@ from accounts.models import User
 from campaigns import services
 from campaigns.models import Campaign, Result, Task
 from campaigns.templatetags.sizes import binary_size
-from tests.conftest import kernel_bytes, ok_item
+from tests.conftest import fail_item, kernel_bytes, ok_item
 from workers import scheduler
 from workers.models import WorkerSession
 
@@ -72,17 +72,7 @@ def fail_one(campaign: Campaign, stderr: str = "boom: bad input\n") -> None:
     (lease,) = scheduler.lease(info, 1)
     scheduler.submit_results(
         info,
-        [
-            {
-                "lease": lease.lease,
-                "ok": False,
-                "output": None,
-                "exit": 2,
-                "err": "exit",
-                "stderr": stderr,
-                "ms": 3,
-            }
-        ],
+        [fail_item(lease, code=2, stderr=stderr)],
     )
 
 

@@ -14,7 +14,7 @@ from workers.models import WorkerSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HELLO = {"t": "hello", "v": 1, "kind": "native", "slots": 2, "agent": "test"}
+HELLO = {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 2, "agent": "test"}
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +40,12 @@ async def recv(comm, timeout=5):
 async def hello(comm, **extra):
     await send(comm, {**HELLO, **extra})
     welcome = await recv(comm)
-    assert welcome["t"] == "welcome" and welcome["v"] == 1
+    assert welcome["t"] == "welcome" and welcome["v"] == extra.get("v", protocol.VERSION)
     return welcome
 
 
 def ok(lease, out):
-    return {"lease": lease, "ok": True, "out": out, "exit": 0, "ms": 4}
+    return {"lease": lease, "ok": True, "output": out, "exit": 0, "ms": 4}
 
 
 async def test_tasks_results_and_acks_over_websocket(make_campaign):
@@ -365,3 +365,66 @@ async def test_a_members_browser_gets_its_organizations_unapproved_campaign(make
     frame = await recv(member)
     assert frame["t"] == "tasks" and frame["tasks"][0]["in"] == b"private"
     await member.disconnect()
+
+
+async def test_version_2_refuses_unknown_fields_such_as_version_1s_out(make_campaign):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["a"])
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 1})
+    lease = (await recv(comm))["tasks"][0]["lease"]
+    await send(comm, {"t": "result", "results": [{"lease": lease, "ok": True, "out": b"a"}]})
+    error = await recv(comm)
+    assert error["t"] == "error" and error["code"] == "invalid" and "`out`" in error["message"]
+    result = await sync_to_async(Result.objects.get)(pk=lease)
+    assert result.state == Result.State.LEASED
+    await comm.disconnect()
+
+
+async def test_version_1_workers_keep_working_over_both_transports(make_campaign):
+    """Workers (and cached browser pages) from before version 2 send `out`, text for bytes
+    and fields the server does not know; their hello names version 1, and the HTTP fallback
+    remembers it for the session's later requests."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(make_campaign)(["a", "b"])
+    comm = await connect()
+    await hello(comm, v=1)
+    await send(comm, {"t": "want", "n": 1, "extra": True})
+    lease = (await recv(comm))["tasks"][0]["lease"]
+    await send(comm, {"t": "result", "results": [{"lease": lease, "ok": True, "out": "A"}]})
+    assert (await recv(comm))["leases"] == [lease]
+    result = await sync_to_async(Result.objects.get)(pk=lease)
+    assert bytes(result.output or b"") == b"A"
+    await comm.disconnect()
+
+    client = AsyncClient()
+
+    async def post(body):
+        response = await client.post(
+            "/api/v1/work", protocol.encode(body), content_type="application/msgpack"
+        )
+        return msgpack.unpackb(response.content, raw=False, strict_map_key=False)["messages"]
+
+    welcome, tasks = await post({"messages": [{**HELLO, "v": 1}, {"t": "want", "n": 1}]})
+    assert welcome["v"] == 1
+    (task,) = tasks["tasks"]
+    (ack,) = await post(
+        {
+            "session": welcome["session"],
+            "secret": welcome["secret"],
+            "messages": [
+                {"t": "result", "results": [{"lease": task["lease"], "ok": True, "out": b"B"}]}
+            ],
+        }
+    )
+    assert ack == {"t": "ack", "leases": [task["lease"]], "ignored": []}
+
+
+async def test_unsupported_versions_are_refused_and_named():
+    comm = await connect()
+    await send(comm, {**HELLO, "v": 3})
+    error = await recv(comm)
+    assert error["code"] == "version" and error["fatal"] is True and "(1, 2)" in error["message"]

@@ -36,7 +36,9 @@ async def contributor(url: str, token: str, *, liar: bool, stop: threading.Event
     sent = 0
     async with connect(url, max_size=protocol.MAX_FRAME) as ws:
         await ws.send(
-            protocol.encode({"t": "hello", "v": 1, "kind": "native", "slots": 2, "token": token})
+            protocol.encode(
+                {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 2, "token": token}
+            )
         )
         welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
         assert welcome["t"] == "welcome", welcome
@@ -52,7 +54,7 @@ async def contributor(url: str, token: str, *, liar: bool, stop: threading.Event
                     {
                         "lease": t["lease"],
                         "ok": True,
-                        "out": rnd.randbytes(16).hex().encode() if liar else answer(t["in"]),
+                        "output": rnd.randbytes(16).hex().encode() if liar else answer(t["in"]),
                         "ms": 2,
                     }
                     for t in msg["tasks"]

@@ -43,7 +43,9 @@ async def worker(token):
     comm = WebsocketCommunicator(application, "/ws/work/")
     connected, _ = await comm.connect()
     assert connected
-    await send(comm, {"t": "hello", "v": 1, "kind": "native", "slots": 1, "token": token})
+    await send(
+        comm, {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "token": token}
+    )
     assert (await recv(comm))["t"] == "welcome"
     await send(comm, {"t": "want", "n": 1})
     frame = await recv(comm)
@@ -52,7 +54,10 @@ async def worker(token):
 
 
 def result(task, out):
-    return {"t": "result", "results": [{"lease": task["lease"], "ok": True, "out": out, "ms": 3}]}
+    return {
+        "t": "result",
+        "results": [{"lease": task["lease"], "ok": True, "output": out, "ms": 3}],
+    }
 
 
 async def test_quorum_cancels_the_replica_still_running(make_campaign, people):

@@ -10,14 +10,17 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
+import msgspec
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from workers import protocol, scheduler, sessions
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
+
+Send: TypeAlias = Callable[[protocol.ServerMessage], Awaitable[None]]
 
 # How far ahead a session is fed: besides the task each slot is running, enough queued work to
 # keep every slot busy for this long, estimated from the session's own run times per campaign
@@ -51,24 +54,24 @@ def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(fn)
 
 
-def limits(transport: str = WorkerSession.Transport.WEBSOCKET) -> dict[str, Any]:
+def limits(transport: str = WorkerSession.Transport.WEBSOCKET) -> protocol.Limits:
     cfg = settings.CCGSC
     # The HTTP fallback keeps no socket: its session lives on its requests, so it must be heard
     # from well within the sweeper's two-long-poll cutoff (workers.sweeper).
     heartbeat = sessions.HTTP_HEARTBEAT_SECONDS if transport == WorkerSession.Transport.HTTP else 20
-    return {
-        "max_frame": protocol.MAX_FRAME,
-        "max_batch": protocol.MAX_BATCH,
-        "max_output": cfg["RESULT_MAX_BYTES"],
-        "max_checkpoint": cfg["CHECKPOINT_MAX_BYTES"],
-        "heartbeat": heartbeat,
-    }
+    return protocol.Limits(
+        max_frame=protocol.MAX_FRAME,
+        max_batch=protocol.MAX_BATCH,
+        max_output=int(cfg["RESULT_MAX_BYTES"]),
+        max_checkpoint=int(cfg["CHECKPOINT_MAX_BYTES"]),
+        heartbeat=int(heartbeat),
+    )
 
 
 class WorkerConnection:
     def __init__(
         self,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Send,
         *,
         user: Any,
         transport: str = WorkerSession.Transport.WEBSOCKET,
@@ -78,6 +81,9 @@ class WorkerConnection:
         self.transport = transport
         self.info: scheduler.SessionInfo | None = None
         self.secret = ""
+        # The protocol version this session speaks: its hello's (frames before it are read as
+        # the current version, which reads a hello of every version alike).
+        self.version = protocol.VERSION
         self.slots = 1
         self.in_hand: dict[int, int] = {}  # lease id -> campaign id
         # Leases this connection was given and has let go of (answered, cancelled): a result
@@ -100,22 +106,42 @@ class WorkerConnection:
 
     # --- entry points ---------------------------------------------------------------------------
 
-    async def handle(self, msg: dict[str, Any]) -> None:
-        kind = msg["t"]
+    def decode(self, frame: bytes | msgspec.Raw) -> protocol.WorkerMessage:
+        """A frame from this session's worker, in its version; ProtocolError if it is not one."""
+        return protocol.decode(frame, version=self.version)
+
+    async def handle(self, msg: protocol.WorkerMessage) -> None:
         if self.info is None:
-            if kind != "hello":
+            if not isinstance(msg, protocol.Hello):
                 raise ProtocolError("hello_first", "the first message must be hello")
             await self._hello(msg)
             return
-        handler = self.HANDLERS.get(kind)
-        if handler is None:
-            raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
-        await handler(self, msg)
+        # Version-1 messages are subclasses of the current ones: class patterns match both.
+        match msg:
+            case protocol.Result():
+                await self._result(msg)
+            case protocol.Want():
+                await self._want(msg)
+            case protocol.Checkpoint():
+                await self._checkpoint(msg)
+            case protocol.Progress():
+                pass  # validated while decoding; live progress views subscribe later
+            case protocol.Release():
+                await self._release(msg)
+            case protocol.Metrics():
+                self.stats["idle_ms"] += msg.idle_ms
+            case protocol.Ping():
+                await self._ping()
+            case protocol.Bye():
+                await self._bye()
+            case protocol.Hello():  # one per session (as before: not a message it may send now)
+                raise ProtocolError("unknown_type", "unknown message type 'hello'")
 
     async def restore(self, session: WorkerSession) -> None:
         """Rebuild the state of an HTTP-fallback session from the database."""
         self.info = await db(sessions.session_info)(session)
         self.slots = session.slots
+        self.version = session.protocol_version
         self.avg_ms = session.avg_task_ms
         await self.reload_leases()
 
@@ -134,7 +160,7 @@ class WorkerConnection:
             self.strike_window, self.strikes = now, 0
         self.strikes += 1
         fatal = self.strikes >= MAX_STRIKES or exc.code in ("version", "auth")
-        await self.send({"t": "error", "code": exc.code, "message": exc.message, "fatal": fatal})
+        await self.send(protocol.Error(code=exc.code, message=exc.message, fatal=fatal))
         return fatal
 
     async def close(self) -> None:
@@ -160,7 +186,7 @@ class WorkerConnection:
         for lid in leases:
             self._let_go(lid)
         if leases:
-            await self.send({"t": "cancel", "leases": leases, "reason": f"campaign {state}"})
+            await self.send(protocol.Cancel(leases=leases, reason=f"campaign {state}"))
 
     async def on_leases_cancelled(self, leases: list[int], reason: str) -> None:
         """Some replicas were withdrawn (their task was decided): stop those held here."""
@@ -168,41 +194,45 @@ class WorkerConnection:
         for lid in mine:
             self._let_go(lid)
         if mine:
-            await self.send({"t": "cancel", "leases": mine, "reason": reason})
+            await self.send(protocol.Cancel(leases=mine, reason=reason))
             if self.wanted > 0 and not self.closed:
                 await self._fill()
 
     # --- handlers -------------------------------------------------------------------------------
 
-    async def _hello(self, msg: dict[str, Any]) -> None:
-        hello = protocol.parse_hello(msg)
+    async def _hello(self, hello: protocol.Hello) -> None:
+        if hello.v not in protocol.VERSIONS:
+            raise ProtocolError(
+                "version", f"this server speaks protocol {protocol.VERSIONS}, not {hello.v}"
+            )
         session, secret = await db(sessions.session_open)(
             hello, user=self.user, transport=self.transport
         )
         self.secret = secret
-        self.slots = hello["slots"]
+        self.slots = hello.slots
+        self.version = hello.v
         self.info = await db(sessions.session_info)(session)
         await self.send(
-            {
-                "t": "welcome",
-                "v": protocol.VERSION,
-                "session": session.pk,
-                "secret": secret,
-                "limits": limits(self.transport),
-            }
+            protocol.Welcome(
+                v=hello.v, session=session.pk, secret=secret, limits=limits(self.transport)
+            )
         )
 
-    async def _want(self, msg: dict[str, Any]) -> None:
-        self.wanted = max(self.wanted, protocol.parse_want(msg))
+    async def _want(self, msg: protocol.Want) -> None:
+        self.wanted = max(self.wanted, msg.n)
         await self._fill(announce_idle=True)
 
-    async def _result(self, msg: dict[str, Any]) -> None:
+    async def _result(self, msg: protocol.Result) -> None:
         assert self.info is not None
-        items = protocol.parse_results(msg, max_output=int(settings.CCGSC["RESULT_MAX_BYTES"]))
+        items = msg.results
+        max_output = int(settings.CCGSC["RESULT_MAX_BYTES"])
+        for item in items:
+            if len(item.output) > max_output:
+                raise ProtocolError(
+                    "too_large", f"'output' is {len(item.output)} bytes, above {max_output}"
+                )
         foreign = [
-            it["lease"]
-            for it in items
-            if it["lease"] not in self.in_hand and it["lease"] not in self.let_go
+            it.lease for it in items if it.lease not in self.in_hand and it.lease not in self.let_go
         ]
         if foreign:
             # A lease this session held that was withdrawn while the HTTP fallback (which
@@ -211,29 +241,29 @@ class WorkerConnection:
                 self.let_go[lid] = None
             foreign = [lid for lid in foreign if lid not in self.let_go]
         if foreign:
-            items = [it for it in items if it["lease"] not in foreign]
+            items = [it for it in items if it.lease not in foreign]
         outcome = await db(scheduler.submit_results)(self.info, items)
         campaign_of = {lid: self.in_hand.get(lid) for lid in outcome.accepted}
         for lid in outcome.accepted + outcome.ignored:
             self._let_go(lid)
         accepted = set(outcome.accepted)
         for item in items:
-            if item["lease"] not in accepted:
+            if item.lease not in accepted:
                 continue
-            cid = campaign_of.get(item["lease"])
-            if item["ok"]:
+            cid = campaign_of.get(item.lease)
+            if item.ok:
                 self.stats["done"] += 1
-                self._learn(cid, float(item["ms"]))
+                self._learn(cid, float(item.ms))
             else:
                 self.stats["failed"] += 1
             if cid is not None:
-                self._count_failure(cid, failed=not item["ok"])
-            self.stats["busy_ms"] += item["ms"]
-        await self.send({"t": "ack", "leases": outcome.accepted, "ignored": outcome.ignored})
+                self._count_failure(cid, failed=not item.ok)
+            self.stats["busy_ms"] += item.ms
+        await self.send(protocol.Ack(leases=outcome.accepted, ignored=outcome.ignored))
         for cid in [c for c, n in self.failing.items() if n >= ERROR_STREAK]:
             await self._bench(cid)
-        if "want" in msg:
-            self.wanted = max(self.wanted, protocol.parse_want({"n": msg["want"]}))
+        if msg.want is not None:
+            self.wanted = max(self.wanted, msg.want)
         await self._maybe_flush()
         if self.wanted > 0:
             await self._fill(announce_idle=True)
@@ -241,55 +271,38 @@ class WorkerConnection:
             # The valid items above are recorded and acknowledged; the foreign ones are not.
             raise ProtocolError("not_leased", f"leases {foreign[:10]} are not held by this session")
 
-    async def _checkpoint(self, msg: dict[str, Any]) -> None:
+    async def _checkpoint(self, msg: protocol.Checkpoint) -> None:
         assert self.info is not None
-        lease, data = protocol.parse_checkpoint(
-            msg, max_checkpoint=int(settings.CCGSC["CHECKPOINT_MAX_BYTES"])
-        )
+        lease, data = msg.lease, msg.data
+        max_checkpoint = int(settings.CCGSC["CHECKPOINT_MAX_BYTES"])
+        if len(data) > max_checkpoint:
+            raise ProtocolError("too_large", f"'data' is {len(data)} bytes, above {max_checkpoint}")
         if lease in self.let_go:
             # Withdrawn (paused, cancelled, expired) while the kernel ran: nothing to store.
-            await self.send({"t": "ack", "checkpoint": lease, "stored": False})
+            await self.send(protocol.Ack(checkpoint=lease, stored=False))
             return
         if lease not in self.in_hand:
             raise ProtocolError("not_leased", f"lease {lease} is not held by this session")
         stored = await db(scheduler.save_checkpoint)(self.info, lease, data)
-        await self.send({"t": "ack", "checkpoint": lease, "stored": stored})
+        await self.send(protocol.Ack(checkpoint=lease, stored=stored))
 
-    async def _progress(self, msg: dict[str, Any]) -> None:
-        protocol.parse_progress(msg)  # validated; live progress views subscribe later
-
-    async def _release(self, msg: dict[str, Any]) -> None:
+    async def _release(self, msg: protocol.Release) -> None:
         assert self.info is not None
-        leases = [lid for lid in protocol.parse_release(msg) if lid in self.in_hand]
+        leases = [lid for lid in msg.leases if lid in self.in_hand]
         if leases:
             await db(scheduler.release)(self.info.id, leases)
             for lid in leases:
                 self._let_go(lid)
         self.wanted = 0
-        await self.send({"t": "ack", "released": leases})
+        await self.send(protocol.Ack(released=leases))
 
-    async def _metrics(self, msg: dict[str, Any]) -> None:
-        m = protocol.parse_metrics(msg)
-        self.stats["idle_ms"] += m["idle_ms"]
-
-    async def _ping(self, msg: dict[str, Any]) -> None:
-        await self.send({"t": "pong"})
+    async def _ping(self) -> None:
+        await self.send(protocol.Pong())
         await self._maybe_flush(force=time.monotonic() - self.last_flush > 30)
 
-    async def _bye(self, msg: dict[str, Any]) -> None:
+    async def _bye(self) -> None:
         await self.close()
-        await self.send({"t": "bye"})
-
-    HANDLERS: dict[str, Callable[[WorkerConnection, dict[str, Any]], Awaitable[None]]] = {
-        "want": _want,
-        "result": _result,
-        "checkpoint": _checkpoint,
-        "progress": _progress,
-        "release": _release,
-        "metrics": _metrics,
-        "ping": _ping,
-        "bye": _bye,
-    }
+        await self.send(protocol.Bye())
 
     def _let_go(self, lease: int) -> None:
         self.in_hand.pop(lease, None)
@@ -318,7 +331,7 @@ class WorkerConnection:
             for lid in leases:
                 self._let_go(lid)
             reason = f"{ERROR_STREAK} failed in a row here: paused for {pause:.0f} s"
-            await self.send({"t": "cancel", "leases": leases, "reason": reason})
+            await self.send(protocol.Cancel(leases=leases, reason=reason))
 
     def _benched_now(self) -> set[int]:
         now = time.monotonic()
@@ -358,7 +371,7 @@ class WorkerConnection:
                 # results ask again. Only an empty-handed session is told it is idle.
                 if not self.in_hand:
                     if announce_idle:
-                        await self.send({"t": "idle"})
+                        await self.send(protocol.Idle())
                     self._watch_idle()
                 return
             self.wanted = max(0, self.wanted - len(leases))
@@ -367,7 +380,7 @@ class WorkerConnection:
             self.sent_campaigns.update(campaigns)
             # Several frames when the inputs and checkpoints would not fit in one.
             budget = protocol.MAX_FRAME - 64 * 1024
-            batch: list[dict[str, Any]] = []
+            batch: list[protocol.TaskItem] = []
             size = 0
             for lease in leases:
                 wire = lease.to_wire()
@@ -379,11 +392,10 @@ class WorkerConnection:
                 size += item
             await self._send_tasks(batch, campaigns)
 
-    async def _send_tasks(self, tasks: list[dict[str, Any]], campaigns: dict[int, Any]) -> None:
-        frame: dict[str, Any] = {"t": "tasks", "tasks": tasks}
-        if campaigns:
-            frame["campaigns"] = campaigns
-        await self.send(frame)
+    async def _send_tasks(
+        self, tasks: list[protocol.TaskItem], campaigns: dict[int, protocol.CampaignDesc]
+    ) -> None:
+        await self.send(protocol.Tasks(tasks=tasks, campaigns=campaigns or None))
 
     def _watch_idle(self) -> None:
         """While hungry, look again now and then in case a push was missed (pushes are

@@ -1,4 +1,4 @@
-"""The worker WebSocket endpoint (/ws/work/): binary msgpack frames, protocol v1."""
+"""The worker WebSocket endpoint (/ws/work/): binary msgpack frames (workers/protocol.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class WorkConsumer(AsyncWebsocketConsumer):
         self.conn = WorkerConnection(self._send, user=self.scope.get("user"))
         await self.accept()
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: protocol.ServerMessage) -> None:
         # A handler may still be finishing (e.g. a lease query) when the peer hangs up; its
         # answer has nowhere to go, and the leases were already released by disconnect().
         if not self.gone:
@@ -41,7 +41,7 @@ class WorkConsumer(AsyncWebsocketConsumer):
         try:
             if bytes_data is None:
                 raise ProtocolError("malformed", "frames must be binary msgpack")
-            await self.conn.handle(protocol.decode(bytes_data))
+            await self.conn.handle(self.conn.decode(bytes_data))
         except ProtocolError as exc:
             if await self.conn.protocol_error(exc):
                 await self.close(code=CLOSE_POLICY)

@@ -36,6 +36,9 @@ class WorkerSession(models.Model):
     # A worker may ask to work for one campaign only (e.g. an owner testing a kernel).
     only_campaign_id = models.BigIntegerField(null=True, blank=True)
     agent = models.CharField(max_length=200, blank=True)
+    # The protocol version its hello named (workers/protocol.py): the HTTP fallback decodes
+    # each later request's messages in it.
+    protocol_version = models.PositiveSmallIntegerField(default=1)
     # HTTP-fallback sessions present this secret (hashed here) with every request.
     secret_hash = models.CharField(max_length=64, blank=True)
 

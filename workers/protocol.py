@@ -1,22 +1,36 @@
-"""The worker protocol, version 1: message shapes, encoding and validation.
+"""The worker protocol: every message declared once, as a msgspec Struct.
 
-Plain Python (no Django): the server's consumer and HTTP fallback, the native worker and the
-tests share it. Every frame is a msgpack map with a type key "t"; docs/protocol.md is the
-reference. Decoding is size-limited and every message is validated into a plain dict before the
-server uses it; anything unexpected raises ProtocolError with a code and a message for the peer.
+Plain Python (no Django): the server's consumer and HTTP fallback (through
+workers/connection.py), the native worker and the tests share these declarations, and
+docs/protocol.md's message tables are generated from them (`python -m workers.protocol`;
+tests/test_protocol_types.py fails when the page is stale). Every frame is a msgpack map whose
+key "t" names its type (a tagged union); decoding checks the frame's size, parses it and
+validates every field's type and bounds in one pass, and anything unexpected raises
+ProtocolError with a code and a message for the peer.
+
+Versions: a session speaks the version its hello names. Version 2 calls a result's output
+`output` and refuses fields it does not know (except in hello, where a newer worker may announce
+more); version 1 (`out`, unknown fields ignored) is still accepted, so workers and cached
+browser pages from before the change keep working.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
-import msgpack
+import msgspec
 
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what a hello's `v` may say
 MAX_FRAME = 16 * 1024 * 1024  # a result batch may carry several MiB of outputs
 MAX_BATCH = 256  # tasks in one frame, results in one frame
 MAX_SLOTS = 256
 MAX_STDERR = 4096
+MAX_STDERR_IN = 64 * 1024  # accepted per result; the last MAX_STDERR bytes are kept
+MAX_IDS = 4 * MAX_BATCH  # lease ids in a release or cancel, entries in a progress map
+MAX_ENVELOPE_MESSAGES = 64
+
+ERROR_KINDS = ("timeout", "out_of_memory", "output_too_large", "trap", "exit", "invalid", "host")
 
 
 class ProtocolError(Exception):
@@ -26,191 +40,423 @@ class ProtocolError(Exception):
         self.message = message
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+# --- field types (bounds are part of the type: msgspec checks them while decoding) ---------------
+
+LeaseId = Annotated[int, msgspec.Meta(ge=1, le=1 << 62)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH)]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(1 << 31), le=(1 << 31) - 1)]
+Sha256 = Annotated[str, msgspec.Meta(min_length=64, max_length=64)]
+# Bytes travel as msgpack bin (version 1 also took text, as UTF-8: see V1Bytes).
+Data = Annotated[bytes, msgspec.Meta(max_length=MAX_FRAME)]
+StderrData = Annotated[bytes, msgspec.Meta(max_length=MAX_STDERR_IN)]
+LeaseIds = Annotated[list[LeaseId], msgspec.Meta(max_length=MAX_IDS)]
+ErrorKind = Literal[
+    "timeout", "out_of_memory", "output_too_large", "trap", "exit", "invalid", "host"
+]
 
 
-def _unpack(frame: bytes, max_frame: int) -> Any:
+class Message(msgspec.Struct, tag_field="t", forbid_unknown_fields=True, omit_defaults=True):
+    """A protocol message: a msgpack map whose "t" is the class's tag."""
+
+
+# --- worker -> server ---------------------------------------------------------------------------
+
+
+class Hello(Message, tag="hello", forbid_unknown_fields=False):
+    """First message; opens a session. `v`: the protocol version (1 or 2); `kernels`: sha256 of
+    kernels already cached; `token`: an organization API token; `site`: an embed site key;
+    `campaign`: work for this campaign only; `js`: accepts JavaScript kernels (default true
+    for browsers). With a token, the organization's unapproved campaigns are served too;
+    without one, only campaigns a platform admin approved. Unknown fields are ignored here
+    (a newer worker may announce more than this server knows)."""
+
+    v: Annotated[int, msgspec.Meta(ge=0, le=1 << 16)]
+    kind: Literal["browser", "native"]
+    slots: Annotated[int, msgspec.Meta(ge=1, le=MAX_SLOTS)]
+    kernels: Annotated[list[Sha256], msgspec.Meta(max_length=1000)] = []
+    agent: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    token: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    site: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    campaign: LeaseId | None = None
+    js: bool | None = None
+
+    @property
+    def accepts_js(self) -> bool:
+        return self.kind == "browser" if self.js is None else self.js
+
+
+class Want(Message, tag="want"):
+    """ "I can take up to n more tasks." The server sends what it has, capped by what it thinks
+    this session should hold (see Scheduling). An unmet want stays open: when work appears the
+    server pushes a `tasks` frame without being asked again."""
+
+    n: Count
+
+
+class ResultItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One task's result. `ok` true: `output` is the output (at most the server's
+    `max_output`), `exit` 0. `ok` false: `err` says why, `exit` is the code or nil, `stderr`
+    the tail (the last 4 KiB are kept). `ms` is the kernel's run time. (Version 1 calls
+    `output` `out`.)"""
+
+    lease: LeaseId
+    ok: bool
+    output: Data = b""
+    exit: Int32 | None = None
+    err: ErrorKind | None = None
+    stderr: StderrData = b""
+    ms: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] = 0
+
+    def __post_init__(self) -> None:
+        if not self.ok and self.err is None:
+            raise ValueError(f"a failed result needs 'err' in {list(ERROR_KINDS)}")
+
+    @property
+    def stderr_text(self) -> str:
+        """The last MAX_STDERR bytes of stderr, as text."""
+        return self.stderr[-MAX_STDERR:].decode("utf-8", "replace")
+
+
+class Result(Message, tag="result"):
+    """Results, batched. `want` asks for more in the same frame."""
+
+    results: Annotated[list[ResultItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    want: Count | None = None
+
+
+class Checkpoint(Message, tag="checkpoint"):
+    """Store a checkpoint for the task behind this lease (at most the server's
+    `max_checkpoint`); the next attempt receives it."""
+
+    lease: LeaseId
+    data: Data
+
+
+class Progress(Message, tag="progress"):
+    """Progress of running tasks: lease id → fraction 0..1 (≤ 2/s per lease)."""
+
+    p: Annotated[dict[int, float], msgspec.Meta(max_length=MAX_IDS)]
+
+
+class Release(Message, tag="release"):
+    """Give leases back (shutting down, pausing); not counted as failed attempts."""
+
+    leases: LeaseIds
+
+
+class Metrics(Message, tag="metrics"):
+    """Session metrics since the last report (browsers)."""
+
+    busy_ms: Millis = 0
+    idle_ms: Millis = 0
+
+
+class Ping(Message, tag="ping"):
+    """Heartbeat, every 20 s."""
+
+
+class Bye(Message, tag="bye"):
+    """From a worker: close the session (its leases are released). From the server: the
+    answer to it."""
+
+
+WorkerMessage: TypeAlias = (
+    Hello | Want | Result | Checkpoint | Progress | Release | Metrics | Ping | Bye
+)
+
+
+# Version 1: the same messages with `out` for a result's output, unknown fields ignored, and
+# text taken as UTF-8 where bytes are expected.
+class V1Bytes(bytes):
+    """Bytes or text on the wire (version 1); decoded by _v1_hook into bytes."""
+
+
+def _v1_hook(tp: type, obj: Any) -> Any:
+    if tp is V1Bytes:
+        if isinstance(obj, str):
+            obj = obj.encode()
+        if isinstance(obj, bytes):
+            return V1Bytes(obj)
+        raise ValueError("Expected `bytes`")
+    raise NotImplementedError
+
+
+class ResultItemV1(ResultItem, forbid_unknown_fields=False):
+    output: V1Bytes = msgspec.field(default=V1Bytes(), name="out")
+    stderr: V1Bytes = V1Bytes()
+
+
+class ResultV1(Result, tag="result", forbid_unknown_fields=False):
+    results: Annotated[list[ResultItemV1], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]  # type: ignore[assignment]
+
+
+class WantV1(Want, tag="want", forbid_unknown_fields=False):
+    pass
+
+
+class CheckpointV1(Checkpoint, tag="checkpoint", forbid_unknown_fields=False):
+    data: V1Bytes
+
+
+class ProgressV1(Progress, tag="progress", forbid_unknown_fields=False):
+    pass
+
+
+class ReleaseV1(Release, tag="release", forbid_unknown_fields=False):
+    pass
+
+
+class MetricsV1(Metrics, tag="metrics", forbid_unknown_fields=False):
+    pass
+
+
+class PingV1(Ping, tag="ping", forbid_unknown_fields=False):
+    pass
+
+
+class ByeV1(Bye, tag="bye", forbid_unknown_fields=False):
+    pass
+
+
+WorkerMessageV1: TypeAlias = (
+    Hello | WantV1 | ResultV1 | CheckpointV1 | ProgressV1 | ReleaseV1 | MetricsV1 | PingV1 | ByeV1
+)
+
+
+# --- server -> worker ---------------------------------------------------------------------------
+
+
+class Limits(msgspec.Struct, omit_defaults=True):
+    """The server's limits, sent in `welcome` (bytes; `heartbeat` in seconds)."""
+
+    max_frame: int
+    max_batch: int
+    max_output: int
+    max_checkpoint: int
+    heartbeat: int
+
+
+class Welcome(Message, tag="welcome"):
+    """Session opened. `secret` authenticates HTTP-fallback requests."""
+
+    v: int
+    session: int
+    secret: str
+    limits: Limits
+
+
+class CampaignDesc(msgspec.Struct):
+    """What a worker needs to run a campaign's tasks (sent once per session). Run with argv
+    ["kernel", *args, *task.args], env = env overlaid by the task's, `/ccgsc/static` = blob
+    `static`, wall-time limit `timeout` seconds, `memory` bytes (nil: the host's default)."""
+
+    name: str
+    kernel: Sha256
+    kind: str
+    static: Sha256 | None
+    args: list[str]
+    env: dict[str, str]
+    timeout: int
+    memory: int | None
+
+
+class TaskItem(msgspec.Struct, omit_defaults=True):
+    """One leased task: `c` its campaign, stdin = `in`, argv `["kernel", *campaign.args,
+    *args]`, env = the campaign's overlaid by `env`, `/ccgsc/checkpoint` = `ckpt` (the task's
+    last checkpoint, when it has one)."""
+
+    lease: LeaseId
+    task: int
+    c: int
+    input: Data = msgspec.field(default=b"", name="in")
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    ckpt: bytes | None = None
+
+
+class Tasks(Message, tag="tasks"):
+    """Leased tasks. A campaign's descriptor is sent the first time one of its tasks goes to
+    this session."""
+
+    tasks: list[TaskItem]
+    campaigns: dict[int, CampaignDesc] | None = None
+
+
+class Ack(Message, tag="ack"):
+    """Results durably recorded (`leases`), or acknowledged and ignored (`ignored`: late —
+    the lease expired or was withdrawn — or duplicate). Also `{checkpoint, stored}` and
+    `{released}`. (Points are granted later, when results are validated: an ack carries
+    none.)"""
+
+    leases: list[int] | None = None
+    ignored: list[int] | None = None
+    checkpoint: int | None = None
+    stored: bool | None = None
+    released: list[int] | None = None
+
+
+class Idle(Message, tag="idle"):
+    """Nothing to do now. Do not poll: wait for a pushed `tasks` frame."""
+
+
+class Cancel(Message, tag="cancel"):
+    """Stop these tasks and drop their results (campaign paused or cancelled, task decided
+    elsewhere, or this session failed 6 of the campaign's tasks in a row: it then gets none of
+    that campaign's tasks for 30 s, doubling with each further streak up to 10 min, until a
+    success)."""
+
+    leases: list[int]
+    reason: str
+
+
+class Pong(Message, tag="pong"):
+    """Answer to ping."""
+
+
+class Error(Message, tag="error"):
+    """A refused message, which changed nothing. `code`: `malformed`, `too_large`, `invalid`,
+    `unknown_type`, `hello_first`, `not_leased` (a result or checkpoint for a lease this
+    session was never given — nothing is stored), `version`, `auth`, `session`, `origin`.
+    `fatal`: the session ends."""
+
+    code: str
+    message: str
+    fatal: bool
+
+
+ServerMessage: TypeAlias = Welcome | Tasks | Ack | Idle | Cancel | Pong | Error | Bye
+
+
+class Envelope(msgspec.Struct):
+    """An HTTP-fallback request body: {session, secret, messages: [...]} (each message is
+    decoded in the session's version once the session is known)."""
+
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_ENVELOPE_MESSAGES)]
+    session: int | None = None
+    secret: str | None = None
+
+
+class Reply(msgspec.Struct):
+    """An HTTP-fallback response body."""
+
+    messages: list[Any]
+
+
+# --- encoding and decoding ----------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+_worker_decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
+    1: msgspec.msgpack.Decoder(WorkerMessageV1, dec_hook=_v1_hook),
+    2: msgspec.msgpack.Decoder(WorkerMessage),
+}
+_server_decoder = msgspec.msgpack.Decoder(ServerMessage)
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+class _Head(msgspec.Struct):
+    t: str
+
+
+_head_decoder = msgspec.msgpack.Decoder(_Head)
+
+
+def _tags(union: Any) -> set[str]:
+    return {str(cls.__struct_config__.tag) for cls in get_args(union)}
+
+
+_TAGS = {1: _tags(WorkerMessageV1), 2: _tags(WorkerMessage)}
+_SERVER_TAGS = _tags(ServerMessage)
+
+
+def encode(message: msgspec.Struct | dict[str, Any]) -> bytes:
+    """A message (or an envelope) as msgpack. Dicts are for tests that send what a struct
+    would refuse."""
+    return _encoder.encode(message)
+
+
+def _refusal(
+    exc: msgspec.ValidationError, frame: bytes | msgspec.Raw, tags: set[str]
+) -> ProtocolError:
+    """Name what was wrong with a frame that decodes but does not validate."""
+    try:
+        head = _head_decoder.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return ProtocolError("malformed", "a message is a map with a string type 't'")
+    if head.t not in tags:
+        return ProtocolError("unknown_type", f"unknown message type {head.t!r}")
+    text = str(exc)
+    if text.startswith(("Expected `bytes` of length <=", "Expected `str` of length <=")):
+        return ProtocolError("too_large", text)
+    return ProtocolError("invalid", text)
+
+
+def _check_size(frame: bytes | msgspec.Raw, max_frame: int) -> None:
     if len(frame) > max_frame:
         raise ProtocolError("too_large", f"frame of {len(frame)} bytes exceeds {max_frame}")
+
+
+def decode(frame: bytes | msgspec.Raw, *, version: int = VERSION) -> WorkerMessage:
+    """A frame from a worker speaking `version`, validated; ProtocolError for anything else."""
+    _check_size(frame, MAX_FRAME)
     try:
-        return msgpack.unpackb(
-            frame,
-            raw=False,
-            strict_map_key=False,
-            max_bin_len=max_frame,
-            max_str_len=max_frame,
-            max_array_len=4 * MAX_BATCH,
-            max_map_len=4 * MAX_BATCH,
-            max_ext_len=0,
-        )
-    except (
-        ValueError,
-        TypeError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-    ) as exc:
+        message: WorkerMessage = _worker_decoders[version].decode(frame)
+    except msgspec.ValidationError as exc:
+        raise _refusal(exc, frame, _TAGS[version]) from None
+    except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
-
-
-def decode(frame: bytes, *, max_frame: int = MAX_FRAME) -> dict[str, Any]:
-    """A frame as a dict with a string "t"; ProtocolError for anything else."""
-    message = _unpack(frame, max_frame)
-    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-        raise ProtocolError("malformed", "a message is a map with a string type 't'")
     return message
 
 
-# --- field checks -------------------------------------------------------------------------------
+def decode_server(frame: bytes, *, max_frame: int = MAX_FRAME) -> ServerMessage:
+    """A frame from the server (for workers), validated; ProtocolError for anything else."""
+    _check_size(frame, max_frame)
+    try:
+        message: ServerMessage = _server_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise _refusal(exc, frame, _SERVER_TAGS) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
+    return message
 
 
-def _int(msg: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int:
-    value = msg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ProtocolError("invalid", f"'{key}' must be an integer from {lo} to {hi}")
-    return value
+def decode_envelope(body: bytes) -> Envelope:
+    """An HTTP-fallback request body; its messages stay raw until the session's version is
+    known."""
+    _check_size(body, MAX_FRAME)
+    try:
+        return _envelope_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        code = "invalid" if "length <=" in str(exc) else "malformed"
+        raise ProtocolError(
+            code, f"the body is {{session, secret, messages: [...]}}: {exc}"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
 
 
-def _opt_str(msg: dict[str, Any], key: str, limit: int = 200) -> str | None:
-    value = msg.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise ProtocolError("invalid", f"'{key}' must be a string of at most {limit} characters")
-    return value
+def decode_reply(body: bytes, *, max_frame: int = MAX_FRAME) -> list[ServerMessage]:
+    """An HTTP-fallback response body (for workers): its messages, each validated."""
+    _check_size(body, max_frame)
+    try:
+        raw = msgspec.msgpack.decode(body, type=_RawReply)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProtocolError("malformed", f"not a protocol answer: {exc}") from None
+    return [decode_server(bytes(m), max_frame=max_frame) for m in raw.messages]
 
 
-def _bytes(value: Any, key: str, limit: int) -> bytes:
-    if isinstance(value, str):
-        value = value.encode()
-    if not isinstance(value, bytes):
-        raise ProtocolError("invalid", f"'{key}' must be bytes")
-    if len(value) > limit:
-        raise ProtocolError("too_large", f"'{key}' is {len(value)} bytes, above {limit}")
-    return value
+class _RawReply(msgspec.Struct):
+    messages: list[msgspec.Raw] = []
 
 
-def _id_list(msg: dict[str, Any], key: str) -> list[int]:
-    value = msg.get(key)
-    if not isinstance(value, list) or len(value) > 4 * MAX_BATCH:
-        raise ProtocolError("invalid", f"'{key}' must be a list of lease ids")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise ProtocolError("invalid", f"'{key}' must hold positive integer lease ids")
-    return value
-
-
-# --- messages from workers ----------------------------------------------------------------------
-
-ERROR_KINDS = {"timeout", "out_of_memory", "output_too_large", "trap", "exit", "invalid", "host"}
-
-
-def parse_hello(msg: dict[str, Any]) -> dict[str, Any]:
-    version = _int(msg, "v", 0, 1 << 16)
-    if version != VERSION:
-        raise ProtocolError("version", f"this server speaks protocol {VERSION}, not {version}")
-    kind = msg.get("kind")
-    if kind not in ("browser", "native"):
-        raise ProtocolError("invalid", "'kind' must be browser or native")
-    kernels = msg.get("kernels", [])
-    if (
-        not isinstance(kernels, list)
-        or len(kernels) > 1000
-        or not all(isinstance(k, str) and len(k) == 64 for k in kernels)
-    ):
-        raise ProtocolError("invalid", "'kernels' must be a list of sha256 hex digests")
-    campaign = msg.get("campaign")
-    if campaign is not None:
-        campaign = _int(msg, "campaign", 1, 1 << 62)
-    return {
-        "kind": kind,
-        "slots": _int(msg, "slots", 1, MAX_SLOTS),
-        "kernels": kernels,
-        "agent": _opt_str(msg, "agent") or "",
-        "token": _opt_str(msg, "token", 100),
-        "site": _opt_str(msg, "site", 64),
-        "campaign": campaign,
-        "js": bool(msg.get("js", kind == "browser")),
-    }
-
-
-def parse_want(msg: dict[str, Any]) -> int:
-    return _int(msg, "n", 0, MAX_BATCH)
-
-
-def parse_results(msg: dict[str, Any], *, max_output: int) -> list[dict[str, Any]]:
-    """Result items: {lease, ok, out, exit, err, stderr, ms}. Returns normalized dicts."""
-    items = msg.get("results")
-    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-        raise ProtocolError("invalid", f"'results' must be a list of 1 to {MAX_BATCH} results")
-    parsed = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise ProtocolError("invalid", "each result is a map")
-        ok = item.get("ok")
-        if not isinstance(ok, bool):
-            raise ProtocolError("invalid", "each result needs a boolean 'ok'")
-        err = item.get("err")
-        if not ok and err not in ERROR_KINDS:
-            raise ProtocolError("invalid", f"a failed result needs 'err' in {sorted(ERROR_KINDS)}")
-        exit_code = item.get("exit")
-        if exit_code is not None and (
-            isinstance(exit_code, bool)
-            or not isinstance(exit_code, int)
-            or not -(1 << 31) <= exit_code < (1 << 31)
-        ):
-            raise ProtocolError("invalid", "'exit' must be a 32-bit integer or nil")
-        stderr = item.get("stderr", b"")
-        stderr = _bytes(stderr, "stderr", 64 * 1024)[-MAX_STDERR:]
-        parsed.append(
-            {
-                "lease": _int(item, "lease", 1, 1 << 62),
-                "ok": ok,
-                "output": _bytes(item.get("out", b""), "out", max_output),
-                "exit": exit_code,
-                "err": None if ok else err,
-                "stderr": stderr.decode("utf-8", "replace"),
-                "ms": _int(item, "ms", 0, 1 << 31, default=0),
-            }
-        )
-    return parsed
-
-
-def parse_checkpoint(msg: dict[str, Any], *, max_checkpoint: int) -> tuple[int, bytes]:
-    return _int(msg, "lease", 1, 1 << 62), _bytes(msg.get("data"), "data", max_checkpoint)
-
-
-def parse_progress(msg: dict[str, Any]) -> dict[int, float]:
-    value = msg.get("p")
-    if not isinstance(value, dict) or len(value) > 4 * MAX_BATCH:
-        raise ProtocolError("invalid", "'p' must map lease ids to fractions")
-    out: dict[int, float] = {}
-    for k, v in value.items():
-        if not isinstance(k, int) or isinstance(v, bool) or not isinstance(v, int | float):
-            raise ProtocolError("invalid", "'p' must map lease ids to fractions")
-        out[k] = min(1.0, max(0.0, float(v)))
-    return out
-
-
-def parse_release(msg: dict[str, Any]) -> list[int]:
-    return _id_list(msg, "leases")
-
-
-def parse_metrics(msg: dict[str, Any]) -> dict[str, int]:
-    return {
-        "busy_ms": _int(msg, "busy_ms", 0, 1 << 40, default=0),
-        "idle_ms": _int(msg, "idle_ms", 0, 1 << 40, default=0),
-    }
-
-
-def decode_envelope(body: bytes) -> dict[str, Any]:
-    """An HTTP-fallback request body: {session, secret, messages: [...]}."""
-    data = _unpack(body, MAX_FRAME)
-    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        raise ProtocolError("malformed", "the body is a map with a list 'messages'")
-    session, secret = data.get("session"), data.get("secret")
-    if session is not None and (not isinstance(session, int) or not isinstance(secret, str)):
-        raise ProtocolError("malformed", "'session' must be an integer with a string 'secret'")
-    if len(data["messages"]) > 64:
-        raise ProtocolError("invalid", "at most 64 messages per request")
-    return {"session": session, "secret": secret, "messages": data["messages"]}
+def decode_map(frame: bytes, *, max_frame: int = MAX_FRAME) -> dict[str, Any]:
+    """A frame as a plain map with a string "t", unvalidated beyond that (the native worker
+    reads server frames this way and checks each field it uses)."""
+    _check_size(frame, max_frame)
+    try:
+        message = msgspec.msgpack.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise ProtocolError("malformed", "a message is a map with a string type 't'")
+    return message

@@ -34,6 +34,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.services import campaign_check_complete
 from ccgsc import metrics
+from workers import protocol
 from workers.models import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -112,18 +113,18 @@ class CampaignInfo:
     def error_limit(self) -> int:
         return self.max_attempts if self.target_replicas == 1 else self.max_error_replicas
 
-    def descriptor(self) -> dict[str, Any]:
+    def descriptor(self) -> protocol.CampaignDesc:
         """What a worker needs to run this campaign's tasks (sent once per session)."""
-        return {
-            "name": self.name,
-            "kernel": self.kernel_sha256,
-            "kind": self.kernel_kind,
-            "static": self.static_sha256,
-            "args": self.args,
-            "env": self.env,
-            "timeout": self.task_timeout,
-            "memory": self.memory_max,
-        }
+        return protocol.CampaignDesc(
+            name=self.name,
+            kernel=self.kernel_sha256,
+            kind=self.kernel_kind,
+            static=self.static_sha256,
+            args=self.args,
+            env=self.env,
+            timeout=self.task_timeout,
+            memory=self.memory_max,
+        )
 
 
 @dataclass
@@ -229,20 +230,16 @@ class Lease:
     env: dict[str, str] | None
     checkpoint: bytes | None
 
-    def to_wire(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {
-            "lease": self.lease,
-            "task": self.task,
-            "c": self.campaign,
-            "in": self.input,
-        }
-        if self.args:
-            msg["args"] = self.args
-        if self.env:
-            msg["env"] = self.env
-        if self.checkpoint is not None:
-            msg["ckpt"] = self.checkpoint
-        return msg
+    def to_wire(self) -> protocol.TaskItem:
+        return protocol.TaskItem(
+            lease=self.lease,
+            task=self.task,
+            c=self.campaign,
+            input=self.input,
+            args=self.args or None,
+            env=self.env or None,
+            ckpt=self.checkpoint,
+        )
 
 
 @metrics.timed_lease
@@ -290,11 +287,11 @@ def lease_for_session(
     known_campaigns: set[int],
     budget: Callable[[int], int] | None = None,
     skip: Collection[int] = (),
-) -> tuple[list[Lease], dict[int, dict[str, Any]]]:
+) -> tuple[list[Lease], dict[int, protocol.CampaignDesc]]:
     """lease(), plus the descriptors of campaigns the session has not been sent yet (looked
     up here, in the database thread, because the directory may need a refresh)."""
     leases = lease(session, n, budget, skip)
-    descriptors: dict[int, dict[str, Any]] = {}
+    descriptors: dict[int, protocol.CampaignDesc] = {}
     for cid in {x.campaign for x in leases} - known_campaigns:
         info = campaign_info(cid)
         if info is not None:
@@ -431,10 +428,10 @@ lease_gates: list[LeaseGate] = []
 
 
 @metrics.timed_results
-def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> SubmitOutcome:
+def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -> SubmitOutcome:
     """Record a batch of results from one session, durably, exactly once.
 
-    An item is {lease, ok, output, exit, err, stderr, ms} (see workers.protocol.parse_results).
+    Items are validated protocol.ResultItems (output size already checked against the limit).
     Items whose lease this session does not hold (any more) are acknowledged as ignored.
     """
     outcome = SubmitOutcome()
@@ -445,8 +442,8 @@ def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> Sub
     ty = _vendor_types()
     values, params = [], []
     for i, item in enumerate(items):
-        ok = item["ok"]
-        out = item["output"] if ok else None
+        ok = item.ok
+        out = item.output if ok else None
         cast = (
             f"(CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}), CAST(%s AS {ty['bytes']}),"
             f" CAST(%s AS {ty['text']}), CAST(%s AS {ty['int']}), CAST(%s AS {ty['text']}),"
@@ -454,14 +451,14 @@ def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> Sub
         )
         values.append(cast if i == 0 else "(%s, %s, %s, %s, %s, %s, %s, %s)")
         params += [
-            item["lease"],
-            SUCCESS if ok else (TIMEOUT if item["err"] == "timeout" else ERROR),
+            item.lease,
+            SUCCESS if ok else (TIMEOUT if item.err == "timeout" else ERROR),
             out,
             hashlib.sha256(out).hexdigest() if out is not None else "",
-            item["exit"],
-            item["err"] or "",
-            item["stderr"],
-            item["ms"],
+            item.exit,
+            item.err or "",
+            item.stderr_text,
+            item.ms,
         ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
@@ -478,8 +475,8 @@ def submit_results(session: SessionInfo, items: Sequence[dict[str, Any]]) -> Sub
         )
         rows = cursor.fetchall()
         accepted = {row[0] for row in rows}
-        outcome.accepted = [it["lease"] for it in items if it["lease"] in accepted]
-        outcome.ignored = [it["lease"] for it in items if it["lease"] not in accepted]
+        outcome.accepted = [it.lease for it in items if it.lease in accepted]
+        outcome.ignored = [it.lease for it in items if it.lease not in accepted]
 
         inline: list[tuple[int, int, int, int | None, int | None]] = []
         deferred: list[tuple[int, int, int, int | None, int | None]] = []

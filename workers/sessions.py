@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, User
-from workers import scheduler
+from workers import protocol, scheduler
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 
@@ -23,32 +23,33 @@ HTTP_HEARTBEAT_SECONDS = 8
 
 
 def session_open(
-    hello: dict[str, Any], *, user: User | None, transport: str = WorkerSession.Transport.WEBSOCKET
+    hello: protocol.Hello, *, user: User | None, transport: str = WorkerSession.Transport.WEBSOCKET
 ) -> tuple[WorkerSession, str]:
     """Authenticate a hello and create its session. Returns the session and a secret the HTTP
     fallback presents with every later request (only its hash is stored)."""
     organization = None
-    if hello.get("token"):
-        token = ApiToken.authenticate(hello["token"])
+    if hello.token:
+        token = ApiToken.authenticate(hello.token)
         if token is None:
             raise ProtocolError("auth", "invalid or revoked API token")
         organization = token.organization
         if user is None and token.created_by_id is not None:
             user = token.created_by
     site_id = None
-    if hello.get("site"):
-        site_id = _site_for_key(hello["site"])
+    if hello.site:
+        site_id = _site_for_key(hello.site)
     secret = secrets.token_urlsafe(24)
     session = WorkerSession.objects.create(
-        kind=hello["kind"],
+        kind=hello.kind,
         transport=transport,
         user=user if user is not None and user.is_authenticated else None,
         organization=organization,
         site_id=site_id,
-        slots=hello["slots"],
-        accepts_js=hello["js"],
-        only_campaign_id=hello["campaign"],
-        agent=hello.get("agent", "")[:200],
+        slots=hello.slots,
+        accepts_js=hello.accepts_js,
+        only_campaign_id=hello.campaign,
+        agent=hello.agent or "",
+        protocol_version=hello.v,
         secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
     )
     return session, secret

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Count, Q, Sum
@@ -54,10 +53,14 @@ def blob(request: HttpRequest, sha256: str, ext: str = "") -> HttpResponse:
     return response
 
 
-def _msgpack_response(messages: list[dict[str, Any]], status: int = 200) -> HttpResponse:
+def _msgpack_response(messages: list[protocol.ServerMessage], status: int = 200) -> HttpResponse:
     return HttpResponse(
-        protocol.encode({"messages": messages}), content_type=MSGPACK, status=status
+        protocol.encode(protocol.Reply(messages=messages)), content_type=MSGPACK, status=status
     )
+
+
+def _has_tasks(messages: list[protocol.ServerMessage]) -> bool:
+    return any(isinstance(m, protocol.Tasks) for m in messages)
 
 
 @csrf_exempt
@@ -70,61 +73,55 @@ async def work(request: HttpRequest) -> HttpResponse:
         request.headers.get("Origin"), host=request.headers.get("Host"), secure=request.is_secure()
     ):
         return _msgpack_response(
-            [{"t": "error", "code": "origin", "message": "origin refused", "fatal": True}], 403
+            [protocol.Error(code="origin", message="origin refused", fatal=True)], 403
         )
     ensure_sweeper()
-    out: list[dict[str, Any]] = []
+    out: list[protocol.ServerMessage] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: protocol.ServerMessage) -> None:
         out.append(message)
 
     try:
         body = protocol.decode_envelope(request.body)
     except ProtocolError as exc:
         return _msgpack_response(
-            [{"t": "error", "code": exc.code, "message": exc.message, "fatal": True}], 400
+            [protocol.Error(code=exc.code, message=exc.message, fatal=True)], 400
         )
     user = await request.auser()
     conn = WorkerConnection(send, user=user, transport=WorkerSession.Transport.HTTP)
-    if body["session"] is not None:
-        session = await db(sessions.session_for_secret)(body["session"], body["secret"] or "")
+    if body.session is not None:
+        session = await db(sessions.session_for_secret)(body.session, body.secret or "")
         if session is None:
             return _msgpack_response(
                 [
-                    {
-                        "t": "error",
-                        "code": "session",
-                        "message": "unknown or closed session; send hello again",
-                        "fatal": True,
-                    }
+                    protocol.Error(
+                        code="session",
+                        message="unknown or closed session; send hello again",
+                        fatal=True,
+                    )
                 ],
                 404,
             )
         await conn.restore(session)
     wanted_work = False
-    for message in body["messages"]:
+    for raw in body.messages:
         try:
-            if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-                raise ProtocolError("malformed", "a message is a map with a string type 't'")
-            wanted_work = wanted_work or message["t"] in ("want", "result")
+            # Decoded one by one, in the session's version (known after restore or hello).
+            message = conn.decode(raw)
+            wanted_work = wanted_work or isinstance(message, protocol.Want | protocol.Result)
             await conn.handle(message)
         except ProtocolError as exc:
             if await conn.protocol_error(exc):
                 break
-    if (
-        wanted_work
-        and conn.wanted > 0
-        and not conn.closed
-        and not any(m["t"] == "tasks" for m in out)
-    ):
+    if wanted_work and conn.wanted > 0 and not conn.closed and not _has_tasks(out):
         deadline = time.monotonic() + LONG_POLL_SECONDS
-        while time.monotonic() < deadline and not any(m["t"] == "tasks" for m in out):
+        while time.monotonic() < deadline and not _has_tasks(out):
             await asyncio.sleep(0.5)
             # Results sent in other requests may have freed room meanwhile.
             await conn.reload_leases()
             await conn.on_work_available()
-        if any(m["t"] == "tasks" for m in out):
-            out[:] = [m for m in out if m["t"] != "idle"]
+        if _has_tasks(out):
+            out[:] = [m for m in out if not isinstance(m, protocol.Idle)]
     if conn.info is not None and not conn.closed:
         await conn.flush()
     return _msgpack_response(out)

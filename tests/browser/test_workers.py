@@ -21,6 +21,7 @@ from campaigns.models import Campaign, Kernel, Result, Task
 from kernelhost import KernelHost
 from tests.browser.helpers import wait_for
 from tests.conftest import kernel_bytes
+from workers import protocol
 from workers.models import WorkerSession
 
 pytestmark = [
@@ -46,9 +47,15 @@ def held_leases() -> int:
     return Result.objects.filter(state=Result.State.LEASED, session_id__in=browsers()).count()
 
 
-def open_contribute(browser: Any, platform: Any, query: str = "") -> tuple[Any, Any]:
+def open_contribute(
+    browser: Any, platform: Any, query: str = "", *, sent: list[bytes] | None = None
+) -> tuple[Any, Any]:
+    """The contribute page, started. `sent` collects every frame the harness sends over its
+    WebSocket."""
     context = browser.new_context()
     page = context.new_page()
+    if sent is not None:
+        page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
     page.goto(f"{platform.url}/contribute/?{query}")
     page.click("#start")
     return context, page
@@ -61,7 +68,8 @@ def test_contribute_page_two_hands_match_the_native_host(browser, platform, make
     montecarlo = make_campaign([f"{seed} 200000" for seed in range(1, 11)], kernel="montecarlo")
     tiles = [f"60 40 {x} {y} 20 20 300" for y in (0, 20) for x in (0, 20, 40)]
     mandelbrot = make_campaign(tiles, kernel="mandelbrot")
-    context, page = open_contribute(browser, platform, "hands=2")
+    sent: list[bytes] = []
+    context, page = open_contribute(browser, platform, "hands=2", sent=sent)
     try:
         wait_for(lambda: done_count(montecarlo, mandelbrot) == 16, what="16 tasks done")
         state = page.evaluate(HARNESS_STATE)
@@ -96,6 +104,10 @@ def test_contribute_page_two_hands_match_the_native_host(browser, platform, make
     assert session.busy_ms > 0
     # The harness reports its idle time ("downtime": hands free, nothing to run) as metrics.
     assert session.idle_ms > 0
+    # Every frame the harness sent is a message of the current protocol version, as the
+    # server's structs declare it (unknown fields, wrong types and bounds would raise).
+    kinds = [type(protocol.decode(frame, version=protocol.VERSION)).__name__ for frame in sent]
+    assert {"Hello", "Want", "Result"} <= set(kinds), kinds
 
 
 def test_hands_stay_within_the_reported_cores(browser, platform, make_campaign):

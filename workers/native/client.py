@@ -689,7 +689,7 @@ class Worker:
     # --- results and wants ---------------------------------------------------------------------
 
     def _add_result(self, s: Session, item: dict[str, Any]) -> None:
-        size = len(item.get("out", b"")) + len(item.get("stderr", b"")) + 64
+        size = len(item.get("output", b"")) + len(item.get("stderr", b"")) + 64
         # Keep every frame well inside the server's max_frame whatever the outputs weigh
         # (forced: flow control must not let a frame grow past what the server accepts).
         if s.results and s.result_bytes + size > s.max_frame - 65536:

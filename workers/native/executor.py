@@ -284,7 +284,7 @@ def result_item(result: RunResult, ms: int) -> dict[str, Any]:
     bytes: that is what an owner reads on the campaign's failure list.
     """
     if result.ok:
-        return {"ok": True, "out": result.stdout, "exit": 0, "ms": ms}
+        return {"ok": True, "output": result.stdout, "exit": 0, "ms": ms}
     err = result.error.value if result.error is not None else "exit"
     if err not in ERROR_KINDS:  # "cancelled": never sent in practice (the job is dropped)
         err = "host"

@@ -154,7 +154,7 @@ class WebSocketTransport:
                 self._closed = True
                 return None
             try:
-                return protocol.decode(frame, max_frame=MAX_INCOMING_FRAME)
+                return protocol.decode_map(frame, max_frame=MAX_INCOMING_FRAME)
             except protocol.ProtocolError as exc:
                 log.warning("ignoring a malformed frame from the server: %s", exc.message)
         return None
@@ -190,7 +190,7 @@ def _approx_size(msg: dict[str, Any]) -> int:
     """Roughly the encoded size of a message: its byte payloads plus a little per field."""
     size = 64 + len(msg.get("data", b"") or b"")
     for item in msg.get("results", ()):
-        size += 48 + len(item.get("out", b"") or b"") + len(item.get("stderr", b"") or b"")
+        size += 48 + len(item.get("output", b"") or b"") + len(item.get("stderr", b"") or b"")
     return size
 
 

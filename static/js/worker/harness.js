@@ -74,7 +74,7 @@ export class Harness {
     this._lingerTimer = null;
     this._flushQueued = false;
     this.pendingProgress = new Map();
-    this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, points: null, since: null, perCampaign: {} };
+    this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, since: null, perCampaign: {} };
     this.reported = { busyMs: 0, idleMs: 0 };
     this.recent = [];
     this._timers = new Set();
@@ -360,7 +360,7 @@ export class Harness {
     this.pendingResults.push({
       lease: item.lease,
       ok,
-      out: ok ? result.stdout : result.stdout || new Uint8Array(),
+      output: ok ? result.stdout : result.stdout || new Uint8Array(),
       exit: result.exit_code,
       err: ok ? null : result.error,
       stderr: stderr.length > STDERR_TAIL ? stderr.slice(stderr.length - STDERR_TAIL) : stderr,
@@ -566,7 +566,6 @@ export class Harness {
         break;
       }
       case "ack":
-        if (typeof msg.points === "number") this.stats.points = (this.stats.points || 0) + msg.points;
         if (Array.isArray(msg.leases)) this._resultsAcknowledged();
         break;
       case "error":

@@ -1,4 +1,4 @@
-// The worker protocol v1 (docs/protocol.md) from the browser: msgpack frames over a WebSocket
+// The worker protocol (docs/protocol.md; workers/protocol.py declares every message) from the browser: msgpack frames over a WebSocket
 // to /ws/work/, or, when the socket cannot be opened, the same messages POSTed to
 // /api/v1/work (the HTTP fallback, with long polling while waiting for work).
 //
@@ -8,7 +8,7 @@
 
 import { encode, decode } from "../../vendor/msgpack/index.mjs";
 
-export const VERSION = 1;
+export const VERSION = 2;
 const OPEN_TIMEOUT_MS = 5000;
 const HTTP_RETRY_MS = [1000, 2000, 5000, 10000, 20000];
 // The server closes an HTTP-fallback session it has not heard from for two long polls (20 s):

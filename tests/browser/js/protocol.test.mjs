@@ -6,10 +6,10 @@ import { pack, unpack } from "../../../static/js/worker/protocol.js";
 const hex = (bytes) => Buffer.from(bytes).toString("hex");
 
 test("bytes travel as msgpack bin, integers as integers, nil as nil", () => {
-  const frame = pack({ t: "result", results: [{ lease: 7, ok: true, out: new Uint8Array([1, 2]), exit: null, ms: 3 }] });
+  const frame = pack({ t: "result", results: [{ lease: 7, ok: true, output: new Uint8Array([1, 2]), exit: null, ms: 3 }] });
   const back = unpack(frame);
   assert.equal(back.t, "result");
-  assert.deepEqual(back.results[0].out, new Uint8Array([1, 2]));
+  assert.deepEqual(back.results[0].output, new Uint8Array([1, 2]));
   assert.equal(back.results[0].exit, null);
   assert.ok(hex(frame).includes("c4020102")); // bin 8, two bytes
 });
