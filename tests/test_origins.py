@@ -80,7 +80,7 @@ async def test_the_worker_socket_refuses_the_platforms_host_on_another_port():
     connected, _ = await own.connect()
     assert connected
     await own.send_to(bytes_data=protocol.encode(HELLO))
-    assert protocol.decode(await own.receive_from(timeout=5))["t"] == "welcome"
+    assert isinstance(protocol.decode_server(await own.receive_from(timeout=5)), protocol.Welcome)
     await own.disconnect()
 
 

@@ -88,10 +88,8 @@ def test_http_session_silent_for_two_long_polls_is_closed_and_its_leases_freed(
 
 
 def test_http_sessions_are_told_to_ping_within_one_long_poll() -> None:
-    assert connection_limits(WorkerSession.Transport.HTTP)["heartbeat"] < (
-        sessions.LONG_POLL_SECONDS
-    )
-    assert connection_limits(WorkerSession.Transport.WEBSOCKET)["heartbeat"] == 20
+    assert connection_limits(WorkerSession.Transport.HTTP).heartbeat < (sessions.LONG_POLL_SECONDS)
+    assert connection_limits(WorkerSession.Transport.WEBSOCKET).heartbeat == 20
 
 
 @pytest.mark.django_db
