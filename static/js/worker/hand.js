@@ -94,7 +94,8 @@ export class Hand {
       run.checkpoint = msg.data;
       run.onCheckpoint?.(msg.data);
     } else if (msg.t === "out") {
-      run.wrote(msg.fd, msg.data);
+      if (msg.stdout) run.wrote(1, msg.stdout);
+      if (msg.stderr) run.wrote(2, msg.stderr);
     } else if (msg.t === "done") {
       this._finish(msg.result);
     }

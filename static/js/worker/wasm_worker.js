@@ -4,14 +4,65 @@
 // whole worker and starts a new one.
 //
 // Messages in:  {t: "run", id, module, memory: {min, max}, task, limits, static: {sha, data?}}
-// Messages out: {t: "progress", id, p}, {t: "checkpoint", id, data}, {t: "out", id, fd, data},
-//               {t: "done", id, result}
-// "out" carries every write to stdout (fd 1) or stderr (fd 2) as it happens: a run the page
+// Messages out: {t: "progress", id, p}, {t: "checkpoint", id, data},
+//               {t: "out", id, stdout, stderr}, {t: "done", id, result}
+// "out" carries what the kernel writes to stdout and stderr as it happens: a run the page
 // terminates (time limit, cancel) has no "done", and the page still reports what the kernel
 // wrote before, as wasmtime does. postMessage from a busy worker needs no turn of its event
-// loop, so nothing written is lost.
+// loop, so a write sent is never lost. Each write is sent at once, up to OUT_POSTS_PER_WINDOW
+// messages per OUT_WINDOW_MS; past that (a kernel writing in a tight loop) writes are held and
+// sent together with the next write after the window, so a flood cannot swamp the page with
+// messages. Only a kernel that floods and then computes until its time limit without writing
+// again loses the writes of that last window; stderr is sent as its last 4 KiB only (all the
+// page keeps).
 
-import { runKernel } from "./wasi_host.js";
+import { runKernel, STDERR_TAIL_BYTES } from "./wasi_host.js";
+
+const OUT_WINDOW_MS = 10;
+const OUT_POSTS_PER_WINDOW = 64;
+
+function joined(chunks, keepTail = Infinity) {
+  let size = chunks.reduce((n, c) => n + c.byteLength, 0);
+  let skip = Math.max(0, size - keepTail);
+  size -= skip;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    const part = skip >= c.byteLength ? null : c.subarray(skip);
+    skip = Math.max(0, skip - c.byteLength);
+    if (part) {
+      out.set(part, at);
+      at += part.byteLength;
+    }
+  }
+  return out;
+}
+
+/** The "out" messages of one run: see the header. */
+function outputSender(id) {
+  let windowStart = -Infinity;
+  let posts = 0;
+  let stdout = [];
+  let stderr = [];
+  return (fd, data) => {
+    (fd === 1 ? stdout : stderr).push(data);
+    const now = performance.now();
+    if (now - windowStart >= OUT_WINDOW_MS) {
+      windowStart = now;
+      posts = 0;
+    }
+    if (posts >= OUT_POSTS_PER_WINDOW) return;
+    posts += 1;
+    self.postMessage({
+      t: "out",
+      id,
+      stdout: stdout.length ? joined(stdout) : null,
+      stderr: stderr.length ? joined(stderr, STDERR_TAIL_BYTES) : null,
+    });
+    stdout = [];
+    stderr = [];
+  };
+}
 
 // Static data is sent once per worker and kept by hash (it may be large; tasks share it).
 const statics = new Map();
@@ -35,7 +86,7 @@ self.onmessage = (event) => {
     {
       progress: (p) => self.postMessage({ t: "progress", id, p }),
       checkpoint: (data) => self.postMessage({ t: "checkpoint", id, data }),
-      output: (fd, data) => self.postMessage({ t: "out", id, fd, data }),
+      output: outputSender(id),
     },
     msg.memory,
   );
