@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import msgpack
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -259,6 +261,96 @@ def test_feeding_follows_each_campaigns_own_task_time():
     assert conn._budget(1) == 0
     conn.in_hand = {1: 2}
     assert conn._budget(2) == 6  # (2 x (200 + 500) - 200) / 200
+
+
+class LoopOnlyDict(dict):
+    """A dict that fails the test when it is read from another thread than its creator's."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.owner = threading.get_ident()
+
+    def _check(self):
+        assert threading.get_ident() == self.owner, "read outside the event loop"
+
+    def values(self):
+        self._check()
+        return super().values()
+
+    def items(self):
+        self._check()
+        return super().items()
+
+    def __iter__(self):
+        self._check()
+        return super().__iter__()
+
+
+async def test_the_lease_query_does_not_read_the_connections_state_from_its_thread(
+    make_campaign,
+):
+    """The lease query runs in a database thread while the event loop goes on changing the
+    leases in hand (results, cancels): reading them there races ("dictionary changed size
+    during iteration"). The feeding budget is a snapshot taken on the loop."""
+    from asgiref.sync import sync_to_async
+
+    from workers.connection import WorkerConnection
+
+    await sync_to_async(make_campaign)(["a", "b", "c"])
+    sent = []
+
+    async def collect(message):
+        sent.append(message)
+
+    conn = WorkerConnection(collect, user=None)
+    await conn.handle(protocol.Hello(v=protocol.VERSION, kind="native", slots=1))
+    conn.in_hand = LoopOnlyDict()
+    await conn.handle(protocol.Want(n=2))
+    (tasks,) = [m for m in sent if isinstance(m, protocol.Tasks)]
+    assert len(tasks.tasks) == 2 and set(conn.in_hand) == {t.lease for t in tasks.tasks}
+    # Another want with those in hand: the snapshot counts them (still on the loop).
+    await conn.handle(protocol.Want(n=1))
+    await conn.close()
+
+
+async def test_leases_taken_while_the_connection_closes_go_back_to_the_queue(
+    make_campaign, monkeypatch
+):
+    """close() releases the session's leases; on PostgreSQL a lease query still running in
+    another thread can commit after that release. Those leases must go back too, or they
+    expire later as failed attempts of tasks nobody ran."""
+    from asgiref.sync import sync_to_async
+
+    from workers import sessions
+    from workers.connection import WorkerConnection
+
+    await sync_to_async(make_campaign)(["a", "b", "c"])
+    sent = []
+
+    async def collect(message):
+        sent.append(message)
+
+    conn = WorkerConnection(collect, user=None)
+    await conn.handle(protocol.Hello(v=protocol.VERSION, kind="native", slots=1))
+    session_id = conn.info.id
+    real = scheduler.lease_for_session
+
+    def lease_while_closing(session, *args):
+        # The interleaving PostgreSQL's thread pool allows: the socket closes (close() runs on
+        # the loop and its release commits) before this query's leases are committed.
+        conn.closed = True
+        sessions.session_close(session.id, {})
+        return real(session, *args)
+
+    monkeypatch.setattr(scheduler, "lease_for_session", lease_while_closing)
+    await conn.handle(protocol.Want(n=2))
+    held = await sync_to_async(
+        Result.objects.filter(session_id=session_id, state=Result.State.LEASED).count
+    )()
+    assert held == 0
+    unsent = await sync_to_async(Result.objects.filter(state=Result.State.UNSENT).count)()
+    assert unsent == 3
+    assert not any(isinstance(m, protocol.Tasks) for m in sent)
 
 
 async def test_large_task_batches_are_split_to_fit_the_frame_limit(make_campaign):

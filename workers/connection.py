@@ -10,6 +10,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import msgspec
@@ -66,6 +67,26 @@ def limits(transport: str = WorkerSession.Transport.WEBSOCKET) -> protocol.Limit
         max_checkpoint=int(cfg["CHECKPOINT_MAX_BYTES"]),
         heartbeat=int(heartbeat),
     )
+
+
+def _estimate_ms(avg_ms_by_campaign: dict[int, float], campaign_id: int) -> float:
+    return max(avg_ms_by_campaign.get(campaign_id, UNKNOWN_TASK_MS), 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """How many more of a campaign's tasks to hand a session: enough that the work in hand
+    covers one running task plus PREFETCH_MS of queue per slot. A snapshot of the connection
+    (see WorkerConnection._budget_snapshot), safe to call from the lease query's thread."""
+
+    slots: int
+    queued_ms: float
+    avg_ms_by_campaign: dict[int, float]
+
+    def __call__(self, campaign_id: int) -> int:
+        task_ms = _estimate_ms(self.avg_ms_by_campaign, campaign_id)
+        target_ms = self.slots * (task_ms + PREFETCH_MS)
+        return max(0, math.ceil((target_ms - self.queued_ms) / task_ms))
 
 
 class WorkerConnection:
@@ -347,15 +368,17 @@ class WorkerConnection:
             self.avg_ms_by_campaign[campaign_id] = ms if prev is None else 0.8 * prev + 0.2 * ms
 
     def _estimate_ms(self, campaign_id: int) -> float:
-        return max(self.avg_ms_by_campaign.get(campaign_id, UNKNOWN_TASK_MS), 0.5)
+        return _estimate_ms(self.avg_ms_by_campaign, campaign_id)
+
+    def _budget_snapshot(self) -> Budget:
+        """The feeding budget as of now, taken on the event loop: the lease query runs in a
+        database thread while the loop goes on changing `in_hand` (results, cancels), so it
+        must not read this connection's state."""
+        queued_ms = sum(self._estimate_ms(cid) for cid in self.in_hand.values())
+        return Budget(self.slots, queued_ms, dict(self.avg_ms_by_campaign))
 
     def _budget(self, campaign_id: int) -> int:
-        """How many more of this campaign's tasks to hand this session now: enough that the
-        work in hand covers one running task plus PREFETCH_MS of queue per slot."""
-        queued_ms = sum(self._estimate_ms(cid) for cid in self.in_hand.values())
-        task_ms = self._estimate_ms(campaign_id)
-        target_ms = self.slots * (task_ms + PREFETCH_MS)
-        return max(0, math.ceil((target_ms - queued_ms) / task_ms))
+        return self._budget_snapshot()(campaign_id)
 
     async def _fill(self, *, announce_idle: bool = False) -> None:
         async with self._fill_lock:
@@ -364,8 +387,19 @@ class WorkerConnection:
             if n <= 0:
                 return
             leases, campaigns = await db(scheduler.lease_for_session)(
-                self.info, n, self.sent_campaigns, self._budget, self._benched_now()
+                self.info,
+                n,
+                frozenset(self.sent_campaigns),
+                self._budget_snapshot(),
+                self._benched_now(),
             )
+            if self.closed:
+                # The connection closed while the query ran: close() released the session's
+                # leases, possibly before these were committed. Give them back now, or they
+                # would expire later as failed attempts of tasks nobody ran.
+                if leases:
+                    await db(scheduler.release)(self.info.id, [x.lease for x in leases])
+                return
             if not leases:
                 # With work still in hand, the session simply has enough for now: its next
                 # results ask again. Only an empty-handed session is told it is idle.

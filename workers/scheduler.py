@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -284,7 +285,7 @@ def lease(
 def lease_for_session(
     session: SessionInfo,
     n: int,
-    known_campaigns: set[int],
+    known_campaigns: AbstractSet[int],
     budget: Callable[[int], int] | None = None,
     skip: Collection[int] = (),
 ) -> tuple[list[Lease], dict[int, protocol.CampaignDesc]]:
