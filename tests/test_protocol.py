@@ -332,6 +332,7 @@ async def test_leases_taken_while_the_connection_closes_go_back_to_the_queue(
 
     conn = WorkerConnection(collect, user=None)
     await conn.handle(protocol.Hello(v=protocol.VERSION, kind="native", slots=1))
+    assert conn.info is not None
     session_id = conn.info.id
     real = scheduler.lease_for_session
 
