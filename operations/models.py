@@ -84,7 +84,11 @@ class Delivery(models.Model):
         WEBHOOK = "webhook", "Webhook"
 
     class State(models.TextChoices):
+        # Handed to a job (next_attempt_at: when to hand it again if that job was lost).
         PENDING = "pending", "Pending"
+        # A job is sending it (next_attempt_at: when to assume that job died).
+        SENDING = "sending", "Sending"
+        # Waiting for its backoff to pass (next_attempt_at: the next attempt).
         RETRYING = "retrying", "Retrying"
         DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Gave up"
@@ -109,8 +113,8 @@ class Delivery(models.Model):
             models.Index(fields=["campaign", "-created_at"], name="delivery_campaign"),
             models.Index(
                 fields=["next_attempt_at"],
-                condition=models.Q(state="retrying"),
-                name="delivery_retry_due",
+                condition=models.Q(state__in=["pending", "sending", "retrying"]),
+                name="delivery_due",
             ),
         ]
 

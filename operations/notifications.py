@@ -48,6 +48,11 @@ WEBHOOK_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 30
 WEBHOOK_TIMEOUT = 10.0
 SUMMARY_EVERY = timedelta(days=7)
+# A job that has not started a PENDING delivery by then, or not finished SENDING it, is taken
+# for lost (its process died) and the delivery handed to a new job. Receivers should ignore
+# a repeated X-CCGSC-Delivery id: a process dying mid-request means one may come twice.
+PENDING_LEASE = timedelta(minutes=5)
+SENDING_LEASE = timedelta(seconds=3 * WEBHOOK_TIMEOUT)
 SIGNATURE_HEADER = "X-CCGSC-Signature"
 TIMESTAMP_HEADER = "X-CCGSC-Timestamp"
 
@@ -148,12 +153,9 @@ def notify(campaign_id: int, event: str) -> list[int]:
         )
     if not rows:
         return []
-    from operations.jobs import deliver
-
     with transaction.atomic():
         created = Delivery.objects.bulk_create(rows)
-        for row in created:
-            enqueue(deliver, row.pk)
+        _hand_to_job([row.pk for row in created])
     return [row.pk for row in created]
 
 
@@ -161,12 +163,15 @@ def notify(campaign_id: int, event: str) -> list[int]:
 
 
 def deliver_one(delivery_id: int) -> None:
-    """One attempt at a delivery (the job's body). Claims the row first, so two processes
-    never send the same attempt; a failure schedules the next attempt or gives up."""
+    """One attempt at a delivery (the job's body). Claims the row (PENDING → SENDING) first, so
+    one job sends each attempt however often it was enqueued; a failure schedules the next
+    attempt or gives up."""
     now = timezone.now()
-    claimed = Delivery.objects.filter(
-        pk=delivery_id, state__in=[Delivery.State.PENDING, Delivery.State.RETRYING]
-    ).update(state=Delivery.State.PENDING, next_attempt_at=None, attempts=F("attempts") + 1)
+    claimed = Delivery.objects.filter(pk=delivery_id, state=Delivery.State.PENDING).update(
+        state=Delivery.State.SENDING,
+        next_attempt_at=now + SENDING_LEASE,
+        attempts=F("attempts") + 1,
+    )
     if not claimed:
         return
     delivery = Delivery.objects.select_related("campaign").get(pk=delivery_id)
@@ -181,8 +186,11 @@ def deliver_one(delivery_id: int) -> None:
         return
     delivery.state = Delivery.State.DELIVERED
     delivery.delivered_at = timezone.now()
+    delivery.next_attempt_at = None
     delivery.last_error = ""
-    delivery.save(update_fields=["state", "delivered_at", "last_error", "last_status"])
+    delivery.save(
+        update_fields=["state", "delivered_at", "next_attempt_at", "last_error", "last_status"]
+    )
 
 
 def _failed(delivery: Delivery, reason: str, now: datetime) -> None:
@@ -193,6 +201,7 @@ def _failed(delivery: Delivery, reason: str, now: datetime) -> None:
         delivery.next_attempt_at = now + timedelta(seconds=RETRY_BASE_SECONDS * 2 ** (attempts - 1))
     else:
         delivery.state = Delivery.State.FAILED
+        delivery.next_attempt_at = None
     log.warning("notification %s attempt %s failed: %s", delivery.pk, attempts, reason)
     delivery.save(update_fields=["state", "next_attempt_at", "last_error", "last_status"])
 
@@ -268,19 +277,45 @@ def _post_webhook(delivery: Delivery) -> int:
     return response.status_code
 
 
-def retry_due(now: datetime | None = None) -> int:
-    """Periodic: enqueue the webhook attempts whose backoff has passed."""
-    now = now or timezone.now()
-    due = list(
-        Delivery.objects.filter(state=Delivery.State.RETRYING, next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:200]
-    )
+def _hand_to_job(delivery_ids: list[int]) -> None:
+    """Mark deliveries PENDING (until PENDING_LEASE: a lost job is replaced then) and enqueue
+    one job each after commit."""
     from operations.jobs import deliver
 
-    for pk in due:
+    if not delivery_ids:
+        return
+    Delivery.objects.filter(pk__in=delivery_ids).update(
+        state=Delivery.State.PENDING, next_attempt_at=timezone.now() + PENDING_LEASE
+    )
+    for pk in delivery_ids:
         enqueue(deliver, pk)
-    return len(due)
+
+
+def retry_due(now: datetime | None = None) -> int:
+    """Periodic: hand to a job again the deliveries whose backoff has passed, and those whose
+    job was lost (PENDING or SENDING past its deadline: a process died). Each row is taken by
+    a conditional UPDATE, so two passes never enqueue one twice. Returns how many."""
+    now = now or timezone.now()
+    due = list(
+        Delivery.objects.filter(
+            state__in=[Delivery.State.RETRYING, Delivery.State.PENDING, Delivery.State.SENDING],
+            next_attempt_at__lte=now,
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", "state", "next_attempt_at")[:200]
+    )
+    taken = [
+        pk
+        for pk, state, at in due
+        if Delivery.objects.filter(pk=pk, state=state, next_attempt_at=at).update(
+            state=Delivery.State.PENDING, next_attempt_at=now + PENDING_LEASE
+        )
+    ]
+    from operations.jobs import deliver
+
+    for pk in taken:
+        enqueue(deliver, pk)
+    return len(taken)
 
 
 # --- stalls -------------------------------------------------------------------------------------

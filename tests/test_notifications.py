@@ -338,3 +338,49 @@ def test_account_settings_link_to_the_email_preferences(people):
     client.force_login(people.teammate)
     html = client.get("/account/").content.decode()
     assert 'href="/account/email/"' in html
+
+
+def test_a_delivery_is_sent_once_however_often_its_job_runs(
+    people, make_campaign, receiver, django_capture_on_commit_callbacks
+):
+    campaign = make_campaign([1])
+    services.notifications_save(
+        campaign=campaign, email=False, webhook_url=receiver.url, stall_minutes=None
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        [pk] = notifications.notify(campaign.pk, "completed")
+    # The same job delivered twice by the broker, or enqueued by two retry passes.
+    notifications.deliver_one(pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notifications.retry_due(now=timezone.now() + timedelta(hours=1)) == 0
+    assert len(receiver.requests) == 1
+    assert Delivery.objects.get(pk=pk).attempts == 1
+
+
+def test_a_lost_job_is_replaced(
+    people, make_campaign, receiver, django_capture_on_commit_callbacks
+):
+    """A delivery whose job never ran (its process died with the in-process queue), or died
+    while sending, is handed to a new job once its deadline passes."""
+    campaign = make_campaign([1])
+    services.notifications_save(
+        campaign=campaign, email=False, webhook_url=receiver.url, stall_minutes=None
+    )
+    # on_commit callbacks not executed: the job is lost with them.
+    with django_capture_on_commit_callbacks(execute=False):
+        [pk] = notifications.notify(campaign.pk, "completed")
+    assert Delivery.objects.get(pk=pk).state == Delivery.State.PENDING
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notifications.retry_due() == 0  # its job may still come
+        later = timezone.now() + notifications.PENDING_LEASE
+        assert notifications.retry_due(now=later) == 1
+    assert Delivery.objects.get(pk=pk).state == Delivery.State.DELIVERED
+    assert len(receiver.requests) == 1
+    # Died while sending: SENDING past its deadline goes back to a job.
+    Delivery.objects.filter(pk=pk).update(
+        state=Delivery.State.SENDING, next_attempt_at=timezone.now()
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notifications.retry_due(now=timezone.now() + timedelta(seconds=1)) == 1
+    assert len(receiver.requests) == 2
+    assert Delivery.objects.get(pk=pk).attempts == 2

@@ -124,6 +124,15 @@ def test_health_panel_shows_queues_workers_and_processes(staff, make_campaign, s
     assert "embedded mode" in html
 
 
+def test_admin_lists_deliveries_read_only(staff):
+    staff.is_superuser = True
+    staff.save()
+    client = _client(staff)
+    assert client.get("/admin/operations/delivery/").status_code == 200
+    assert client.get("/admin/operations/delivery/add/").status_code == 403
+    assert 'href="/admin/operations/processheartbeat/"' in client.get("/admin/").content.decode()
+
+
 def test_admin_index_links_to_the_panel(staff):
     response = _client(staff).get("/admin/operations/processheartbeat/")
     assert response.status_code == 302 and response["Location"] == "/admin/health/"
