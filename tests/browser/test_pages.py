@@ -6,6 +6,8 @@ Set CCGSC_SCREENSHOTS=<dir> to keep screenshots of the pages."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from campaigns import services
@@ -82,3 +84,71 @@ def test_another_orgs_address_shows_the_branded_404(browser, platform, people, t
     page.click("text=Your dashboard")
     page.wait_for_url("**/dashboard/")
     screenshot(page, tmp_path, "404")
+
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll("body *")].filter((el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.right > width + 1 && !el.closest(".table-wrap, .tabs, pre, .code");
+  });
+  const tables = [...document.querySelectorAll(".table-wrap")]
+    .filter((w) => w.scrollWidth > w.clientWidth + 1)
+    .map((w) => `${w.querySelector("table")?.id || w.closest("section")?.id || "table"}:` +
+      `${w.scrollWidth}>${w.clientWidth}:` +
+      [...w.querySelectorAll("thead th")]
+        .map((th) => Math.round(th.getBoundingClientRect().width))
+        .join(","));
+  return {
+    tables,
+    scroll: document.documentElement.scrollWidth,
+    width,
+    wide: wide.slice(0, 5).map((el) => el.tagName + "." + el.className + "#" + el.id),
+  };
+}"""
+
+
+def test_pages_fit_a_phone_screen(browser, platform, people, make_campaign, tmp_path):
+    """At 390 px wide no page scrolls sideways: the tab bar wraps, tables scroll inside their
+    own box (hands, campaign list, active workers)."""
+    campaign = make_campaign(["1", "2", "3"], kernel="echo")
+    slug = people.org.slug
+    page = new_page(browser, platform.url, people.owner)
+    page.set_viewport_size({"width": 390, "height": 844})
+    paths = [
+        "/",
+        "/dashboard/",
+        f"/orgs/{slug}/",
+        f"/orgs/{slug}/campaigns/",
+        f"/orgs/{slug}/campaigns/new/",
+        f"/orgs/{slug}/campaigns/{campaign.pk}/",
+        f"/orgs/{slug}/campaigns/{campaign.pk}/results/",
+        f"/orgs/{slug}/kernels/",
+        f"/orgs/{slug}/members/",
+        f"/orgs/{slug}/tokens/",
+        f"/orgs/{slug}/sites/",
+        f"/orgs/{slug}/validation/",
+        f"/orgs/{slug}/validation/{campaign.pk}/",
+        "/contribute/",
+        "/leaderboard/",
+        "/profile/",
+        "/teams/",
+        "/account/",
+        "/api/v1/docs/",
+    ]
+    problems = {}
+    for path in paths:
+        response = page.goto(path)
+        assert response is not None and response.ok, path
+        page.wait_for_load_state("load")
+        found = page.evaluate(OVERFLOW)
+        if found["scroll"] > found["width"] or found["wide"] or found["tables"]:
+            problems[path] = found
+        screenshot(page, tmp_path, "phone" + path.replace("/", "_"))
+    assert problems == {}, json.dumps(problems, indent=1)
+    # The organization's tabs all show (they wrap instead of hiding off screen).
+    page.goto(f"/orgs/{slug}/")
+    for tab in page.locator(".tabs a").all():
+        box = tab.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, tab
+    assert page.errors == []

@@ -163,11 +163,11 @@ function renderWorkers(data) {
     tr.append(
       cell(`${s.kind} #${s.id}`, "nowrap"),
       cell(s.who),
-      cell(String(s.slots), "num"),
+      cell(String(s.slots), "num hide-sm"),
       cell(String(s.in_flight), "num"),
       cell(`${s.recent_ok}${s.recent_failed ? ` (+${s.recent_failed} failed)` : ""}`, "num"),
-      cell(s.recent_avg_ms != null ? `${formatNumber(s.recent_avg_ms)} ms` : "–", "num nowrap"),
-      cell(s.idle_share != null ? `${Math.round(s.idle_share * 100)}%` : "–", "num"),
+      cell(s.recent_avg_ms != null ? `${formatNumber(s.recent_avg_ms)} ms` : "–", "num nowrap hide-sm"),
+      cell(s.idle_share != null ? `${Math.round(s.idle_share * 100)}%` : "–", "num hide-sm"),
     );
     body.append(tr);
   }
