@@ -1,7 +1,8 @@
 """Load the demo: an organization with the reference kernels and three running campaigns.
 
-Idempotent: campaigns that are still running are kept; finished ones get a fresh run, so every
-`make run` shows work completing."""
+Idempotent: one campaign per demo, however often it runs. A demo still running is kept; a finished
+one is replaced by a fresh run (so every `make run` shows work completing), and copies left by
+older versions of this command are removed. Only the demo organization is touched."""
 
 from __future__ import annotations
 
@@ -77,11 +78,19 @@ class Command(BaseCommand):
                 organization=org, name=name, data=path.read_bytes(), created_by=owner
             )
         for demo in DEMOS:
-            live = Campaign.objects.filter(
-                organization=org,
-                name=demo["name"],
-                state__in=(Campaign.State.DRAFT, Campaign.State.RUNNING, Campaign.State.PAUSED),
-            ).first()
+            same = Campaign.objects.filter(organization=org, name=demo["name"])
+            live = (
+                same.filter(
+                    state__in=(Campaign.State.DRAFT, Campaign.State.RUNNING, Campaign.State.PAUSED)
+                )
+                .order_by("pk")
+                .first()
+            )
+            # Finished runs and duplicates go (their points stay in the ledger, unlinked).
+            stale = same.exclude(pk=live.pk) if live is not None else same
+            removed, _ = stale.filter(organization=org).delete()
+            if removed:
+                self.stdout.write(f"removed an older run of {demo['name']}")
             if live is not None:
                 if demo.get("reducer") and live.reducer_id is None:
                     # Demos loaded before reducers existed get theirs.

@@ -1,0 +1,54 @@
+"""`make run` loads the demo each time: however often it runs, there is one campaign per demo,
+and a finished demo is replaced by a fresh run."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+from django.core.management import call_command
+
+from campaigns.models import Campaign
+
+
+def load(capture) -> str:
+    out = io.StringIO()
+    with capture(execute=True):
+        call_command("load_demo", stdout=out)
+    return out.getvalue()
+
+
+def test_load_demo_twice_keeps_one_campaign_per_demo(db, django_capture_on_commit_callbacks):
+    load(django_capture_on_commit_callbacks)
+    first = set(Campaign.objects.values_list("pk", flat=True))
+    assert len(first) == 3
+    load(django_capture_on_commit_callbacks)
+    assert set(Campaign.objects.values_list("pk", flat=True)) == first
+
+    # A demo that finished is run again, not listed twice.
+    done = Campaign.objects.get(name="Primes below 20,000,000")
+    Campaign.objects.filter(pk=done.pk).update(state=Campaign.State.COMPLETED)
+    out = load(django_capture_on_commit_callbacks)
+    names = Counter(Campaign.objects.values_list("name", flat=True))
+    assert set(names.values()) == {1}, names
+    assert not Campaign.objects.filter(pk=done.pk).exists()
+    assert Campaign.objects.get(name=done.name).state == Campaign.State.RUNNING
+    assert "removed an older run of Primes below 20,000,000" in out
+
+
+def test_load_demo_removes_duplicates_left_by_older_versions(
+    db, django_capture_on_commit_callbacks
+):
+    load(django_capture_on_commit_callbacks)
+    mandelbrot = Campaign.objects.get(name="Mandelbrot 400x300")
+    # What an older load_demo left after a finished run: the finished copy beside a new one.
+    Campaign.objects.filter(pk=mandelbrot.pk).update(state=Campaign.State.COMPLETED)
+    load(django_capture_on_commit_callbacks)
+    Campaign.objects.create(
+        organization=mandelbrot.organization,
+        name=mandelbrot.name,
+        kernel=mandelbrot.kernel,
+        state=Campaign.State.COMPLETED,
+    )
+    load(django_capture_on_commit_callbacks)
+    assert Campaign.objects.filter(name=mandelbrot.name).count() == 1
