@@ -15,9 +15,9 @@ class ProfileForm(forms.Form):
     display_name = forms.CharField(
         max_length=80,
         required=False,
-        help_text="Shown on leaderboards, team pages, your profile and to owners of campaigns you "
-        "work on. Empty: “contributor {number}” there, never your email address; in your "
-        "organizations, the part of your email address before the @.",
+        help_text="The name you go by everywhere: the menu, your organizations, leaderboards, "
+        "team pages, your profile and to owners of campaigns you work on. Empty: "
+        "“contributor {number}”, never your email address.",
     )
     public_profile = forms.BooleanField(
         required=False,

@@ -55,7 +55,13 @@ class User(AbstractUser):
     objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
 
     def __str__(self) -> str:
-        return self.display_name or self.email.split("@")[0]
+        return self.public_name
+
+    @property
+    def public_name(self) -> str:
+        """The one name a person goes by everywhere (the menu, organizations, leaderboards,
+        profiles): the display name, or a neutral handle that never reveals the email."""
+        return self.display_name or f"contributor {self.pk}"
 
 
 class Organization(models.Model):

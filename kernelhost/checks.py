@@ -45,7 +45,8 @@ def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
     """Compile `wasm` or raise KernelRejected("does not compile: <wasmtime's message>")."""
     if not wasm.startswith(WASM_MAGIC):
         raise KernelRejected(
-            "The module does not compile: it is not a WebAssembly binary (no \\0asm header)."
+            "The module does not compile: it is not a WebAssembly binary (upload the compiled"
+            " .wasm file, not its source or another file)."
         )
     check_no_threads(wasm)
     try:

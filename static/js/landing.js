@@ -27,9 +27,13 @@ async function refreshCampaigns(root) {
     card.querySelector(".progress-bar").style.width = `${(c.progress * 100).toFixed(1)}%`;
     card.querySelector('[data-field="tasks_done"]').textContent = fmt.format(c.tasks_done);
     card.querySelector('[data-field="tasks_total"]').textContent = fmt.format(c.tasks_total);
+    card.querySelector('[data-field="tasks_unit"]').textContent = c.tasks_total === 1 ? "task" : "tasks";
     const badge = card.querySelector('[data-field="state"]');
     badge.textContent = c.state;
     badge.className = `badge badge-${c.state}`;
+    // Only a running campaign is live; a finished one has a result to look at.
+    const demo = card.querySelector('[data-field="demo"]');
+    if (demo) demo.textContent = c.state === "running" ? "Watch it live" : "See the result";
   }
 }
 

@@ -34,6 +34,7 @@ function apply(s) {
   setField("percent", `${pct}%`);
   setField("tasks_done", formatNumber(s.tasks_done));
   setField("tasks_total", formatNumber(s.tasks_total));
+  setField("tasks_unit", s.tasks_total === 1 ? "task" : "tasks");
   setField("tasks_failed", formatNumber(s.tasks_failed));
   const remaining = Math.max(0, s.tasks_total - s.tasks_done - s.tasks_failed);
   setField("remaining", formatNumber(remaining));

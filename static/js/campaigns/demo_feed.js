@@ -25,6 +25,7 @@ function updateHeader(root, c, received) {
   for (const [field, value] of [["tasks_done", c.tasks_done], ["tasks_total", c.tasks_total], ["received", received]]) {
     for (const el of root.querySelectorAll(`[data-field="${field}"]`)) el.textContent = formatNumber(value);
   }
+  for (const el of root.querySelectorAll('[data-field="tasks_unit"]')) el.textContent = c.tasks_total === 1 ? "task" : "tasks";
   const badge = root.querySelector('[data-field="state"]');
   badge.textContent = c.state;
   badge.className = `badge badge-${c.state}`;

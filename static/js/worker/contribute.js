@@ -239,7 +239,10 @@ function render(s) {
   const handMs = s.stats.busyMs + s.stats.idleMs;
   $("stat-idle").textContent = handMs > 0 ? `${Math.round((100 * s.stats.idleMs) / handMs)}%` : "–";
   const minutes = s.stats.since ? (Date.now() - s.stats.since) / 60000 : 0;
-  $("stat-rate").textContent = minutes > 0.05 ? (s.stats.done / minutes).toFixed(1) : "–";
+  const perMinute = minutes > 0.05 ? s.stats.done / minutes : null;
+  // Whole tasks per minute once there are ten or more: "1,180", not "1179.9".
+  $("stat-rate").textContent =
+    perMinute === null ? "–" : perMinute >= 10 ? Math.round(perMinute).toLocaleString("en") : perMinute.toFixed(1);
   document.body.dataset.done = String(s.stats.done);
 
   const handsBody = $("hands-table").tBodies[0];

@@ -94,6 +94,7 @@ function render(snapshot) {
   };
   $("badge-state").textContent = labels[snapshot.state] || snapshot.state;
   $("badge-done").textContent = String(snapshot.stats.done);
+  $("badge-unit").textContent = snapshot.stats.done === 1 ? "task" : "tasks";
   $("badge-dot").classList.toggle("paused", paused || snapshot.state === "error");
   $("pause").hidden = paused;
   $("resume").hidden = !paused;
