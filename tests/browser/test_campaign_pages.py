@@ -152,6 +152,11 @@ def test_mandelbrot_page_paints_the_reference_image(
 
     page = new_page(browser, platform.url)  # anonymous: the demo page is public
     page.goto(f"/campaigns/{campaign.pk}/demo/")
+    # Before any tile arrives the canvas shows a placeholder hatch, not black like the set.
+    background = page.eval_on_selector(
+        "#mandelbrot-canvas", "c => [getComputedStyle(c).backgroundImage, c.dataset.painted]"
+    )
+    assert "repeating-linear-gradient" in background[0] and background[1] is None
     platform.worker("--exit-when-idle", "5", slots=4)
     wait_for(
         lambda: page.get_attribute("#mandelbrot-canvas", "data-painted") == "720",

@@ -46,8 +46,9 @@ function setup(w, h, maxiter) {
   canvas.width = w;
   canvas.height = h;
   canvas.style.aspectRatio = `${w} / ${h}`;
-  ctx.fillStyle = "#0b0d12";
-  ctx.fillRect(0, 0, w, h);
+  // Left transparent: unpainted tiles show the canvas's placeholder pattern (campaigns.css),
+  // never black, which is the colour of the set itself.
+  ctx.clearRect(0, 0, w, h);
 }
 
 function paint(r) {
