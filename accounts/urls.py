@@ -11,6 +11,8 @@ urlpatterns = [
     path("account/", views.account_settings, name="settings"),
     path("account/delete/", views.account_delete, name="delete"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    # Mail kept on this machine in the embedded mode (accounts.mailbox).
+    path("dev/mailbox/", views.dev_mailbox, name="mailbox"),
     path("orgs/<slug:slug>/", views.org_home, name="org_home"),
     path("orgs/<slug:slug>/members/", views.org_members, name="org_members"),
     path(

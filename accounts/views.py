@@ -14,12 +14,12 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import mailbox, selectors, services
 from accounts.forms import (
     AccountDeleteForm,
     MemberAddForm,
@@ -361,3 +361,16 @@ def org_site_active(request: HttpRequest, slug: str, site_id: int) -> HttpRespon
     state = "resumed: its visitors can contribute again" if site.active else "paused"
     messages.success(request, f"{site.origin} is {state}.")
     return redirect("accounts:org_sites", slug=org.slug)
+
+
+@require_GET
+@never_cache
+def dev_mailbox(request: HttpRequest) -> HttpResponse:
+    """The embedded mode's mailbox (accounts.mailbox says who may read it)."""
+    if not mailbox.may_read(request):
+        raise Http404("no mailbox")
+    return render(
+        request,
+        "accounts/mailbox.html",
+        {"mails": mailbox.newest(), "folder": mailbox.mailbox_dir()},
+    )

@@ -195,8 +195,12 @@ if EMAIL_HOST:
     EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
 else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    # Embedded mode: mail is kept on this machine, readable at /dev/mailbox/ (accounts.mailbox).
+    EMAIL_BACKEND = "accounts.mailbox.MailboxBackend"
+    MAILBOX_DIR = BASE_DIR / "var" / "mail"
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "CCGSC <noreply@localhost>")
+# Mail subjects name the product (allauth would use the host name: "[localhost:8000] ...").
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[CCGSC] "
 
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
