@@ -79,6 +79,7 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "/app/deploy/healthcheck.py"]
 
 # Worker frames may be up to 16 MiB (workers/protocol.py MAX_FRAME); daphne's default is 1 MiB.
+# It reads up to twice that (MAX_WEBSOCKET_MESSAGE) so an oversized frame gets the too_large error.
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", \
-     "--websocket-max-message-size", "16777216", "--websocket-max-frame-size", "16777216", \
+     "--websocket-max-message-size", "33554432", "--websocket-max-frame-size", "33554432", \
      "ccgsc.asgi:application"]

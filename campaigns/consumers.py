@@ -24,6 +24,7 @@ from accounts.tenancy import Actor
 from campaigns import live
 from campaigns.models import Campaign
 from ccgsc.origins import scope_origin_allowed
+from ccgsc.sockets import QuietWhenClosed
 
 CLOSE_FORBIDDEN = 4403
 # A member removed from the organization loses the live view within this many seconds.
@@ -37,7 +38,7 @@ def _member_may_see(user: Any, campaign_id: int) -> bool:
     return Campaign.objects.for_actor(Actor(user=user)).filter(pk=campaign_id).exists()
 
 
-class CampaignLiveConsumer(AsyncJsonWebsocketConsumer):
+class CampaignLiveConsumer(QuietWhenClosed, AsyncJsonWebsocketConsumer):
     campaign_id: int | None = None
 
     async def connect(self) -> None:

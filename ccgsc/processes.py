@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.protocol import MAX_FRAME
+from workers.protocol import MAX_WEBSOCKET_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,9 @@ def start_platform(env: dict[str, str], *, timeout: float = 30.0) -> Platform:
             "-p",
             str(port),
             "--websocket-max-message-size",
-            str(MAX_FRAME),
+            str(MAX_WEBSOCKET_MESSAGE),
+            "--websocket-max-frame-size",
+            str(MAX_WEBSOCKET_MESSAGE),
             "ccgsc.asgi:application",
         ],
         cwd=ROOT,

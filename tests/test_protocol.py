@@ -125,7 +125,6 @@ async def test_idle_worker_is_pushed_work_when_it_appears(make_campaign):
         (msgpack.packb([1, 2, 3]), "malformed"),
         (protocol.encode({"t": "launch_missiles"}), "unknown_type"),
         (protocol.encode({"t": "want", "n": -1}), "invalid"),
-        (b"\x00" * (protocol.MAX_FRAME + 1), "too_large"),
     ],
 )
 async def test_bad_frames_get_an_error_and_change_nothing(make_campaign, frame, code):

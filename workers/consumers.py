@@ -8,6 +8,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ccgsc.origins import scope_origin_allowed
+from ccgsc.sockets import QuietWhenClosed
 from workers import protocol, scheduler
 from workers.connection import WorkerConnection
 from workers.live import WORKERS_GROUP
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 CLOSE_POLICY = 4400
 
 
-class WorkConsumer(AsyncWebsocketConsumer):
+class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
     groups = [WORKERS_GROUP]
 
     async def connect(self) -> None:
@@ -37,17 +38,36 @@ class WorkConsumer(AsyncWebsocketConsumer):
         if not self.gone:
             await self.send(bytes_data=protocol.encode(message))
 
+    async def _close(self, code: int) -> None:
+        # Nothing more goes out after our close frame (a group event may still arrive before
+        # disconnect() runs).
+        self.gone = True
+        await self.close(code=code)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if bytes_data is not None and len(bytes_data) > protocol.MAX_FRAME:
+            # The documented error, then the close. The server (daphne) reads messages up to
+            # protocol.MAX_WEBSOCKET_MESSAGE so that a frame a little over the limit reaches
+            # this line instead of being dropped with no word (1006).
+            await self._send(
+                protocol.Error(
+                    code="too_large",
+                    message=f"frame of {len(bytes_data)} bytes exceeds {protocol.MAX_FRAME}",
+                    fatal=True,
+                )
+            )
+            await self._close(CLOSE_POLICY)  # daphne may not send 1009 ("too big")
+            return
         try:
             if bytes_data is None:
                 raise ProtocolError("malformed", "frames must be binary msgpack")
             await self.conn.handle(self.conn.decode(bytes_data))
         except ProtocolError as exc:
             if await self.conn.protocol_error(exc):
-                await self.close(code=CLOSE_POLICY)
+                await self._close(CLOSE_POLICY)
+                return
         if self.conn.closed and not self.gone:
-            self.gone = True
-            await self.close()
+            await self._close(1000)
 
     async def disconnect(self, code: int) -> None:
         self.gone = True

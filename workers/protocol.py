@@ -23,6 +23,10 @@ import msgspec
 VERSION = 2
 VERSIONS = (1, 2)  # what a hello's `v` may say
 MAX_FRAME = 16 * 1024 * 1024  # a result batch may carry several MiB of outputs
+#: What the server reads of one WebSocket message (daphne's --websocket-max-message-size): above
+#: MAX_FRAME so that an oversized frame gets the `too_large` error before the close; beyond this
+#: the server drops the connection without reading on.
+MAX_WEBSOCKET_MESSAGE = 2 * MAX_FRAME
 MAX_BATCH = 256  # tasks in one frame, results in one frame
 MAX_SLOTS = 256
 MAX_STDERR = 4096

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -63,6 +64,10 @@ def _has_tasks(messages: list[protocol.ServerMessage]) -> bool:
     return any(isinstance(m, protocol.Tasks) for m in messages)
 
 
+def _too_large(message: str) -> HttpResponse:
+    return _msgpack_response([protocol.Error(code="too_large", message=message, fatal=True)], 413)
+
+
 @csrf_exempt
 @api_methods("POST")
 async def work(request: HttpRequest) -> HttpResponse:
@@ -81,11 +86,19 @@ async def work(request: HttpRequest) -> HttpResponse:
     async def send(message: protocol.ServerMessage) -> None:
         out.append(message)
 
+    # A body over the frame limit is refused with the protocol's too_large error and 413,
+    # before it is read when its length is declared.
+    declared = request.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > protocol.MAX_FRAME:
+        return _too_large(f"a body of {declared} bytes exceeds {protocol.MAX_FRAME}")
     try:
         body = protocol.decode_envelope(request.body)
+    except RequestDataTooBig:
+        return _too_large(f"the body exceeds {protocol.MAX_FRAME} bytes")
     except ProtocolError as exc:
         return _msgpack_response(
-            [protocol.Error(code=exc.code, message=exc.message, fatal=True)], 400
+            [protocol.Error(code=exc.code, message=exc.message, fatal=True)],
+            413 if exc.code == "too_large" else 400,
         )
     user = await request.auser()
     conn = WorkerConnection(send, user=user, transport=WorkerSession.Transport.HTTP)

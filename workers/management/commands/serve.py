@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from workers.protocol import MAX_FRAME
+from workers.protocol import MAX_WEBSOCKET_MESSAGE
 
 
 class Command(BaseCommand):
@@ -43,11 +43,12 @@ class Command(BaseCommand):
                     "-p",
                     str(port),
                     "--proxy-headers",
-                    # Result batches may be as large as the protocol's frame limit.
+                    # Result batches may be as large as the protocol's frame limit; a larger one
+                    # is read (up to twice that) to be answered with the too_large error.
                     "--websocket-max-message-size",
-                    str(MAX_FRAME),
+                    str(MAX_WEBSOCKET_MESSAGE),
                     "--websocket-max-frame-size",
-                    str(MAX_FRAME),
+                    str(MAX_WEBSOCKET_MESSAGE),
                     "ccgsc.asgi:application",
                 ]
             )
