@@ -14,7 +14,7 @@ from ccgsc.asgi import application
 from ccgsc.origins import origin_allowed, scope_origin_allowed
 from workers import protocol
 
-HELLO = {"t": "hello", "v": 1, "kind": "browser", "slots": 1, "agent": "test"}
+HELLO = {"t": "hello", "v": protocol.VERSION, "kind": "browser", "slots": 1, "agent": "test"}
 
 
 @pytest.mark.parametrize(
