@@ -260,6 +260,7 @@ def campaign_detail(request: HttpRequest, slug: str, campaign_id: int) -> HttpRe
         history=selectors.throughput_history(campaign),
         failures=selectors.recent_failures(campaign),
         failed_tasks=selectors.failed_tasks(campaign),
+        stalled=selectors.campaign_stalled(campaign),
         reduced=selectors.reduced_preview(campaign.pk) if campaign.reducer_id else None,
         demo=selectors.demo_kind(campaign),
         exports=EXPORT_FORMATS,

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.tenancy import Actor, get_for_actor, get_organization
+from campaigns import signals
 from campaigns.models import Campaign, Kernel, Result, Task
 
 State = Campaign.State
@@ -444,3 +445,28 @@ def primes_found(campaign: Campaign) -> int:
             break
     cache.set(key, (count, cursor), timeout=3600)
     return count
+
+
+def campaign_stalled(campaign: Campaign) -> str:
+    """Why a running campaign cannot progress, or "": its quorum needs more distinct volunteers
+    than are connected and allowed to run it (replicas of one task never go to one volunteer).
+    Costs a query only for running campaigns with a quorum above one."""
+    if (
+        campaign.state != Campaign.State.RUNNING
+        or campaign.min_quorum <= 1
+        or campaign.tasks_remaining == 0
+    ):
+        return ""
+    answers = signals.count_volunteers.send(Campaign, campaign=campaign)
+    counts: list[int] = []
+    for _, answer in answers:
+        if isinstance(answer, int):
+            counts.append(answer)
+    if not counts or max(counts) >= campaign.min_quorum:
+        return ""
+    n = max(counts)
+    return (
+        f"each task needs {campaign.min_quorum} agreeing results from distinct volunteers, "
+        f"and {n} connected volunteer{'' if n == 1 else 's'} can run it. Start more workers "
+        "(each native worker counts as one) or lower the quorum."
+    )

@@ -13,7 +13,17 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import (
+    Case,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 
 from accounts.models import Organization, User
@@ -570,19 +580,46 @@ def _wake(campaign_ids: list[int]) -> None:
 
 
 def campaign_check_complete(*, campaign_id: int) -> bool:
-    """Complete a running campaign whose input is final and whose every task is decided.
-    Called inside the transaction that decided the last tasks; idempotent."""
+    """End a running campaign whose input is final and whose every task is decided: completed,
+    or failed with the reason when not one task succeeded (a kernel that cannot run on any
+    host must not look like a finished job). Called inside the transaction that decided the
+    last tasks; idempotent. One UPDATE whichever way it ends."""
+    first_failed = Task.objects.filter(campaign_id=OuterRef("pk"), state=Task.State.FAILED)
+    first_failed = first_failed.order_by("seq")[:1]
+    all_failed = Q(tasks_done=0)
     done = Campaign.objects.filter(
         pk=campaign_id,
         state=State.RUNNING,
         input_state=Campaign.InputState.READY,
         tasks_total__gt=0,
         tasks_total=F("tasks_done") + F("tasks_failed"),
-    ).update(state=State.COMPLETED, finished_at=timezone.now())
+    ).update(
+        state=Case(When(all_failed, then=Value(State.FAILED)), default=Value(State.COMPLETED)),
+        error=Case(
+            When(
+                all_failed,
+                then=Concat(
+                    Value("Every task failed. The first failure (task "),
+                    Cast(Subquery(first_failed.values("seq")), TextField()),
+                    Value("): "),
+                    Coalesce(
+                        Subquery(first_failed.values("failure")),
+                        Value("unknown"),
+                        output_field=TextField(),
+                    ),
+                    output_field=TextField(),
+                ),
+            ),
+            default=F("error"),
+            output_field=TextField(),
+        ),
+        finished_at=timezone.now(),
+    )
     if done:
-        _announce(campaign_id, State.COMPLETED)
         # Once per campaign, so the extra query stays off the per-result path.
-        if Campaign.objects.filter(pk=campaign_id, reducer__isnull=False).exists():
+        state, reducer = Campaign.objects.values_list("state", "reducer_id").get(pk=campaign_id)
+        _announce(campaign_id, state)
+        if state == State.COMPLETED and reducer is not None:
             enqueue(reduce_results, campaign_id, True)
     return bool(done)
 

@@ -4,9 +4,13 @@
 started or resumed, tasks added to a running campaign): the scheduler wakes idle workers.
 `campaign_changed(campaign_id, state)` is sent after a commit that changed a campaign's state,
 so workers holding its tasks can be told to cancel them and live pages can refresh.
+`count_volunteers(campaign)` asks how many distinct volunteers connected now could hold
+replicas of one of the campaign's tasks; workers/ answers with an int (campaigns/selectors.py
+`campaign_stalled` uses it to say when a quorum cannot be reached).
 """
 
 from django.dispatch import Signal
 
 work_available = Signal()
 campaign_changed = Signal()
+count_volunteers = Signal()

@@ -120,7 +120,7 @@ def test_no_agreement_within_the_cap_fails_the_task_as_inconclusive(make_campaig
     }
     assert not LedgerEntry.objects.exists()
     c.refresh_from_db()
-    assert (c.tasks_failed, c.state) == (1, Campaign.State.COMPLETED)
+    assert (c.tasks_failed, c.state) == (1, Campaign.State.FAILED)  # its only task failed
 
 
 def test_quorum_cancels_outstanding_replicas_and_tells_their_workers(

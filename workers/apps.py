@@ -7,7 +7,8 @@ class WorkersConfig(AppConfig):
 
     def ready(self) -> None:
         from campaigns import signals
-        from workers import live
+        from workers import live, selectors
 
         signals.work_available.connect(live.on_work_available, dispatch_uid="workers.work")
         signals.campaign_changed.connect(live.on_campaign_changed, dispatch_uid="workers.campaign")
+        signals.count_volunteers.connect(selectors.count_volunteers, dispatch_uid="workers.count")

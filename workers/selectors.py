@@ -128,3 +128,24 @@ def pool_metrics(*, window: timedelta = POOL_WINDOW) -> dict[str, Any]:
         "downtime_s": round(idle / 1000, 1),
         "downtime_share": round(idle / (busy + idle), 3) if busy + idle else None,
     }
+
+
+def count_volunteers(sender: Any, campaign: Campaign, **kwargs: Any) -> int:
+    """campaigns.signals.count_volunteers: distinct volunteers connected now who may run the
+    campaign. As the scheduler counts them for replicas: a signed-in user once however many
+    tabs, every anonymous session (native workers included) by itself; an unapproved campaign
+    only counts its organization's workers and members. One query on the connected-sessions
+    index."""
+    sessions = WorkerSession.objects.filter(disconnected_at__isnull=True).filter(
+        Q(only_campaign_id__isnull=True) | Q(only_campaign_id=campaign.pk)
+    )
+    if not campaign.approved:
+        sessions = sessions.filter(
+            Q(organization_id=campaign.organization_id)
+            | Q(user__memberships__organization_id=campaign.organization_id)
+        )
+    counted = sessions.aggregate(
+        users=Count("user_id", distinct=True),
+        anonymous=Count("id", filter=Q(user_id__isnull=True), distinct=True),
+    )
+    return int(counted["users"]) + int(counted["anonymous"])

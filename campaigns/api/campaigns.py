@@ -34,6 +34,7 @@ from campaigns.api.base import (
 from campaigns.api.kernels import ORG_FILTER
 from campaigns.inputs import TASK_FILE_FORMATS, TaskSpec, guess_format
 from campaigns.models import Campaign, Kernel, Result, Task
+from campaigns.selectors import campaign_stalled
 
 # --- output --------------------------------------------------------------------------------
 
@@ -50,6 +51,10 @@ class CampaignOutput(serializers.ModelSerializer):
     reduced_output_b64 = serializers.SerializerMethodField(
         help_text="the reducer's output (the campaign's final answer), base64"
     )
+    stalled = serializers.SerializerMethodField(
+        help_text="why a running campaign cannot progress (its quorum needs more distinct "
+        'volunteers than are connected), or ""'
+    )
 
     class Meta:
         model = Campaign
@@ -60,6 +65,7 @@ class CampaignOutput(serializers.ModelSerializer):
             "description",
             "state",
             "error",
+            "stalled",
             "kernel",
             "args",
             "env",
@@ -91,6 +97,9 @@ class CampaignOutput(serializers.ModelSerializer):
             "finished_at",
         ]
 
+    def get_stalled(self, campaign: Campaign) -> str:
+        return campaign_stalled(campaign)
+
     def get_reduced_output_b64(self, campaign: Campaign) -> str | None:
         if campaign.reduced_output is None:
             return None
@@ -102,6 +111,9 @@ class ProgressOutput(serializers.Serializer):
     state = serializers.ChoiceField(choices=Campaign.State.choices)
     input_state = serializers.ChoiceField(choices=Campaign.InputState.choices)
     error = serializers.CharField(allow_blank=True)
+    stalled = serializers.CharField(
+        allow_blank=True, help_text="why the campaign cannot progress, or empty"
+    )
     tasks_total = serializers.IntegerField()
     tasks_done = serializers.IntegerField()
     tasks_failed = serializers.IntegerField()
@@ -134,6 +146,7 @@ def progress_data(campaign: Campaign) -> dict[str, Any]:
         "state": campaign.state,
         "input_state": campaign.input_state,
         "error": campaign.error,
+        "stalled": campaign_stalled(campaign),
         "tasks_total": campaign.tasks_total,
         "tasks_done": campaign.tasks_done,
         "tasks_failed": campaign.tasks_failed,

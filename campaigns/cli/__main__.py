@@ -335,6 +335,8 @@ def campaign_text(c: dict[str, Any]) -> str:
     )
     if c.get("error"):
         text += f"\n  error: {c['error']}"
+    if c.get("stalled"):
+        text += f"\n  cannot progress: {c['stalled']}"
     return text
 
 

@@ -1,0 +1,101 @@
+"""Honest outcomes: a campaign in which every task failed ends `failed` with the reason, and
+`ccgsc campaign watch` exits non-zero on it; one task done is enough to complete."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts import services as account_services
+from campaigns.cli import __main__ as cli
+from campaigns.models import Campaign
+from tests.conftest import fail_item, ok_item
+from workers import scheduler
+from workers.models import WorkerSession
+from workers.scheduler import SessionInfo
+
+
+@pytest.fixture
+def session(db):
+    s = WorkerSession.objects.create(kind="native")
+    return SessionInfo(id=s.pk, user_id=None, organization_id=None)
+
+
+def _finish(session, answers):
+    leases = scheduler.lease(session, len(answers))
+    assert len(leases) == len(answers)
+    by_input = {x.input: x for x in leases}
+    scheduler.submit_results(
+        session,
+        [
+            ok_item(by_input[key]) if good else fail_item(by_input[key], stderr=f"no {key!r}")
+            for key, good in answers.items()
+        ],
+    )
+
+
+def test_a_campaign_whose_every_task_failed_ends_failed_with_the_reason(make_campaign, session):
+    c = make_campaign(["a", "b"], max_attempts=1)
+    _finish(session, {b"a": False, b"b": False})
+    c.refresh_from_db()
+    assert (c.state, c.tasks_failed, c.tasks_done) == (Campaign.State.FAILED, 2, 0)
+    assert c.error.startswith("Every task failed. The first failure (task 0): ")
+    assert "no b'a'" in c.error and c.finished_at is not None
+
+
+def test_one_success_is_enough_to_complete(make_campaign, session):
+    c = make_campaign(["a", "b"], max_attempts=1)
+    _finish(session, {b"a": True, b"b": False})
+    c.refresh_from_db()
+    assert (c.state, c.tasks_failed, c.tasks_done, c.error) == (
+        Campaign.State.COMPLETED,
+        1,
+        1,
+        "",
+    )
+
+
+def test_a_quorum_above_the_connected_volunteers_is_reported(client, people, make_campaign):
+    c = make_campaign(["a"], min_quorum=2, target_replicas=2)
+    WorkerSession.objects.create(kind="native", organization=people.org)
+    # A disconnected session and another organization's worker do not count.
+    WorkerSession.objects.create(kind="native", disconnected_at=c.created_at)
+    token = account_services.token_issue(organization=people.org, name="t", created_by=None)[1]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+    progress = client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()
+    assert "needs 2 agreeing results from distinct volunteers" in progress["stalled"]
+    assert "1 connected volunteer can run it" in progress["stalled"]
+    status = client.get(f"/api/v1/campaigns/{c.pk}", **auth).json()
+    assert status["stalled"] == progress["stalled"]
+    assert "cannot progress: each task needs 2" in cli.campaign_text(status)
+    client.force_login(people.owner)
+    page = client.get(f"/orgs/{people.org.slug}/campaigns/{c.pk}/").content.decode()
+    assert "This campaign cannot progress" in page
+
+    WorkerSession.objects.create(kind="native", organization=people.org)
+    assert client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()["stalled"] == ""
+
+
+class FakeApi:
+    def __init__(self, snapshots):
+        self.snapshots = list(snapshots)
+
+    def get(self, path):
+        return self.snapshots.pop(0)
+
+    def close(self):
+        pass
+
+
+def test_watch_exits_6_with_the_reason_when_every_task_failed(monkeypatch, capsys):
+    base = {"id": 4, "input_state": "ready", "tasks_total": 2, "tasks_remaining": 0}
+    failed = {
+        **base,
+        "state": "failed",
+        "tasks_done": 0,
+        "tasks_failed": 2,
+        "error": "Every task failed. The first failure (task 0): exit code 1",
+    }
+    monkeypatch.setattr(cli.Context, "api", lambda self: FakeApi([failed]))
+    assert cli.main(["campaign", "watch", "4"]) == 6
+    assert "campaign 4 failed: Every task failed" in capsys.readouterr().err
