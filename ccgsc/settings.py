@@ -317,3 +317,6 @@ if LOG_FORMAT not in ("plain", "json"):
     raise ConfigError(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING["formatters"]["json"] = {"()": "ccgsc.logs.JsonFormatter"}  # type: ignore[index]
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT  # type: ignore[index]
+# Celery workers replace the root logger's handlers with their own format unless told not to:
+# with JSON logs, their lines go through the same formatter as the web processes'.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

@@ -317,7 +317,8 @@ def test_log_format_setting_is_strict(monkeypatch):
         [
             sys.executable,
             "-c",
-            "import django, logging; django.setup(); logging.getLogger('x').warning('hi')",
+            "import django, logging; django.setup(); logging.getLogger('x').warning('hi');"
+            " from ccgsc.celery import app; assert not app.conf.worker_hijack_root_logger",
         ],
         env=env,
         capture_output=True,
