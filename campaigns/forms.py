@@ -134,6 +134,19 @@ class CampaignCreateForm(forms.Form):
     )
     max_error_replicas = forms.IntegerField(min_value=1, max_value=100, initial=5)
     max_total_replicas = forms.IntegerField(min_value=1, max_value=100, initial=10)
+    quorum_needs_account = forms.BooleanField(
+        required=False,
+        label="Every quorum includes a signed-in volunteer",
+        help_text="Anonymous sessions alone never decide a task (slower; for high-stakes work).",
+    )
+    adaptive_replication = forms.BooleanField(
+        required=False,
+        label="Adaptive replication (accept trusted volunteers' results alone)",
+        help_text="Risk: a volunteer trusted on this kernel has their result accepted without a "
+        "second opinion, checked only at random (at least 1 in 20). A trusted volunteer who "
+        "turns hostile gets wrong results accepted until a spot check catches them. Off: every "
+        "task gets its full quorum of independent agreeing results.",
+    )
     verifier = KernelChoiceField(
         queryset=Kernel.objects.none(),
         required=False,

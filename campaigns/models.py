@@ -166,6 +166,17 @@ class Campaign(models.Model):
     reducer = models.ForeignKey(
         Kernel, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
     )
+    # BOINC's adaptive replication, an explicit choice: a trusted volunteer's result may stand
+    # alone (spot-checked now and then). Off: every task gets its quorum of independent
+    # agreeing results.
+    adaptive_replication = models.BooleanField(
+        default=False,
+        help_text="accept a trusted volunteer's result alone, with random spot checks",
+    )
+    # A quorum must include a signed-in volunteer: anonymous sessions alone never decide a task.
+    quorum_needs_account = models.BooleanField(
+        default=False, help_text="every quorum includes at least one signed-in volunteer"
+    )
 
     #: States in which an approved campaign is public (see CampaignQuerySet.public).
     PUBLIC_STATES = (State.RUNNING, State.PAUSED, State.COMPLETED)
@@ -303,6 +314,10 @@ class Result(models.Model):
         User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     site_id = models.BigIntegerField(null=True, blank=True)
+    # The leasing session's network origin and browser profile (workers.identity), kept like
+    # the user so replicas of one task go to independent volunteers.
+    origin = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL = unknown: equal to nothing in SQL)
+    profile = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 (as origin)
     leased_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)
 
@@ -315,9 +330,26 @@ class Result(models.Model):
     stderr_tail = models.TextField(blank=True)
     runtime_ms = models.PositiveIntegerField(null=True, blank=True)
     returned_at = models.DateTimeField(null=True, blank=True)
+
+    class Basis(models.IntegerChoices):
+        """Why a result was accepted (shown on the owner's validation page)."""
+
+        NONE = 0, "not decided"
+        SINGLE = 1, "no replication"
+        QUORUM = 2, "agreed with independent volunteers"
+        TRUSTED = 3, "trusted, not spot-checked"
+        CANONICAL = 4, "agreed with the canonical result"
+        VERIFIER = 5, "accepted by the verifier"
+
     validation = models.PositiveSmallIntegerField(
         choices=Validation.choices, default=Validation.PENDING
     )
+    # db_default: replicas are inserted by raw SQL in several places (set-based).
+    basis = models.PositiveSmallIntegerField(
+        choices=Basis.choices, default=Basis.NONE, db_default=Basis.NONE
+    )
+    # With basis QUORUM: how many other independent volunteers agreed with this result.
+    agreed_with = models.PositiveSmallIntegerField(null=True, blank=True)
 
     objects = ResultQuerySet.as_manager()
 

@@ -186,6 +186,8 @@ POLICY_FIELDS = (
     "target_replicas",
     "max_error_replicas",
     "max_total_replicas",
+    "adaptive_replication",
+    "quorum_needs_account",
 )
 
 

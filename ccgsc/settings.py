@@ -8,6 +8,7 @@ ALLOWED_HOSTS. See docs/deployment.md.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -270,6 +271,37 @@ CCGSC: dict[str, Any] = {
     # adaptive replication); false always waits for the full quorum.
     "ADAPTIVE_REPLICATION": env_bool("ADAPTIVE_REPLICATION", True),
 }
+
+# --- independent volunteers and lease discipline (docs/security.md) -----------------------------
+# Replicas of one task go to sessions of distinct users, network origins and browser profiles.
+# A network origin is the client address's /24 (IPv4) or /48 (IPv6) prefix. The client address
+# is the socket's peer, or, when the peer is one of these proxies (addresses or CIDR networks),
+# the last address in X-Forwarded-For that is not itself a trusted proxy.
+TRUSTED_PROXY_ADDRESSES = env_list("TRUSTED_PROXY_ADDRESSES", [])
+for _proxy in TRUSTED_PROXY_ADDRESSES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"TRUSTED_PROXY_ADDRESSES must list IP addresses or networks, got {_proxy!r}"
+        ) from None
+CCGSC.update(
+    {
+        "ORIGIN_PREFIX_V4": env_int("ORIGIN_PREFIX_V4", 24, minimum=8, maximum=32),
+        "ORIGIN_PREFIX_V6": env_int("ORIGIN_PREFIX_V6", 48, minimum=16, maximum=128),
+        # Open worker sessions, and slots they claim in total, per network origin (0 = no cap:
+        # load tests from one machine).
+        "MAX_SESSIONS_PER_ORIGIN": env_int("MAX_SESSIONS_PER_ORIGIN", 32, minimum=0),
+        "MAX_SLOTS_PER_ORIGIN": env_int("MAX_SLOTS_PER_ORIGIN", 512, minimum=0),
+        # Leases a new session may hold at once, whatever its hello claims; each result returned
+        # within the task's timeout (as the server measures it) earns one more.
+        "LEASE_ALLOWANCE_START": env_int("LEASE_ALLOWANCE_START", 4, minimum=1, maximum=1024),
+        # A session whose leases expired this many times without a result in between gets no
+        # more work for LEASE_BENCH_SECONDS (doubling each time).
+        "LEASE_EXPIRIES_BEFORE_BENCH": env_int("LEASE_EXPIRIES_BEFORE_BENCH", 2, minimum=1),
+        "LEASE_BENCH_SECONDS": env_int("LEASE_BENCH_SECONDS", 600, minimum=1),
+    }
+)
 
 # --- misc ---------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

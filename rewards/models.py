@@ -176,3 +176,26 @@ class Reliability(models.Model):
     def invalid_rate(self) -> float:
         checked = self.valid_total + self.invalid_total
         return self.invalid_total / checked if checked else 0.0
+
+
+class KernelTrust(models.Model):
+    """A user's run of consecutive checked valid results on one kernel (BOINC keeps this per
+    host and app version): adaptive replication trusts a user for that kernel only. Earned
+    only by agreement with other independent volunteers, never on the user's own
+    organization's campaigns (rewards.trust)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    kernel = models.ForeignKey("campaigns.Kernel", on_delete=models.CASCADE, related_name="+")
+    consecutive_valid = models.PositiveIntegerField(default=0)
+    valid_total = models.PositiveIntegerField(default=0)
+    invalid_total = models.PositiveIntegerField(default=0)
+    error_total = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "kernel"], name="kernel_trust_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} on kernel {self.kernel_id}: run {self.consecutive_valid}"

@@ -1,6 +1,12 @@
 """Adaptive replication on BOINC's model: who is trusted, how often they are spot-checked, who
 is refused work.
 
+Trust is kept per user *and kernel* (KernelTrust; BOINC keeps it per host and app version): a
+run earned on one kernel says nothing about another. It is earned only by agreement with other,
+independent volunteers (rewards.validation marks such results "corroborated"), and never on the
+user's own organization's campaigns, where the user could supply both sides of a quorum. A
+campaign uses it only where its owner switched adaptive replication on.
+
 A user becomes trusted after TRUST_THRESHOLD consecutive checked valid results (BOINC uses 10).
 A trusted user's result is still replicated (spot-checked) with a probability that falls as the
 run grows: 1/2 at the threshold, TRUST_THRESHOLD / (2 * run) after, never below
@@ -19,13 +25,14 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from rewards.models import Reliability
+from accounts.models import Membership
+from rewards.models import KernelTrust, Reliability
 from workers import scheduler
 
 TRUST_THRESHOLD = 10
@@ -39,6 +46,17 @@ REFUSED_TTL = 5.0
 rng = random.Random()
 
 RL = Reliability._meta.db_table
+KT = KernelTrust._meta.db_table
+
+
+class Event(NamedTuple):
+    """A checked outcome: "valid" (corroborated by an independent volunteer), "invalid" or
+    "error", of one user's result on one campaign."""
+
+    result_id: int
+    user_id: int
+    campaign_id: int
+    what: str
 
 
 def adaptive_replication_enabled() -> bool:
@@ -63,16 +81,22 @@ def draw_unchecked(consecutive_valid: int) -> bool:
     )
 
 
-def trusted_runs(user_ids: Iterable[int]) -> dict[int, int]:
-    """consecutive_valid of those of these users who are trusted (one query)."""
-    ids = sorted(set(user_ids))
-    if not ids:
+def trusted_runs(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """consecutive_valid per (user, kernel) of those of these pairs that are trusted (one
+    query)."""
+    wanted = set(pairs)
+    if not wanted:
         return {}
-    return dict(
-        Reliability.objects.filter(user_id__in=ids, consecutive_valid__gte=TRUST_THRESHOLD)
-        .values_list("user_id", "consecutive_valid")
+    rows = (
+        KernelTrust.objects.filter(
+            user_id__in={u for u, _ in wanted},
+            kernel_id__in={k for _, k in wanted},
+            consecutive_valid__gte=TRUST_THRESHOLD,
+        )
+        .values_list("user_id", "kernel_id", "consecutive_valid")
         .order_by()
     )
+    return {(u, k): run for u, k, run in rows if (u, k) in wanted}
 
 
 # --- recording outcomes -------------------------------------------------------------------------
@@ -86,67 +110,133 @@ class _Delta:
     invalid: int = 0
     errors: int = 0
 
-
-def record(events: Sequence[tuple[int, int, str]]) -> None:
-    """Apply checked outcomes to the users' records, set-based (one upsert for the batch).
-
-    `events` are (result_id, user_id, outcome) with outcome "valid", "invalid" or "error";
-    they are applied in result order, so a batch holding a user's valid, invalid, valid
-    results leaves a run of one. Call inside the transaction that decided the results."""
-    deltas: dict[int, _Delta] = {}
-    for _, uid, what in sorted(events):
-        d = deltas.setdefault(uid, _Delta())
+    def apply(self, what: str) -> None:
         if what == "valid":
-            d.valid += 1
-            d.run += 1
+            self.valid += 1
+            self.run += 1
         else:
-            d.reset, d.run = True, 0
+            self.reset, self.run = True, 0
             if what == "invalid":
-                d.invalid += 1
+                self.invalid += 1
             else:
-                d.errors += 1
-    if not deltas:
+                self.errors += 1
+
+    def row(self) -> list[int]:
+        return [self.run, self.valid, self.invalid, self.errors]
+
+
+def _campaign_scopes(campaign_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(kernel id, organization id) per campaign, from the scheduler's cache when it can."""
+    from campaigns.models import Campaign
+
+    out: dict[int, tuple[int, int]] = {}
+    missing = []
+    for cid in set(campaign_ids):
+        info = scheduler.running_campaigns().get(cid)
+        if info is None or not info.kernel_id:
+            missing.append(cid)
+        else:
+            out[cid] = (info.kernel_id, info.organization_id)
+    if missing:
+        for cid, kid, oid in Campaign.objects.filter(pk__in=missing).values_list(
+            "pk", "kernel_id", "organization_id"
+        ):
+            out[cid] = (kid, oid)
+    return out
+
+
+def record(events: Sequence[Event]) -> None:
+    """Apply checked outcomes, set-based: one query for the users' memberships (results on
+    one's own organization's campaigns never count), one upsert of the users' records and one
+    of their per-kernel trust.
+
+    Events are applied in result order, so a batch holding a user's valid, invalid, valid
+    results leaves a run of one. Call inside the transaction that decided the results."""
+    if not events:
         return
+    scopes = _campaign_scopes(e.campaign_id for e in events)
+    own = set(
+        Membership.objects.filter(
+            user_id__in={e.user_id for e in events},
+            organization_id__in={oid for _, oid in scopes.values()},
+        ).values_list("user_id", "organization_id")
+    )
+    counted = [
+        e
+        for e in events
+        if e.campaign_id in scopes and (e.user_id, scopes[e.campaign_id][1]) not in own
+    ]
+    per_user: dict[int, _Delta] = {}
+    per_kernel: dict[tuple[int, int], _Delta] = {}
+    for e in sorted(counted):
+        per_user.setdefault(e.user_id, _Delta()).apply(e.what)
+        per_kernel.setdefault((e.user_id, scopes[e.campaign_id][0]), _Delta()).apply(e.what)
+    if per_user:
+        _upsert_users(per_user)
+    if per_kernel:
+        _upsert_kernels(per_kernel)
+    if any(d.invalid for d in per_user.values()):
+        _refused.loaded_at = 0.0  # someone may have just crossed the line
+
+
+def _values(rows: list[list[int]]) -> tuple[str, list[int]]:
     ty = scheduler._vendor_types()
-    rows, params = [], []
-    for i, uid in enumerate(sorted(deltas)):  # sorted: concurrent upserts lock rows in one order
-        d = deltas[uid]
-        rows.append(
-            f"(CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}),"
-            f" CAST(%s AS {ty['int']}), CAST(%s AS {ty['int']}))"
-            if i == 0
-            else "(%s, %s, %s, %s, %s)"
-        )
-        params += [uid, d.run, d.valid, d.invalid, d.errors]
-    # A reset happened in this batch exactly when it holds an invalid result or an error, so
-    # the excluded row's invalid/error deltas tell the upsert whether to replace or extend the
-    # run. `refused` latches: once set it stays until an admin clears it.
+    width = len(rows[0])
+    first = "(" + ", ".join([f"CAST(%s AS {ty['int']})"] * width) + ")"
+    other = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join(first if i == 0 else other for i in range(len(rows))), [
+        x for row in rows for x in row
+    ]
+
+
+# A reset happened in a batch exactly when it holds an invalid result or an error, so the
+# excluded row's invalid/error deltas tell the upsert whether to replace or extend the run.
+def _run_update(table: str) -> str:
+    return (
+        " consecutive_valid = CASE WHEN excluded.invalid_total + excluded.error_total > 0"
+        f" THEN excluded.consecutive_valid ELSE {table}.consecutive_valid"
+        " + excluded.consecutive_valid END,"
+        f" valid_total = {table}.valid_total + excluded.valid_total,"
+        f" invalid_total = {table}.invalid_total + excluded.invalid_total,"
+        f" error_total = {table}.error_total + excluded.error_total,"
+        " updated_at = excluded.updated_at"
+    )
+
+
+def _upsert_users(deltas: dict[int, _Delta]) -> None:
+    rows = [[uid, *deltas[uid].row()] for uid in sorted(deltas)]  # sorted: one lock order
+    values, params = _values(rows)
+    # `refused` latches: once set it stays until an admin clears it.
     new_invalid = f"{RL}.invalid_total + excluded.invalid_total"
     new_valid = f"{RL}.valid_total + excluded.valid_total"
     refuse_new = (
         f"invalid >= {REFUSE_MIN_INVALID} AND invalid >= {REFUSE_INVALID_RATE} * (valid + invalid)"
     )
     sql = (
-        f"WITH v(uid, run, valid, invalid, errors) AS (VALUES {', '.join(rows)})"  # noqa: S608 (our table, bound values)
+        f"WITH v(uid, run, valid, invalid, errors) AS (VALUES {values})"  # noqa: S608 (our table, bound values)
         f" INSERT INTO {RL} (user_id, consecutive_valid, valid_total, invalid_total,"
         " error_total, refused, updated_at)"
-        " SELECT uid, run, valid, invalid, errors,"
-        f" ({refuse_new}),"
-        " %s FROM v WHERE 1 = 1"
-        " ON CONFLICT (user_id) DO UPDATE SET"
-        " consecutive_valid = CASE WHEN excluded.invalid_total + excluded.error_total > 0"
-        f" THEN excluded.consecutive_valid ELSE {RL}.consecutive_valid"
-        " + excluded.consecutive_valid END,"
-        f" valid_total = {new_valid}, invalid_total = {new_invalid},"
-        f" error_total = {RL}.error_total + excluded.error_total,"
+        f" SELECT uid, run, valid, invalid, errors, ({refuse_new}), %s FROM v WHERE 1 = 1"
+        f" ON CONFLICT (user_id) DO UPDATE SET {_run_update(RL)},"
         f" refused = ({RL}.refused OR ({new_invalid} >= {REFUSE_MIN_INVALID}"
-        f" AND {new_invalid} >= {REFUSE_INVALID_RATE} * ({new_valid} + ({new_invalid})))),"
-        " updated_at = excluded.updated_at"
+        f" AND {new_invalid} >= {REFUSE_INVALID_RATE} * ({new_valid} + ({new_invalid}))))"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, timezone.now()])
-    if any(d.invalid for d in deltas.values()):
-        _refused.loaded_at = 0.0  # someone may have just crossed the line
+
+
+def _upsert_kernels(deltas: dict[tuple[int, int], _Delta]) -> None:
+    rows = [[uid, kid, *deltas[(uid, kid)].row()] for uid, kid in sorted(deltas)]
+    values, params = _values(rows)
+    sql = (
+        f"WITH v(uid, kid, run, valid, invalid, errors) AS (VALUES {values})"  # noqa: S608 (our table, bound values)
+        f" INSERT INTO {KT} (user_id, kernel_id, consecutive_valid, valid_total, invalid_total,"
+        " error_total, updated_at)"
+        " SELECT uid, kid, run, valid, invalid, errors, %s FROM v WHERE 1 = 1"
+        f" ON CONFLICT (user_id, kernel_id) DO UPDATE SET {_run_update(KT)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, timezone.now()])
 
 
 # --- refusing work ------------------------------------------------------------------------------

@@ -5,12 +5,16 @@ task's *candidates* (returned, successful, validation pending) are put into equi
 by output_sha256 (byte equality, the default), or by the campaign's verifier kernel
 (rewards.verifier), which may also reject a result on its own. Then, per task:
 
-- a class backed by at least `min_quorum` distinct users (anonymous sessions count one each)
-  wins: its earliest result becomes canonical, the class is VALID, every other candidate is
-  INVALID, the task is DONE and its outstanding replicas are cancelled (unsent ones quietly,
-  leased ones with a `cancel` pushed to the worker holding them);
-- adaptive replication: when every candidate agrees and one of them comes from a trusted user
-  who is not spot-checked this time (rewards.trust), that class wins without a quorum;
+- a class backed by at least `min_quorum` *independent* volunteers wins (two results are
+  independent when they differ in session, user, network origin and browser profile; see
+  workers.identity; with `quorum_needs_account`, one of them must be signed in): its earliest
+  result becomes canonical, the class is VALID, every other candidate is INVALID, the task is
+  DONE and its outstanding replicas are cancelled (unsent ones quietly, leased ones with a
+  `cancel` pushed to the worker holding them). Results that agree only with dependent ones
+  count once, so they can neither win nor outvote anyone;
+- adaptive replication, where the campaign's owner chose it: when every candidate agrees and
+  one of them comes from a user trusted *for this kernel* who is not spot-checked this time
+  (rewards.trust), that class wins without a quorum;
 - otherwise more replicas are queued, as many as the quorum still lacks after counting the
   replicas in flight, up to the campaign's `max_total_replicas`; when even the cap cannot
   produce a quorum the task FAILS as inconclusive and its candidates are INCONCLUSIVE;
@@ -64,6 +68,10 @@ class Policy:
     max_total_replicas: int
     has_verifier: bool
     running: bool = True
+    # The campaign's explicit choices (campaigns.models.Campaign).
+    adaptive: bool = False
+    needs_account: bool = False
+    kernel_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class Replica:
     session_id: int | None
     site_id: int | None
     sha: str
+    origin: str | None = None
+    profile: str | None = None
 
     @property
     def is_candidate(self) -> bool:
@@ -91,6 +101,19 @@ class Replica:
         if self.user_id is not None:
             return ("u", self.user_id)
         return ("s", self.session_id) if self.session_id is not None else ("r", self.id)
+
+    def independent_of(self, other: Replica) -> bool:
+        """Could these two results come from two different people? Not when they share a
+        session, a user, a network origin or a browser profile (unknown shares nothing)."""
+        if self.identity == other.identity:
+            return False
+        if self.user_id is not None and self.user_id == other.user_id:
+            return False
+        if self.session_id is not None and self.session_id == other.session_id:
+            return False
+        if self.origin is not None and self.origin == other.origin:
+            return False
+        return self.profile is None or self.profile != other.profile
 
 
 @dataclass
@@ -121,14 +144,42 @@ class Decision:
     # Valid results accepted on trust alone: paid, but no evidence for the user's record.
     unchecked: set[int] = field(default_factory=set)
     new_replicas: int = 0
+    # Why the valid results were accepted (Result.Basis), and for a quorum how many other
+    # independent volunteers agreed; results independent of another agreeing one are the only
+    # evidence trust is built on.
+    basis: int = 0
+    agreed_with: int | None = None
+    corroborated: set[int] = field(default_factory=set)
 
     @property
     def closes_task(self) -> bool:
         return self.canonical is not None or bool(self.failure)
 
 
-def _support(group: Sequence[Replica]) -> int:
-    return len({r.identity for r in group})
+def _independent(group: Sequence[Replica]) -> list[Replica]:
+    """A largest-found set of pairwise independent results of a class (greedy in id order:
+    the lease rule keeps replicas of one task independent, so this is exact in practice and
+    never overcounts)."""
+    chosen: list[Replica] = []
+    for r in sorted(group, key=lambda r: r.id):
+        if all(r.independent_of(c) for c in chosen):
+            chosen.append(r)
+    return chosen
+
+
+def _support(group: Sequence[Replica], policy: Policy | None = None) -> int:
+    """How many independent volunteers back a class. With `needs_account`, a class without a
+    signed-in volunteer stays one short of any quorum."""
+    n = len(_independent(group))
+    signed_in = any(r.user_id is not None for r in group)
+    if policy is not None and policy.needs_account and n >= policy.min_quorum and not signed_in:
+        return policy.min_quorum - 1
+    return n
+
+
+def _corroborated(group: Sequence[Replica]) -> set[int]:
+    """Results of the class that agree with at least one result independent of them."""
+    return {r.id for r in group if any(r.independent_of(o) for o in group if o.id != r.id)}
 
 
 def decide(
@@ -147,9 +198,13 @@ def decide(
     candidates = [r for r in task.candidates if r.id in classes]
     if task.state == TASK_DONE:
         canonical = classes.get(task.canonical_id) if task.canonical_id is not None else None
+        first = task.replica(task.canonical_id)
+        d.basis = Result.Basis.CANONICAL
         for r in candidates:
             agrees = canonical is not None and classes[r.id] == canonical
             (d.valid if agrees else d.invalid).append(r.id)
+            if agrees and first is not None and r.independent_of(first):
+                d.corroborated.add(r.id)
         return d
     if task.state == TASK_FAILED:
         d.inconclusive = [r.id for r in candidates]
@@ -160,8 +215,8 @@ def decide(
     for r in candidates:
         if classes[r.id] is not None:
             groups[classes[r.id]].append(r)
-    # The best class: most distinct users, then the earliest result.
-    ranked = sorted(groups.values(), key=lambda g: (-_support(g), min(r.id for r in g)))
+    # The best class: most independent volunteers, then the earliest result.
+    ranked = sorted(groups.values(), key=lambda g: (-_support(g, policy), min(r.id for r in g)))
     best = ranked[0] if ranked else []
 
     def accept(group: list[Replica], canonical: int, *, checked: bool) -> Decision:
@@ -171,24 +226,35 @@ def decide(
         d.invalid = sorted(r.id for r in candidates if r.id not in members)
         if not checked:
             d.unchecked = set(d.valid)
+            d.basis = Result.Basis.TRUSTED
+            return d
+        support = len(_independent(group))
+        d.corroborated = _corroborated(group)
+        if support > 1:
+            d.basis, d.agreed_with = Result.Basis.QUORUM, support - 1
+        else:
+            d.basis = Result.Basis.VERIFIER if policy.has_verifier else Result.Basis.SINGLE
         return d
 
-    if best and _support(best) >= policy.min_quorum:
+    if best and _support(best, policy) >= policy.min_quorum:
         return accept(best, min(r.id for r in best), checked=True)
-    if len(groups) == 1:
+    if len(groups) == 1 and policy.adaptive:
         trusted = [r for r in best if r.user_id is not None and unchecked(r)]
         if trusted:
             return accept(best, trusted[0].id, checked=False)
 
     # No quorum yet. Results the verifier rejected are invalid whatever happens next.
     d.invalid = sorted(rejected)
-    top = _support(best) if best else 0
+    top = _support(best, policy) if best else 0
     # Replicas still running, and results not classified yet (a verifier job will), may
     # still join the best class.
     in_flight = sum(1 for r in task.replicas if r.outstanding) + sum(
         1 for r in task.candidates if r.id not in classes
     )
-    room = max(0, policy.max_total_replicas - len(task.replicas))
+    # Replicas whose lease expired do not use up the cap: a session that hoards leases and
+    # never answers must not make a task inconclusive (workers.scheduler.reclaim_expired).
+    counted = sum(1 for r in task.replicas if r.state != Result.State.TIMED_OUT)
+    room = max(0, policy.max_total_replicas - counted)
     if top + in_flight + room < policy.min_quorum:
         d.inconclusive = sorted(r.id for r in candidates if classes[r.id] is not None)
         d.failure = (
@@ -225,14 +291,16 @@ def load_tasks(task_ids: Iterable[int]) -> dict[int, TaskView]:
             "session_id",
             "site_id",
             "output_sha256",
+            "origin",
+            "profile",
         )
     )
     tasks: dict[int, TaskView] = {}
-    for tid, cid, tstate, canon, rid, state, outcome, valid, uid, sess, site, sha in rows:
+    for tid, cid, tstate, canon, rid, state, outcome, valid, uid, sess, site, sha, o, p in rows:
         view = tasks.get(tid)
         if view is None:
             view = tasks[tid] = TaskView(tid, cid, tstate, canon)
-        view.replicas.append(Replica(rid, state, outcome, valid, uid, sess, site, sha))
+        view.replicas.append(Replica(rid, state, outcome, valid, uid, sess, site, sha, o, p))
     return tasks
 
 
@@ -245,10 +313,24 @@ def policies(campaign_ids: Iterable[int]) -> dict[int, Policy]:
         if info is None:
             missing.append(cid)
         else:
-            out[cid] = Policy(cid, info.min_quorum, info.max_total_replicas, info.has_verifier)
+            out[cid] = Policy(
+                cid,
+                info.min_quorum,
+                info.max_total_replicas,
+                info.has_verifier,
+                adaptive=info.adaptive_replication,
+                needs_account=info.quorum_needs_account,
+                kernel_id=info.kernel_id,
+            )
     if missing:
         for c in Campaign.objects.filter(pk__in=missing).only(
-            "min_quorum", "max_total_replicas", "verifier_id", "state"
+            "min_quorum",
+            "max_total_replicas",
+            "verifier_id",
+            "state",
+            "adaptive_replication",
+            "quorum_needs_account",
+            "kernel_id",
         ):
             out[c.pk] = Policy(
                 c.pk,
@@ -256,6 +338,9 @@ def policies(campaign_ids: Iterable[int]) -> dict[int, Policy]:
                 c.max_total_replicas,
                 c.verifier_id is not None,
                 running=c.state in (Campaign.State.RUNNING, Campaign.State.PAUSED),
+                adaptive=c.adaptive_replication,
+                needs_account=c.quorum_needs_account,
+                kernel_id=c.kernel_id,
             )
     return out
 
@@ -310,20 +395,30 @@ def _trust_draw(
     who could matter, the authors of undecided tasks' candidates."""
     if not trust.adaptive_replication_enabled():
         return lambda r: False
-    users: set[int] = set()
+    pairs: set[tuple[int, int]] = set()
+    kernel_of: dict[int, int] = {}
     for t in tasks:
-        if t.state != TASK_PENDING:
-            continue
+        pol = pols[t.campaign_id]
+        if t.state != TASK_PENDING or not pol.adaptive:
+            continue  # the owner did not choose adaptive replication: never alone
         scored = [r for r in t.candidates if r.id in classes and classes[r.id] is not None]
         if len({classes[r.id] for r in scored}) != 1:
             continue  # no candidate, or disagreement: trust plays no part
-        if _support(scored) >= pols[t.campaign_id].min_quorum:
+        if _support(scored, pol) >= pol.min_quorum:
             continue  # a quorum decides it anyway
-        users.update(r.user_id for r in scored if r.user_id is not None)
-    runs = trust.trusted_runs(users)
+        for r in scored:
+            if r.user_id is not None:
+                pairs.add((r.user_id, pol.kernel_id))
+                kernel_of[r.id] = pol.kernel_id
+    runs = trust.trusted_runs(pairs)
     if not runs:
         return lambda r: False
-    return lambda r: r.user_id in runs and trust.draw_unchecked(runs[r.user_id])
+
+    def draw(r: Replica) -> bool:
+        run = runs.get((r.user_id or 0, kernel_of.get(r.id, 0)))
+        return run is not None and trust.draw_unchecked(run)
+
+    return draw
 
 
 # --- applying decisions -------------------------------------------------------------------------
@@ -376,7 +471,7 @@ def apply(
         more = [d for d in decisions if d.new_replicas > 0]
         if more:
             _add_replicas(cursor, more)
-    events: list[tuple[int, int, str]] = []
+    events: list[trust.Event] = []
     grants: list[ledger.Grant] = []
     for d in decisions:
         task = tasks[d.task_id]
@@ -385,18 +480,35 @@ def apply(
             if r is None:
                 continue
             grants.append((rid, r.user_id, r.site_id, d.campaign_id))
-            if r.user_id is not None and rid not in d.unchecked:
-                events.append((rid, r.user_id, "valid"))
+            # Trust grows only from agreement with someone else, independent of this user.
+            if r.user_id is not None and rid in d.corroborated:
+                events.append(trust.Event(rid, r.user_id, d.campaign_id, "valid"))
         for rid in d.invalid:
             r = task.replica(rid)
             if r is not None and r.user_id is not None:
-                events.append((rid, r.user_id, "invalid"))
+                events.append(trust.Event(rid, r.user_id, d.campaign_id, "invalid"))
     trust.record(events)
     ledger.grant(grants)
     return done, failed
 
 
+def _case(column: str, values: dict[int, int]) -> tuple[str, list[Any]]:
+    """`CASE WHEN id IN (...) THEN value ... ELSE column END` for result ids -> values."""
+    by_value: dict[int, list[int]] = defaultdict(list)
+    for rid, value in values.items():
+        by_value[value].append(rid)
+    whens, params = [], []
+    for value, ids in sorted(by_value.items()):
+        # Our own small integers (validation states, bases, counts): inlined, so the CASE
+        # has one type on every database.
+        whens.append(f"WHEN id IN ({', '.join(['%s'] * len(ids))}) THEN {int(value)}")
+        params += ids
+    return f"CASE {' '.join(whens)} ELSE {column} END", params
+
+
 def _set_validations(cursor: Any, decisions: Sequence[Decision]) -> None:
+    """One UPDATE: each decided result's validation, and for valid ones why (basis) and
+    with how many independent volunteers they agreed."""
     marks = {
         **{rid: VALID for d in decisions for rid in d.valid},
         **{rid: INVALID for d in decisions for rid in d.invalid},
@@ -404,17 +516,17 @@ def _set_validations(cursor: Any, decisions: Sequence[Decision]) -> None:
     }
     if not marks:
         return
-    by_value: dict[int, list[int]] = defaultdict(list)
-    for rid, value in marks.items():
-        by_value[value].append(rid)
-    cases = " ".join(
-        f"WHEN id IN ({', '.join(['%s'] * len(ids))}) THEN {value}"
-        for value, ids in sorted(by_value.items())
-    )
-    params = [rid for _, ids in sorted(by_value.items()) for rid in ids]
+    basis = {rid: d.basis for d in decisions for rid in d.valid if d.basis}
+    agreed = {rid: d.agreed_with for d in decisions for rid in d.valid if d.agreed_with}
+    sets, params = [], []
+    for column, values in (("validation", marks), ("basis", basis), ("agreed_with", agreed)):
+        if values:
+            case, case_params = _case(column, values)
+            sets.append(f"{column} = {case}")
+            params += case_params
     ids = sorted(marks)
     cursor.execute(
-        f"UPDATE {R} SET validation = CASE {cases} ELSE validation END"  # noqa: S608
+        f"UPDATE {R} SET {', '.join(sets)}"  # noqa: S608 (our columns, bound values)
         f" WHERE id IN ({', '.join(['%s'] * len(ids))}) AND validation = {PENDING}",
         [*params, *ids],
     )
@@ -476,7 +588,9 @@ def on_failed(rows: list[tuple[int, int, int, int | None]]) -> None:
     results of tasks that just failed for too many errors become inconclusive."""
     pols = policies({cid for _, _, cid, _ in rows})
     checked = [row for row in rows if pols[row[2]].min_quorum > 1 or pols[row[2]].has_verifier]
-    trust.record([(rid, uid, "error") for rid, _, _, uid in checked if uid is not None])
+    trust.record(
+        [trust.Event(rid, uid, cid, "error") for rid, _, cid, uid in checked if uid is not None]
+    )
     task_ids = sorted({tid for _, tid, _, _ in checked})
     if task_ids:
         marks = ", ".join(["%s"] * len(task_ids))

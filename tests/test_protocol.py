@@ -353,8 +353,11 @@ async def test_leases_taken_while_the_connection_closes_go_back_to_the_queue(
     assert not any(isinstance(m, protocol.Tasks) for m in sent)
 
 
-async def test_large_task_batches_are_split_to_fit_the_frame_limit(make_campaign):
+async def test_large_task_batches_are_split_to_fit_the_frame_limit(make_campaign, settings):
     from asgiref.sync import sync_to_async
+
+    # About frames, not the lease allowance (tests/test_lease_discipline.py): room for all 20.
+    settings.CCGSC = {**settings.CCGSC, "LEASE_ALLOWANCE_START": 20}
 
     big = b"x" * (1024 * 1024)
     await sync_to_async(make_campaign)([big] * 20)

@@ -27,14 +27,18 @@ def answer(task_input: bytes) -> bytes:
     return hashlib.sha256(task_input).hexdigest().encode()
 
 
-async def contributor(url: str, token: str, *, liar: bool, stop: threading.Event) -> int:
+async def contributor(
+    url: str, token: str, *, liar: bool, stop: threading.Event, address: str
+) -> int:
     """A worker that answers every task at once; a liar answers garbage. Returns how many
-    results it sent."""
+    results it sent. `address`: its client address, as the trusted proxy in front of the
+    server reports it (all of them really connect from loopback)."""
     from websockets.asyncio.client import connect
 
     rnd = random.Random(token)
     sent = 0
-    async with connect(url, max_size=protocol.MAX_FRAME) as ws:
+    headers = {"X-Forwarded-For": address}
+    async with connect(url, max_size=protocol.MAX_FRAME, additional_headers=headers) as ws:
         await ws.send(
             protocol.encode(
                 {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 2, "token": token}
@@ -68,9 +72,23 @@ async def contributor(url: str, token: str, *, liar: bool, stop: threading.Event
     return sent
 
 
+@pytest.fixture
+def proxied_platform(transactional_db):
+    """The server behind a (pretend) reverse proxy on loopback: each worker's X-Forwarded-For
+    gives it its own network origin, as distinct volunteers have."""
+    from tests.live import start_server
+
+    platform = start_server(TRUSTED_PROXY_ADDRESSES="127.0.0.1,::1")
+    try:
+        yield platform
+    finally:
+        platform.stop()
+
+
 def test_liars_among_real_workers_never_win_and_are_never_paid(
-    live_platform, make_campaign, people
+    proxied_platform, make_campaign, people
 ):
+    live_platform = proxied_platform
     tasks = 80
     c = make_campaign(
         [f"task {i}" for i in range(tasks)], min_quorum=2, target_replicas=2, points_per_task=4
@@ -89,7 +107,10 @@ def test_liars_among_real_workers_never_win_and_are_never_paid(
     def run() -> None:
         async def swarm() -> list[int]:
             return await asyncio.gather(
-                *(contributor(url, tok, liar=i < 2, stop=stop) for i, tok in enumerate(tokens))
+                *(
+                    contributor(url, tok, liar=i < 2, stop=stop, address=f"198.51.{i}.7")
+                    for i, tok in enumerate(tokens)
+                )
             )
 
         try:

@@ -7,7 +7,7 @@ import pytest
 from accounts.models import User
 from campaigns.models import Result, Task
 from rewards import trust
-from rewards.models import Reliability
+from rewards.models import KernelTrust, Reliability
 from tests.conftest import ok_item as ok
 from workers import scheduler
 from workers.models import WorkerSession
@@ -55,23 +55,31 @@ def test_drawn_spot_checks_follow_the_probability():
     assert not any(trust.draw_unchecked(9) for _ in range(1000))
 
 
-def test_record_builds_the_run_and_resets_it(contributors):
+def test_record_builds_the_run_and_resets_it(contributors, make_campaign):
     (a,) = contributors(1)
     uid = a.user_id
-    trust.record([(i, uid, "valid") for i in range(1, 8)])
+    cid = make_campaign(["x"], min_quorum=2, target_replicas=2).pk
+
+    def ev(rid, what):
+        return trust.Event(rid, uid, cid, what)
+
+    trust.record([ev(i, "valid") for i in range(1, 8)])
     r = Reliability.objects.get(user_id=uid)
     assert (r.consecutive_valid, r.valid_total, r.trusted) == (7, 7, False)
-    trust.record([(10, uid, "valid"), (11, uid, "valid"), (12, uid, "valid")])
+    trust.record([ev(10, "valid"), ev(11, "valid"), ev(12, "valid")])
     r.refresh_from_db()
     assert (r.consecutive_valid, r.trusted, r.spot_check_probability) == (10, True, 0.5)
     # In one batch the order of results counts: valid, invalid, valid leaves a run of one.
-    trust.record([(22, uid, "valid"), (20, uid, "valid"), (21, uid, "invalid")])
+    trust.record([ev(22, "valid"), ev(20, "valid"), ev(21, "invalid")])
     r.refresh_from_db()
     assert (r.consecutive_valid, r.invalid_total, r.valid_total) == (1, 1, 12)
-    trust.record([(30, uid, "valid")] * 1 + [(31, uid, "error")])
+    trust.record([ev(30, "valid")] * 1 + [ev(31, "error")])
     r.refresh_from_db()
     assert (r.consecutive_valid, r.error_total) == (0, 1)
     assert not r.refused
+    # The same runs per kernel.
+    kt = KernelTrust.objects.get(user_id=uid)
+    assert (kt.consecutive_valid, kt.valid_total, kt.invalid_total) == (0, 13, 1)
 
 
 def test_a_run_of_quorum_validated_results_makes_a_user_trusted(make_campaign, contributors):
@@ -104,16 +112,18 @@ def test_trusted_users_are_spot_checked_less_as_their_run_grows(make_campaign, c
     from campaigns.inputs import TaskSpec
     from campaigns.services import tasks_add
 
-    c = make_campaign([], min_quorum=2, target_replicas=2)
+    c = make_campaign([], min_quorum=2, target_replicas=2, adaptive_replication=True)
     alice, bob = contributors(2)
-    Reliability.objects.create(user_id=alice.user_id, consecutive_valid=trust.TRUST_THRESHOLD)
+    KernelTrust.objects.create(
+        user_id=alice.user_id, kernel_id=c.kernel_id, consecutive_valid=trust.TRUST_THRESHOLD
+    )
     trust.rng.seed(2024)
     history: list[tuple[int, bool]] = []  # (alice's run when she answered, spot-checked?)
     for i in range(400):
         # One task at a time, so the partner's replica is always of alice's task.
         tasks_add(campaign=c, specs=[TaskSpec(input=f"t{i}".encode())])
         scheduler.work_available()
-        run = Reliability.objects.get(user_id=alice.user_id).consecutive_valid
+        run = KernelTrust.objects.get(user_id=alice.user_id).consecutive_valid
         (lease,) = scheduler.lease(alice, 1)
         scheduler.submit_results(alice, [ok(lease, b"right")])
         checked = Task.objects.get(pk=lease.task).state == Task.State.PENDING
@@ -132,5 +142,5 @@ def test_trusted_users_are_spot_checked_less_as_their_run_grows(make_campaign, c
         late_rate,
     )
     # Every result was valid, checked or not; only the checked ones built the run.
-    record = Reliability.objects.get(user_id=alice.user_id)
+    record = KernelTrust.objects.get(user_id=alice.user_id)
     assert record.consecutive_valid == trust.TRUST_THRESHOLD + sum(c for _, c in history)

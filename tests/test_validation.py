@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import User
 from campaigns.models import Campaign, Result, Task
 from rewards import ledger, trust
-from rewards.models import LedgerEntry, Reliability, Total
+from rewards.models import KernelTrust, LedgerEntry, Reliability, Total
 from tests.conftest import fail_item as fail
 from tests.conftest import ok_item as ok
 from workers import scheduler
@@ -206,9 +206,13 @@ def test_errors_on_unreplicated_campaigns_teach_nothing(make_campaign, contribut
 
 
 def test_a_trusted_users_result_may_stand_alone(make_campaign, contributors, monkeypatch):
-    make_campaign(["a", "b"], min_quorum=2, target_replicas=2, points_per_task=5)
+    c = make_campaign(
+        ["a", "b"], min_quorum=2, target_replicas=2, points_per_task=5, adaptive_replication=True
+    )
     alice, bob = contributors(2)
-    Reliability.objects.create(user_id=alice.user_id, consecutive_valid=40, valid_total=40)
+    KernelTrust.objects.create(
+        user_id=alice.user_id, kernel_id=c.kernel_id, consecutive_valid=40, valid_total=40
+    )
     draws = iter([0.99, 0.0])  # first result not spot-checked, second one spot-checked
     monkeypatch.setattr(trust.rng, "random", lambda: next(draws))
     a1, a2 = scheduler.lease(alice, 2)
@@ -221,21 +225,27 @@ def test_a_trusted_users_result_may_stand_alone(make_campaign, contributors, mon
         Result.State.CANCELLED,
     }
     assert LedgerEntry.objects.get(result_id=a1.lease).points == 5
+    assert Result.objects.get(pk=a1.lease).basis == Result.Basis.TRUSTED
     # Accepted on trust alone: no evidence, the run does not grow.
-    assert Reliability.objects.get(user_id=alice.user_id).consecutive_valid == 40
+    assert KernelTrust.objects.get(user_id=alice.user_id).consecutive_valid == 40
     scheduler.submit_results(alice, [ok(a2, b"two")])
     assert Task.objects.get(pk=a2.task).state == Task.State.PENDING  # spot-checked
     (b2,) = scheduler.lease(bob, 2)
     assert b2.task == a2.task
     scheduler.submit_results(bob, [ok(b2, b"two")])
     assert Task.objects.get(pk=a2.task).state == Task.State.DONE
-    assert Reliability.objects.get(user_id=alice.user_id).consecutive_valid == 41
+    assert KernelTrust.objects.get(user_id=alice.user_id).consecutive_valid == 41
+    assert Result.objects.get(pk=b2.lease).basis == Result.Basis.QUORUM
 
 
 def test_an_untrusted_user_is_always_replicated(make_campaign, contributors, monkeypatch):
     make_campaign(["a"], min_quorum=2, target_replicas=2)
     (alice,) = contributors(1)
-    Reliability.objects.create(user_id=alice.user_id, consecutive_valid=trust.TRUST_THRESHOLD - 1)
+    KernelTrust.objects.create(
+        user_id=alice.user_id,
+        kernel_id=Campaign.objects.get().kernel_id,
+        consecutive_valid=trust.TRUST_THRESHOLD - 1,
+    )
     monkeypatch.setattr(trust.rng, "random", lambda: 0.999999)
     (lease,) = scheduler.lease(alice, 1)
     scheduler.submit_results(alice, [ok(lease, b"x")])
@@ -281,11 +291,13 @@ def test_queries_per_quorum_batch_are_pinned(make_campaign, contributors):
     def sql(ctx):
         return [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
 
-    # Replicas, (task locks on PostgreSQL), the tasks' replicas, the trust of their users.
-    assert len(sql(first)) == 3 + pg, sql(first)
-    # Replicas, (locks), tasks' replicas, tasks done, validations, cancellations, trust,
-    # ledger, totals, campaign counters: the same for 1 or 100 results.
-    assert len(sql(second)) == 9 + pg, "\n".join(q[:90] for q in sql(second))
+    # Replicas, (task locks on PostgreSQL), the tasks' replicas (no trust lookup: the campaign
+    # did not choose adaptive replication).
+    assert len(sql(first)) == 2 + pg, sql(first)
+    # Replicas, (locks), tasks' replicas, tasks done, validations, cancellations, trust (the
+    # users' memberships, their records, their per-kernel runs), ledger, totals, campaign
+    # counters: the same for 1 or 100 results.
+    assert len(sql(second)) == 11 + pg, "\n".join(q[:90] for q in sql(second))
 
 
 def test_workers_that_lie_never_win_and_are_never_paid(make_campaign, contributors):

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.models import EmbedSite, normalize_origin
 from campaigns.models import Campaign
+from workers import identity
 
 # The entry script of each kind of kernel worker (see worker_script).
 WORKER_MODULES = {"wasm": "js/worker/wasm_worker.js", "js": "js/worker/js_worker.js"}
@@ -51,7 +52,9 @@ def contribute(request: HttpRequest) -> HttpResponse:
         "transport": transport if transport in ("auto", "websocket", "http") else "auto",
         "signedIn": request.user.is_authenticated,
     }
-    return render(request, "workers/contribute.html", {"config": config})
+    response = render(request, "workers/contribute.html", {"config": config})
+    identity.ensure_profile_cookie(request, response, framed=False)
+    return response
 
 
 @require_GET
@@ -213,4 +216,5 @@ def embed_frame(request: HttpRequest) -> HttpResponse:
     )
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "same-origin"
+    identity.ensure_profile_cookie(request, response, framed=True)
     return response

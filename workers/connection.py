@@ -7,15 +7,18 @@ request. Database work runs in threads (`db`); everything else stays on the even
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import msgspec
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from workers import protocol, scheduler, sessions
 from workers.models import WorkerSession
@@ -96,8 +99,12 @@ class WorkerConnection:
         *,
         user: Any,
         transport: str = WorkerSession.Transport.WEBSOCKET,
+        origin: str | None = None,
+        profile: str | None = None,
     ) -> None:
         self.send = send
+        # Network origin and browser profile of the peer (workers.identity), for the session.
+        self.origin, self.profile = origin, profile
         self.user = user if user is not None and getattr(user, "is_authenticated", False) else None
         self.transport = transport
         self.info: scheduler.SessionInfo | None = None
@@ -121,6 +128,12 @@ class WorkerConnection:
         self.strike_window = time.monotonic()
         self.failing: dict[int, int] = {}  # campaign id -> failed results in a row
         self.benched: dict[int, tuple[float, int]] = {}  # campaign id -> (until, how often)
+        # Lease discipline (docs/security.md): leases this session may hold at once, earned by
+        # results returned in time (scheduler.SubmitOutcome.in_time); no leases until
+        # benched_until (set by the sweeper when its leases keep expiring).
+        self.allowance = 1
+        self.benched_until: datetime | None = None
+        self.returned_in_time = False
         self.closed = False
         self._fill_lock = asyncio.Lock()
         self._idle_task: asyncio.Task[None] | None = None
@@ -164,6 +177,7 @@ class WorkerConnection:
         self.slots = session.slots
         self.version = session.protocol_version
         self.avg_ms = session.avg_task_ms
+        self.allowance, self.benched_until = session.lease_allowance, session.benched_until
         await self.reload_leases()
 
     async def reload_leases(self) -> None:
@@ -180,7 +194,7 @@ class WorkerConnection:
             # Strikes count within a window: a long session's occasional race is not abuse.
             self.strike_window, self.strikes = now, 0
         self.strikes += 1
-        fatal = self.strikes >= MAX_STRIKES or exc.code in ("version", "auth")
+        fatal = self.strikes >= MAX_STRIKES or exc.code in ("version", "auth", "busy")
         await self.send(protocol.Error(code=exc.code, message=exc.message, fatal=fatal))
         return fatal
 
@@ -214,6 +228,10 @@ class WorkerConnection:
         mine = [lid for lid in leases if lid in self.in_hand]
         for lid in mine:
             self._let_go(lid)
+        if mine and reason == scheduler.LEASE_EXPIRED_REASON and self.info is not None:
+            # The sweeper charged this session for them: read the allowance and bench back.
+            self.allowance, self.benched_until = await db(sessions.session_discipline)(self.info.id)
+            self.info = dataclasses.replace(self.info, expired=True)
         if mine:
             await self.send(protocol.Cancel(leases=mine, reason=reason))
             if self.wanted > 0 and not self.closed:
@@ -227,10 +245,15 @@ class WorkerConnection:
                 "version", f"this server speaks protocol {protocol.VERSIONS}, not {hello.v}"
             )
         session, secret = await db(sessions.session_open)(
-            hello, user=self.user, transport=self.transport
+            hello,
+            user=self.user,
+            transport=self.transport,
+            origin=self.origin,
+            profile=self.profile,
         )
         self.secret = secret
-        self.slots = hello.slots
+        self.slots = session.slots  # what the origin's slot cap left of the hello's claim
+        self.allowance = session.lease_allowance
         self.version = hello.v
         self.info = await db(sessions.session_info)(session)
         await self.send(
@@ -264,6 +287,11 @@ class WorkerConnection:
         if foreign:
             items = [it for it in items if it.lease not in foreign]
         outcome = await db(scheduler.submit_results)(self.info, items)
+        if outcome.in_time:
+            # Work shown, as the server measured it, earns room for more (additively: one
+            # lease per result, so a session's holding grows with what it returns).
+            self.allowance = min(MAX_IN_HAND, self.allowance + outcome.in_time)
+            self.returned_in_time = True
         campaign_of = {lid: self.in_hand.get(lid) for lid in outcome.accepted}
         for lid in outcome.accepted + outcome.ignored:
             self._let_go(lid)
@@ -383,8 +411,20 @@ class WorkerConnection:
     async def _fill(self, *, announce_idle: bool = False) -> None:
         async with self._fill_lock:
             assert self.info is not None
-            n = min(self.wanted, MAX_IN_HAND - len(self.in_hand), protocol.MAX_BATCH)
-            if n <= 0:
+            n = min(
+                self.wanted,
+                self.allowance - len(self.in_hand),
+                MAX_IN_HAND - len(self.in_hand),
+                protocol.MAX_BATCH,
+            )
+            benched = self.benched_until is not None and self.benched_until > timezone.now()
+            if n <= 0 or benched:
+                # Benched (its leases kept expiring): nothing until the bench ends, which the
+                # idle re-check notices.
+                if benched and self.wanted > 0 and not self.in_hand:
+                    if announce_idle:
+                        await self.send(protocol.Idle())
+                    self._watch_idle()
                 return
             leases, campaigns = await db(scheduler.lease_for_session)(
                 self.info,
@@ -449,7 +489,13 @@ class WorkerConnection:
     # --- metrics --------------------------------------------------------------------------------
 
     def _take_stats(self) -> dict[str, Any]:
-        stats = dict(self.stats, avg_task_ms=self.avg_ms)
+        stats = dict(
+            self.stats,
+            avg_task_ms=self.avg_ms,
+            lease_allowance=self.allowance,
+            returned_in_time=self.returned_in_time,
+        )
+        self.returned_in_time = False
         self.stats = {"done": 0, "failed": 0, "busy_ms": 0, "idle_ms": 0}
         self.last_flush = time.monotonic()
         return stats

@@ -9,7 +9,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ccgsc.origins import scope_origin_allowed
 from ccgsc.sockets import QuietWhenClosed
-from workers import protocol, scheduler
+from workers import identity, protocol, scheduler
 from workers.connection import WorkerConnection
 from workers.live import WORKERS_GROUP
 from workers.protocol import ProtocolError
@@ -29,7 +29,10 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
             return
         ensure_sweeper()
         self.gone = False
-        self.conn = WorkerConnection(self._send, user=self.scope.get("user"))
+        origin, profile = identity.scope_identity(self.scope)
+        self.conn = WorkerConnection(
+            self._send, user=self.scope.get("user"), origin=origin, profile=profile
+        )
         await self.accept()
 
     async def _send(self, message: protocol.ServerMessage) -> None:

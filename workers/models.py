@@ -41,6 +41,16 @@ class WorkerSession(models.Model):
     protocol_version = models.PositiveSmallIntegerField(default=1)
     # HTTP-fallback sessions present this secret (hashed here) with every request.
     secret_hash = models.CharField(max_length=64, blank=True)
+    # Who is behind it (workers.identity): the client's network origin (an address prefix)
+    # and a digest of its browser profile cookie; null when unknown (a test at the ASGI
+    # boundary, a native worker has no profile). Replicas of a task go to distinct ones.
+    origin = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL = unknown: equal to nothing in SQL)
+    profile = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 (as origin)
+    # Lease discipline (workers.connection): how many leases the session may hold, earned by
+    # results returned in time; its expired leases in a row; no work until benched_until.
+    lease_allowance = models.PositiveIntegerField(default=0)
+    leases_expired = models.PositiveIntegerField(default=0)
+    benched_until = models.DateTimeField(null=True, blank=True)
 
     connected_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
@@ -60,7 +70,13 @@ class WorkerSession(models.Model):
                 fields=["last_seen_at"],
                 condition=models.Q(disconnected_at__isnull=True),
                 name="session_connected",
-            )
+            ),
+            # Open sessions per network origin (the per-origin caps at hello).
+            models.Index(
+                fields=["origin"],
+                condition=models.Q(disconnected_at__isnull=True),
+                name="session_open_origin",
+            ),
         ]
 
     def __str__(self) -> str:

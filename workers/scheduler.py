@@ -26,11 +26,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.services import campaign_check_complete
@@ -44,12 +46,14 @@ R = Result._meta.db_table
 T = Task._meta.db_table
 C = Campaign._meta.db_table
 UNSENT, LEASED, RETURNED, TIMED_OUT, CANCELLED = (s.value for s in Result.State)
+LEASE_EXPIRED = "lease_expired"
 SUCCESS, ERROR, TIMEOUT = (
     Result.Outcome.SUCCESS.value,
     Result.Outcome.ERROR.value,
     Result.Outcome.TIMEOUT.value,
 )
 VALID = Result.Validation.VALID.value
+SINGLE_BASIS = Result.Basis.SINGLE.value
 
 
 def _vendor_types() -> dict[str, str]:
@@ -80,6 +84,12 @@ class SessionInfo:
     campaign_id: int | None = None
     # Organizations whose unapproved campaigns a signed-in member's own browser may run.
     member_of: frozenset[int] = frozenset()
+    # Network origin and browser-profile digest (workers.identity); None when unknown.
+    origin: str | None = None
+    profile: str | None = None
+    # Some lease of this session expired: the tasks concerned are withheld from it, so finding
+    # nothing does not mean a campaign is empty for everyone.
+    expired: bool = False
 
 
 @dataclass
@@ -104,6 +114,9 @@ class CampaignInfo:
     max_total_replicas: int
     has_verifier: bool
     memory_max: int | None
+    kernel_id: int = 0
+    adaptive_replication: bool = False
+    quorum_needs_account: bool = False
 
     @property
     def validates_inline(self) -> bool:
@@ -166,6 +179,9 @@ def _load_campaigns() -> dict[int, CampaignInfo]:
             max_total_replicas=c.max_total_replicas,
             has_verifier=c.verifier_id is not None,
             memory_max=c.kernel.memory_max,
+            kernel_id=c.kernel_id,
+            adaptive_replication=c.adaptive_replication,
+            quorum_needs_account=c.quorum_needs_account,
         )
     return out
 
@@ -275,8 +291,9 @@ def lease(
             _directory.passes[info.id] = _directory.passes.get(info.id, 0.0) + max(
                 len(got), 1
             ) / max(info.priority, 1)
-            # With replication, "nothing for this user" does not mean "nothing left".
-            if len(got) < want and info.target_replicas == 1:
+            # With replication, or after expiries, "nothing for this session" does not mean
+            # "nothing left".
+            if len(got) < want and info.target_replicas == 1 and not session.expired:
                 _directory.empty_until[info.id] = time.monotonic() + EMPTY_BACKOFF
         out.extend(got)
     return out
@@ -323,34 +340,31 @@ def _lease_from(session: SessionInfo, info: CampaignInfo, n: int) -> list[Lease]
     # The deadline covers the kernel's own wall-time limit plus as much again for time spent
     # queued in the worker's prefetch buffer and on the network.
     deadline = now + timedelta(seconds=2 * info.task_timeout)
-    set_params = [session.id, session.user_id, session.site_id, now, deadline]
+    set_params = [
+        session.id,
+        session.user_id,
+        session.site_id,
+        session.origin,
+        session.profile,
+        now,
+        deadline,
+    ]
+    candidates, candidate_params = _candidates(session, info, n)
     if info.target_replicas > 1:
-        # Never two replicas of one task to the same user (or anonymous session): skip tasks
-        # they already hold a replica of, and take at most one replica per task per batch.
-        candidates = (
-            f"SELECT MIN(r.id) FROM {R} r WHERE r.campaign_id = %s AND r.state = 0"
-            f" AND NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = r.task_id AND o.id <> r.id"
-            " AND (o.user_id = %s OR o.session_id = %s))"
-            " GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT %s"
-        )
-        candidate_params: list[Any] = [info.id, session.user_id, session.id, n]
         pg_pick = (
-            f"SELECT id FROM {R} WHERE id IN ({candidates}) AND state = 0 FOR UPDATE SKIP LOCKED"
+            f"SELECT id FROM {R} WHERE id IN ({candidates}) AND state = {UNSENT}"
+            " FOR UPDATE SKIP LOCKED"
         )
     else:
-        candidates = (
-            f"SELECT r.id FROM {R} r WHERE r.campaign_id = %s AND r.state = 0"
-            " ORDER BY r.id LIMIT %s"
-        )
-        candidate_params = [info.id, n]
         # SKIP LOCKED inside the LIMIT: concurrent sessions each get n different rows.
         pg_pick = candidates + " FOR UPDATE SKIP LOCKED"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH picked AS ({pg_pick}),"
-                f" leased AS (UPDATE {R} r SET state = 1, session_id = %s, user_id = %s,"
-                " site_id = %s, leased_at = %s, deadline = %s FROM picked WHERE r.id = picked.id"
+                f" leased AS (UPDATE {R} r SET state = {LEASED}, session_id = %s, user_id = %s,"
+                " site_id = %s, origin = %s, profile = %s, leased_at = %s, deadline = %s"
+                " FROM picked WHERE r.id = picked.id"
                 " RETURNING r.id, r.task_id)"
                 f" SELECT leased.id, t.id, t.input, t.args, t.env, t.checkpoint FROM leased"
                 f" JOIN {T} t ON t.id = leased.task_id ORDER BY leased.id",
@@ -362,8 +376,9 @@ def _lease_from(session: SessionInfo, info: CampaignInfo, n: int) -> list[Lease]
             # no other session can pick the same rows between the SELECT and the UPDATE.
             with transaction.atomic():
                 cursor.execute(
-                    f"UPDATE {R} SET state = 1, session_id = %s, user_id = %s, site_id = %s,"
-                    f" leased_at = %s, deadline = %s WHERE id IN ({candidates})"
+                    f"UPDATE {R} SET state = {LEASED}, session_id = %s, user_id = %s,"
+                    " site_id = %s, origin = %s, profile = %s, leased_at = %s, deadline = %s"
+                    f" WHERE id IN ({candidates})"
                     " RETURNING id, task_id",
                     [*set_params, *candidate_params],
                 )
@@ -392,6 +407,38 @@ def _lease_from(session: SessionInfo, info: CampaignInfo, n: int) -> list[Lease]
     ]
 
 
+def _candidates(session: SessionInfo, info: CampaignInfo, n: int) -> tuple[str, list[Any]]:
+    """The unsent replicas this session may take, as a subquery (one statement with the
+    lease): never a replica of a task whose lease this session let expire, and on replicated
+    campaigns never one of a task that already has a replica leased to, or answered by, the
+    same user, session, network origin or browser profile (NULL matches nothing: unknown is
+    not "the same"). At most one replica per task per batch."""
+    if info.target_replicas == 1:
+        # Quorum 1: replicas after the first exist only after a failure. Errors may be
+        # retried here (a one-worker deployment must finish), an expired lease may not.
+        return (
+            f"SELECT r.id FROM {R} r WHERE r.campaign_id = %s AND r.state = {UNSENT}"
+            f" AND NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = r.task_id"
+            f" AND o.state = {TIMED_OUT} AND o.session_id = %s)"
+            " ORDER BY r.id LIMIT %s",
+            [info.id, session.id, n],
+        )
+    sql = (
+        f"SELECT MIN(r.id) FROM {R} r WHERE r.campaign_id = %s AND r.state = {UNSENT}"
+        f" AND NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = r.task_id AND o.id <> r.id"
+        " AND (o.session_id = %s OR o.user_id = %s OR o.origin = %s OR o.profile = %s))"
+    )
+    params: list[Any] = [info.id, session.id, session.user_id, session.origin, session.profile]
+    if info.quorum_needs_account and session.user_id is None:
+        # Anonymous sessions fill at most quorum - 1 places: the rest waits for an account.
+        sql += (
+            f" AND (SELECT COUNT(*) FROM {R} a WHERE a.task_id = r.task_id"
+            f" AND a.user_id IS NULL AND a.state IN ({LEASED}, {RETURNED})) < %s"
+        )
+        params.append(info.min_quorum - 1)
+    return sql + " GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT %s", [*params, n]
+
+
 # --- results ------------------------------------------------------------------------------------
 
 
@@ -403,6 +450,9 @@ class SubmitOutcome:
     failed: int = 0
     # Successful results per campaign, for the session's speed estimate and live pages.
     per_campaign: Counter[int] = field(default_factory=Counter)
+    # Successful results returned within their task's timeout of being leased, as the server
+    # measures it (the client's `ms` is a hint): what earns a session more leases.
+    in_time: int = 0
 
 
 # Called inside the results transaction with the rows just validated inline:
@@ -471,7 +521,7 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
             " stderr_tail = v.stderr_tail, runtime_ms = v.ms, returned_at = %s"
             f" FROM v WHERE {R}.id = v.id AND {R}.session_id = %s AND {R}.state = 1"
             f" RETURNING {R}.id, {R}.task_id, {R}.campaign_id, {R}.outcome, {R}.user_id,"
-            f" {R}.site_id",
+            f" {R}.site_id, {R}.leased_at",
             [*params, now, session.id],
         )
         rows = cursor.fetchall()
@@ -482,8 +532,10 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
         inline: list[tuple[int, int, int, int | None, int | None]] = []
         deferred: list[tuple[int, int, int, int | None, int | None]] = []
         failures: list[tuple[int, int, int, int | None]] = []
-        for rid, tid, cid, oc, uid, sid in rows:
+        for rid, tid, cid, oc, uid, sid, leased_at in rows:
             info = campaigns.get(cid) or campaign_info(cid)
+            if oc == SUCCESS and info is not None and _within(leased_at, now, info.task_timeout):
+                outcome.in_time += 1
             if oc != SUCCESS:
                 failures.append((rid, tid, cid, uid))
             elif info is None or info.validates_inline:
@@ -518,6 +570,16 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
     return outcome
 
 
+def _within(leased_at: Any, now: datetime, seconds: int) -> bool:
+    if isinstance(leased_at, str):  # SQLite hands raw timestamps back as text (or naive)
+        leased_at = parse_datetime(leased_at)
+    if not isinstance(leased_at, datetime):
+        return False
+    if timezone.is_naive(leased_at):
+        leased_at = timezone.make_aware(leased_at, UTC)
+    return (now - leased_at).total_seconds() <= seconds
+
+
 def _decide_tasks(
     cursor: Any, inline: list[tuple[int, int, int, int | None, int | None]], now: datetime
 ) -> Counter[int]:
@@ -539,7 +601,7 @@ def _decide_tasks(
     decided = cursor.fetchall()
     marks = ",".join(["%s"] * len(inline))
     cursor.execute(
-        f"UPDATE {R} SET validation = {VALID} WHERE id IN ({marks})",
+        f"UPDATE {R} SET validation = {VALID}, basis = {SINGLE_BASIS} WHERE id IN ({marks})",
         [row[0] for row in inline],
     )
     return Counter(cid for _, cid in decided)
@@ -672,7 +734,14 @@ def release(session_id: int, lease_ids: Sequence[int] | None = None) -> int:
     with transaction.atomic():
         campaign_ids = set(qs.values_list("campaign_id", flat=True).distinct())
         count = qs.update(
-            state=UNSENT, session_id=None, user=None, site_id=None, leased_at=None, deadline=None
+            state=UNSENT,
+            session_id=None,
+            user=None,
+            site_id=None,
+            origin=None,
+            profile=None,
+            leased_at=None,
+            deadline=None,
         )
     for cid in campaign_ids:
         work_available(cid)
@@ -689,25 +758,121 @@ def _notify_work(campaign_ids: set[int]) -> None:
 
 
 def reclaim_expired(now: datetime | None = None) -> int:
-    """Leases past their deadline become timed-out attempts; their tasks are retried or
-    failed. Safe to run concurrently from several processes: each row is claimed once by the
-    conditional UPDATE."""
+    """Leases past their deadline are taken back. Safe to run concurrently from several
+    processes: each row is claimed once by the conditional UPDATE.
+
+    An expiry is the session's fault, not the task's: a worker whose kernel fails or runs out
+    of time says so in a result, and a vanished one is released when its socket closes. So an
+    expired lease does not count as a failed attempt of the task (a session that hoards
+    leases and stays silent cannot fail anything): the task gets a fresh replica, which the
+    lease rule keeps away from that session. The task fails only when sessions of
+    `max_attempts` (and at least EXPIRY_MIN_NETWORKS) distinct network origins have each let
+    it expire. The sessions pay:
+    their lease allowance halves, and LEASE_EXPIRIES_BEFORE_BENCH rounds of expiries without a
+    result in between bench them (workers.connection). The holders are told after commit."""
     now = now or timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {R} SET state = 3, outcome = 3, error_kind = 'lease_expired'"
-            " WHERE state = 1 AND deadline < %s RETURNING id, task_id, campaign_id, user_id",
+            f"UPDATE {R} SET state = {TIMED_OUT}, outcome = {TIMEOUT},"
+            f" error_kind = '{LEASE_EXPIRED}' WHERE state = {LEASED} AND deadline < %s"
+            " RETURNING id, task_id, campaign_id, user_id, session_id",
             [now],
         )
         rows = [tuple(r) for r in cursor.fetchall()]
         if not rows:
             return 0
         _lock_tasks(cursor, [r[1] for r in rows])
-        failed = _record_failures(cursor, [r[:3] for r in rows], now)
+        failed = _record_expiries(cursor, [(r[1], r[2]) for r in rows], now)
+        _charge_sessions(cursor, Counter(r[4] for r in rows if r[4] is not None), now)
         for failed_hook in failed_hooks:
-            failed_hook(rows)
+            failed_hook([r[:4] for r in rows])
         _bump_counters(cursor, Counter(), failed)
+        expired = sorted(r[0] for r in rows)
+
+        def tell() -> None:
+            from workers import live
+
+            live.on_leases_cancelled(expired, LEASE_EXPIRED_REASON)
+
+        transaction.on_commit(tell)
     return len(rows)
+
+
+LEASE_EXPIRED_REASON = "lease expired"
+# Whatever max_attempts says, expiries on fewer distinct networks than this never fail a task.
+EXPIRY_MIN_NETWORKS = 3
+
+
+def _record_expiries(cursor: Any, expired: list[tuple[int, int]], now: datetime) -> Counter[int]:
+    """A fresh replica for each pending task whose lease expired, unless sessions of
+    max_attempts distinct origins (or distinct sessions, where the origin is unknown) have
+    let it expire: then it fails. Two statements for the batch, one more per failed task."""
+    campaign_of = dict(expired)
+    ids = sorted(campaign_of)
+    marks = ",".join(["%s"] * len(ids))
+    cursor.execute(
+        f"SELECT r.task_id, COUNT(DISTINCT COALESCE(r.origin, CAST(r.session_id AS"
+        f" {_vendor_types()['text']}))) FROM {R} r JOIN {T} t ON t.id = r.task_id"
+        f" WHERE r.task_id IN ({marks}) AND t.state = 0 AND r.state = {TIMED_OUT}"
+        " GROUP BY r.task_id ORDER BY r.task_id",
+        ids,
+    )
+    failed_by_campaign: Counter[int] = Counter()
+    requeue: list[int] = []
+    for task_id, origins in cursor.fetchall():
+        info = campaign_info(campaign_of[task_id])
+        if origins >= max(info.max_attempts if info else 1, EXPIRY_MIN_NETWORKS):
+            cursor.execute(
+                f"UPDATE {T} SET state = 2, failure = %s, finished_at = %s"
+                " WHERE id = %s AND state = 0",
+                [
+                    f"lease expired on {origins} worker session(s) of distinct networks"
+                    " without an answer",
+                    now,
+                    task_id,
+                ],
+            )
+            if cursor.rowcount:
+                failed_by_campaign[campaign_of[task_id]] += 1
+                cursor.execute(
+                    f"UPDATE {R} SET state = {CANCELLED} WHERE task_id = %s"
+                    f" AND state IN ({UNSENT}, {LEASED})",
+                    [task_id],
+                )
+        else:
+            requeue.append(task_id)
+    if requeue:
+        cursor.execute(
+            f"INSERT INTO {R} (campaign_id, task_id, state, outcome, validation,"
+            " output_sha256, error_kind, stderr_tail) VALUES "
+            + ", ".join([f"(%s, %s, {UNSENT}, 0, 0, '', '', '')"] * len(requeue)),
+            [x for tid in requeue for x in (campaign_of[tid], tid)],
+        )
+        for cid in {campaign_of[tid] for tid in requeue}:
+            work_available(cid)
+    return failed_by_campaign
+
+
+def _charge_sessions(cursor: Any, per_session: Counter[int], now: datetime) -> None:
+    """Sessions whose leases expired: one more round of expiries each, half the allowance,
+    and benched for LEASE_BENCH_SECONDS once the rounds reach the limit. The count resets
+    only with a result returned in time, so a benched session that lets one more lease
+    expire is benched again at once. One statement."""
+    if not per_session:
+        return
+    limit = int(settings.CCGSC["LEASE_EXPIRIES_BEFORE_BENCH"])
+    bench = int(settings.CCGSC["LEASE_BENCH_SECONDS"])
+    S = WorkerSession._meta.db_table
+    ids = sorted(per_session)
+    marks = ",".join(["%s"] * len(ids))
+    cursor.execute(
+        f"UPDATE {S} SET leases_expired = leases_expired + 1,"
+        " lease_allowance = CASE WHEN lease_allowance > 2 THEN lease_allowance / 2 ELSE 1 END,"
+        f" benched_until = CASE WHEN leases_expired + 1 >= {limit} THEN %s"
+        " ELSE benched_until END"
+        f" WHERE id IN ({marks})",
+        [now + timedelta(seconds=bench), *ids],
+    )
 
 
 def held_before(session_id: int, lease_ids: Sequence[int]) -> list[int]:

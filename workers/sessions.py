@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, User
@@ -23,10 +25,18 @@ HTTP_HEARTBEAT_SECONDS = 8
 
 
 def session_open(
-    hello: protocol.Hello, *, user: User | None, transport: str = WorkerSession.Transport.WEBSOCKET
+    hello: protocol.Hello,
+    *,
+    user: User | None,
+    transport: str = WorkerSession.Transport.WEBSOCKET,
+    origin: str | None = None,
+    profile: str | None = None,
 ) -> tuple[WorkerSession, str]:
     """Authenticate a hello and create its session. Returns the session and a secret the HTTP
-    fallback presents with every later request (only its hash is stored)."""
+    fallback presents with every later request (only its hash is stored). `origin` and
+    `profile` come from workers.identity; a network origin already holding
+    MAX_SESSIONS_PER_ORIGIN open sessions is refused, and the slots a session may claim
+    shrink to what is left of MAX_SLOTS_PER_ORIGIN."""
     organization = None
     if hello.token:
         token = ApiToken.authenticate(hello.token)
@@ -38,6 +48,9 @@ def session_open(
     site_id = None
     if hello.site:
         site_id = _site_for_key(hello.site)
+    slots = hello.slots
+    if origin is not None:
+        slots = _origin_room(origin, slots)
     secret = secrets.token_urlsafe(24)
     session = WorkerSession.objects.create(
         kind=hello.kind,
@@ -45,7 +58,10 @@ def session_open(
         user=user if user is not None and user.is_authenticated else None,
         organization=organization,
         site_id=site_id,
-        slots=hello.slots,
+        slots=slots,
+        origin=origin,
+        profile=profile,
+        lease_allowance=int(settings.CCGSC["LEASE_ALLOWANCE_START"]),
         accepts_js=hello.accepts_js,
         only_campaign_id=hello.campaign,
         agent=hello.agent or "",
@@ -53,6 +69,27 @@ def session_open(
         secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
     )
     return session, secret
+
+
+def _origin_room(origin: str, slots: int) -> int:
+    """The slots a new session from this origin may have, or ProtocolError("busy") when the
+    origin has no room. One aggregate over the index of open sessions per origin; concurrent
+    hellos may overshoot by a few (a soft cap: what stops collusion is the replica rule)."""
+    cfg = settings.CCGSC
+    max_sessions, max_slots = int(cfg["MAX_SESSIONS_PER_ORIGIN"]), int(cfg["MAX_SLOTS_PER_ORIGIN"])
+    if not max_sessions and not max_slots:
+        return slots
+    used = WorkerSession.objects.filter(origin=origin, disconnected_at__isnull=True).aggregate(
+        sessions=Count("pk"), slots=Sum("slots")
+    )
+    if max_sessions and used["sessions"] >= max_sessions:
+        raise ProtocolError("busy", f"too many worker sessions from your network ({max_sessions})")
+    if max_slots:
+        room = max_slots - (used["slots"] or 0)
+        if room <= 0:
+            raise ProtocolError("busy", f"too many worker slots from your network ({max_slots})")
+        slots = min(slots, room)
+    return slots
 
 
 def _site_for_key(key: str) -> int | None:
@@ -86,6 +123,9 @@ def session_info(session: WorkerSession) -> scheduler.SessionInfo:
         js=session.accepts_js,
         campaign_id=session.only_campaign_id,
         member_of=member_of,
+        origin=session.origin,
+        profile=session.profile,
+        expired=session.leases_expired > 0 or session.benched_until is not None,
     )
 
 
@@ -100,6 +140,10 @@ def session_flush(session_id: int, stats: dict[str, Any], *, closing: bool = Fal
     }
     if stats.get("avg_task_ms") is not None:
         updates["avg_task_ms"] = stats["avg_task_ms"]
+    if stats.get("lease_allowance") is not None:
+        updates["lease_allowance"] = stats["lease_allowance"]
+    if stats.get("returned_in_time"):
+        updates["leases_expired"] = 0  # a result in time ends a run of expiries
     if closing:
         updates["disconnected_at"] = timezone.now()
     WorkerSession.objects.filter(pk=session_id).update(**updates)
@@ -112,6 +156,16 @@ def session_close(session_id: int, stats: dict[str, Any]) -> int:
         released = scheduler.release(session_id)
         session_flush(session_id, stats, closing=True)
     return released
+
+
+def session_discipline(session_id: int) -> tuple[int, datetime | None]:
+    """(lease allowance, benched until) of a session, after the sweeper charged it."""
+    row = (
+        WorkerSession.objects.filter(pk=session_id)
+        .values_list("lease_allowance", "benched_until")
+        .first()
+    )
+    return row if row is not None else (1, None)
 
 
 def session_for_secret(session_id: int, secret: str) -> WorkerSession | None:

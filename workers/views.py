@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET
 from campaigns.models import Blob, Campaign, Result
 from ccgsc.api import api_methods
 from ccgsc.origins import origin_allowed
-from workers import protocol, sessions
+from workers import identity, protocol, sessions
 from workers.connection import WorkerConnection, db
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
@@ -101,7 +101,10 @@ async def work(request: HttpRequest) -> HttpResponse:
             413 if exc.code == "too_large" else 400,
         )
     user = await request.auser()
-    conn = WorkerConnection(send, user=user, transport=WorkerSession.Transport.HTTP)
+    origin, profile = identity.request_identity(request)
+    conn = WorkerConnection(
+        send, user=user, transport=WorkerSession.Transport.HTTP, origin=origin, profile=profile
+    )
     if body.session is not None:
         session = await db(sessions.session_for_secret)(body.session, body.secret or "")
         if session is None:
