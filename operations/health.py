@@ -220,7 +220,13 @@ def heartbeat() -> None:
     ProcessHeartbeat.objects.update_or_create(
         host=_HOST,
         pid=os.getpid(),
-        defaults={"seen_at": now, "started_at": _STARTED, "rss_bytes": _rss_bytes()},
+        defaults={
+            "seen_at": now,
+            "started_at": _STARTED,
+            "rss_bytes": _rss_bytes(),
+            "cpu_seconds": round(sum(os.times()[:2]), 2),
+            "threads": threading.active_count(),
+        },
     )
     # Processes gone for a day are forgotten (rare: one row per process start).
     ProcessHeartbeat.objects.filter(seen_at__lt=now - timedelta(days=1)).delete()

@@ -19,6 +19,9 @@ class ProcessHeartbeat(models.Model):
     seen_at = models.DateTimeField(default=timezone.now)
     # Resident memory of the process, bytes.
     rss_bytes = models.PositiveBigIntegerField(default=0)
+    # CPU time the process used since it started (user + system), and its live threads.
+    cpu_seconds = models.FloatField(default=0.0)
+    threads = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "pid"], name="heartbeat_process")]

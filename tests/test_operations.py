@@ -120,6 +120,8 @@ def test_health_panel_shows_queues_workers_and_processes(staff, make_campaign, s
     assert '<td data-queue="awaiting_validation">0</td>' in html
     assert 'data-workers="native_ws"' in html and 'data-workers="browser_http"' in html
     assert f'data-pid="{os.getpid()}"' in html
+    row = ProcessHeartbeat.objects.get(pid=os.getpid())
+    assert row.rss_bytes > 10 * 2**20 and row.cpu_seconds > 0 and row.threads >= 1
     assert 'data-check="Lease sweeper" data-state="ok"' in html
     assert "embedded mode" in html
 
