@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from campaigns.models import Campaign
@@ -17,16 +18,26 @@ from ccgsc import metrics
 from operations import notifications
 from workers import scheduler
 
+log = logging.getLogger(__name__)
+
 
 def count_inline(rows: list[tuple[int, int, int, int | None, int | None]]) -> None:
     metrics.validated(len(rows))
 
 
 def on_campaign_changed(sender: Any, campaign_id: int, state: str, **kwargs: Any) -> None:
-    if state == Campaign.State.COMPLETED:
-        notifications.notify(campaign_id, notifications.Event.COMPLETED)
-    elif state == Campaign.State.FAILED:
-        notifications.notify(campaign_id, notifications.Event.FAILED)
+    """Runs after the commit that changed the state, in the caller's thread (a results batch,
+    a job): a failure here is logged, never raised into the code that finished the campaign."""
+    events: dict[str, str] = {
+        Campaign.State.COMPLETED: notifications.Event.COMPLETED,
+        Campaign.State.FAILED: notifications.Event.FAILED,
+    }
+    if state not in events:
+        return
+    try:
+        notifications.notify(campaign_id, events[state])
+    except Exception:
+        log.exception("notifications of campaign %s (%s) failed", campaign_id, state)
 
 
 def register() -> None:

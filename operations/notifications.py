@@ -113,7 +113,9 @@ def _payload(campaign: Campaign, event: str, minutes: int) -> dict[str, Any]:
 def owner_emails(campaign: Campaign) -> list[str]:
     emails = set(
         Membership.objects.filter(
-            organization_id=campaign.organization_id, role=Membership.Role.OWNER
+            organization_id=campaign.organization_id,
+            role=Membership.Role.OWNER,
+            user__is_active=True,
         )
         .exclude(user__email="")
         .values_list("user__email", flat=True)
@@ -138,7 +140,7 @@ def notify(campaign_id: int, event: str) -> list[int]:
                     event=event,
                     channel=Delivery.Channel.EMAIL,
                     target=", ".join(recipients)[:500],
-                    payload=payload,
+                    payload={**payload, "to": recipients},
                 )
             )
     if prefs.webhook_url:
@@ -218,7 +220,7 @@ def _send_email(delivery: Delivery) -> None:
         f"[CCGSC] {subject}",
         body,
         settings.DEFAULT_FROM_EMAIL,
-        [a.strip() for a in delivery.target.split(",") if a.strip()],
+        payload["to"],
     )
 
 

@@ -384,3 +384,23 @@ def test_a_lost_job_is_replaced(
         assert notifications.retry_due(now=timezone.now() + timedelta(seconds=1)) == 1
     assert len(receiver.requests) == 2
     assert Delivery.objects.get(pk=pk).attempts == 2
+
+
+def test_a_notification_error_never_reaches_the_code_that_finished_the_campaign(
+    people, make_campaign, monkeypatch, django_capture_on_commit_callbacks
+):
+    def broken(campaign_id, event):
+        raise RuntimeError("mail server on fire")
+
+    monkeypatch.setattr(notifications, "notify", broken)
+    campaign = make_campaign([1])
+    _finish(campaign, django_capture_on_commit_callbacks)  # would raise from on_commit
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.COMPLETED
+
+
+def test_inactive_owners_get_no_email(people, make_campaign, django_capture_on_commit_callbacks):
+    User.objects.filter(pk=people.owner.pk).update(is_active=False)
+    campaign = make_campaign([1])
+    _finish(campaign, django_capture_on_commit_callbacks)
+    assert mail.outbox == []
