@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/var/zig-cache
 
-.PHONY: run test lint typecheck pytest bench kernels vendor clean
+.PHONY: run test lint typecheck jstest node pytest bench kernels vendor clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,27 @@ run: venv
 	@echo "Command line: $(PY) manage.py issue_token --login http://127.0.0.1:$(PORT) (then .venv/bin/ccgsc ...)"
 	CAMPAIGN_AUTO_APPROVE=$${CAMPAIGN_AUTO_APPROVE:-true} $(PY) manage.py serve --port $(PORT) --with-worker
 
-lint: venv
+# The browser code's checkers (eslint, tsc), pinned in package.json and package-lock.json and
+# installed from the npm registry into node_modules/ (only they: nothing of it is served).
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+node: node_modules/.installed
+
+lint: venv node
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	node_modules/.bin/eslint .
 
-typecheck: venv
+typecheck: venv node
 	$(VENV)/bin/mypy .
+	node_modules/.bin/tsc -p tsconfig.json
+
+# The harness's unit tests in Node (tests/browser/js/); pytest runs them too
+# (tests/test_browser_js.py), this target is for a quick loop while editing static/js.
+jstest:
+	node --test tests/browser/js/
 
 pytest: venv
 	$(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup
@@ -51,4 +66,4 @@ vendor:
 	scripts/vendor-js.sh
 
 clean:
-	rm -rf $(VENV) var/staticfiles .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules var/staticfiles .mypy_cache .ruff_cache .pytest_cache

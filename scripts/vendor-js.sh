@@ -22,7 +22,8 @@ if [[ "${1:-}" == "--update-lock" ]]; then
 else
     cp "$ROOT/package-lock.json" "$WORK/"
 fi
-npm ci --ignore-scripts --no-audit --no-fund
+# The devDependencies (eslint, typescript) check static/js; nothing of them is vendored.
+npm ci --ignore-scripts --no-audit --no-fund --omit=dev
 
 version() { node -p "require('./node_modules/$1/package.json').version"; }
 
@@ -30,6 +31,9 @@ version() { node -p "require('./node_modules/$1/package.json').version"; }
 SHIM="$VENDOR/browser_wasi_shim"
 rm -rf "$SHIM" && mkdir -p "$SHIM"
 cp node_modules/@bjorn3/browser_wasi_shim/dist/*.js "$SHIM/"
+# Its type declarations, beside the modules: `make typecheck` (tsc --checkJs over static/js)
+# reads them instead of checking the vendored JavaScript itself.
+cp node_modules/@bjorn3/browser_wasi_shim/typings/*.d.ts "$SHIM/"
 cp node_modules/@bjorn3/browser_wasi_shim/LICENSE-MIT node_modules/@bjorn3/browser_wasi_shim/LICENSE-APACHE "$SHIM/"
 echo "@bjorn3/browser_wasi_shim $(version @bjorn3/browser_wasi_shim)" > "$SHIM/VERSION"
 
@@ -40,6 +44,11 @@ cp node_modules/@msgpack/msgpack/dist.esm/*.mjs "$MSGPACK/"
 cp node_modules/@msgpack/msgpack/dist.esm/utils/*.mjs "$MSGPACK/utils/"
 # Source maps point at sources that are not vendored; drop the comments.
 find "$MSGPACK" -name '*.mjs' -exec sed -i '/^\/\/# sourceMappingURL=/d' {} +
+# Type declarations for `make typecheck` (see above); index.mjs is imported, so its types are
+# looked up as index.d.mts.
+cp node_modules/@msgpack/msgpack/dist.esm/*.d.ts "$MSGPACK/"
+cp node_modules/@msgpack/msgpack/dist.esm/utils/*.d.ts "$MSGPACK/utils/"
+echo 'export * from "./index.js";' > "$MSGPACK/index.d.mts"
 cp node_modules/@msgpack/msgpack/LICENSE "$MSGPACK/"
 echo "@msgpack/msgpack $(version @msgpack/msgpack)" > "$MSGPACK/VERSION"
 

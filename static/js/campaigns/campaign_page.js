@@ -50,12 +50,13 @@ function apply(s) {
     root.dataset.state = s.state;
   }
   for (const form of root.querySelectorAll("form[data-action]")) {
+    if (!(form instanceof HTMLFormElement)) continue;
     form.hidden = !(transitions[form.dataset.action] || []).includes(s.state);
   }
-  const error = root.querySelector('[data-field="error"]');
+  const error = /** @type {HTMLElement} */ (root.querySelector('[data-field="error"]'));
   error.textContent = s.error;
   error.hidden = !s.error;
-  const note = root.querySelector('[data-field="input_note"]');
+  const note = /** @type {HTMLElement | null} */ (root.querySelector('[data-field="input_note"]'));
   if (note) note.hidden = s.input_state !== "generating";
   if (s.reduced_at && s.reduced_at !== root.dataset.reducedAt) {
     root.dataset.reducedAt = s.reduced_at;

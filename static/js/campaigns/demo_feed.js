@@ -38,6 +38,15 @@ function updateHeader(root, c, received) {
  * holds only the newest `tail` results (pages that need not replay everything). Results of a task already seen (replicas) are
  * dropped here, so pages handle each task once.
  */
+/**
+ * @param {{
+ *   onResults: (results: any[]) => void,
+ *   onCampaign?: (campaign: any) => void,
+ *   onBody?: (body: any) => void,
+ *   interval?: number,
+ *   tail?: number | null,
+ * }} options
+ */
 export function followFeed({ onResults, onCampaign = () => {}, onBody = () => {}, interval = 1000, tail = null }) {
   const root = document.getElementById("demo");
   const seen = new Set();

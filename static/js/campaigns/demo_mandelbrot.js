@@ -5,12 +5,13 @@
 import { decodeBase64, decodeText, followFeed } from "./demo_feed.js";
 import { formatNumber } from "./format.js";
 
-const canvas = document.getElementById("mandelbrot-canvas");
+const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById("mandelbrot-canvas"));
 const ctx = canvas.getContext("2d");
 const paintedEl = document.getElementById("tiles-painted");
 const totalEl = document.getElementById("tiles-total");
 
 // Colour stops from the outside in; points inside the set (n == maxiter) are black.
+/** @type {Array<[number, number[]]>} Palette stops: position 0..1, RGB. */
 const STOPS = [
   [0.0, [8, 10, 40]],
   [0.16, [32, 107, 203]],

@@ -4,7 +4,12 @@
 import { Harness, maxHands } from "./harness.js";
 
 const config = JSON.parse(document.getElementById("ccgsc-config").textContent);
-const $ = (id) => document.getElementById(id);
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+/** A form control of the page (the settings). @param {string} id */
+const field = (id) => /** @type {HTMLInputElement} */ (document.getElementById(id));
+/** @param {string} id */
+const table = (id) => /** @type {HTMLTableElement} */ (document.getElementById(id));
 const SETTINGS_KEY = "ccgsc:contribute:settings";
 const cores = navigator.hardwareConcurrency || 1;
 
@@ -21,10 +26,10 @@ function saveSettings() {
     localStorage.setItem(
       SETTINGS_KEY,
       JSON.stringify({
-        hands: Number($("hands").value),
-        throttle: Number($("throttle").value),
-        background: $("background").checked,
-        battery: $("on-battery").checked,
+        hands: Number(field("hands").value),
+        throttle: Number(field("throttle").value),
+        background: field("background").checked,
+        battery: field("on-battery").checked,
       }),
     );
   } catch {
@@ -34,17 +39,17 @@ function saveSettings() {
 
 const saved = loadSettings();
 const params = new URLSearchParams(location.search);
-$("hands").max = String(maxHands());
+field("hands").max = String(maxHands());
 // From the address, the saved settings or the core count, within 1..maxHands().
 const askedHands = Math.floor(Number(params.get("hands") || saved.hands)) || cores;
-$("hands").value = String(Math.min(maxHands(), Math.max(1, askedHands)));
+field("hands").value = String(Math.min(maxHands(), Math.max(1, askedHands)));
 // A percentage from 10 to 100; anything else (a typo in the address) means full speed.
 const askedThrottle = Number(params.get("throttle") || saved.throttle);
-$("throttle").value = String(askedThrottle >= 10 && askedThrottle <= 100 ? askedThrottle : 100);
-$("background").checked = params.has("background") || Boolean(saved.background);
-$("on-battery").checked = Boolean(saved.battery);
+field("throttle").value = String(askedThrottle >= 10 && askedThrottle <= 100 ? askedThrottle : 100);
+field("background").checked = params.has("background") || Boolean(saved.background);
+field("on-battery").checked = Boolean(saved.battery);
 $("cores-note").textContent = `This device reports ${cores} logical core${cores === 1 ? "" : "s"}.`;
-$("throttle-out").textContent = `${$("throttle").value}%`;
+$("throttle-out").textContent = `${field("throttle").value}%`;
 
 // The view is redrawn at most a few times a second: with fast tasks the harness changes state
 // hundreds of times a second, and the page's main thread is also the one feeding the hands.
@@ -65,8 +70,8 @@ function scheduleRender() {
 }
 
 const harness = new Harness({
-  hands: Number($("hands").value),
-  throttle: Number($("throttle").value),
+  hands: Number(field("hands").value),
+  throttle: Number(field("throttle").value),
   transport: config.transport,
   workerUrls: config.workerUrls,
   onUpdate: scheduleRender,
@@ -84,27 +89,27 @@ $("start").addEventListener("click", () => {
 $("pause").addEventListener("click", () => harness.pause("user"));
 $("resume").addEventListener("click", () => harness.resume("user"));
 $("stop").addEventListener("click", () => harness.stop());
-$("hands").addEventListener("change", () => {
-  harness.setHands(Number($("hands").value));
-  $("hands").value = String(harness.handCount); // what it runs: within 1..maxHands()
+field("hands").addEventListener("change", () => {
+  harness.setHands(Number(field("hands").value));
+  field("hands").value = String(harness.handCount); // what it runs: within 1..maxHands()
   saveSettings();
 });
-$("throttle").addEventListener("input", () => {
-  $("throttle-out").textContent = `${$("throttle").value}%`;
-  harness.setThrottle(Number($("throttle").value));
+field("throttle").addEventListener("input", () => {
+  $("throttle-out").textContent = `${field("throttle").value}%`;
+  harness.setThrottle(Number(field("throttle").value));
 });
-$("throttle").addEventListener("change", saveSettings);
-$("background").addEventListener("change", () => {
+field("throttle").addEventListener("change", saveSettings);
+field("background").addEventListener("change", () => {
   applyVisibility();
   saveSettings();
 });
-$("on-battery").addEventListener("change", () => {
+field("on-battery").addEventListener("change", () => {
   applyBattery();
   saveSettings();
 });
 
 function applyVisibility() {
-  if (document.hidden && !$("background").checked) harness.pause("hidden");
+  if (document.hidden && !field("background").checked) harness.pause("hidden");
   else harness.resume("hidden");
 }
 document.addEventListener("visibilitychange", applyVisibility);
@@ -115,7 +120,7 @@ window.addEventListener("pagehide", () => harness.stop());
 // Pause on battery where the browser tells (the Battery Status API is Chromium-only).
 let battery = null;
 function applyBattery() {
-  if (battery && !battery.charging && !$("on-battery").checked) harness.pause("battery");
+  if (battery && !battery.charging && !field("on-battery").checked) harness.pause("battery");
   else harness.resume("battery");
 }
 if (navigator.getBattery) {
@@ -245,7 +250,7 @@ function render(s) {
     perMinute === null ? "–" : perMinute >= 10 ? Math.round(perMinute).toLocaleString("en") : perMinute.toFixed(1);
   document.body.dataset.done = String(s.stats.done);
 
-  const handsBody = $("hands-table").tBodies[0];
+  const handsBody = table("hands-table").tBodies[0];
   handsBody.replaceChildren();
   for (const hand of s.hands) {
     const row = handsBody.insertRow();
@@ -274,7 +279,7 @@ function render(s) {
       : "";
   }
 
-  const recentBody = $("recent-table").tBodies[0];
+  const recentBody = table("recent-table").tBodies[0];
   if (s.recent.length) {
     recentBody.replaceChildren();
     for (const r of s.recent) {

@@ -74,7 +74,7 @@ export class Harness {
     this._lingerTimer = null;
     this._flushQueued = false;
     this.pendingProgress = new Map();
-    this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, since: null, perCampaign: {} };
+    this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, badFrames: 0, since: null, perCampaign: {} };
     this.reported = { busyMs: 0, idleMs: 0 };
     this.recent = [];
     this._timers = new Set();
@@ -489,6 +489,13 @@ export class Harness {
       onState: (state, detail) => {
         if (this.connection !== connection) return;
         if (state === "closed") this._lost(detail);
+      },
+      onBadFrame: (detail) => {
+        // Counted and shown: a proxy mangling frames should be visible, not a silent stall.
+        this.stats.badFrames += 1;
+        this.detail = `ignored ${detail}`;
+        console.warn(`ccgsc worker: ignored ${detail}`);
+        this._update();
       },
     });
     this.connection = connection;

@@ -3,7 +3,8 @@
 // /api/v1/work (the HTTP fallback, with long polling while waiting for work).
 //
 // A Connection delivers every message from the server to onMessage(msg) and reports
-// onState("connecting" | "open" | "closed", detail). It does not interpret the protocol
+// onState("connecting" | "open" | "closed", detail); a frame that cannot be decoded is
+// reported to onBadFrame(detail) (never dropped silently). It does not interpret the protocol
 // beyond the welcome (whose session and secret the HTTP fallback needs).
 
 import { encode, decode } from "../../vendor/msgpack/index.mjs";
@@ -48,6 +49,7 @@ export function pack(message) {
   return join(parts);
 }
 
+/** @param {Uint8Array} bytes @returns {any} a message (checked by its reader) */
 export function unpack(bytes) {
   return decode(bytes, { maxStrLength: 16 << 20, maxBinLength: 16 << 20, maxArrayLength: 4096, maxMapLength: 4096 });
 }
@@ -59,11 +61,18 @@ function socketUrl(base) {
 }
 
 /** The WebSocket transport. open() resolves true when the socket opened, false otherwise. */
-class SocketTransport {
-  constructor(base, onMessage, onClose) {
+export class SocketTransport {
+  /**
+   * @param {string} base
+   * @param {(msg: any) => void} onMessage
+   * @param {(detail: string) => void} onClose
+   * @param {(detail: string) => void} [onBadFrame]
+   */
+  constructor(base, onMessage, onClose, onBadFrame = reportBadFrame) {
     this.base = base;
     this.onMessage = onMessage;
     this.onClose = onClose;
+    this.onBadFrame = onBadFrame;
     this.ws = null;
     this.name = "websocket";
   }
@@ -94,11 +103,19 @@ class SocketTransport {
       }, OPEN_TIMEOUT_MS);
       ws.onopen = () => settle(true);
       ws.onmessage = (event) => {
-        if (typeof event.data === "string") return;
+        if (typeof event.data === "string") {
+          this.onBadFrame("a text frame (the protocol sends binary msgpack only)");
+          return;
+        }
         let msg;
         try {
           msg = unpack(new Uint8Array(event.data));
-        } catch {
+        } catch (exc) {
+          this.onBadFrame(`an undecodable frame (${exc instanceof Error ? exc.message : exc})`);
+          return;
+        }
+        if (msg === null || typeof msg !== "object" || typeof msg.t !== "string") {
+          this.onBadFrame("a frame that is not a message (a map with a string t)");
           return;
         }
         this.onMessage(msg);
@@ -137,8 +154,16 @@ class SocketTransport {
  *   such a request up to 10 s until tasks appear (long polling), which is how an HTTP worker
  *   waits for work without polling in a tight loop; results meanwhile leave on the send loop.
  */
-class HttpTransport {
-  constructor(base, onMessage, onClose, hungry) {
+export class HttpTransport {
+  /**
+   * @param {string} base
+   * @param {(msg: any) => void} onMessage
+   * @param {(detail: string) => void} onClose
+   * @param {() => number} hungry
+   * @param {(detail: string) => void} [onBadFrame]
+   */
+  constructor(base, onMessage, onClose, hungry, onBadFrame = reportBadFrame) {
+    this.onBadFrame = onBadFrame;
     this.base = base;
     this.onMessage = onMessage;
     this.onClose = onClose;
@@ -200,7 +225,15 @@ class HttpTransport {
         headers: { "Content-Type": "application/msgpack" },
         credentials: "same-origin",
       });
-      const replies = unpack(new Uint8Array(await response.arrayBuffer())).messages || [];
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      let replies;
+      try {
+        replies = unpack(bytes).messages || [];
+      } catch (exc) {
+        // A proxy's error page, a truncated body: reported, and retried like a network error.
+        this.onBadFrame(`an undecodable HTTP answer (${response.status}: ${exc instanceof Error ? exc.message : exc})`);
+        throw exc;
+      }
       this.failures = 0;
       return replies;
     } catch {
@@ -278,13 +311,28 @@ class HttpTransport {
   }
 }
 
+/** Where undecodable frames are reported unless the caller says otherwise. @param {string} detail */
+function reportBadFrame(detail) {
+  console.warn(`ccgsc worker: ignored ${detail}`);
+}
+
 export class Connection {
   /**
    * base: the platform's origin; onMessage(msg); onState(state, detail);
    * hungry(): how many tasks the harness would take now (for HTTP long polls);
-   * transport: "auto" (WebSocket, else HTTP), "websocket" or "http".
+   * transport: "auto" (WebSocket, else HTTP), "websocket" or "http";
+   * onBadFrame(detail): a frame from the server that could not be decoded.
+   * @param {{
+   *   base: string,
+   *   onMessage: (msg: any) => void,
+   *   onState: (state: string, detail: string) => void,
+   *   hungry: () => number,
+   *   transport?: string,
+   *   onBadFrame?: (detail: string) => void,
+   * }} options
    */
-  constructor({ base, onMessage, onState, hungry, transport = "auto" }) {
+  constructor({ base, onMessage, onState, hungry, transport = "auto", onBadFrame = reportBadFrame }) {
+    this.onBadFrame = onBadFrame;
     this.base = base;
     this.onMessage = onMessage;
     this.onState = onState;
@@ -305,7 +353,7 @@ export class Connection {
       this.onState("closed", detail);
     };
     if (this.preferred !== "http") {
-      const socket = new SocketTransport(this.base, this.onMessage, closed);
+      const socket = new SocketTransport(this.base, this.onMessage, closed, this.onBadFrame);
       if (await socket.open()) {
         this.transport = socket;
         this.opened = "websocket";
@@ -317,7 +365,7 @@ export class Connection {
         return false;
       }
     }
-    const http = new HttpTransport(this.base, this.onMessage, closed, this.hungry);
+    const http = new HttpTransport(this.base, this.onMessage, closed, this.hungry, this.onBadFrame);
     this.transport = http;
     this.opened = "http";
     await http.open();

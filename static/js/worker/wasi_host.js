@@ -275,10 +275,10 @@ export function runKernel(module, task, limits = DEFAULT_LIMITS, hooks = {}, mem
   let outcome = null; // null: returned from _start
   try {
     instance = new WebAssembly.Instance(module, { wasi_snapshot_preview1: imports, ccgsc });
-    memory = instance.exports.memory;
-    shim.inst = instance;
+    memory = /** @type {WebAssembly.Memory} */ (instance.exports.memory);
+    shim.inst = /** @type {any} */ (instance); // the shim reads exports.memory only
     memoryStart = memory.buffer.byteLength;
-    instance.exports._start();
+    /** @type {() => void} */ (instance.exports._start)();
   } catch (exc) {
     outcome = exc;
   }

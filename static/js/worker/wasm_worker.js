@@ -90,7 +90,7 @@ self.onmessage = (event) => {
     },
     msg.memory,
   );
-  self.postMessage({ t: "done", id, result }, [result.stdout.buffer, result.stderr.buffer]);
+  self.postMessage({ t: "done", id, result }, { transfer: [result.stdout.buffer, result.stderr.buffer] });
 };
 
 self.postMessage({ t: "ready" });
