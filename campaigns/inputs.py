@@ -103,7 +103,7 @@ def iter_frames(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
         index += 1
 
 
-def _spec_from_object(obj: Any, where: str, max_input: int) -> TaskSpec:
+def _spec_from_object(obj: Any, where: str, max_input: int) -> TaskSpec:  # noqa: C901 (one check per task-file field, in order; splitting scatters the format)
     """One task from a decoded JSON/msgpack value: bytes or text (the input itself), or a map
     with `input` (text/bytes) or `input_b64`, optional `args` (list of strings), `env` (map).
     A map without an input has an empty input, so `{"args": ["8"]}` is a whole task; it must

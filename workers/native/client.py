@@ -250,6 +250,7 @@ class Worker:
         self.exit_code = 0
         self.stats = Stats()
         self.running = 0  # jobs submitted to the pool and not yet reported back, all sessions
+        self._none_running: asyncio.Event | None = None  # set when `running` drops to 0
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="ccgsc-slot")
         self._inbox: list[tuple[int, Job, Any]] = []
         self._inbox_lock = threading.Lock()
@@ -617,6 +618,12 @@ class Worker:
         self.running += 1
         job.future = self._pool.submit(self._execute, job)
 
+    def _job_gone(self) -> None:
+        """A submitted job will not run (any more): on the loop, where `running` lives."""
+        self.running -= 1
+        if self.running == 0 and self._none_running is not None:
+            self._none_running.set()
+
     def _execute(self, job: Job) -> None:
         """Slot thread: run one job and post its result (None when it was stopped before)."""
         item = None if job.cancel.is_set() else execute(self.host, job, self._post)
@@ -628,7 +635,7 @@ class Worker:
         job.cancelled = True
         if job.future is not None:
             if job.future.cancel():
-                self.running -= 1  # it will never post DONE
+                self._job_gone()  # it will never post DONE
             else:
                 job.cancel.set()
 
@@ -661,7 +668,7 @@ class Worker:
         for kind, job, payload in items:
             current = s is not None and job.gen == s.gen and not job.cancelled
             if kind == DONE:
-                self.running -= 1
+                self._job_gone()
                 if not current or payload is None:
                     self.stats.dropped += 1
                     continue
@@ -869,7 +876,7 @@ class Worker:
         for lease, job in list(s.jobs.items()):
             if job.future is None or job.future.cancel():
                 if job.future is not None:
-                    self.running -= 1
+                    self._job_gone()
                 job.cancelled = True
                 released.append(lease)
                 del s.jobs[lease]
@@ -908,9 +915,10 @@ class Worker:
     async def _finish_threads(self) -> None:
         """Stop what still runs (their sessions are gone) and let the pool wind down."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + 2.0
-        while self.running > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        if self.running > 0:
+            self._none_running = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_running.wait(), timeout=2.0)
 
     def threads_busy(self) -> bool:
         """True if a slot thread is still inside a kernel after run() returned (a kernel

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,6 +93,20 @@ def http_base(server: str) -> str:
 # --- WebSocket ---------------------------------------------------------------------------------
 
 
+async def _until(
+    settled: Callable[[], bool], changed: asyncio.Event, task: asyncio.Task[Any]
+) -> None:
+    """Wait until `settled()` holds or `task` ends, waking each time `task` sets `changed`
+    (event-driven: close() waits for the last frames to leave without polling)."""
+    while not settled() and not task.done():
+        changed.clear()
+        waiter = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
+
 class WebSocketTransport:
     name = "websocket"
     paced = True
@@ -100,6 +115,7 @@ class WebSocketTransport:
         self._ws = ws
         self._outbox: collections.deque[bytes] = collections.deque()
         self._wake = asyncio.Event()
+        self._sent = asyncio.Event()  # set by the writer after each frame it sends
         self._closed = False
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
@@ -136,6 +152,7 @@ class WebSocketTransport:
                 while self._outbox:
                     await self._ws.send(self._outbox[0])
                     self._outbox.popleft()
+                    self._sent.set()
         except websockets.ConnectionClosed:
             pass
         except Exception:
@@ -175,8 +192,7 @@ class WebSocketTransport:
             await self._ws.close()
 
     async def _drained(self) -> None:
-        while self._outbox and not self._writer.done():
-            await asyncio.sleep(0.01)
+        await _until(lambda: not self._outbox, self._sent, self._writer)
 
 
 # --- HTTP fallback -----------------------------------------------------------------------------
@@ -227,6 +243,7 @@ class HttpTransport:
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._pushing = False  # a push request is in flight
         self._wake = asyncio.Event()
+        self._pushed = asyncio.Event()  # set by the send loop after each step
         self._closed = False
         self._want = 0  # the latest want the client expressed
         self._repoll = False  # the last poll came back empty: ask again
@@ -261,8 +278,7 @@ class HttpTransport:
             await self._client.aclose()
 
     async def _flushed(self) -> None:
-        while (self._outbox or self._pushing) and not self._sender.done():
-            await asyncio.sleep(0.01)
+        await _until(lambda: not (self._outbox or self._pushing), self._pushed, self._sender)
 
     def _shutdown(self) -> None:
         if self._closed:
@@ -354,6 +370,8 @@ class HttpTransport:
                             await self._request(batch, attempts=HTTP_ATTEMPTS)
                         finally:
                             self._pushing = False
+                            self._pushed.set()
+                self._pushed.set()
                 if self._poll is None and self._repoll and self._want > 0:
                     self._start_poll([{"t": "want", "n": self._want}])
         except asyncio.CancelledError:
