@@ -4,13 +4,13 @@
 // Copy buttons: <button data-copy> inside a .code block copies its <pre>/<code>;
 // <button data-copy="some-id"> copies the element with that id.
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest("[data-copy]");
+  const button = /** @type {HTMLElement | null} */ (/** @type {Element} */ (event.target).closest("[data-copy]"));
   if (!button) return;
   const source = button.dataset.copy
     ? document.getElementById(button.dataset.copy)
     : button.closest(".code")?.querySelector("pre, code");
   if (!source) return;
-  const text = "value" in source ? source.value : source.textContent.trim();
+  const text = "value" in source ? String(source.value) : source.textContent.trim();
   const label = button.textContent;
   let copied = false;
   try {
@@ -31,6 +31,6 @@ document.addEventListener("click", async (event) => {
 
 // Buttons with data-confirm ask first: "Revoke this token?" and the like.
 document.addEventListener("click", (event) => {
-  const button = event.target.closest("[data-confirm]");
+  const button = /** @type {HTMLElement | null} */ (/** @type {Element} */ (event.target).closest("[data-confirm]"));
   if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
 });
