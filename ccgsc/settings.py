@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "campaigns",
     "workers",
     "rewards",
+    "csp",
 ]
 
 MIDDLEWARE = [
@@ -352,3 +353,36 @@ LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT  # type: ignore[index]
 # Celery workers replace the root logger's handlers with their own format unless told not to:
 # with JSON logs, their lines go through the same formatter as the web processes'.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
+
+# --- security headers (docs/security.md "Hardened edges") -------------------------------------
+# Content-Security-Policy on every response (django-csp). Scripts only from our own static files
+# (no inline script, no eval); styles from our files, plus style="" attributes (they cannot run
+# script) and <style> blocks that carry the request's nonce; nothing may frame a page. Pages with
+# other needs say so where they are served: the contribute page compiles WebAssembly
+# ('wasm-unsafe-eval'), the embed frame and the kernels' worker scripts set their own policies
+# (workers/browser.py).
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+MIDDLEWARE.append("csp.middleware.CSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "worker-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# HSTS: Django's SecurityMiddleware sends it on requests that arrived over TLS only (directly, or
+# as SECURE_PROXY_SSL_HEADER says), so it is on by default in production (DEBUG=false).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)

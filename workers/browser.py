@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from csp.decorators import csp_update
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -43,6 +44,8 @@ def _worker_urls() -> dict[str, str]:
     return {kind: f"/worker/{kind}.js" for kind in WORKER_MODULES}
 
 
+# The page compiles kernels once and posts the modules to its workers (static/js/worker/kernels.js).
+@csp_update({"script-src": "'wasm-unsafe-eval'"})
 @require_GET
 def contribute(request: HttpRequest) -> HttpResponse:
     """The contribute page: the harness runs in this page's Web Workers."""

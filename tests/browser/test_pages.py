@@ -51,14 +51,14 @@ def test_create_form_checks_the_task_file_before_upload_and_shows_problems_at_th
     good = tmp_path / "good.jsonl"
     good.write_text('"1"\n"2"\n')
     page.set_input_files("#id_task_file", str(good))
-    page.wait_for_function("!document.querySelector('#field-task_file [data-client-error]')")
+    page.wait_for_function("() => !document.querySelector('#field-task_file [data-client-error]')")
     page.fill("#id_min_quorum", "3")
     page.fill("#id_target_replicas", "1")
     page.click("#campaign-form button[type=submit]")
     summary = page.locator("#error-summary")
     summary.wait_for()
     assert "The campaign was not created" in summary.inner_text()
-    page.wait_for_function("document.activeElement.getAttribute('aria-invalid') === 'true'")
+    page.wait_for_function("() => document.activeElement.getAttribute('aria-invalid') === 'true'")
     assert page.evaluate("document.activeElement.id") == "id_target_replicas"
     assert page.locator(".dropped-file").inner_text().startswith("Choose good.jsonl again")
     # The focused field is on screen (not below the fold).

@@ -75,7 +75,7 @@ def test_contribute_page_two_hands_match_the_native_host(browser, platform, make
         state = page.evaluate(HARNESS_STATE)
         assert len(state["hands"]) == 2
         assert state["transport"] == "websocket"
-        page.wait_for_function("document.body.dataset.done === '16'")
+        page.wait_for_function("() => document.body.dataset.done === '16'")
         assert page.inner_text("#stat-done") == "16"
         # Waiting is a share of the hands' time (a sum over hands would exceed the wall time).
         assert 0 <= int(page.inner_text("#stat-idle").removesuffix("%")) <= 100
@@ -317,7 +317,7 @@ def test_a_hidden_tab_pauses_unless_background_work_is_allowed(browser, platform
     try:
         wait_for(lambda: done_count(campaign) >= 1, what="the first task")
         page.evaluate(HIDE, True)
-        page.wait_for_function("window.ccgscHarness.snapshot().state === 'paused'")
+        page.wait_for_function("() => window.ccgscHarness.snapshot().state === 'paused'")
         # Queued tasks go back at once; the task running finishes and nothing more is leased.
         wait_for(lambda: held_leases() == 0, what="the queued leases to go back")
         paused_at = done_count(campaign)
@@ -372,7 +372,9 @@ def test_a_signed_in_contributor_gets_the_results(browser, platform, make_campai
             what="points for the validated results",
         )
         page.reload()
-        page.wait_for_function(f"document.getElementById('stat-points').textContent === '{total}'")
+        page.wait_for_function(
+            f"() => document.getElementById('stat-points').textContent === '{total}'"
+        )
     finally:
         context.close()
     assert set(Result.objects.filter(campaign=campaign).values_list("user_id", flat=True)) == {
