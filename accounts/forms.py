@@ -57,7 +57,8 @@ class OrganizationCreateForm(forms.Form):
 
 class MemberAddForm(forms.Form):
     email = forms.EmailField(
-        label="Email address", help_text="The person must already have an account."
+        label="Email address",
+        help_text="Someone without an account gets an email inviting them to choose a password.",
     )
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
 

@@ -135,6 +135,51 @@ def membership_add(
         raise ValidationError(f"{email} is already a member of {organization.name}.") from None
 
 
+def membership_invite(
+    *, organization: Organization, email: str, role: str, invited_by: User, base_url: str
+) -> Membership:
+    """Add a person who has no account yet: an account is made for the address (no password,
+    nothing else about them) and they get an email with a link to choose a password, valid for
+    PASSWORD_RESET_TIMEOUT (after that, "forgot password" with the same address works). An
+    address that has an account is simply added (membership_add)."""
+    from allauth.account.forms import default_token_generator
+    from allauth.account.utils import user_pk_to_url_str
+    from django.core.mail import send_mail
+    from django.urls import reverse
+
+    email = email.strip()
+    if User.objects.filter(email__iexact=email).exists():
+        return membership_add(organization=organization, email=email, role=role)
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}.")
+    with transaction.atomic():
+        try:
+            user = User.objects.create_user(email=email, password=None)
+        except IntegrityError:  # signed up this very moment
+            raise ValidationError(f"{email} just signed up: add them again.") from None
+        membership = Membership.objects.create(organization=organization, user=user, role=role)
+    link = base_url.rstrip("/") + reverse(
+        "account_reset_password_from_key",
+        kwargs={
+            "uidb36": user_pk_to_url_str(user),
+            "key": default_token_generator.make_token(user),
+        },
+    )
+    send_mail(
+        f"[CCGSC] {invited_by} invited you to {organization.name}",
+        f"{invited_by} ({invited_by.email}) added you to the organization {organization.name} on "
+        f"CCGSC, the volunteer computing platform at {base_url}, as "
+        f"{membership.get_role_display().lower()}.\n\n"
+        f"Choose a password to sign in:\n{link}\n\n"
+        "The link works for a few days; after that, use “Forgot password?” on the sign-in page "
+        "with this address. If you do not know them, ignore this mail: nothing happens until "
+        "you choose a password.\n",
+        None,
+        [email],
+    )
+    return membership
+
+
 def _lock_owners(organization: Organization) -> list[Membership]:
     # Two owners demoting or removing each other at once must not both succeed and leave the
     # organization ownerless: lock the owner rows before counting them.
@@ -214,6 +259,28 @@ def site_register(*, organization: Organization, name: str, origin: str) -> Embe
         raise ValidationError(
             f"{canonical} is already registered for {organization.name}."
         ) from None
+
+
+@transaction.atomic
+def site_delete(*, site: EmbedSite) -> None:
+    """Delete an embed site nobody has computed through yet. A site with contributions (or
+    visitors computing now) is refused: its history belongs to the site leaderboard, and
+    pausing it (site_set_active) stops new work just as well."""
+    from accounts.selectors import organization_sites_with_activity
+
+    annotated = organization_sites_with_activity(site.organization).filter(pk=site.pk).first()
+    if annotated is None:
+        return
+    used = any(
+        getattr(annotated, field, None)
+        for field in ("contributed_results", "contributed_points", "computing_now")
+    )
+    if used:
+        raise ValidationError(
+            f"{site.origin} has visitors' contributions on record (or visitors computing now), "
+            "so it cannot be deleted: pause it instead, and its tag stops offering work."
+        )
+    site.delete()
 
 
 @transaction.atomic

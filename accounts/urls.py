@@ -33,6 +33,11 @@ urlpatterns = [
     ),
     path("orgs/<slug:slug>/sites/", views.org_sites, name="org_sites"),
     path(
+        "orgs/<slug:slug>/sites/<int:site_id>/delete/",
+        views.org_site_delete,
+        name="org_site_delete",
+    ),
+    path(
         "orgs/<slug:slug>/sites/<int:site_id>/active/",
         views.org_site_active,
         name="org_site_active",

@@ -158,18 +158,25 @@ def org_members(request: HttpRequest, slug: str) -> HttpResponse:
         form = MemberAddForm(request.POST)
         if form.is_valid():
             try:
-                membership = services.membership_add(
+                membership = services.membership_invite(
                     organization=org,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
+                    invited_by=_user(request),
+                    base_url=_platform_url(request),
                 )
             except ValidationError as exc:
                 form.add_error("email", exc)
             else:
-                messages.success(
-                    request,
-                    f"Added {membership.user.email} as {membership.get_role_display().lower()}.",
-                )
+                role = membership.get_role_display().lower()
+                if membership.user.has_usable_password():
+                    text = f"Added {membership.user.email} as {role}."
+                else:
+                    text = (
+                        f"Invited {membership.user.email} as {role}: they got an email with a "
+                        "link to choose a password."
+                    )
+                messages.success(request, text)
                 return redirect("accounts:org_members", slug=org.slug)
     else:
         org = get_organization(actor, slug)
@@ -348,6 +355,21 @@ def org_sites(request: HttpRequest, slug: str) -> HttpResponse:
         form=form,
         activity=bool(selectors.site_activity_annotators),
     )
+
+
+@login_required
+@require_POST
+def org_site_delete(request: HttpRequest, slug: str, site_id: int) -> HttpResponse:
+    actor = Actor.from_request(request)
+    org = get_organization_as_owner(actor, slug)
+    site = get_for_actor(EmbedSite.objects.filter(organization=org), actor, pk=site_id)
+    try:
+        services.site_delete(site=site)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Deleted {site.origin}: its tag no longer loads anything.")
+    return redirect("accounts:org_sites", slug=org.slug)
 
 
 @login_required

@@ -25,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Organization, User
-from accounts.tenancy import Actor, get_for_actor, get_organization
+from accounts.tenancy import Actor, get_for_actor, get_organization, get_organization_as_owner
 from campaigns import selectors, services
 from campaigns.forms import (
     RESULT_FILTERS,
@@ -35,7 +35,7 @@ from campaigns.forms import (
     ResultFilterForm,
 )
 from campaigns.inputs import guess_format
-from campaigns.models import Campaign, Result
+from campaigns.models import Campaign, Kernel, Result
 from campaigns.services import ServiceError
 
 ACTIONS = {
@@ -131,6 +131,21 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
         memory_cap=settings.CCGSC["KERNEL_MEMORY_CAP"],
         size_cap=settings.CCGSC["KERNEL_MAX_BYTES"],
     )
+
+
+@login_required
+@require_POST
+def kernel_delete(request: HttpRequest, slug: str, kernel_id: int) -> HttpResponse:
+    """Owners delete a kernel that no campaign uses; a used one is refused with the reason."""
+    org = get_organization_as_owner(Actor.from_request(request), slug)
+    kernel = get_object_or_404(Kernel, organization=org, pk=kernel_id)
+    try:
+        services.kernel_delete(kernel=kernel)
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Deleted the kernel “{kernel.name}”.")
+    return redirect("campaigns:kernel_list", slug=org.slug)
 
 
 @login_required

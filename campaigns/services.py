@@ -103,6 +103,31 @@ def kernel_upload(
     return kernel
 
 
+def kernel_delete(*, kernel: Kernel) -> None:
+    """Delete a kernel no campaign refers to (as its kernel, generator, verifier or reducer);
+    ServiceError naming the campaigns otherwise. Its blob stays (content-addressed, maybe
+    shared)."""
+    from django.db.models import Q
+
+    with transaction.atomic():
+        Kernel.objects.select_for_update().filter(pk=kernel.pk).first()
+        users = list(
+            Campaign.objects.filter(
+                Q(kernel=kernel) | Q(generator=kernel) | Q(verifier=kernel) | Q(reducer=kernel)
+            )
+            .order_by("pk")
+            .values_list("name", flat=True)[:4]
+        )
+        if users:
+            shown = ", ".join(f"“{name}”" for name in users[:3])
+            more = " and others" if len(users) > 3 else ""
+            raise ServiceError(
+                f"The kernel “{kernel.name}” is used by {shown}{more}: a kernel stays as long as "
+                "a campaign refers to it (as its kernel, generator, verifier or reducer)."
+            )
+        kernel.delete()
+
+
 def kernel_get_or_upload(
     *,
     organization: Organization,

@@ -12,6 +12,11 @@ urlpatterns = [
     path("orgs/<slug:slug>/campaigns/new/", owner_views.campaign_create, name="campaign_create"),
     path("orgs/<slug:slug>/kernels/", owner_views.kernel_list, name="kernel_list"),
     path(
+        "orgs/<slug:slug>/kernels/<int:kernel_id>/delete/",
+        owner_views.kernel_delete,
+        name="kernel_delete",
+    ),
+    path(
         "orgs/<slug:slug>/campaigns/<int:campaign_id>/",
         owner_views.campaign_detail,
         name="campaign_detail",

@@ -12,6 +12,7 @@ from django.contrib.staticfiles import finders
 from django.core import mail
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
 
@@ -324,13 +325,40 @@ def test_owner_adds_an_existing_user_by_email(client, people):
     assert signed_in(client, people.outsider).get("/orgs/alpha/").status_code == 200
 
 
-def test_adding_an_unknown_or_existing_member_shows_why(client, people):
+def test_adding_an_existing_member_shows_why(client, people):
     signed_in(client, people.owner)
-    unknown = client.post("/orgs/alpha/members/", {"email": "ghost@x.test", "role": "member"})
-    assert "Nobody has signed up with ghost@x.test" in unknown.content.decode()
     again = client.post("/orgs/alpha/members/", {"email": "mate@alpha.test", "role": "member"})
     assert "already a member" in again.content.decode()
     assert people.org.memberships.count() == 2
+
+
+def test_owner_invites_someone_without_an_account_by_email(client, people, mailoutbox):
+    signed_in(client, people.owner)
+    response = client.post("/orgs/alpha/members/", {"email": "ghost@x.test", "role": "member"})
+    assert response.status_code == 302
+    invited = User.objects.get(email="ghost@x.test")
+    assert not invited.has_usable_password()
+    assert Membership.objects.filter(user=invited, organization=people.org).exists()
+    (message,) = mailoutbox
+    assert message.to == ["ghost@x.test"] and "Alpha Lab" in message.subject
+    link = re.search(r"http://testserver(/accounts/password/reset/key/\S+)", message.body)
+    assert link is not None, message.body
+    page = client.get(response.url).content.decode()
+    assert "Invited ghost@x.test as member" in page
+
+    # The link lets them choose a password and sign in; then they see the organization.
+    anonymous = Client()
+    form = anonymous.get(link.group(1), follow=True)
+    assert form.status_code == 200
+    chosen = anonymous.post(
+        form.redirect_chain[-1][0] if form.redirect_chain else link.group(1),
+        {"password1": "a-new-pass-9876", "password2": "a-new-pass-9876"},
+    )
+    assert chosen.status_code == 302
+    invited.refresh_from_db()
+    assert invited.check_password("a-new-pass-9876")
+    assert anonymous.login(email="ghost@x.test", password="a-new-pass-9876")
+    assert anonymous.get("/orgs/alpha/").status_code == 200
 
 
 def test_only_owners_add_members(client, people):
