@@ -76,3 +76,9 @@ def test_a_form_sent_without_its_token_gets_the_branded_csrf_page(people, settin
     response = client.post("/account/", {})
     assert response.status_code == 403
     assert "This form expired" in response.content.decode()
+
+
+def test_the_api_docs_link_back_to_the_platform(db):
+    html = Client().get("/api/v1/docs/").content.decode()
+    assert 'class="ccgsc-brand" href="/"' in html
+    assert 'id="swagger-ui"' in html

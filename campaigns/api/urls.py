@@ -63,5 +63,10 @@ urlpatterns = [
         name="api-results",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path(
+        "docs/",
+        # templates/api_docs.html: the Swagger UI under the site's bar (a way back).
+        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api_docs.html"),
+        name="api-docs",
+    ),
 ]
