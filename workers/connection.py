@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from workers import protocol, scheduler, sessions
+from workers import dispatch, protocol, scheduler, sessions
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 
@@ -37,7 +37,10 @@ PREFETCH_MS = 500.0
 UNKNOWN_TASK_MS = 100.0
 MAX_IN_HAND = 4 * protocol.MAX_BATCH
 FLUSH_SECONDS = 5.0
-IDLE_RECHECK_SECONDS = 5.0
+# An HTTP-fallback request waiting for more work while it still holds some looks again this
+# often (its leases may have been answered by a concurrent request, maybe on another process,
+# which frees room the dispatcher cannot know of). Idle sessions never poll (workers.dispatch).
+HTTP_BUSY_RECHECK_SECONDS = 1.0
 MAX_STRIKES = 5
 STRIKE_WINDOW_SECONDS = 60.0
 # A session whose results for one campaign keep failing (a browser out of memory, a broken
@@ -101,8 +104,12 @@ class WorkerConnection:
         transport: str = WorkerSession.Transport.WEBSOCKET,
         origin: str | None = None,
         profile: str | None = None,
+        channel: str = "",
     ) -> None:
         self.send = send
+        # The WebSocket consumer's channel name: cancels for this session's leases are sent
+        # there (workers.live), from any server process.
+        self.channel = channel
         # Network origin and browser profile of the peer (workers.identity), for the session.
         self.origin, self.profile = origin, profile
         self.user = user if user is not None and getattr(user, "is_authenticated", False) else None
@@ -136,7 +143,9 @@ class WorkerConnection:
         self.returned_in_time = False
         self.closed = False
         self._fill_lock = asyncio.Lock()
-        self._idle_task: asyncio.Task[None] | None = None
+        self.seen_nudges = 0
+        # Set when tasks are sent (the HTTP fallback's long poll waits for it).
+        self.delivered = asyncio.Event()
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -202,8 +211,7 @@ class WorkerConnection:
         if self.closed:
             return
         self.closed = True
-        if self._idle_task is not None:
-            self._idle_task.cancel()
+        dispatch.dispatcher().closed(self)
         if self.info is not None:
             await db(sessions.session_close)(self.info.id, self._take_stats())
 
@@ -250,12 +258,15 @@ class WorkerConnection:
             transport=self.transport,
             origin=self.origin,
             profile=self.profile,
+            channel=self.channel,
         )
         self.secret = secret
         self.slots = session.slots  # what the origin's slot cap left of the hello's claim
         self.allowance = session.lease_allowance
         self.version = hello.v
         self.info = await db(sessions.session_info)(session)
+        if self.transport == WorkerSession.Transport.WEBSOCKET:
+            dispatch.dispatcher().opened(self)
         await self.send(
             protocol.Welcome(
                 v=hello.v, session=session.pk, secret=secret, limits=limits(self.transport)
@@ -411,21 +422,17 @@ class WorkerConnection:
     async def _fill(self, *, announce_idle: bool = False) -> None:
         async with self._fill_lock:
             assert self.info is not None
-            n = min(
-                self.wanted,
-                self.allowance - len(self.in_hand),
-                MAX_IN_HAND - len(self.in_hand),
-                protocol.MAX_BATCH,
-            )
-            benched = self.benched_until is not None and self.benched_until > timezone.now()
+            n = self._room()
+            benched = self._benched()
             if n <= 0 or benched:
                 # Benched (its leases kept expiring): nothing until the bench ends, which the
-                # idle re-check notices.
+                # dispatcher's safety net notices.
                 if benched and self.wanted > 0 and not self.in_hand:
                     if announce_idle:
                         await self.send(protocol.Idle())
                     self._watch_idle()
                 return
+            self.seen_nudges = dispatch.dispatcher().nudges
             leases, campaigns = await db(scheduler.lease_for_session)(
                 self.info,
                 n,
@@ -448,23 +455,53 @@ class WorkerConnection:
                         await self.send(protocol.Idle())
                     self._watch_idle()
                 return
-            self.wanted = max(0, self.wanted - len(leases))
-            for lease in leases:
-                self.in_hand[lease.lease] = lease.campaign
-            self.sent_campaigns.update(campaigns)
-            # Several frames when the inputs and checkpoints would not fit in one.
-            budget = protocol.MAX_FRAME - 64 * 1024
-            batch: list[protocol.TaskItem] = []
-            size = 0
-            for lease in leases:
-                wire = lease.to_wire()
-                item = len(lease.input) + len(lease.checkpoint or b"") + 256
-                if batch and size + item > budget:
-                    await self._send_tasks(batch, campaigns)
-                    batch, size, campaigns = [], 0, {}
-                batch.append(wire)
-                size += item
-            await self._send_tasks(batch, campaigns)
+            await self.deliver(leases, campaigns)
+
+    def _room(self) -> int:
+        return min(
+            self.wanted,
+            self.allowance - len(self.in_hand),
+            MAX_IN_HAND - len(self.in_hand),
+            protocol.MAX_BATCH,
+        )
+
+    def _benched(self) -> bool:
+        return self.benched_until is not None and self.benched_until > timezone.now()
+
+    def lease_request(self) -> scheduler.LeaseRequest:
+        """What the dispatcher leases for this session when it feeds it with others."""
+        assert self.info is not None
+        return scheduler.LeaseRequest(
+            session=self.info,
+            n=0 if self._benched() else self._room(),
+            budget=self._budget_snapshot(),
+            skip=self._benched_now(),
+            known=frozenset(self.sent_campaigns),
+        )
+
+    async def deliver(
+        self, leases: list[scheduler.Lease], campaigns: dict[int, protocol.CampaignDesc]
+    ) -> None:
+        """Send leased tasks to the worker (from this session's own lease or the dispatcher's)."""
+        dispatch.dispatcher().stop_waiting(self)
+        self.wanted = max(0, self.wanted - len(leases))
+        for lease in leases:
+            self.in_hand[lease.lease] = lease.campaign
+        self.sent_campaigns.update(campaigns)
+        # Several frames when the inputs and checkpoints would not fit in one.
+        budget = protocol.MAX_FRAME - 64 * 1024
+        batch: list[protocol.TaskItem] = []
+        size = 0
+        for lease in leases:
+            wire = lease.to_wire()
+            item = len(lease.input) + len(lease.checkpoint or b"") + 256
+            if batch and size + item > budget:
+                await self._send_tasks(batch, campaigns)
+                batch, size, campaigns = [], 0, {}
+            batch.append(wire)
+            size += item
+        await self._send_tasks(batch, campaigns)
+        self.delivered.set()
 
     async def _send_tasks(
         self, tasks: list[protocol.TaskItem], campaigns: dict[int, protocol.CampaignDesc]
@@ -472,19 +509,11 @@ class WorkerConnection:
         await self.send(protocol.Tasks(tasks=tasks, campaigns=campaigns or None))
 
     def _watch_idle(self) -> None:
-        """While hungry, look again now and then in case a push was missed (pushes are
-        best-effort; this is a slow safety net, not a polling loop). Not for the HTTP
-        fallback: its request long-polls, and nothing may outlive the response."""
-        if self.transport == WorkerSession.Transport.HTTP:
-            return
-        if self._idle_task is None or self._idle_task.done():
-            self._idle_task = asyncio.get_running_loop().create_task(self._idle_loop())
-
-    async def _idle_loop(self) -> None:
-        while not self.closed and self.wanted > 0:
-            await asyncio.sleep(IDLE_RECHECK_SECONDS)
-            if not self.closed and self.wanted > 0:
-                await self._fill()
+        """Hungry and empty-handed: wait in the process's dispatcher, which feeds its waiting
+        sessions together when work appears (no timer or query of this session's own). Not
+        for the HTTP fallback: its request waits itself (workers/views.py)."""
+        if self.transport != WorkerSession.Transport.HTTP and not self.closed:
+            dispatch.dispatcher().wait_for_work(self, self.seen_nudges)
 
     # --- metrics --------------------------------------------------------------------------------
 

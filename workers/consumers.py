@@ -9,9 +9,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ccgsc.origins import scope_origin_allowed
 from ccgsc.sockets import QuietWhenClosed
-from workers import identity, protocol, scheduler
+from workers import identity, protocol
 from workers.connection import WorkerConnection
-from workers.live import WORKERS_GROUP
 from workers.protocol import ProtocolError
 from workers.sweeper import ensure_sweeper
 
@@ -20,7 +19,9 @@ CLOSE_POLICY = 4400
 
 
 class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
-    groups = [WORKERS_GROUP]
+    # In no group: work and campaign changes reach this process's dispatcher once
+    # (workers.dispatch); cancels and campaign changes reach this connection by its channel
+    # name (workers.live, workers.dispatch), only when it holds the leases concerned.
 
     async def connect(self) -> None:
         # Browsers only from the platform's own origin, exactly (ccgsc/origins.py).
@@ -31,7 +32,11 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
         self.gone = False
         origin, profile = identity.scope_identity(self.scope)
         self.conn = WorkerConnection(
-            self._send, user=self.scope.get("user"), origin=origin, profile=profile
+            self._send,
+            user=self.scope.get("user"),
+            origin=origin,
+            profile=profile,
+            channel=self.channel_name or "",
         )
         await self.accept()
 
@@ -79,12 +84,6 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
             await conn.close()
 
     # Group events (see workers.live).
-    async def work_available(self, event: dict[str, Any]) -> None:
-        # The nudge may come from another process (a Celery job, another server, the CLI's
-        # API call): this process's campaign directory may not know the campaign yet.
-        scheduler.work_available(event.get("campaign"))
-        await self.conn.on_work_available()
-
     async def campaign_changed(self, event: dict[str, Any]) -> None:
         await self.conn.on_campaign_changed(event["campaign"], event["state"])
 

@@ -1,8 +1,14 @@
-"""Pushes to connected workers through a Channels group.
+"""Pushes to connected workers through the channel layer, never to every connection.
 
-Only nudges go through the group ("there is work", "campaign X paused"): tasks themselves are
-always sent on the worker's own connection, because group_send drops messages silently at
-capacity. A lost nudge costs at most the idle re-check interval of workers.connection.
+- "There is work" and "campaign X changed" go to SERVERS_GROUP: one message per server
+  process, whose dispatcher (workers.dispatch) feeds its waiting sessions or withdraws the
+  campaign's leases from the connections holding them.
+- "These replicas are withdrawn" goes to the sessions holding them, by the channel name each
+  WebSocket session stored (WorkerSession.channel).
+
+Only nudges go through the layer: tasks themselves are always sent on the worker's own
+connection, because the layer drops messages silently at capacity. A lost nudge costs at most
+the dispatcher's safety-net interval.
 """
 
 from __future__ import annotations
@@ -11,34 +17,42 @@ import asyncio
 import logging
 import threading
 import time
+from collections import defaultdict
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from workers import scheduler
+from workers.dispatch import SERVERS_GROUP
 
 log = logging.getLogger(__name__)
-WORKERS_GROUP = "ccgsc.workers"
 NUDGE_INTERVAL = 0.25
+# Lease ids per cancel event, so one event stays small.
+CANCEL_CHUNK = 500
 _last_nudge: dict[int, float] = {}
 _pending: set[int] = set()
 _lock = threading.Lock()
 
 
-def _group_send(event: dict[str, Any]) -> None:
+def _layer_call(method: str, *args: Any) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    call = getattr(layer, method)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
     if loop is not None:
         # On the event loop thread itself (nothing to block): schedule the send instead.
-        loop.create_task(layer.group_send(WORKERS_GROUP, event))
+        loop.create_task(call(*args))
     else:
-        async_to_sync(layer.group_send)(WORKERS_GROUP, event)
+        async_to_sync(call)(*args)
+
+
+def _servers_send(event: dict[str, Any]) -> None:
+    _layer_call("group_send", SERVERS_GROUP, event)
 
 
 def on_work_available(sender: Any, campaign_id: int, **kwargs: Any) -> None:
@@ -58,7 +72,7 @@ def on_work_available(sender: Any, campaign_id: int, **kwargs: Any) -> None:
                 timer.start()
             return
         _last_nudge[campaign_id] = now
-    _group_send(event)
+    _servers_send(event)
 
 
 def _send_pending(campaign_id: int, event: dict[str, Any]) -> None:
@@ -66,21 +80,50 @@ def _send_pending(campaign_id: int, event: dict[str, Any]) -> None:
         _pending.discard(campaign_id)
         _last_nudge[campaign_id] = time.monotonic()
     try:
-        _group_send(event)
+        _servers_send(event)
     except RuntimeError:
         log.debug("nudge for campaign %s dropped (shutting down)", campaign_id)
 
 
+def channels_of_leases(lease_ids: list[int]) -> dict[str, list[int]]:
+    """The channel of each open WebSocket session that was given these leases (two queries)."""
+    from campaigns.models import Result
+    from workers.models import WorkerSession
+
+    rows = Result.objects.filter(pk__in=lease_ids, session_id__isnull=False).values_list(
+        "pk", "session_id"
+    )
+    by_session: dict[int, list[int]] = defaultdict(list)
+    for rid, sid in rows:
+        if sid is not None:
+            by_session[sid].append(rid)
+    out: dict[str, list[int]] = defaultdict(list)
+    for sid, channel in (
+        WorkerSession.objects.filter(pk__in=list(by_session), disconnected_at__isnull=True)
+        .exclude(channel="")
+        .values_list("pk", "channel")
+    ):
+        out[channel] += by_session[sid]
+    return out
+
+
 def on_leases_cancelled(lease_ids: list[int], reason: str) -> None:
-    """Replicas were withdrawn (their task was decided elsewhere): whichever connections hold
-    them tell their workers to stop. Sent to every connection, which keeps its own leases; in
-    chunks, so one event stays small."""
-    for i in range(0, len(lease_ids), 500):
-        _group_send(
-            {"type": "leases.cancelled", "leases": lease_ids[i : i + 500], "reason": reason}
-        )
+    """Replicas were withdrawn (their task was decided elsewhere): the connections holding them
+    tell their workers to stop. Called in a database thread (after the commit)."""
+    for channel, leases in channels_of_leases(lease_ids).items():
+        leases.sort()
+        for i in range(0, len(leases), CANCEL_CHUNK):
+            _layer_call(
+                "send",
+                channel,
+                {
+                    "type": "leases.cancelled",
+                    "leases": leases[i : i + CANCEL_CHUNK],
+                    "reason": reason,
+                },
+            )
 
 
 def on_campaign_changed(sender: Any, campaign_id: int, state: str, **kwargs: Any) -> None:
     scheduler.work_available(campaign_id)
-    _group_send({"type": "campaign.changed", "campaign": campaign_id, "state": state})
+    _servers_send({"type": "campaign.changed", "campaign": campaign_id, "state": state})

@@ -39,6 +39,10 @@ class WorkerSession(models.Model):
     # The protocol version its hello named (workers/protocol.py): the HTTP fallback decodes
     # each later request's messages in it.
     protocol_version = models.PositiveSmallIntegerField(default=1)
+    # The channel-layer name of the WebSocket connection serving it (any server process):
+    # pushes meant for this session alone (cancelled leases, campaign changes) go there.
+    # Empty for the HTTP fallback, which gets no pushes.
+    channel = models.CharField(max_length=100, blank=True)
     # HTTP-fallback sessions present this secret (hashed here) with every request.
     secret_hash = models.CharField(max_length=64, blank=True)
     # Who is behind it (workers.identity): the client's network origin (an address prefix)

@@ -317,6 +317,42 @@ def lease_for_session(
     return leases, descriptors
 
 
+@dataclass(frozen=True)
+class LeaseRequest:
+    """One waiting session in a bulk lease (lease_many): up to n tasks, capped per campaign by
+    budget(campaign_id), none of the campaigns in skip; descriptors for campaigns not in known."""
+
+    session: SessionInfo
+    n: int
+    budget: Callable[[int], int] | None = None
+    skip: Collection[int] = ()
+    known: Collection[int] = ()
+
+
+def lease_many(
+    requests: Sequence[LeaseRequest],
+) -> dict[int, tuple[list[Lease], dict[int, protocol.CampaignDesc]]]:
+    """Work for many waiting sessions at once (a server process feeding its idle sessions when
+    work appears), in one trip to the database thread: each session leases as lease() would
+    (fair share, independence, allowance), and once a campaign of one replica per task runs
+    out the rest stop asking it (lease() marks it empty). Returns {session id: (leases,
+    descriptors of its campaigns not in its `known`)} for the sessions that got work."""
+    out: dict[int, tuple[list[Lease], dict[int, protocol.CampaignDesc]]] = {}
+    for r in requests:
+        if r.n <= 0:
+            continue
+        leases = lease(r.session, r.n, r.budget, r.skip)
+        if not leases:
+            continue
+        descriptors: dict[int, protocol.CampaignDesc] = {}
+        for cid in {x.campaign for x in leases} - set(r.known):
+            info = campaign_info(cid)
+            if info is not None:
+                descriptors[cid] = info.descriptor()
+        out[r.session.id] = (leases, descriptors)
+    return out
+
+
 def _next_campaign(
     session: SessionInfo, campaigns: dict[int, CampaignInfo], tried: set[int]
 ) -> CampaignInfo | None:

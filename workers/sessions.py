@@ -31,6 +31,7 @@ def session_open(
     transport: str = WorkerSession.Transport.WEBSOCKET,
     origin: str | None = None,
     profile: str | None = None,
+    channel: str = "",
 ) -> tuple[WorkerSession, str]:
     """Authenticate a hello and create its session. Returns the session and a secret the HTTP
     fallback presents with every later request (only its hash is stored). `origin` and
@@ -67,6 +68,7 @@ def session_open(
         agent=hello.agent or "",
         protocol_version=hello.v,
         secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+        channel=channel,
     )
     return session, secret
 

@@ -4,6 +4,7 @@ protocol, and the public status."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import timedelta
 
@@ -18,8 +19,8 @@ from django.views.decorators.http import require_GET
 from campaigns.models import Blob, Campaign, Result
 from ccgsc.api import api_methods
 from ccgsc.origins import origin_allowed
-from workers import identity, protocol, sessions
-from workers.connection import WorkerConnection, db
+from workers import dispatch, identity, protocol, sessions
+from workers.connection import HTTP_BUSY_RECHECK_SECONDS, WorkerConnection, db
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 from workers.sweeper import ensure_sweeper, last_sweep
@@ -130,17 +131,36 @@ async def work(request: HttpRequest) -> HttpResponse:
             if await conn.protocol_error(exc):
                 break
     if wanted_work and conn.wanted > 0 and not conn.closed and not _has_tasks(out):
-        deadline = time.monotonic() + LONG_POLL_SECONDS
-        while time.monotonic() < deadline and not _has_tasks(out):
-            await asyncio.sleep(0.5)
-            # Results sent in other requests may have freed room meanwhile.
-            await conn.reload_leases()
-            await conn.on_work_available()
+        await _long_poll(conn, out)
         if _has_tasks(out):
             out[:] = [m for m in out if not isinstance(m, protocol.Idle)]
     if conn.info is not None and not conn.closed:
         await conn.flush()
     return _msgpack_response(out)
+
+
+async def _long_poll(conn: WorkerConnection, out: list[protocol.ServerMessage]) -> None:
+    """Hold the request until tasks are sent or LONG_POLL_SECONDS pass. An empty-handed
+    session waits in the process's dispatcher like an idle WebSocket (no query of its own); one
+    that still holds leases looks again every HTTP_BUSY_RECHECK_SECONDS, because results sent
+    in other requests (maybe to another process) may have freed room."""
+    waiter = dispatch.dispatcher()
+    deadline = time.monotonic() + LONG_POLL_SECONDS
+    try:
+        while not conn.closed and not _has_tasks(out):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            waiter.wait_for_work(conn, conn.seen_nudges)
+            pause = left if not conn.in_hand else min(left, HTTP_BUSY_RECHECK_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.delivered.wait(), pause)
+            if conn.in_hand and not conn.delivered.is_set():
+                waiter.stop_waiting(conn)
+                await conn.reload_leases()
+                await conn.on_work_available()
+    finally:
+        waiter.stop_waiting(conn)
 
 
 @csrf_exempt  # read-only and public: a POST learns it is the wrong method (405), not CSRF
