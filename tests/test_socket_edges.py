@@ -134,11 +134,13 @@ async def test_fuzzed_frames_and_close_races_log_no_traceback(caplog):
 
 
 async def test_a_send_after_a_fatal_close_is_dropped_quietly(caplog):
-    """The deterministic case of the race: a group event arrives after the consumer closed the
-    socket for a fatal protocol error and before daphne delivered the disconnect."""
+    """The deterministic case of the race: an event for the connection (sent to its channel)
+    arrives after the consumer closed the socket for a fatal protocol error and before daphne
+    delivered the disconnect."""
+    from asgiref.sync import sync_to_async
     from channels.layers import get_channel_layer
 
-    from workers.live import WORKERS_GROUP
+    from workers.models import WorkerSession
 
     caplog.set_level(logging.WARNING)
     sock = DaphneLikeSocket()
@@ -146,7 +148,12 @@ async def test_a_send_after_a_fatal_close_is_dropped_quietly(caplog):
     await sock.frame(protocol.encode(HELLO))
     await sock.frame(OVERSIZED)  # fatal: error, then our close
     await asyncio.wait_for(sock.closed_by_server.wait(), timeout=30)
-    await get_channel_layer().group_send(WORKERS_GROUP, {"type": "work_available"})
+    channel = await sync_to_async(
+        lambda: WorkerSession.objects.values_list("channel", flat=True).get()
+    )()
+    assert channel
+    event = {"type": "leases.cancelled", "leases": [1], "reason": "test"}
+    await get_channel_layer().send(channel, event)
     await sock.frame(protocol.encode({"t": "ping"}))
     await sock.hang_up()
     await asyncio.wait_for(sock.task, timeout=30)
