@@ -27,7 +27,7 @@ from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 
 from accounts.models import Organization, User
-from campaigns import signals
+from campaigns import replicas, signals
 from campaigns.inputs import (
     InputError,
     TaskSpec,
@@ -351,9 +351,8 @@ def _insert_replicas(campaign_id: int, first_seq: int, end_seq: int, copies: int
     """Create `copies` unsent replicas for each task with first_seq <= seq < end_seq, set-based."""
     r, t = Result._meta.db_table, Task._meta.db_table
     sql = (
-        f"INSERT INTO {r} (campaign_id, task_id, state, outcome, validation, output_sha256,"
-        " error_kind, stderr_tail)"
-        f" SELECT campaign_id, id, 0, 0, 0, '', '', '' FROM {t}"
+        f"INSERT INTO {r} ({replicas.COLUMNS})"
+        f" SELECT campaign_id, id, {replicas.FRESH} FROM {t}"
         " WHERE campaign_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
     )
     with connection.cursor() as cursor:

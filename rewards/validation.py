@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from campaigns import signals
 from campaigns.models import Campaign, Result, Task
+from campaigns.replicas import insert_replicas
 from ccgsc import metrics
 from rewards import ledger, trust
 from workers import scheduler
@@ -562,12 +563,7 @@ def _cancel_outstanding(cursor: Any, task_ids: list[int]) -> None:
 
 def _add_replicas(cursor: Any, decisions: Sequence[Decision]) -> None:
     rows = [(d.campaign_id, d.task_id) for d in decisions for _ in range(d.new_replicas)]
-    values = ", ".join(["(%s, %s, 0, 0, 0, '', '', '')"] * len(rows))
-    cursor.execute(
-        f"INSERT INTO {R} (campaign_id, task_id, state, outcome, validation, output_sha256,"  # noqa: S608
-        f" error_kind, stderr_tail) VALUES {values}",
-        [x for row in rows for x in row],
-    )
+    insert_replicas(cursor, rows)
     campaign_ids = sorted({cid for cid, _ in rows})
     for cid in campaign_ids:
         scheduler.work_available(cid)

@@ -35,6 +35,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from campaigns.models import Campaign, Kernel, Result, Task
+from campaigns.replicas import insert_replicas
 from campaigns.services import campaign_check_complete
 from ccgsc import metrics
 from workers import protocol
@@ -52,6 +53,7 @@ SUCCESS, ERROR, TIMEOUT = (
     Result.Outcome.ERROR.value,
     Result.Outcome.TIMEOUT.value,
 )
+TASK_PENDING, TASK_DONE, TASK_FAILED = (s.value for s in Task.State)
 VALID = Result.Validation.VALID.value
 SINGLE_BASIS = Result.Basis.SINGLE.value
 
@@ -552,10 +554,10 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
             f"WITH v(id, outcome, output, sha, exit_code, error_kind, stderr_tail, ms) AS"
             f" (VALUES {', '.join(values)})"
             # No table alias: SQLite's RETURNING cannot see one.
-            f" UPDATE {R} SET state = 2, outcome = v.outcome, output = v.output,"
+            f" UPDATE {R} SET state = {RETURNED}, outcome = v.outcome, output = v.output,"
             " output_sha256 = v.sha, exit_code = v.exit_code, error_kind = v.error_kind,"
             " stderr_tail = v.stderr_tail, runtime_ms = v.ms, returned_at = %s"
-            f" FROM v WHERE {R}.id = v.id AND {R}.session_id = %s AND {R}.state = 1"
+            f" FROM v WHERE {R}.id = v.id AND {R}.session_id = %s AND {R}.state = {LEASED}"
             f" RETURNING {R}.id, {R}.task_id, {R}.campaign_id, {R}.outcome, {R}.user_id,"
             f" {R}.site_id, {R}.leased_at",
             [*params, now, session.id],
@@ -630,8 +632,9 @@ def _decide_tasks(
         params += [tid, rid]
     cursor.execute(
         f"WITH v(tid, rid) AS (VALUES {values})"
-        f" UPDATE {T} SET state = 1, canonical_result_id = v.rid, finished_at = %s"
-        f" FROM v WHERE {T}.id = v.tid AND {T}.state = 0 RETURNING {T}.id, {T}.campaign_id",
+        f" UPDATE {T} SET state = {TASK_DONE}, canonical_result_id = v.rid, finished_at = %s"
+        f" FROM v WHERE {T}.id = v.tid AND {T}.state = {TASK_PENDING}"
+        f" RETURNING {T}.id, {T}.campaign_id",
         [*params, now],
     )
     decided = cursor.fetchall()
@@ -678,7 +681,8 @@ def _record_failures(
     for (task_id, campaign_id), count in sorted(Counter((t, c) for _, t, c in failures).items()):
         info = campaign_info(campaign_id)
         cursor.execute(
-            f"UPDATE {T} SET error_count = error_count + %s WHERE id = %s AND state = 0"
+            f"UPDATE {T} SET error_count = error_count + %s WHERE id = %s"
+            f" AND state = {TASK_PENDING}"
             " RETURNING error_count",
             [count, task_id],
         )
@@ -692,22 +696,19 @@ def _record_failures(
         if row[0] >= limit or total >= max_total:
             reason = _failure_reason(task_id, row[0])
             cursor.execute(
-                f"UPDATE {T} SET state = 2, failure = %s, finished_at = %s"
-                " WHERE id = %s AND state = 0",
+                f"UPDATE {T} SET state = {TASK_FAILED}, failure = %s, finished_at = %s"
+                f" WHERE id = %s AND state = {TASK_PENDING}",
                 [reason, now, task_id],
             )
             if cursor.rowcount:
                 failed_by_campaign[campaign_id] += 1
                 cursor.execute(
-                    f"UPDATE {R} SET state = 4 WHERE task_id = %s AND state IN (0, 1)",
+                    f"UPDATE {R} SET state = {CANCELLED} WHERE task_id = %s"
+                    f" AND state IN ({UNSENT}, {LEASED})",
                     [task_id],
                 )
         else:
-            cursor.execute(
-                f"INSERT INTO {R} (campaign_id, task_id, state, outcome, validation,"
-                " output_sha256, error_kind, stderr_tail) VALUES (%s, %s, 0, 0, 0, '', '', '')",
-                [campaign_id, task_id],
-            )
+            insert_replicas(cursor, [(campaign_id, task_id)])
             requeued.add(campaign_id)
     for cid in requeued:
         work_available(cid)
@@ -754,8 +755,8 @@ def save_checkpoint(session: SessionInfo, lease_id: int, data: bytes) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {T} SET checkpoint = %s, checkpoint_at = %s WHERE id ="
-            f" (SELECT task_id FROM {R} WHERE id = %s AND session_id = %s AND state = 1)"
-            " AND state = 0",
+            f" (SELECT task_id FROM {R} WHERE id = %s AND session_id = %s AND state = {LEASED})"
+            f" AND state = {TASK_PENDING}",
             [data, timezone.now(), lease_id, session.id],
         )
         return cursor.rowcount == 1
@@ -849,7 +850,7 @@ def _record_expiries(cursor: Any, expired: list[tuple[int, int]], now: datetime)
     cursor.execute(
         f"SELECT r.task_id, COUNT(DISTINCT COALESCE(r.origin, CAST(r.session_id AS"
         f" {_vendor_types()['text']}))) FROM {R} r JOIN {T} t ON t.id = r.task_id"
-        f" WHERE r.task_id IN ({marks}) AND t.state = 0 AND r.state = {TIMED_OUT}"
+        f" WHERE r.task_id IN ({marks}) AND t.state = {TASK_PENDING} AND r.state = {TIMED_OUT}"
         " GROUP BY r.task_id ORDER BY r.task_id",
         ids,
     )
@@ -859,8 +860,8 @@ def _record_expiries(cursor: Any, expired: list[tuple[int, int]], now: datetime)
         info = campaign_info(campaign_of[task_id])
         if origins >= max(info.max_attempts if info else 1, EXPIRY_MIN_NETWORKS):
             cursor.execute(
-                f"UPDATE {T} SET state = 2, failure = %s, finished_at = %s"
-                " WHERE id = %s AND state = 0",
+                f"UPDATE {T} SET state = {TASK_FAILED}, failure = %s, finished_at = %s"
+                f" WHERE id = %s AND state = {TASK_PENDING}",
                 [
                     f"lease expired on {origins} worker session(s) of distinct networks"
                     " without an answer",
@@ -878,12 +879,7 @@ def _record_expiries(cursor: Any, expired: list[tuple[int, int]], now: datetime)
         else:
             requeue.append(task_id)
     if requeue:
-        cursor.execute(
-            f"INSERT INTO {R} (campaign_id, task_id, state, outcome, validation,"
-            " output_sha256, error_kind, stderr_tail) VALUES "
-            + ", ".join([f"(%s, %s, {UNSENT}, 0, 0, '', '', '')"] * len(requeue)),
-            [x for tid in requeue for x in (campaign_of[tid], tid)],
-        )
+        insert_replicas(cursor, [(campaign_of[tid], tid) for tid in requeue])
         for cid in {campaign_of[tid] for tid in requeue}:
             work_available(cid)
     return failed_by_campaign
