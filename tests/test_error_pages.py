@@ -82,3 +82,14 @@ def test_the_api_docs_link_back_to_the_platform(db):
     html = Client().get("/api/v1/docs/").content.decode()
     assert 'class="ccgsc-brand" href="/"' in html
     assert 'id="swagger-ui"' in html
+
+
+def test_the_admin_carries_the_product_look(people):
+    people.owner.is_staff = True
+    people.owner.is_superuser = True
+    people.owner.save()
+    client = Client()
+    client.force_login(people.owner)
+    html = client.get("/admin/campaigns/kernel/").content.decode()
+    assert "css/admin.css" in html and "CC<span>GSC</span> admin" in html
+    assert 'href="/">← Back to the site' in html
