@@ -27,6 +27,18 @@ class CampaignNotificationsForm(forms.ModelForm):
             "reported once. Empty: the platform's default.",
         }
 
+    def clean_webhook_url(self) -> str:
+        url = str(self.cleaned_data.get("webhook_url") or "")
+        if url:
+            # Said now rather than in the delivery log at the first event.
+            from operations.notifications import WebhookError, check_webhook_url
+
+            try:
+                check_webhook_url(url)
+            except WebhookError as exc:
+                raise forms.ValidationError(str(exc)) from exc
+        return url
+
     def clean_stall_minutes(self) -> int | None:
         value = self.cleaned_data.get("stall_minutes")
         if value is not None and not 1 <= value <= 7 * 24 * 60:

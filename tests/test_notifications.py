@@ -262,7 +262,8 @@ def test_campaign_page_shows_the_delivery_log(
     assert 'id="delivery-log"' in log and "owner@alpha.test" in log
 
 
-def test_only_owners_change_notification_settings(people, make_campaign):
+def test_only_owners_change_notification_settings(people, make_campaign, settings):
+    settings.NOTIFY_ALLOW_PRIVATE_WEBHOOKS = True  # example.com need not resolve here
     campaign = make_campaign([1])
     url = f"/orgs/alpha/campaigns/{campaign.pk}/notifications/"
     teammate = Client()
@@ -404,3 +405,14 @@ def test_inactive_owners_get_no_email(people, make_campaign, django_capture_on_c
     campaign = make_campaign([1])
     _finish(campaign, django_capture_on_commit_callbacks)
     assert mail.outbox == []
+
+
+def test_a_private_webhook_address_is_refused_when_saved(people, make_campaign, settings):
+    settings.NOTIFY_ALLOW_PRIVATE_WEBHOOKS = False
+    campaign = make_campaign([1])
+    owner = Client()
+    owner.force_login(people.owner)
+    url = f"/orgs/alpha/campaigns/{campaign.pk}/notifications/"
+    response = owner.post(url, {"email": "on", "webhook_url": "http://10.0.0.5/hook"})
+    assert "non-public address" in response.content.decode()
+    assert notifications.settings_for(campaign).pk is None
