@@ -156,9 +156,14 @@ class Profile:
     daily: list[tuple[date, int]]
     recent: Sequence[LedgerEntry]  # each annotated with campaign_visible
     reliability: Reliability | None
+    history_page: int = 1  # the page of `recent` (HISTORY_PAGE entries each)
+    history_has_next: bool = False
 
 
-def profile(user: User, *, viewer: Actor, days: int = 30) -> Profile:
+HISTORY_PAGE = 20
+
+
+def profile(user: User, *, viewer: Actor, days: int = 30, history_page: int = 1) -> Profile:
     """`user`'s public profile as `viewer` may see it: campaigns are named only where the
     viewer may see them (public ones, and the viewer's own organizations'); points earned on
     the others count in the totals but the campaigns stay unnamed."""
@@ -191,8 +196,13 @@ def profile(user: User, *, viewer: Actor, days: int = 30) -> Profile:
         .select_related("campaign")
         # The template names a campaign only where campaign_visible is true.
         .annotate(campaign_visible=Exists(visible.filter(pk=OuterRef("campaign_id"))))
-        .order_by("-created_at", "-pk")[:20]
+        # One entry past the page tells whether there is a next one.
+        .order_by("-created_at", "-pk")[
+            (history_page - 1) * HISTORY_PAGE : history_page * HISTORY_PAGE + 1
+        ]
     )
+    has_next = len(recent) > HISTORY_PAGE
+    recent = recent[:HISTORY_PAGE]
     return Profile(
         user=user,
         name=display_name(user),
@@ -204,6 +214,8 @@ def profile(user: User, *, viewer: Actor, days: int = 30) -> Profile:
         daily=daily,
         recent=recent,
         reliability=Reliability.objects.filter(user=user).first(),
+        history_page=history_page,
+        history_has_next=has_next,
     )
 
 

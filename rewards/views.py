@@ -86,7 +86,9 @@ def user_profile(request: HttpRequest, user_id: int) -> HttpResponse:
     own = me is not None and me.pk == user.pk
     if not user.public_profile and not own:
         raise Http404("not found")  # opted out: the same answer as for a missing profile
-    data = selectors.profile(user, viewer=Actor.from_request(request))
+    data = selectors.profile(
+        user, viewer=Actor.from_request(request), history_page=_page_number(request)
+    )
     max_day = max((points for _, points in data.daily), default=0)
     return render(
         request,

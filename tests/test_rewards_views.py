@@ -251,3 +251,14 @@ def test_admin_lists_and_adjusts_through_the_ledger(client, board):
     assert Total.objects.get(scope="user", key=ada.pk).points == 25
     assert client.get(f"/admin/rewards/ledgerentry/{entry.pk}/change/").status_code == 200
     assert ledger.check_totals() == []
+
+
+def test_profile_history_pages_through_older_entries(client, board):
+    bob = board["bob"]
+    ledger.grant([(2000 + i, bob.pk, None, board["c"].pk) for i in range(20)])  # 25 in all
+    first = client.get(f"/users/{bob.pk}/").content.decode()
+    assert first.count("result of") == 20
+    assert "?page=2#history" in first and "← Newer" not in first
+    second = client.get(f"/users/{bob.pk}/?page=2").content.decode()
+    assert second.count("result of") == 5
+    assert "?page=1#history" in second and "Older →" not in second
