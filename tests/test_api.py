@@ -719,12 +719,12 @@ def test_a_kernel_of_another_organization_cannot_be_used(world):
 
 def test_lifecycle_actions_move_the_campaign_and_refuse_impossible_moves(world, owner):
     url = f"{API}/campaigns/{world.draft.pk}"
-    assert_error(owner.post(f"{url}/pause"), 400, "rejected", "draft campaign cannot be")
+    assert_error(owner.post(f"{url}/pause"), 409, "conflict", "draft campaign cannot be")
     assert owner.post(f"{url}/start").json()["state"] == "running"
     assert owner.post(f"{url}/pause").json()["state"] == "paused"
     assert owner.post(f"{url}/resume").json()["state"] == "running"
     assert owner.post(f"{url}/cancel").json()["state"] == "cancelled"
-    assert_error(owner.post(f"{url}/start"), 400, "rejected", "cancelled campaign cannot be")
+    assert_error(owner.post(f"{url}/start"), 409, "conflict", "cancelled campaign cannot be")
 
 
 def test_regenerate_with_new_arguments(world, owner, django_capture_on_commit_callbacks):
@@ -1330,6 +1330,7 @@ def test_the_docs_page_loads_everything_from_our_own_static_files(client, db):
     # Scripts, stylesheets and icons (links of the site's bar are pages, not assets).
     assets = re.findall(r'(?:<script[^>]*\ssrc|<link[^>]*\shref)="([^"]+)"', html)
     assert any("swagger-ui-bundle.js" in a for a in assets)
+    assert f"{API}/docs/?script=" in assets  # its start-up script (no inline script: CSP)
     for asset in assets:
         if asset.startswith(f"{API}/docs/?script"):
             continue  # the page's own script, served by the split view (no inline script)

@@ -44,6 +44,14 @@ class Rejected(exceptions.APIException):
     default_detail = "The request was rejected."
 
 
+class StateConflict(exceptions.APIException):
+    """A well-formed request the object's current state refuses (HTTP 409)."""
+
+    status_code = 409
+    default_code = "conflict"
+    default_detail = "The object's state does not allow this."
+
+
 class ServerError(exceptions.APIException):
     status_code = 500
     default_code = "server_error"
@@ -160,6 +168,24 @@ class IdCursorPagination(pagination.CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "-id"
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
+
+    def get_page_size(self, request: Request) -> int | None:
+        # DRF ignores a malformed `limit` (and uses the default); the schema says it is an
+        # integer, so anything else is refused as bad input.
+        values = request.query_params.getlist(self.page_size_query_param or "limit")
+        top = self.max_page_size or 1000
+        if values and (
+            len(values) > 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= top
+        ):
+            raise exceptions.ValidationError({"limit": [f"An integer from 1 to {top}, once."]})
+        return super().get_page_size(request)
 
     def decode_cursor(self, request: Request) -> pagination.Cursor | None:
         # DRF answers a malformed cursor with 404 "Invalid cursor"; it is bad input (400). A

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models.functions import Length
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,6 +27,7 @@ from campaigns.api.base import (
     InvalidTasks,
     Rejected,
     SeqCursorPagination,
+    StateConflict,
     StringListField,
     StringMapField,
     organization_for_write,
@@ -35,6 +36,7 @@ from campaigns.api.kernels import ORG_FILTER
 from campaigns.inputs import TASK_FILE_FORMATS, TaskSpec, guess_format
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.selectors import campaign_stalled
+from campaigns.services import ServiceError
 
 # --- output --------------------------------------------------------------------------------
 
@@ -237,7 +239,7 @@ class CampaignListApi(ApiView, generics.GenericAPIView):
         actor = self.actor()
         campaigns = Campaign.objects.for_actor(actor).select_related("organization")
         slug = self.request.query_params.get("organization")
-        if slug:
+        if slug is not None:  # an empty slug names no organization: 404, as an unknown one
             campaigns = campaigns.filter(organization=get_organization(actor, slug))
         state = self.request.query_params.get("state")
         if state:
@@ -346,13 +348,26 @@ class _CampaignActionApi(ApiView):
         raise NotImplementedError
 
     def post(self, request: Request, campaign_id: int) -> Response:
-        campaign = self.act(_campaign(self.actor(), campaign_id))
+        campaign = _campaign(self.actor(), campaign_id)
+        try:
+            campaign = self.act(campaign)
+        except ServiceError as exc:
+            # A well-formed request the campaign's state refuses (pausing a draft, starting a
+            # cancelled campaign): a conflict with the resource's state, not bad input.
+            raise StateConflict(str(exc)) from None
         return Response(CampaignOutput(campaign).data)
 
 
 def _action_schema(verb: str, what: str) -> Any:
     return extend_schema(
-        operation_id=f"campaigns_{verb}", summary=what, request=None, responses=CampaignOutput
+        operation_id=f"campaigns_{verb}",
+        summary=what,
+        request=None,
+        responses={
+            200: CampaignOutput,
+            # The error shape is filled in by campaigns.api.schema.ApiSchemaGenerator.
+            409: OpenApiResponse(description="The campaign's state does not allow this."),
+        },
     )
 
 

@@ -57,8 +57,13 @@ class KernelOutput(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request is not None else path
 
 
+#: An organization's slug, as the URLs use it (an empty value is no slug).
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 ORG_FILTER = OpenApiParameter(
-    "organization", str, description="only this organization's rows (its slug)"
+    "organization",
+    str,
+    description="only this organization's rows (its slug)",
+    pattern=SLUG_PATTERN,
 )
 
 
@@ -84,7 +89,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
     def get_queryset(self) -> Any:
         kernels = Kernel.objects.for_actor(self.actor()).select_related("organization")
         slug = self.request.query_params.get("organization")
-        if slug:
+        if slug is not None:  # an empty slug names no organization: 404, as an unknown one
             kernels = kernels.filter(organization=get_organization(self.actor(), slug))
         return kernels
 
@@ -112,7 +117,9 @@ class KernelListApi(ApiView, generics.GenericAPIView):
         parameters=[
             OpenApiParameter("name", str, description="raw body uploads only"),
             OpenApiParameter("kind", str, enum=Kernel.Kind.values, description="raw body only"),
-            OpenApiParameter("organization", str, description="raw body uploads only"),
+            OpenApiParameter(
+                "organization", str, description="raw body uploads only", pattern=SLUG_PATTERN
+            ),
         ],
         request={
             "multipart/form-data": InputSerializer,

@@ -76,6 +76,10 @@ class ApiSchemaGenerator(SchemaGenerator):
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
+                for code, response in responses.items():
+                    # An operation's own error responses (a 409) get the one error shape.
+                    if code.startswith(("4", "5")) and "content" not in response:
+                        response["content"] = {"application/json": {"schema": ref}}
                 for code, text in ERROR_RESPONSES.items():
                     responses.setdefault(
                         code,
