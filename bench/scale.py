@@ -109,6 +109,14 @@ def _start_campaign(n: int) -> float:
 def run(n: int) -> str:
     import psycopg
 
+    # Before anything imports the settings (bench.platform does, through the protocol).
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "ccgsc.settings",
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/ccgsc_scale_bench",
+            "REDIS_URL": "redis://127.0.0.1:6379/12",
+        }
+    )
     from bench import platform as bp
 
     if "DJANGO_SETTINGS_MODULE" in os.environ:  # a previous run's connection to the old database
@@ -118,7 +126,20 @@ def run(n: int) -> str:
     with psycopg.connect(bp.PG_ADMIN, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS ccgsc_scale_bench WITH (FORCE)")
         conn.execute("CREATE DATABASE ccgsc_scale_bench")
-    env = bp.bench_env()
+    # bench_env() would recreate the shared ccgsc_bench database: build on its settings only.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH", "REDIS_URL")
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "ccgsc.settings",
+            "PYTHONPATH": str(bp.ROOT),
+            "LOG_LEVEL": "WARNING",
+            "JOBS_INLINE": "true",
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-" + "x" * 40,
+        }
+    )
     env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/ccgsc_scale_bench"
     env["REDIS_URL"] = "redis://127.0.0.1:6379/12"
     env["MAX_SESSIONS_PER_ORIGIN"] = "0"
