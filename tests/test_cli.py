@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from wasmtime import wat2wasm
 
 from accounts import services as account_services
 from campaigns.cli import __main__ as cli
@@ -257,12 +258,32 @@ def test_kernel_run_failures_give_the_kernels_exit_code_and_the_error(tmp_path):
         "kernel", "run", str(KERNELS_DIR / "loop.wasm"), "--timeout", "0.3", home=tmp_path
     )
     assert slow.returncode == 1 and "kernel failed: timeout" in slow.stderr
-    nomax = run_cli("kernel", "run", str(KERNELS_DIR / "nomax.wasm"), home=tmp_path)
-    assert nomax.returncode == 5 and "the kernel was rejected" in nomax.stderr
     data = json.loads(
         run_cli("kernel", "run", str(KERNELS_DIR / "trap.wasm"), "--json", home=tmp_path).stdout
     )
     assert data["ok"] is False and data["error"] == "trap" and data["exit_code"] is None
+
+
+def test_kernel_run_admits_a_module_as_an_upload_does(tmp_path):
+    # No memory maximum declared (Rust's default output, most existing WASI programs): the cap
+    # is written in, as kernel_upload stores it, and the module runs under it.
+    nomax = str(KERNELS_DIR / "nomax.wasm")
+    ran = ok(run_cli("kernel", "run", nomax, "-v", "--memory", "64", home=tmp_path, stdin=b"hi"))
+    assert ran.stdout == "hi" and "ran with the 64 MiB cap written in" in ran.stderr
+    # The cap is enforced: an initial memory above it is refused, as an upload refuses it.
+    big = tmp_path / "big.wasm"
+    big.write_bytes(wat2wasm('(module (memory (export "memory") 32) (func (export "_start")))'))
+    small = run_cli("kernel", "run", str(big), "--memory", "1", home=tmp_path)
+    assert small.returncode == 5 and "above the platform cap 1 MiB" in small.stderr
+    # A module that declared its maximum runs as it is (no note about a rewrite).
+    echo = ok(run_cli("kernel", "run", str(KERNELS_DIR / "echo.wasm"), "-v", home=tmp_path))
+    assert "cap written in" not in echo.stderr
+    # Threads are refused with that reason, as at upload.
+    threaded = tmp_path / "threads.wasm"
+    shared = '(module (memory (export "memory") 1 2 shared) (func (export "_start")))'
+    threaded.write_bytes(wat2wasm(shared))
+    refused = run_cli("kernel", "run", str(threaded), home=tmp_path)
+    assert refused.returncode == 5 and "threads are not supported" in refused.stderr
 
 
 def test_kernel_run_passes_arguments_environment_and_static_data(tmp_path):

@@ -232,9 +232,11 @@ def cmd_kernel_run(ctx: Context) -> int:
     host = default_host()
     wasm = path.read_bytes()
     try:
-        # The server's upload checks (contract, memory cap), then the compiled module (cached).
-        host.inspect(wasm, memory_cap=args.memory * 1024 * 1024)
-        kernel = host.compile(wasm)
+        # The server's upload admission: the contract checks, threads refused, and a module that
+        # declares no memory maximum gets the cap written in (as the server would store it), so
+        # a local run is bound exactly as the pool's will be. Then the compiled module (cached).
+        admitted = host.admit(wasm, memory_cap=args.memory * 1024 * 1024)
+        kernel = host.compile(admitted.wasm)
     except KernelRejected as exc:
         raise CliError(
             f"the kernel was rejected: {exc.reason}", EXIT_INVALID, code="kernel_rejected"
@@ -294,6 +296,11 @@ def cmd_kernel_run(ctx: Context) -> int:
         sys.stderr.write(f"ccgsc: kernel failed: {result.error}: {detail}\n")
     elif args.verbose:
         sys.stderr.write(f"ccgsc: ok in {result.runtime_s:.3f} s\n")
+    if args.verbose and admitted.wasm != wasm:
+        sys.stderr.write(
+            f"ccgsc: the module declares no memory maximum: ran with the {args.memory} MiB cap "
+            "written in, as an upload stores it\n"
+        )
     return code
 
 
