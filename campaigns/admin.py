@@ -17,8 +17,16 @@ from django.db.models.functions import Length
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from campaigns import selectors, services
+from campaigns import selectors
 from campaigns.models import Blob, Campaign, Kernel, Result, Task
+from campaigns.services.base import ServiceError
+from campaigns.services.lifecycle import (
+    PAST,
+    campaign_cancel,
+    campaign_pause,
+    campaign_resume,
+    campaign_set_approved,
+)
 
 
 def _preview(data: bytes | memoryview | None) -> str:
@@ -175,33 +183,33 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Approve for anonymous and embedded volunteers")
     def approve(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        n = services.campaign_set_approved(
+        n = campaign_set_approved(
             campaign_ids=list(queryset.values_list("pk", flat=True)), approved=True
         )
         self.message_user(request, f"Approved {n} campaign(s).", messages.SUCCESS)
 
     @admin.action(description="Withdraw approval (only the organization's own workers)")
     def withdraw_approval(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        n = services.campaign_set_approved(
+        n = campaign_set_approved(
             campaign_ids=list(queryset.values_list("pk", flat=True)), approved=False
         )
         self.message_user(request, f"Withdrew the approval of {n} campaign(s).", messages.SUCCESS)
 
     def _lifecycle(self, request: HttpRequest, queryset: QuerySet[Campaign], action: str) -> None:
         service = {
-            "pause": services.campaign_pause,
-            "resume": services.campaign_resume,
-            "cancel": services.campaign_cancel,
+            "pause": campaign_pause,
+            "resume": campaign_resume,
+            "cancel": campaign_cancel,
         }[action]
         done = 0
         for campaign in queryset:
             try:
                 service(campaign=campaign)
                 done += 1
-            except services.ServiceError as exc:
+            except ServiceError as exc:
                 self.message_user(request, f"{campaign.name}: {exc}", messages.WARNING)
         if done:
-            self.message_user(request, f"{services.PAST[action].capitalize()} {done} campaign(s).")
+            self.message_user(request, f"{PAST[action].capitalize()} {done} campaign(s).")
 
     @admin.action(description="Pause")
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:

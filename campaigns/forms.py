@@ -204,7 +204,7 @@ class CampaignCreateForm(forms.Form):
         return data
 
     def policies(self) -> dict[str, int]:
-        from campaigns.services import POLICY_FIELDS
+        from campaigns.services.creation import POLICY_FIELDS
 
         return {name: self.cleaned_data[name] for name in POLICY_FIELDS}
 

@@ -5,13 +5,13 @@ from celery import shared_task
 
 @shared_task(name="campaigns.generate_tasks", acks_late=True)
 def generate_tasks(campaign_id: int) -> None:
-    from campaigns.services import run_generator
+    from campaigns.services.generators import run_generator
 
     run_generator(campaign_id)
 
 
 @shared_task(name="campaigns.reduce_results", acks_late=True)
 def reduce_results(campaign_id: int, final: bool) -> None:
-    from campaigns.services import campaign_reduce
+    from campaigns.services.reducer import campaign_reduce
 
     campaign_reduce(campaign_id=campaign_id, final=final)

@@ -167,7 +167,7 @@ signals.campaign_changed.connect(_on_campaign_changed, dispatch_uid="campaigns.l
 def _reduce_running(rows: dict[int, dict[str, Any]]) -> None:
     """While an owner watches a running campaign that has a reducer, refresh its partial
     reduction now and then (campaigns.services.campaign_reduce_soon throttles)."""
-    from campaigns.services import campaign_reduce_soon
+    from campaigns.services.reducer import campaign_reduce_soon
 
     for cid, row in rows.items():
         if row["reducer_id"] and row["state"] == Campaign.State.RUNNING and row["tasks_done"]:

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.models import Organization, User
 from accounts.tenancy import Actor, get_for_actor, get_organization, get_organization_as_owner
-from campaigns import selectors, services
+from campaigns import selectors
 from campaigns.forms import (
     RESULT_FILTERS,
     CampaignCreateForm,
@@ -36,13 +36,14 @@ from campaigns.forms import (
 )
 from campaigns.inputs import guess_format
 from campaigns.models import Campaign, Kernel, Result
-from campaigns.services import ServiceError
+from campaigns.services import base, creation, generators, kernels, lifecycle, reducer
+from campaigns.services.base import ServiceError
 
 ACTIONS = {
-    "start": (services.campaign_start, "Started"),
-    "pause": (services.campaign_pause, "Paused"),
-    "resume": (services.campaign_resume, "Resumed"),
-    "cancel": (services.campaign_cancel, "Cancelled"),
+    "start": (lifecycle.campaign_start, "Started"),
+    "pause": (lifecycle.campaign_pause, "Paused"),
+    "resume": (lifecycle.campaign_resume, "Resumed"),
+    "cancel": (lifecycle.campaign_cancel, "Cancelled"),
 }
 EXPORT_FORMATS = (("jsonl", "JSON Lines"), ("csv", "CSV"), ("msgpack", "msgpack"))
 
@@ -98,7 +99,7 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
         form = KernelUploadForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                kernel, created = services.kernel_get_or_upload(
+                kernel, created = kernels.kernel_get_or_upload(
                     organization=org,
                     name=form.cleaned_data["name"],
                     data=_read_upload(form.cleaned_data["file"]),
@@ -140,7 +141,7 @@ def kernel_delete(request: HttpRequest, slug: str, kernel_id: int) -> HttpRespon
     org = get_organization_as_owner(Actor.from_request(request), slug)
     kernel = get_object_or_404(Kernel, organization=org, pk=kernel_id)
     try:
-        services.kernel_delete(kernel=kernel)
+        kernels.kernel_delete(kernel=kernel)
     except ServiceError as exc:
         messages.error(request, str(exc))
     else:
@@ -165,7 +166,7 @@ def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
         task_file = data.get("task_file") if source == Campaign.InputSource.FILE else None
         policies: dict[str, Any] = form.policies()
         try:
-            campaign = services.campaign_create(
+            campaign = creation.campaign_create(
                 organization=org,
                 name=data["name"],
                 description=data["description"],
@@ -196,7 +197,7 @@ def campaign_create(request: HttpRequest, slug: str) -> HttpResponse:
         org,
         form=form,
         has_kernels=selectors.organization_kernels(org).exists(),
-        max_task_input=services.limits()["TASK_INPUT_MAX_BYTES"],
+        max_task_input=base.limits()["TASK_INPUT_MAX_BYTES"],
         # A refused form comes back without its files (browsers never re-send them): say which
         # to choose again.
         dropped_files=(
@@ -216,7 +217,7 @@ def _start_and_describe(campaign: Campaign, start: bool) -> tuple[int, str]:
     refused = ""
     if start:
         try:
-            services.campaign_start(campaign=campaign)
+            lifecycle.campaign_start(campaign=campaign)
         except ServiceError as exc:  # e.g. its generator failed first
             refused = str(exc)
     campaign.refresh_from_db()
@@ -279,7 +280,7 @@ def campaign_detail(request: HttpRequest, slug: str, campaign_id: int) -> HttpRe
         reduced=selectors.reduced_preview(campaign.pk) if campaign.reducer_id else None,
         demo=selectors.demo_kind(campaign),
         exports=EXPORT_FORMATS,
-        transitions={a: list(states) for a, states in services.TRANSITIONS.items()},
+        transitions={a: list(states) for a, states in lifecycle.TRANSITIONS.items()},
         regenerate_form=RegenerateForm(
             initial={"generator_args": " ".join(campaign.generator_args)}
         ),
@@ -295,7 +296,7 @@ def campaign_action(request: HttpRequest, slug: str, campaign_id: int, action: s
         if action == "regenerate":
             form = RegenerateForm(request.POST)
             args = form.cleaned_data["generator_args"] if form.is_valid() else None
-            services.campaign_regenerate(campaign=campaign, generator_args=args)
+            generators.campaign_regenerate(campaign=campaign, generator_args=args)
             done = "Regenerating the tasks of"
         elif action in ACTIONS:
             service, done = ACTIONS[action]
@@ -403,7 +404,7 @@ def demo_feed(request: HttpRequest, campaign_id: int) -> JsonResponse:
     campaign, kind = _demo_campaign(request, campaign_id)
     if campaign.reducer_id and campaign.state == Campaign.State.RUNNING and campaign.tasks_done:
         # People watching the demo keep its running reduction fresh (throttled).
-        services.campaign_reduce_soon(campaign_id=campaign.pk)
+        reducer.campaign_reduce_soon(campaign_id=campaign.pk)
     try:
         tail: int | None = min(int(request.GET["tail"]), selectors.FEED_PAGE)
     except (KeyError, ValueError):

@@ -1,6 +1,6 @@
 """The one way to create replicas in raw SQL: an unsent Result row for a task.
 
-Campaign creation (campaigns.services), requeueing after a failed attempt (workers.scheduler)
+Campaign creation (campaigns.services.tasks), requeueing after a failed attempt (workers.scheduler)
 and adaptive replication (rewards.validation) all insert replicas set-based on the hot path;
 they share the column list and the values of a fresh replica from here, written with the
 model's named states (never bare numbers, which Task and Result reuse with other meanings).

@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from campaigns.models import Campaign, Result, Task
-from campaigns.services import limits, sandbox_host
+from campaigns.services.base import limits, sandbox_host
 from rewards import validation
 from rewards.validation import ClassKey, Decision, TaskView
 from workers import scheduler

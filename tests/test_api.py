@@ -1360,7 +1360,7 @@ def test_an_unexpected_error_is_a_500_in_the_error_shape(world, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(services, "campaign_start", broken)
+    monkeypatch.setattr("campaigns.api.campaigns.campaign_start", broken)
     client = Client(raise_request_exception=False)
     client.force_login(world.people.owner)
     response = client.post(f"{API}/campaigns/{world.draft.pk}/start")

@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import User
 from campaigns import services as campaign_services
 from campaigns.models import Campaign
+from campaigns.services.base import announce
 from operations import notifications, services
 from operations.models import CampaignWatch, ContributorPrefs, Delivery
 from rewards.models import LedgerEntry
@@ -201,7 +202,7 @@ def test_generator_failure_notifies(people, make_campaign, django_capture_on_com
     campaign = make_campaign([1])
     with django_capture_on_commit_callbacks(execute=True):
         Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.FAILED, error="boom")
-        campaign_services._announce(campaign.pk, Campaign.State.FAILED)
+        announce(campaign.pk, Campaign.State.FAILED)
     assert len(mail.outbox) == 1 and "failed" in mail.outbox[0].subject
     assert "Reason: boom" in mail.outbox[0].body
 

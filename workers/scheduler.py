@@ -36,7 +36,7 @@ from django.utils.dateparse import parse_datetime
 
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.replicas import insert_replicas
-from campaigns.services import campaign_check_complete
+from campaigns.services.lifecycle import campaign_check_complete
 from ccgsc import metrics
 from workers import protocol
 from workers.models import WorkerSession

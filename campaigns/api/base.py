@@ -31,7 +31,7 @@ from campaigns.inputs import (
     env_problem,
     iter_task_file,
 )
-from campaigns.services import ServiceError
+from campaigns.services.base import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from rest_framework.response import Response
 
 from accounts.models import Organization
 from accounts.tenancy import Actor, get_for_actor, get_organization
-from campaigns import services
 from campaigns.api.base import (
     TASK_STREAM_PARSERS,
     ApiView,
@@ -36,7 +35,16 @@ from campaigns.api.kernels import ORG_FILTER
 from campaigns.inputs import TASK_FILE_FORMATS, TaskSpec, guess_format
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.selectors import campaign_stalled
-from campaigns.services import ServiceError
+from campaigns.services.base import ServiceError, limits
+from campaigns.services.creation import campaign_create
+from campaigns.services.generators import campaign_regenerate
+from campaigns.services.lifecycle import (
+    campaign_cancel,
+    campaign_pause,
+    campaign_resume,
+    campaign_start,
+)
+from campaigns.services.tasks import tasks_add
 
 # --- output --------------------------------------------------------------------------------
 
@@ -298,11 +306,11 @@ class CampaignListApi(ApiView, generics.GenericAPIView):
         )
         static_data = None
         if static_file is not None:
-            cap = services.limits()["STATIC_DATA_MAX_BYTES"]
+            cap = limits()["STATIC_DATA_MAX_BYTES"]
             if static_file.size > cap:
                 raise Rejected(f"Static data is {static_file.size} bytes; the limit is {cap}.")
             static_data = static_file.read()
-        campaign = services.campaign_create(
+        campaign = campaign_create(
             organization=organization,
             created_by=actor.user,
             input_source=source,
@@ -313,7 +321,7 @@ class CampaignListApi(ApiView, generics.GenericAPIView):
             **data,
         )
         if start:
-            campaign = services.campaign_start(campaign=campaign)
+            campaign = campaign_start(campaign=campaign)
         campaign.refresh_from_db()
         return Response(CampaignOutput(campaign).data, status=status.HTTP_201_CREATED)
 
@@ -377,7 +385,7 @@ class CampaignStartApi(_CampaignActionApi):
         return super().post(request, campaign_id)
 
     def act(self, campaign: Campaign) -> Campaign:
-        return services.campaign_start(campaign=campaign)
+        return campaign_start(campaign=campaign)
 
 
 class CampaignPauseApi(_CampaignActionApi):
@@ -386,7 +394,7 @@ class CampaignPauseApi(_CampaignActionApi):
         return super().post(request, campaign_id)
 
     def act(self, campaign: Campaign) -> Campaign:
-        return services.campaign_pause(campaign=campaign)
+        return campaign_pause(campaign=campaign)
 
 
 class CampaignResumeApi(_CampaignActionApi):
@@ -395,7 +403,7 @@ class CampaignResumeApi(_CampaignActionApi):
         return super().post(request, campaign_id)
 
     def act(self, campaign: Campaign) -> Campaign:
-        return services.campaign_resume(campaign=campaign)
+        return campaign_resume(campaign=campaign)
 
 
 class CampaignCancelApi(_CampaignActionApi):
@@ -404,7 +412,7 @@ class CampaignCancelApi(_CampaignActionApi):
         return super().post(request, campaign_id)
 
     def act(self, campaign: Campaign) -> Campaign:
-        return services.campaign_cancel(campaign=campaign)
+        return campaign_cancel(campaign=campaign)
 
 
 class CampaignRegenerateApi(ApiView):
@@ -428,7 +436,7 @@ class CampaignRegenerateApi(ApiView):
         campaign = _campaign(self.actor(), campaign_id)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        campaign = services.campaign_regenerate(
+        campaign = campaign_regenerate(
             campaign=campaign, generator_args=form.validated_data.get("generator_args")
         )
         campaign.refresh_from_db()
@@ -537,7 +545,7 @@ class TaskListApi(ApiView, generics.GenericAPIView):
         # All or nothing: tasks_add commits batch by batch on its own; inside this transaction
         # its batches become savepoints, so a bad line late in the stream adds nothing.
         with transaction.atomic():
-            added = services.tasks_add(campaign=campaign, specs=specs)
+            added = tasks_add(campaign=campaign, specs=specs)
             if not added:
                 raise InvalidTasks(
                     "The body held no tasks: send one task per line (JSON Lines) or a "

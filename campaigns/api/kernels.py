@@ -13,7 +13,6 @@ from rest_framework.response import Response
 
 from accounts.models import Organization
 from accounts.tenancy import get_for_actor, get_organization
-from campaigns import services
 from campaigns.api.base import (
     RAW_KERNEL_PARSERS,
     ApiView,
@@ -23,6 +22,8 @@ from campaigns.api.base import (
     request_media_type,
 )
 from campaigns.models import Kernel
+from campaigns.services.base import limits
+from campaigns.services.kernels import kernel_get_or_upload
 
 
 class KernelOutput(serializers.ModelSerializer):
@@ -136,10 +137,10 @@ class KernelListApi(ApiView, generics.GenericAPIView):
             form = self.InputSerializer(data=request.data)
             form.is_valid(raise_exception=True)
             upload = form.validated_data["file"]
-            if upload.size > services.limits()["KERNEL_MAX_BYTES"]:
+            if upload.size > limits()["KERNEL_MAX_BYTES"]:
                 raise Rejected(
                     f"The kernel is {upload.size} bytes; the limit is "
-                    f"{services.limits()['KERNEL_MAX_BYTES']} bytes."
+                    f"{limits()['KERNEL_MAX_BYTES']} bytes."
                 )
             data = upload.read()
             fields = dict(form.validated_data)
@@ -157,7 +158,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
                 fields["kind"] = Kernel.Kind.JS if media_type == "text/javascript" else "wasm"
             name = fields.get("name") or "kernel"
         organization = organization_for_write(actor, fields.get("organization"))
-        kernel, created = services.kernel_get_or_upload(
+        kernel, created = kernel_get_or_upload(
             organization=organization,
             name=name,
             data=data,

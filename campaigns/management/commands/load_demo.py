@@ -14,8 +14,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Membership, Organization, User
-from campaigns import services
 from campaigns.models import Campaign, Kernel
+from campaigns.services.creation import campaign_create
+from campaigns.services.kernels import kernel_upload
+from campaigns.services.lifecycle import campaign_resume, campaign_start
 
 KERNELS = Path(settings.BASE_DIR) / "kernels" / "build"
 
@@ -74,7 +76,7 @@ class Command(BaseCommand):
             path = KERNELS / f"{name}.wasm"
             if not path.exists():
                 raise CommandError(f"{path} is missing: run `make kernels`")
-            kernels[name] = services.kernel_upload(
+            kernels[name] = kernel_upload(
                 organization=org, name=name, data=path.read_bytes(), created_by=owner
             )
         for demo in DEMOS:
@@ -100,12 +102,12 @@ class Command(BaseCommand):
                     and live.input_state == Campaign.InputState.READY
                 ):
                     if live.state == Campaign.State.DRAFT:
-                        services.campaign_start(campaign=live)
+                        campaign_start(campaign=live)
                     else:
-                        services.campaign_resume(campaign=live)
+                        campaign_resume(campaign=live)
                 self.stdout.write(f"kept   {demo['name']} ({live.state}, {live.tasks_total} tasks)")
                 continue
-            campaign = services.campaign_create(
+            campaign = campaign_create(
                 organization=org,
                 name=demo["name"],
                 description=demo["description"],
@@ -121,5 +123,5 @@ class Command(BaseCommand):
             campaign.refresh_from_db()
             if campaign.state == Campaign.State.FAILED:
                 raise CommandError(f"demo {demo['name']!r} failed: {campaign.error}")
-            services.campaign_start(campaign=campaign)
+            campaign_start(campaign=campaign)
             self.stdout.write(f"loaded {demo['name']} ({campaign.tasks_total} tasks)")
