@@ -6,6 +6,9 @@ the environment they give the processes.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,9 +71,16 @@ class Platform:
                 proc.wait(5)
 
 
-def start_platform(env: dict[str, str], *, timeout: float = 30.0) -> Platform:
-    """A daphne server on a free 127.0.0.1 port, returned once /api/v1/status answers."""
-    port = free_port()
+def start_platform(
+    env: dict[str, str],
+    *,
+    timeout: float = 30.0,
+    daphne_args: tuple[str, ...] = (),
+    port: int | None = None,
+) -> Platform:
+    """A daphne server on 127.0.0.1 (on `port`, or a free one), returned once /api/v1/status
+    answers (`daphne_args`: more daphne options, e.g. --proxy-headers behind a proxy)."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -84,6 +94,7 @@ def start_platform(env: dict[str, str], *, timeout: float = 30.0) -> Platform:
             str(MAX_WEBSOCKET_MESSAGE),
             "--websocket-max-frame-size",
             str(MAX_WEBSOCKET_MESSAGE),
+            *daphne_args,
             "ccgsc.asgi:application",
         ],
         cwd=ROOT,
@@ -103,3 +114,101 @@ def start_platform(env: dict[str, str], *, timeout: float = 30.0) -> Platform:
             time.sleep(0.1)
     platform.stop()
     raise RuntimeError(f"daphne did not start within {timeout} s")
+
+
+# --- nginx in front of several daphne processes --------------------------------------------------
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+# What deploy/nginx.conf says only for compose (Docker's DNS, the `web` service's replicas, port
+# 80); start_proxy replaces exactly these lines and runs the rest of the file unchanged.
+_COMPOSE_ONLY = {
+    "resolver": re.compile(r"^resolver .*;$", re.MULTILINE),
+    "upstream": re.compile(r"^    server web:8000 resolve;$", re.MULTILINE),
+    "listen": re.compile(r"^    listen 80;$", re.MULTILINE),
+}
+
+
+def nginx_binary() -> str | None:
+    """nginx on this machine (Debian's package installs /usr/sbin/nginx), or None."""
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+
+
+def proxy_config(upstream_ports: list[int], port: int, run_dir: Path) -> str:
+    """deploy/nginx.conf (the compose proxy's server block) as a whole nginx.conf for a process
+    of our own: listening on 127.0.0.1:`port`, balancing over daphne processes on
+    `upstream_ports`, with its pid file, logs and temporary files under `run_dir`."""
+    site = NGINX_CONF.read_text()
+    for name, pattern in _COMPOSE_ONLY.items():
+        if len(pattern.findall(site)) != 1:
+            raise RuntimeError(f"deploy/nginx.conf changed: its {name} line is not found once")
+    site = _COMPOSE_ONLY["resolver"].sub("", site)
+    # A process that stops answering is skipped for a second, then tried again.
+    servers = "\n".join(
+        f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;" for p in upstream_ports
+    )
+    site = _COMPOSE_ONLY["upstream"].sub(lambda _m: servers, site)
+    site = _COMPOSE_ONLY["listen"].sub(f"    listen 127.0.0.1:{port};", site)
+    temp = "\n".join(
+        f"    {kind}_temp_path {run_dir / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    # As root, nginx's workers would switch to `nobody`, who cannot use run_dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (
+        f"{user}daemon off;\nworker_processes 1;\npid {run_dir / 'nginx.pid'};\n"
+        f"error_log {run_dir / 'error.log'} warn;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n    access_log off;\n{temp}\n{site}\n}}\n"
+    )
+
+
+@dataclass
+class Proxy:
+    port: int
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_proxy(upstream_ports: list[int], run_dir: Path, *, timeout: float = 30.0) -> Proxy:
+    """nginx (deploy/nginx.conf) on a free port in front of the daphne processes on
+    `upstream_ports`, returned once /api/v1/status answers through it."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise RuntimeError("nginx is not installed (Debian: apt-get install nginx)")
+    port = free_port()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "nginx.conf"
+    conf.write_text(proxy_config(upstream_ports, port, run_dir))
+    proc = subprocess.Popen(
+        [nginx, "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")],
+        stdout=subprocess.DEVNULL,
+    )
+    proxy = Proxy(port=port, proc=proc, run_dir=run_dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = (run_dir / "error.log").read_text() if (run_dir / "error.log").exists() else ""
+            raise RuntimeError(f"nginx exited with {proc.returncode}: {log[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{proxy.url}/api/v1/status", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return proxy
+        except OSError:
+            time.sleep(0.1)
+    proxy.stop()
+    raise RuntimeError(f"nginx did not answer within {timeout} s")

@@ -50,9 +50,11 @@ LiveServer = Platform
 __all__ = ["LiveServer", "Platform", "free_port", "live_platform", "start_server", "subprocess_env"]
 
 
-def start_server(**extra_env: str) -> Platform:
+def start_server(
+    *, daphne_args: tuple[str, ...] = (), port: int | None = None, **extra_env: str
+) -> Platform:
     """A daphne server against the test database (environment overrides in extra_env)."""
-    return start_platform(subprocess_env(**extra_env))
+    return start_platform(subprocess_env(**extra_env), daphne_args=daphne_args, port=port)
 
 
 @pytest.fixture

@@ -1,0 +1,266 @@
+"""Several daphne processes on one PostgreSQL and one Redis behave as one server.
+
+Real processes: two daphne servers against the test database, nginx in front of them with the
+compose proxy's configuration (deploy/nginx.conf), native workers and a plain protocol client
+(docs/protocol.md) connected to each. Needs PostgreSQL and Redis (the in-memory channel layer
+and SQLite are one process by design); CI sets both, and installs nginx (.ci/run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from accounts import services as account_services
+from campaigns.models import Campaign, Result, Task
+from campaigns.services import campaign_start
+from ccgsc.processes import Platform, Proxy, free_port, nginx_binary, start_proxy
+from tests.live import ROOT, start_server
+from tests.test_e2e import assert_each_task_done_exactly_once, completed, wait_until
+from workers.models import WorkerSession
+
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("cluster")]
+
+# compose.yaml runs daphne with these options behind nginx.
+DAPHNE_BEHIND_PROXY = ("--proxy-headers",)
+SLOW = 60.0  # bound on any one wait (a loaded two-core machine runs two servers here)
+
+
+@pytest.fixture
+def cluster_services(transactional_db: None) -> None:
+    """Skips in the embedded mode only; under CI (which sets both) it must run."""
+    missing = [
+        name
+        for name, there in (
+            ("DATABASE_URL (PostgreSQL)", connection.vendor == "postgresql"),
+            ("REDIS_URL", bool(settings.REDIS_URL)),
+        )
+        if not there
+    ]
+    if missing:
+        reason = f"several server processes need {' and '.join(missing)}: embedded mode"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the multi-process tests, but {reason}")
+        pytest.skip(reason)
+
+
+@dataclass
+class Cluster:
+    run_dir: Path
+    servers: list[Platform] = field(default_factory=list)
+    proxy: Proxy | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def server(self, port: int | None = None) -> Platform:
+        platform = start_server(daphne_args=DAPHNE_BEHIND_PROXY, port=port)
+        self.servers.append(platform)
+        return platform
+
+    def start_proxy(self, ports: list[int]) -> Proxy:
+        """nginx in front of the daphne processes on these ports (started or to be)."""
+        if nginx_binary() is None:
+            message = "nginx is not installed (Debian package nginx; .ci/run installs it)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        self.proxy = start_proxy(ports, self.run_dir / "nginx")
+        return self.proxy
+
+    def worker(self, *servers: str, slots: int = 2) -> subprocess.Popen[bytes]:
+        """A native worker given these server URLs (it moves to the next when one fails)."""
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "workers.native", "--server", ",".join(servers)),
+                *("--slots", str(slots), "--quiet"),
+            ],
+            cwd=ROOT,
+            env=self.servers[0].env,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.workers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.proxy is not None:
+            self.proxy.stop()
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def cluster(cluster_services: None, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(run_dir=tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+class ProtocolClient:
+    """The plain protocol of docs/protocol.md over a WebSocket, one message at a time: enough to
+    hold leases and see what the server sends."""
+
+    def __init__(self, base_url: str) -> None:
+        self.ws: ClientConnection = ws_connect(
+            base_url.replace("http", "ws", 1) + "/ws/work/", open_timeout=SLOW
+        )
+        self.send({"t": "hello", "v": 1, "kind": "native", "slots": 2, "agent": "cluster-test"})
+        welcome = self.expect("welcome")
+        self.session = int(welcome["session"])
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.ws.send(msgpack.packb(message))
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        """The next message of this kind (others, e.g. `idle`, are skipped); bounded."""
+        deadline = time.monotonic() + SLOW
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {kind!r} within {SLOW} s")
+            try:
+                frame = self.ws.recv(timeout=left)
+            except TimeoutError:
+                raise AssertionError(f"no {kind!r} within {SLOW} s") from None
+            message: dict[str, Any] = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+            if message["t"] == kind:
+                return message
+            if message["t"] == "error":
+                raise AssertionError(f"server error: {message}")
+
+    def take(self, n: int) -> list[int]:
+        """Ask for n tasks and keep them (never answered): the leases stay with this session."""
+        self.send({"t": "want", "n": n})
+        return [int(t["lease"]) for t in self.expect("tasks")["tasks"]]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def api_post(base_url: str, path: str, token: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base_url}/api/v1{path}",
+        method="POST",
+        data=b"{}",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=SLOW) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def leased(campaign: Campaign) -> int:
+    return Result.objects.filter(campaign=campaign, state=Result.State.LEASED).count()
+
+
+def test_pause_on_one_process_cancels_leases_held_on_the_other(cluster, people, make_campaign):
+    a, b = cluster.server(), cluster.server()
+    campaign = make_campaign([f"t{i}" for i in range(20)], kernel="echo")
+    _row, token = account_services.token_issue(
+        organization=people.org, name="cluster", created_by=people.owner
+    )
+    on_b = ProtocolClient(b.url)
+    on_a = ProtocolClient(a.url)
+    try:
+        held_b = on_b.take(2)
+        held_a = on_a.take(2)
+        assert held_b and held_a
+        assert leased(campaign) == len(held_a) + len(held_b)
+
+        # The pause goes through process A's API; process B's session is told.
+        assert api_post(a.url, f"/campaigns/{campaign.pk}/pause", token)["state"] == "paused"
+        cancel_b = on_b.expect("cancel")
+        cancel_a = on_a.expect("cancel")
+        assert sorted(cancel_b["leases"]) == sorted(held_b)
+        assert sorted(cancel_a["leases"]) == sorted(held_a)
+        assert "paused" in cancel_b["reason"]
+        assert leased(campaign) == 0
+    finally:
+        on_a.close()
+        on_b.close()
+
+
+def open_sessions() -> list[int]:
+    return list(
+        WorkerSession.objects.filter(disconnected_at__isnull=True).values_list("pk", flat=True)
+    )
+
+
+def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, make_campaign):
+    # ~50 ms a task. A killed process cannot close its sessions: their leases come back at
+    # their deadline (2 x the task timeout, short here), taken back by the sweeper of process B
+    # (the sweeper lock dies with A's database connection); their workers meanwhile reconnect.
+    campaign = make_campaign(
+        [f"{i + 1} 3000000" for i in range(400)],
+        kernel="montecarlo",
+        start=False,
+        task_timeout=5,
+        max_attempts=6,
+    )
+    b_port = free_port()
+    a = cluster.server()
+    proxy = cluster.start_proxy([a.port, b_port])
+    b_url = f"http://127.0.0.1:{b_port}"
+    # Process B does not run yet: nginx, and the worker given both processes, find A.
+    cluster.worker(a.url, b_url)
+    cluster.worker(proxy.url)
+    cluster.worker(proxy.url)
+    wait_until(lambda: len(open_sessions()) == 3, SLOW, "three workers connected to process A")
+    on_a = open_sessions()
+    b = cluster.server(port=b_port)
+    cluster.worker(b.url)
+    wait_until(lambda: len(open_sessions()) == 4, SLOW, "a fourth worker connected to process B")
+    (on_b,) = set(open_sessions()) - set(on_a)
+
+    campaign_start(campaign=campaign)
+
+    def working_on_both() -> bool:
+        busy = set(
+            Result.objects.filter(
+                campaign=campaign, state__in=[Result.State.LEASED, Result.State.RETURNED]
+            ).values_list("session_id", flat=True)
+        )
+        return on_b in busy and bool(
+            Result.objects.filter(
+                campaign=campaign, state=Result.State.LEASED, session_id__in=on_a
+            ).exists()
+        )
+
+    wait_until(working_on_both, SLOW, "workers on both processes to hold or return tasks")
+    killed_at = timezone.now()
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    campaign.refresh_from_db()
+    assert campaign.tasks_done < campaign.tasks_total, "the campaign ended before the kill"
+
+    wait_until(lambda: completed(campaign), 180, "the campaign to complete on process B")
+    assert_each_task_done_exactly_once(campaign)
+    assert Task.objects.filter(campaign=campaign, state=Task.State.FAILED).count() == 0
+    # Every worker survived the loss of its server and carries on in a new session on B.
+    assert [w.poll() for w in cluster.workers] == [None] * 4
+    assert WorkerSession.objects.filter(connected_at__gt=killed_at).count() >= len(on_a)
