@@ -20,7 +20,7 @@ export default [
   },
   {
     // Dedicated workers: their global scope is `self`, not `window`.
-    files: ["static/js/worker/js_worker.js", "static/js/worker/wasm_worker.js"],
+    files: ["static/js/worker/js_worker.js", "static/js/worker/wasm_worker.js", "static/js/worker/gpu_worker.js"],
     languageOptions: { globals: { ...globals.worker } },
   },
   {

@@ -63,13 +63,29 @@ def test_embed_frame_refuses_unknown_keys(client, key):
     assert csp(response)["frame-ancestors"] == "'none'"
 
 
+def test_embed_frame_runs_gpu_work_only_where_the_site_owner_opted_in(client, site):
+    def config(query: str) -> dict:
+        return client.get(f"/embed/frame/?site={site.key}{query}").context["config"]
+
+    assert config("")["gpu"] is False
+    assert config("&gpu=yes")["gpu"] is False
+    assert config("&gpu=on")["gpu"] is True
+    assert config("&gpu=on")["workerUrls"]["gpu"] == "/worker/gpu.js"
+
+
+def test_embed_tag_passes_the_gpu_opt_in_to_its_frame(client):
+    script = client.get("/embed.js").content.decode()
+    assert 'getAttribute("data-gpu")' in script
+    assert '"&gpu=on"' in script
+
+
 def test_embed_frame_refuses_inactive_sites(client, site):
     site.active = False
     site.save()
     assert client.get(f"/embed/frame/?site={site.key}").status_code == 404
 
 
-@pytest.mark.parametrize("kind", ["wasm", "js"])
+@pytest.mark.parametrize("kind", ["wasm", "js", "gpu"])
 def test_kernel_worker_scripts_forbid_every_connection(client, kind):
     response = client.get(f"/worker/{kind}.js")
     assert response.status_code == 200

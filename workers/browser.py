@@ -27,7 +27,11 @@ from campaigns.models import Campaign
 from workers import identity
 
 # The entry script of each kind of kernel worker (see worker_script).
-WORKER_MODULES = {"wasm": "js/worker/wasm_worker.js", "js": "js/worker/js_worker.js"}
+WORKER_MODULES = {
+    "wasm": "js/worker/wasm_worker.js",
+    "js": "js/worker/js_worker.js",
+    "gpu": "js/worker/gpu_worker.js",
+}
 
 
 def _static_origin() -> str:
@@ -204,6 +208,8 @@ def embed_frame(request: HttpRequest) -> HttpResponse:
         "organization": site.organization.name,
         "workerUrls": _worker_urls(),
         "transport": request.GET.get("transport", "auto"),
+        # GPU work is off in embeds unless the site owner opts in (data-gpu="on" on the tag).
+        "gpu": request.GET.get("gpu") == "on",
     }
     response = render(request, "workers/embed_frame.html", {"config": config, "site": site})
     response["Content-Security-Policy"] = _csp(

@@ -15,7 +15,7 @@ urlpatterns = [
     path("contribute/", browser.contribute, name="contribute"),
     path("contribute/campaigns/<int:pk>.json", browser.campaign_card, name="contribute-campaign"),
     path("contribute/points.json", browser.contributor_points, name="contribute-points"),
-    re_path(r"^worker/(?P<kind>wasm|js)\.js$", browser.worker_script, name="worker-script"),
+    re_path(r"^worker/(?P<kind>wasm|js|gpu)\.js$", browser.worker_script, name="worker-script"),
     path("embed.js", browser.embed_script, name="embed-js"),
     path("embed/frame/", browser.embed_frame, name="embed-frame"),
 ]

@@ -10,7 +10,9 @@
   var WARN_AFTER_MS = 8000;
   var base = new URL("{{ platform|escapejs }}" || script.src, location.href).origin;
   var frame = document.createElement("iframe");
-  frame.src = base + "/embed/frame/?site=" + encodeURIComponent(key);
+  // GPU work only where the site owner asked for it (data-gpu="on"); visitors still consent first.
+  var gpu = (script.getAttribute("data-gpu") || "").toLowerCase() === "on";
+  frame.src = base + "/embed/frame/?site=" + encodeURIComponent(key) + (gpu ? "&gpu=on" : "");
   frame.title = "Volunteer computing (CCGSC)";
   // The frame keeps the platform's origin (its own storage and connection) but may not
   // navigate this page, open dialogs or submit forms.

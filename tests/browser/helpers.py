@@ -88,9 +88,22 @@ def wait_for(
         time.sleep(interval)
 
 
+# WebGPU in headless Chromium: SwiftShader's software adapter, which Chromium offers only with
+# this flag (without it navigator.gpu exists but requestAdapter() answers null).
+WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
+
+
 @contextmanager
-def launched_chromium() -> Iterator[Any]:
+def launched_chromium(extra_args: list[str] | None = None) -> Iterator[Any]:
     """Headless Chromium through Playwright's sync API, closed afterwards."""
+    with launched_chromiums([], extra_args or []) as (_, chromium):
+        yield chromium
+
+
+@contextmanager
+def launched_chromiums(*arg_sets: list[str]) -> Iterator[list[Any]]:
+    """One headless Chromium per set of extra arguments, from one Playwright (the sync API
+    allows one at a time in a thread), closed afterwards."""
     executable = chromium_path()
     if executable is None:
         pytest.skip(reason="no Chromium: install the chromium package or set $CHROMIUM")
@@ -103,11 +116,18 @@ def launched_chromium() -> Iterator[Any]:
     os.environ[ASYNC_UNSAFE] = "true"
     try:
         with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            launched: list[Any] = []
             try:
-                yield chromium
+                for extra in arg_sets:
+                    launched.append(
+                        playwright.chromium.launch(
+                            executable_path=executable, args=[*CHROMIUM_ARGS, *extra]
+                        )
+                    )
+                yield launched
             finally:
-                chromium.close()
+                for chromium in launched:
+                    chromium.close()
     finally:
         if previous is None:
             os.environ.pop(ASYNC_UNSAFE, None)

@@ -30,6 +30,7 @@ function saveSettings() {
         throttle: Number(field("throttle").value),
         background: field("background").checked,
         battery: field("on-battery").checked,
+        gpu: gpuChoice,
       }),
     );
   } catch {
@@ -38,6 +39,9 @@ function saveSettings() {
 }
 
 const saved = loadSettings();
+// The volunteer's own GPU choice once they made one (undefined until then: see applyGpuDefault).
+/** @type {boolean | undefined} */
+let gpuChoice = typeof saved.gpu === "boolean" ? saved.gpu : undefined;
 const params = new URLSearchParams(location.search);
 field("hands").max = String(maxHands());
 // From the address, the saved settings or the core count, within 1..maxHands().
@@ -78,9 +82,34 @@ const harness = new Harness({
 });
 window.ccgscHarness = harness; // for the browser tests and the curious
 
+// GPU work. The checkbox waits for the GPU worker's answer (gpu_probe.js): with no adapter it
+// stays off and disabled, and the session never announces a GPU, so no GPU work comes here.
+// The default, until the volunteer chooses (remembered like the other settings): on for a
+// hardware adapter — they came here to lend this computer, and the GPU is where most of its
+// compute is — and off for a software adapter (the browser emulating a GPU on the CPU, e.g.
+// SwiftShader), which would only compete with the hands chosen above, more slowly.
+const gpuReady = harness.probeGpu().then((info) => {
+  const box = field("gpu");
+  const note = $("gpu-note");
+  if (info === null) {
+    box.checked = false;
+    box.disabled = true;
+    note.textContent = "This browser offers no WebGPU adapter: GPU campaigns are not sent here.";
+    note.dataset.state = "none";
+  } else {
+    box.disabled = false;
+    box.checked = gpuChoice ?? !harness.gpuSoftware;
+    note.textContent = `Adapter: ${info.adapter}${harness.gpuSoftware ? ". It runs on your CPU, not on a graphics card." : ""}`;
+    note.dataset.state = "found";
+    note.dataset.adapter = info.adapter;
+  }
+  harness.setGpu(box.checked);
+});
+
 // --- controls --------------------------------------------------------------------------------
 
-$("start").addEventListener("click", () => {
+$("start").addEventListener("click", async () => {
+  await gpuReady; // the hello says whether this browser takes GPU work
   applyVisibility();
   applyBattery();
   harness.start();
@@ -99,6 +128,11 @@ field("throttle").addEventListener("input", () => {
   harness.setThrottle(Number(field("throttle").value));
 });
 field("throttle").addEventListener("change", saveSettings);
+field("gpu").addEventListener("change", () => {
+  gpuChoice = field("gpu").checked;
+  harness.setGpu(gpuChoice);
+  saveSettings();
+});
 field("background").addEventListener("change", () => {
   applyVisibility();
   saveSettings();
@@ -285,7 +319,8 @@ function render(s) {
     for (const r of s.recent) {
       const row = recentBody.insertRow();
       cell(row, `#${r.task}`, "mono");
-      cell(row, s.campaigns[r.campaign]?.name || String(r.campaign));
+      const desc = s.campaigns[r.campaign];
+      cell(row, `${desc?.name || String(r.campaign)}${desc?.kind === "gpu" ? " (GPU)" : ""}`);
       const outcome = row.insertCell();
       const b = document.createElement("span");
       b.className = `badge ${r.ok ? "badge-success" : "badge-danger"}`;

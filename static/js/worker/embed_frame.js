@@ -112,6 +112,8 @@ function start() {
       site: config.site,
       transport: config.transport,
       workerUrls: config.workerUrls,
+      // Only where the site owner opted in; without a WebGPU adapter nothing is announced.
+      gpu: Boolean(config.gpu),
       onUpdate: scheduleRender,
     });
     window.ccgscHarness = harness;
@@ -130,7 +132,8 @@ function stop() {
 }
 
 $("consent-cpu").textContent =
-  `${hands === 1 ? "one" : hands} of your ${cores} processor cores about ${THROTTLE}% of the time`;
+  `${hands === 1 ? "one" : hands} of your ${cores} processor cores about ${THROTTLE}% of the time` +
+  (config.gpu ? ", and your graphics processor where the browser offers it (WebGPU)" : "");
 $("opt-in").addEventListener("click", () => {
   remember("yes");
   start();

@@ -35,7 +35,7 @@ function ended(error, message, started, extra = {}) {
 }
 
 export class Hand {
-  /** urls: {wasm, js} of the worker scripts. */
+  /** urls: {wasm, js, gpu} of the worker scripts. */
   constructor(index, urls) {
     this.index = index;
     this.urls = urls;
@@ -117,8 +117,8 @@ export class Hand {
   }
 
   /**
-   * Run one task. job: {kind: "wasm"|"js", module, memory, url, task, limits,
-   * static: {sha, data} | null, onProgress, onCheckpoint}. Resolves with the host result
+   * Run one task. job: {kind: "wasm"|"js"|"gpu", module, memory, url, gpu: {sha, source,
+   * manifest}, task, limits, static: {sha, data} | null, onProgress, onCheckpoint}. Resolves with the host result
    * (see wasi_host.runKernel); never rejects.
    */
   async run(job) {
@@ -193,6 +193,7 @@ export class Hand {
       module: job.module,
       memory: job.memory,
       url: job.url,
+      gpu: job.gpu,
       task: job.task,
       limits: job.limits,
       static: staticMsg,

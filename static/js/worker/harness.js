@@ -8,8 +8,9 @@
 
 import { reconnectDelay } from "./backoff.js";
 import { Connection, VERSION } from "./protocol.js";
+import { offeredMemory, probeGpu } from "./gpu_probe.js";
 import { Hand } from "./hand.js";
-import { jsKernelUrl, staticData, wasmKernel } from "./kernels.js";
+import { gpuKernelSource, jsKernelUrl, staticData, wasmKernel } from "./kernels.js";
 import { restMs, toDuty } from "./throttle.js";
 
 const METRICS_EVERY_MS = 10000;
@@ -41,13 +42,19 @@ function clampHands(n) {
 export class Harness {
   /**
    * options: {base (platform origin), hands, throttle (percent or fraction), site (embed key),
-   * transport ("auto" | "websocket" | "http"), workerUrls: {wasm, js}, onUpdate(snapshot)}
+   * transport ("auto" | "websocket" | "http"), workerUrls: {wasm, js, gpu}, gpu (run GPU
+   * kernels where WebGPU offers an adapter; default false), onUpdate(snapshot)}
    */
   constructor(options = {}) {
     this.base = options.base || location.origin;
     this.site = options.site || null;
     this.transport = options.transport || "auto";
-    this.workerUrls = options.workerUrls || { wasm: "/worker/wasm.js", js: "/worker/js.js" };
+    this.workerUrls = options.workerUrls || { wasm: "/worker/wasm.js", js: "/worker/js.js", gpu: "/worker/gpu.js" };
+    this.gpuEnabled = Boolean(options.gpu);
+    /** @type {import("./gpu_manifest.js").GpuInfo | null | undefined} undefined: not asked yet */
+    this.gpuInfo = undefined;
+    this.gpuSoftware = false; // the adapter is the browser's software fallback (the CPU)
+    this._gpuProbe = null;
     this.onUpdate = options.onUpdate || (() => {});
     this.duty = toDuty(options.throttle ?? 1);
     this.handCount = clampHands(options.hands || maxHands());
@@ -60,6 +67,7 @@ export class Harness {
     this.limits = null;
     this.state = "stopped";
     this.detail = "";
+    this.gpuAnnounced = false; // this session's hello carried `gpu`
     this.pauseReasons = new Set();
     this.running = false; // start() called and not stopped
     this.reconnects = 0;
@@ -97,6 +105,7 @@ export class Harness {
       transport: this.connection ? this.connection.transportName : null,
       session: this.session,
       duty: this.duty,
+      gpu: { enabled: this.gpuEnabled, info: this.gpuInfo ?? null, software: this.gpuSoftware, announced: this.gpuAnnounced },
       queued: this.queue.length,
       hands: this.slots.map((s, i) => ({
         index: i,
@@ -178,6 +187,36 @@ export class Harness {
     // Give the last frames a moment to leave before closing the socket.
     setTimeout(() => connection && connection.close(), 200);
     this._setState("stopped", "");
+  }
+
+  /**
+   * The GPU worker's adapter (asked once per page; null: no WebGPU adapter here).
+   * @returns {Promise<import("./gpu_manifest.js").GpuInfo | null>}
+   */
+  probeGpu() {
+    if (this._gpuProbe === null) {
+      const asked = this.workerUrls.gpu ? probeGpu(this.workerUrls.gpu) : Promise.resolve({ info: null, software: false });
+      this._gpuProbe = asked.then(({ info, software }) => {
+        this.gpuInfo = info;
+        this.gpuSoftware = software;
+        this._update();
+        return info;
+      });
+    }
+    return this._gpuProbe;
+  }
+
+  /** Turn GPU work on or off. The server learns a session's GPU from its hello, so a running
+   * harness starts a new session (its leases go back to the server, as with stop()). */
+  setGpu(enabled) {
+    const value = Boolean(enabled);
+    if (value === this.gpuEnabled) return;
+    this.gpuEnabled = value;
+    if (this.running && (value ? this.gpuInfo !== null : this.gpuAnnounced)) {
+      this.stop();
+      this.start();
+    }
+    this._update();
   }
 
   setThrottle(value) {
@@ -334,7 +373,11 @@ export class Harness {
       },
       onCheckpoint: (data) => this._send({ t: "checkpoint", lease: item.lease, data }),
     };
-    if (job.kind === "wasm") {
+    if (desc.kind === "gpu") {
+      if (!this.gpuAnnounced) throw new Error("GPU work was not asked for in this session");
+      job.kind = "gpu";
+      job.gpu = { sha: desc.kernel, source: await gpuKernelSource(this.base, desc.kernel), manifest: desc.gpu || {} };
+    } else if (job.kind === "wasm") {
       const { module, memory } = await wasmKernel(this.base, desc.kernel);
       job.module = module;
       job.memory = memory;
@@ -500,10 +543,18 @@ export class Harness {
     });
     this.connection = connection;
     this._setState("connecting", "");
+    // Asked before connecting (once per page): a session announces its GPU in its hello only.
+    const gpu = this.gpuEnabled ? await this.probeGpu() : null;
+    if (this.connection !== connection) return;
     if (!(await connection.open())) return;
     if (this.connection !== connection) return;
+    /** @type {Record<string, any>} */
     const hello = { t: "hello", v: VERSION, kind: "browser", slots: this.handCount, agent: navigator.userAgent.slice(0, 200), js: true };
     if (this.site) hello.site = this.site;
+    this.gpuAnnounced = gpu !== null;
+    if (gpu !== null) hello.gpu = gpu;
+    const memory = offeredMemory(/** @type {any} */ (navigator).deviceMemory);
+    if (memory !== null) hello.memory = memory;
     connection.send(hello);
   }
 

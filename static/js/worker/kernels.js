@@ -25,7 +25,7 @@ async function openCache() {
   }
 }
 
-/** The bytes of blob `sha256` (ext "wasm", "js" or ""), verified. */
+/** The bytes of blob `sha256` (ext "wasm", "js", "wgsl" or ""), verified. */
 export async function fetchBlob(base, sha256, ext = "") {
   const url = `${base}/blobs/${sha256}${ext ? `.${ext}` : ""}`;
   const cache = await openCache();
@@ -87,4 +87,11 @@ export function staticData(base, sha256) {
 export async function jsKernelUrl(base, sha256) {
   await fetchBlob(base, sha256, "js"); // verifies the bytes and warms the caches
   return `${base}/blobs/${sha256}.js`;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** A GPU kernel's WGSL source (blob `sha256`.wgsl, verified), for the GPU worker to compile. */
+export async function gpuKernelSource(base, sha256) {
+  return utf8.decode(await fetchBlob(base, sha256, "wgsl"));
 }
