@@ -11,10 +11,11 @@ export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/var/zig-cache
 
 .PHONY: run test lint typecheck jstest node pytest bench kernels vendor clean
 
+# The gpu extra (wgpu) too: the tests run gpu kernels on Mesa's lavapipe (.ci/run installs it).
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv sync --frozen --quiet
+	$(VENV)/bin/uv sync --frozen --quiet --extra gpu
 	@touch $@
 
 venv: $(VENV)/.synced

@@ -60,6 +60,7 @@ class Kernel(models.Model):
     class Kind(models.TextChoices):
         WASM = "wasm", "WebAssembly (WASI)"
         JS = "js", "JavaScript (browsers only)"
+        GPU = "gpu", "WebGPU compute (WGSL)"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="kernels")
     name = models.CharField(max_length=120)
@@ -73,6 +74,9 @@ class Kernel(models.Model):
     # declared no memory maximum and got the platform's cap); empty when stored as uploaded.
     original_sha256 = models.CharField(max_length=64, blank=True, default="")
     imports = models.JSONField(default=list, blank=True)
+    # Kind gpu: the manifest (kernelhost.gpu.GpuManifest, defaults filled in) validated with
+    # the WGSL at upload; workers receive it in the campaign descriptor. Null for other kinds.
+    manifest = models.JSONField(null=True, blank=True)
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -77,7 +77,7 @@ def test_what_the_structs_refuse(message: dict[str, object], code: str) -> None:
 
 
 def test_hello_ignores_fields_it_does_not_know() -> None:
-    hello = protocol.decode(frame(t="hello", v=2, kind="browser", slots=2, gpu=True))
+    hello = protocol.decode(frame(t="hello", v=2, kind="browser", slots=2, npu=True))
     assert isinstance(hello, protocol.Hello) and hello.accepts_js
 
 

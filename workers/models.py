@@ -33,6 +33,12 @@ class WorkerSession(models.Model):
     slots = models.PositiveSmallIntegerField(default=1)
     # Browsers run JavaScript kernels too; native workers only WebAssembly.
     accepts_js = models.BooleanField(default=False)
+    # Capabilities from its hello: its WebGPU adapter (protocol.GpuInfo as a map; null: it
+    # runs no gpu kernels) and the memory it gives a kernel at most (null: not stated). The
+    # scheduler sends gpu campaigns only to sessions with an adapter, and no campaign whose
+    # kernel needs more memory (or larger GPU buffers) than offered.
+    gpu = models.JSONField(null=True, blank=True)
+    memory = models.PositiveBigIntegerField(null=True, blank=True)
     # A worker may ask to work for one campaign only (e.g. an owner testing a kernel).
     only_campaign_id = models.BigIntegerField(null=True, blank=True)
     agent = models.CharField(max_length=200, blank=True)

@@ -20,6 +20,10 @@ from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 import msgspec
 
+# The manifest of a gpu kernel is declared with the GPU kernel contract (plain Python, shared
+# with the upload checks in campaigns/): re-exported here as part of the protocol.
+from kernelhost.gpu import GpuManifest as GpuManifest
+
 VERSION = 2
 VERSIONS = (1, 2)  # what a hello's `v` may say
 MAX_FRAME = 16 * 1024 * 1024  # a result batch may carry several MiB of outputs
@@ -67,11 +71,25 @@ class Message(msgspec.Struct, tag_field="t", forbid_unknown_fields=True, omit_de
 # --- worker -> server ---------------------------------------------------------------------------
 
 
+class GpuInfo(msgspec.Struct, omit_defaults=True):
+    """A session's WebGPU adapter, in hello: its name and the limits the GPU kernel contract
+    needs (`max_buffer`: maxStorageBufferBindingSize, `max_workgroups`:
+    maxComputeWorkgroupsPerDimension, `max_invocations`: maxComputeInvocationsPerWorkgroup)."""
+
+    adapter: Annotated[str, msgspec.Meta(max_length=200)]
+    max_buffer: Annotated[int, msgspec.Meta(ge=0, le=1 << 48)]
+    max_workgroups: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]
+    max_invocations: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]
+
+
 class Hello(Message, tag="hello", forbid_unknown_fields=False):
     """First message; opens a session. `v`: the protocol version (1 or 2); `kernels`: sha256 of
     kernels already cached; `token`: an organization API token; `site`: an embed site key;
     `campaign`: work for this campaign only; `js`: accepts JavaScript kernels (default true
-    for browsers). With a token, the organization's unapproved campaigns are served too;
+    for browsers); `gpu`: the WebGPU adapter when the session runs gpu kernels (without it, it
+    is never sent one); `memory`: bytes the session gives a kernel at most (campaigns whose
+    kernel declares more are not sent to it). With a token, the organization's unapproved
+    campaigns are served too;
     without one, only campaigns a platform admin approved. Unknown fields are ignored here
     (a newer worker may announce more than this server knows)."""
 
@@ -84,6 +102,8 @@ class Hello(Message, tag="hello", forbid_unknown_fields=False):
     site: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     campaign: LeaseId | None = None
     js: bool | None = None
+    gpu: GpuInfo | None = None
+    memory: Annotated[int, msgspec.Meta(ge=0, le=1 << 48)] | None = None
 
     @property
     def accepts_js(self) -> bool:
@@ -253,7 +273,9 @@ class Welcome(Message, tag="welcome"):
 class CampaignDesc(msgspec.Struct):
     """What a worker needs to run a campaign's tasks (sent once per session). Run with argv
     ["kernel", *args, *task.args], env = env overlaid by the task's, `/ccgsc/static` = blob
-    `static`, wall-time limit `timeout` seconds, `memory` bytes (nil: the host's default)."""
+    `static`, wall-time limit `timeout` seconds, `memory` bytes (nil: the host's default).
+    Kind "gpu": `kernel` is WGSL source and `gpu` its manifest (defaults filled in); args,
+    env and static do not apply."""
 
     name: str
     kernel: Sha256
@@ -263,6 +285,7 @@ class CampaignDesc(msgspec.Struct):
     env: dict[str, str]
     timeout: int
     memory: int | None
+    gpu: GpuManifest | None = None
 
 
 class TaskItem(msgspec.Struct, omit_defaults=True):

@@ -25,6 +25,8 @@ NESTED = (
     protocol.Limits,
     protocol.TaskItem,
     protocol.CampaignDesc,
+    protocol.GpuInfo,
+    protocol.GpuManifest,
 )
 
 

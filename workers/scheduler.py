@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -92,6 +93,10 @@ class SessionInfo:
     # Some lease of this session expired: the tasks concerned are withheld from it, so finding
     # nothing does not mean a campaign is empty for everyone.
     expired: bool = False
+    # Its hello's WebGPU adapter (None: no gpu kernels) and the memory it offers a kernel
+    # (None: not stated, no limit beyond the campaign's own).
+    gpu: protocol.GpuInfo | None = None
+    memory: int | None = None
 
 
 @dataclass
@@ -119,6 +124,9 @@ class CampaignInfo:
     kernel_id: int = 0
     adaptive_replication: bool = False
     quorum_needs_account: bool = False
+    # Kind gpu: the kernel's manifest (sent in the descriptor; its fixed output buffer size
+    # keeps the campaign from sessions whose adapter cannot bind it).
+    gpu: protocol.GpuManifest | None = None
 
     @property
     def validates_inline(self) -> bool:
@@ -140,6 +148,7 @@ class CampaignInfo:
             env=self.env,
             timeout=self.task_timeout,
             memory=self.memory_max,
+            gpu=self.gpu,
         )
 
 
@@ -184,8 +193,15 @@ def _load_campaigns() -> dict[int, CampaignInfo]:
             kernel_id=c.kernel_id,
             adaptive_replication=c.adaptive_replication,
             quorum_needs_account=c.quorum_needs_account,
+            gpu=_manifest(c.kernel),
         )
     return out
+
+
+def _manifest(kernel: Kernel) -> protocol.GpuManifest | None:
+    if kernel.kind != Kernel.Kind.GPU or not kernel.manifest:
+        return None
+    return msgspec.convert(kernel.manifest, protocol.GpuManifest)
 
 
 def running_campaigns(*, refresh: bool = False) -> dict[int, CampaignInfo]:
@@ -223,9 +239,13 @@ def work_available(campaign_id: int | None = None) -> None:
 
 
 def eligible(session: SessionInfo, info: CampaignInfo) -> bool:
+    """Whether a session may get this campaign's tasks at all: every lease (lease(), and
+    lease_many through it) picks its campaign through here, before any SQL."""
     if session.campaign_id is not None and info.id != session.campaign_id:
         return False
     if info.kernel_kind == Kernel.Kind.JS and not session.js:
+        return False
+    if not fits(session, info):
         return False
     # Unapproved campaigns only reach the owning organization's own workers: native workers
     # started with its API token, and its members' browsers on the contribute page.
@@ -234,6 +254,23 @@ def eligible(session: SessionInfo, info: CampaignInfo) -> bool:
         or info.organization_id == session.organization_id
         or info.organization_id in session.member_of
     )
+
+
+def fits(session: SessionInfo, info: CampaignInfo) -> bool:
+    """The session's capabilities cover the campaign's needs: a gpu kernel needs an adapter
+    whose storage buffers hold its output and whose workgroups hold its workgroup size; any
+    kernel whose memory maximum exceeds what the session offers is not for it."""
+    if session.memory is not None and (info.memory_max or 0) > session.memory:
+        return False
+    if info.kernel_kind != Kernel.Kind.GPU:
+        return True
+    gpu, manifest = session.gpu, info.gpu
+    if gpu is None or manifest is None:
+        return False
+    if manifest.workgroup_size > gpu.max_invocations:
+        return False
+    need = manifest.buffer_bytes
+    return need is None or need <= gpu.max_buffer
 
 
 # --- leasing ------------------------------------------------------------------------------------

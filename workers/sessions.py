@@ -7,6 +7,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Sum
@@ -64,6 +65,8 @@ def session_open(
         profile=profile,
         lease_allowance=int(settings.CCGSC["LEASE_ALLOWANCE_START"]),
         accepts_js=hello.accepts_js,
+        gpu=msgspec.to_builtins(hello.gpu) if hello.gpu is not None else None,
+        memory=hello.memory,
         only_campaign_id=hello.campaign,
         agent=hello.agent or "",
         protocol_version=hello.v,
@@ -123,6 +126,8 @@ def session_info(session: WorkerSession) -> scheduler.SessionInfo:
         organization_id=session.organization_id,
         site_id=session.site_id,
         js=session.accepts_js,
+        gpu=msgspec.convert(session.gpu, protocol.GpuInfo) if session.gpu else None,
+        memory=session.memory,
         campaign_id=session.only_campaign_id,
         member_of=member_of,
         origin=session.origin,

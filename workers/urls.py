@@ -3,7 +3,9 @@ from django.urls import path, re_path
 from workers import browser, owner_views, views
 
 urlpatterns = [
-    re_path(r"^blobs/(?P<sha256>[0-9a-f]{64})(?:\.(?P<ext>wasm|js))?$", views.blob, name="blob"),
+    re_path(
+        r"^blobs/(?P<sha256>[0-9a-f]{64})(?:\.(?P<ext>wasm|js|wgsl))?$", views.blob, name="blob"
+    ),
     path("api/v1/work", views.work, name="work-http"),
     path("api/v1/status", views.status, name="status"),
     path(

@@ -28,6 +28,8 @@ from workers.sweeper import ensure_sweeper, last_sweep
 CONTENT_TYPES = {
     "wasm": "application/wasm",
     "js": "text/javascript",
+    # gpu kernels: WGSL source (the media type registered for WGSL).
+    "wgsl": "text/wgsl; charset=utf-8",
     "": "application/octet-stream",
 }
 LONG_POLL_SECONDS = sessions.LONG_POLL_SECONDS

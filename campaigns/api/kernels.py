@@ -25,6 +25,13 @@ from campaigns.models import Kernel
 from campaigns.services.base import limits
 from campaigns.services.kernels import kernel_get_or_upload
 
+#: The extension a kernel's blob URL carries (it sets the Content-Type the blob is served with).
+BLOB_EXTENSIONS: dict[str, str] = {
+    Kernel.Kind.WASM: "wasm",
+    Kernel.Kind.JS: "js",
+    Kernel.Kind.GPU: "wgsl",
+}
+
 
 class KernelOutput(serializers.ModelSerializer):
     organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
@@ -52,7 +59,7 @@ class KernelOutput(serializers.ModelSerializer):
         ]
 
     def get_download_url(self, kernel: Kernel) -> str:
-        ext = "wasm" if kernel.kind == Kernel.Kind.WASM else "js"
+        ext = BLOB_EXTENSIONS.get(kernel.kind, "")
         path = reverse("blob", kwargs={"sha256": kernel.sha256, "ext": ext})
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
