@@ -3,11 +3,10 @@ called: the organization passed in was fetched through accounts.tenancy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.db.models import Count, F, QuerySet
 
 from accounts.models import ApiToken, EmbedSite, Membership, Organization, User
+from ccgsc import hooks
 
 
 def memberships_for_user(user: User) -> QuerySet[Membership]:
@@ -43,18 +42,10 @@ def organization_sites(organization: Organization) -> QuerySet[EmbedSite]:
     return EmbedSite.objects.filter(organization=organization).order_by("name", "pk")
 
 
-# What visitors of a site contributed is known above accounts (the points ledger in rewards,
-# connected sessions in workers), and accounts imports neither. Those apps annotate the sites
-# page's query instead, registered in their AppConfig.ready the way rewards plugs into the
-# scheduler: each takes the sites and returns them annotated (as subqueries, so the page stays
-# one query however many sites there are). rewards.selectors.with_site_activity is the one.
-SiteAnnotator = Callable[[QuerySet[EmbedSite]], QuerySet[EmbedSite]]
-site_activity_annotators: list[SiteAnnotator] = []
-
-
 def organization_sites_with_activity(organization: Organization) -> QuerySet[EmbedSite]:
-    """organization_sites, annotated by every registered site_activity_annotators entry."""
-    sites = organization_sites(organization)
-    for annotate in site_activity_annotators:
-        sites = annotate(sites)
-    return sites
+    """organization_sites, annotated with what their visitors contributed. That is known above
+    accounts (the points ledger in rewards, connected sessions in workers), and accounts
+    imports neither: those apps annotate the query through ccgsc.hooks' site_annotators
+    point (rewards.selectors.with_site_activity), as subqueries, so the page stays one query
+    however many sites there are."""
+    return hooks.annotate_sites(organization_sites(organization))

@@ -31,6 +31,7 @@ from accounts.forms import (
 )
 from accounts.models import ApiToken, EmbedSite, Membership, Organization, User
 from accounts.tenancy import Actor, get_for_actor, get_organization, get_organization_as_owner
+from ccgsc import hooks
 
 
 def _user(request: HttpRequest) -> User:
@@ -353,7 +354,7 @@ def org_sites(request: HttpRequest, slug: str) -> HttpResponse:
         "sites",
         sites=sites,
         form=form,
-        activity=bool(selectors.site_activity_annotators),
+        activity=bool(hooks.registry.site_annotators),
     )
 
 

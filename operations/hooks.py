@@ -1,6 +1,6 @@
 """What operations/ plugs into the other apps (called once from OperationsConfig.ready).
 
-- the scheduler's validated-hook counts results validated inline (unreplicated campaigns) for
+- ccgsc.hooks' `validated` point counts results validated inline (unreplicated campaigns) for
   /metrics; replicated ones are counted where rewards.validation.apply writes verdicts;
 - campaigns' `campaign_changed` signal sends the "completed" and "failed" notifications;
 - every server process's heartbeat thread (operations.health.start_heartbeat, started by
@@ -14,14 +14,14 @@ import logging
 from typing import Any
 
 from campaigns.models import Campaign
-from ccgsc import metrics
+from ccgsc import hooks, metrics
+from ccgsc.hooks import ResultRow
 from operations import notifications
-from workers import scheduler
 
 log = logging.getLogger(__name__)
 
 
-def count_inline(rows: list[tuple[int, int, int, int | None, int | None]]) -> None:
+def count_inline(rows: list[ResultRow]) -> None:
     metrics.validated(len(rows))
 
 
@@ -41,5 +41,4 @@ def on_campaign_changed(sender: Any, campaign_id: int, state: str, **kwargs: Any
 
 
 def register() -> None:
-    if count_inline not in scheduler.validated_hooks:
-        scheduler.validated_hooks.append(count_inline)
+    hooks.register(hooks.registry.validated, count_inline)

@@ -476,7 +476,7 @@ def site_contributions(organization_id: int) -> list[dict[str, Any]]:
 
 def with_site_activity(sites: QuerySet[EmbedSite]) -> QuerySet[EmbedSite]:
     """Embed sites annotated with what their visitors contributed, for the organization's sites
-    page (registered in accounts.selectors.site_activity_annotators):
+    page (registered on ccgsc.hooks' site_annotators point):
 
     - `contributed_results`, `contributed_points`: validated results and the points they
       earned, from the site's total (the site leaderboard's figures);

@@ -5,6 +5,8 @@ from rewards import views
 app_name = "rewards"
 
 urlpatterns = [
+    # The contribute page (workers/browser.py) shows the points its contributor has so far.
+    path("contribute/points.json", views.contributor_points, name="contribute-points"),
     path("leaderboard/", views.leaderboard, name="leaderboard"),
     path("leaderboard/<str:board>/", views.leaderboard, name="leaderboard_board"),
     path("profile/", views.my_profile, name="my_profile"),

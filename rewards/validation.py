@@ -46,6 +46,7 @@ from campaigns import signals
 from campaigns.models import Campaign, Result, Task
 from campaigns.replicas import insert_replicas
 from ccgsc import metrics
+from ccgsc.hooks import FailedRow, ResultRow
 from rewards import ledger, trust
 from workers import scheduler
 
@@ -357,21 +358,19 @@ def lock_tasks(task_ids: Iterable[int]) -> None:
 # --- the inline path (byte equality) ------------------------------------------------------------
 
 
-def on_returned(
-    rows: list[tuple[int, int, int, int | None, int | None]],
-) -> tuple[Counter[int], Counter[int]]:
-    """Scheduler returned-hook: successful replicas of replicated or verified campaigns were
-    just recorded (rows: result, task, campaign, user, site), inside the results transaction,
+def on_returned(rows: list[ResultRow]) -> tuple[Counter[int], Counter[int]]:
+    """On decide_returned (ccgsc.hooks): successful replicas of replicated or verified
+    campaigns were just recorded, inside the results transaction,
     with the tasks' rows locked. Byte-equality campaigns are decided here; verifier campaigns
     are handed to a job after commit. Returns (done, failed) task counts per campaign."""
-    pols = policies({cid for _, _, cid, _, _ in rows})
-    verified = sorted({tid for _, tid, cid, _, _ in rows if pols[cid].has_verifier})
+    pols = policies({r.campaign for r in rows})
+    verified = sorted({r.task for r in rows if pols[r.campaign].has_verifier})
     if verified:
         from ccgsc.jobs import enqueue
         from rewards.jobs import verify_tasks
 
         enqueue(verify_tasks, verified)
-    plain = {tid for _, tid, cid, _, _ in rows if not pols[cid].has_verifier}
+    plain = {r.task for r in rows if not pols[r.campaign].has_verifier}
     if not plain:
         return Counter(), Counter()
     tasks = load_tasks(plain)
@@ -578,16 +577,16 @@ def _add_replicas(cursor: Any, decisions: Sequence[Decision]) -> None:
 # --- failures -----------------------------------------------------------------------------------
 
 
-def on_failed(rows: list[tuple[int, int, int, int | None]]) -> None:
-    """Scheduler failed-hook: errors and timeouts (rows: result, task, campaign, user) were
-    recorded. On campaigns that check results they reset the users' runs; the successful
-    results of tasks that just failed for too many errors become inconclusive."""
-    pols = policies({cid for _, _, cid, _ in rows})
-    checked = [row for row in rows if pols[row[2]].min_quorum > 1 or pols[row[2]].has_verifier]
+def on_failed(rows: list[FailedRow]) -> None:
+    """On record_failed (ccgsc.hooks): errors and timeouts were recorded. On campaigns that
+    check results they reset the users' runs; the successful results of tasks that just failed
+    for too many errors become inconclusive."""
+    pols = policies({r.campaign for r in rows})
+    checked = [r for r in rows if pols[r.campaign].min_quorum > 1 or pols[r.campaign].has_verifier]
     trust.record(
-        [trust.Event(rid, uid, cid, "error") for rid, _, cid, uid in checked if uid is not None]
+        [trust.Event(r.result, r.user, r.campaign, "error") for r in checked if r.user is not None]
     )
-    task_ids = sorted({tid for _, tid, _, _ in checked})
+    task_ids = sorted({r.task for r in checked})
     if task_ids:
         marks = ", ".join(["%s"] * len(task_ids))
         with connection.cursor() as cursor:

@@ -1,4 +1,4 @@
-"""Leaderboards, contributor profiles, teams, and the owners' validation view.
+"""Leaderboards, contributor profiles and points, teams, and the owners' validation view.
 
 Thin views: reads come from rewards.selectors, writes from rewards.services, organization
 data only through accounts.tenancy (404 for outsiders, as everywhere).
@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -29,6 +29,22 @@ BOARDS = {
     "teams": selectors.team_board,
     "sites": selectors.site_board,
 }
+
+
+@require_GET
+def contributor_points(request: HttpRequest) -> JsonResponse:
+    """The signed-in contributor's validated points so far (the contribute page polls it now
+    and then; points are granted when results are validated, not when they are returned)."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"points": None, "results": 0})
+    total = (
+        Total.objects.filter(scope=Total.Scope.USER, key=request.user.pk)
+        .values("points", "results")
+        .first()
+    )
+    response = JsonResponse(total or {"points": 0, "results": 0})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _page_number(request: HttpRequest) -> int:

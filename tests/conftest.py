@@ -68,6 +68,17 @@ setattr(  # noqa: B010  (a private method django-stubs does not declare)
 
 
 @pytest.fixture(autouse=True)
+def hooks():
+    """The extension points' registry (ccgsc.hooks) as the apps registered it, put back after
+    every test: a test may clear a point or add to it freely (`hooks.decide_returned.clear()`)."""
+    from ccgsc.hooks import registry
+
+    saved = registry.copy()
+    yield registry
+    registry.restore(saved)
+
+
+@pytest.fixture(autouse=True)
 def _eager_jobs(settings):
     # Background jobs run synchronously in tests, also under CI where a broker is configured;
     # the tests that exercise a real Celery worker process opt in with `celery_worker`.

@@ -163,17 +163,15 @@ def test_a_broken_verifier_fails_the_task_with_its_reason(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_verifier_jobs_decide_and_pay_once(verified_campaign, contributors):
+def test_concurrent_verifier_jobs_decide_and_pay_once(verified_campaign, contributors, hooks):
     c = verified_campaign([f"t{i}" for i in range(12)], min_quorum=2, target_replicas=2)
     alice, bob = contributors(2)
     # Results recorded without running the jobs (as if the broker were slow)...
-    hooks = list(scheduler.returned_hooks)
-    scheduler.returned_hooks.clear()
-    try:
-        for s in (alice, bob):
-            scheduler.submit_results(s, [ok(x, PI) for x in scheduler.lease(s, 12)])
-    finally:
-        scheduler.returned_hooks[:] = hooks
+    decide = list(hooks.decide_returned)
+    hooks.decide_returned.clear()
+    for s in (alice, bob):
+        scheduler.submit_results(s, [ok(x, PI) for x in scheduler.lease(s, 12)])
+    hooks.decide_returned[:] = decide
     task_ids = list(Task.objects.filter(campaign=c).values_list("pk", flat=True))
     errors: list[BaseException] = []
 

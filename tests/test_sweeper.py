@@ -1,4 +1,4 @@
-"""The sweeper's periodic maintenance hooks (workers.sweeper.periodic)."""
+"""The sweeper's periodic maintenance hooks (ccgsc.hooks: periodic)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from django.db import connection as dj_connection
 from django.utils import timezone
 
 from campaigns.models import Result
+from ccgsc.hooks import PeriodicJob, Registry
 from rewards import validation
 from workers import scheduler, sessions, sweeper
 from workers.connection import limits as connection_limits
@@ -20,12 +21,12 @@ from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
 
 
-def test_rewards_registers_its_catch_up() -> None:
-    assert any(job is validation.catch_up for _, job in sweeper.periodic)
+def test_rewards_registers_its_catch_up(hooks: Registry) -> None:
+    assert [job.job for job in hooks.periodic] == [validation.catch_up]
 
 
 async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, hooks: Registry
 ) -> None:
     often: list[int] = []
     rarely: list[int] = []
@@ -36,11 +37,11 @@ async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing
     monkeypatch.setattr(sweeper, "SWEEP_SECONDS", 0.01)
     monkeypatch.setattr(sweeper, "sweep_once", lambda: (0, 0))
     monkeypatch.setattr(sweeper, "hold_sweeper_lock", lambda: True)
-    monkeypatch.setattr(
-        sweeper,
-        "periodic",
-        [(0.0, broken), (0.05, lambda: often.append(1)), (3600.0, lambda: rarely.append(1))],
-    )
+    hooks.periodic[:] = [
+        PeriodicJob(0.0, broken),
+        PeriodicJob(0.05, lambda: often.append(1)),
+        PeriodicJob(3600.0, lambda: rarely.append(1)),
+    ]
     task = asyncio.get_running_loop().create_task(sweeper._loop())
     await asyncio.sleep(0.5)
     task.cancel()

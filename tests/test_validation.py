@@ -349,7 +349,7 @@ def test_workers_that_lie_never_win_and_are_never_paid(make_campaign, contributo
     assert Total.objects.get(scope="campaign", key=c.pk).points == 3 * valid
 
 
-def test_the_periodic_catch_up_waits_for_its_grace(make_campaign, contributors, monkeypatch):
+def test_the_periodic_catch_up_waits_for_its_grace(make_campaign, contributors, hooks):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -358,10 +358,11 @@ def test_the_periodic_catch_up_waits_for_its_grace(make_campaign, contributors, 
 
     c = make_campaign(["a"], min_quorum=2, target_replicas=2)
     alice, bob = contributors(2)
-    monkeypatch.setattr(scheduler, "returned_hooks", [])  # as if the decision were lost
+    decide = list(hooks.decide_returned)
+    hooks.decide_returned.clear()  # as if the decision were lost
     for s in (alice, bob):
         scheduler.submit_results(s, [ok(x, b"same") for x in scheduler.lease(s, 1)])
-    monkeypatch.undo()
+    hooks.decide_returned[:] = decide
     validation.catch_up()  # just returned: its verifier job could still be queued
     assert Task.objects.get(campaign=c).state == Task.State.PENDING
     Result.objects.filter(campaign=c).update(
@@ -372,17 +373,18 @@ def test_the_periodic_catch_up_waits_for_its_grace(make_campaign, contributors, 
     assert (c.tasks_done, c.state) == (1, Campaign.State.COMPLETED)
 
 
-def test_validation_that_never_ran_is_caught_up(make_campaign, contributors, monkeypatch):
+def test_validation_that_never_ran_is_caught_up(make_campaign, contributors, hooks):
     from django.core.management import call_command
 
     from rewards import validation
 
     c = make_campaign(["a", "b"], min_quorum=2, target_replicas=2)
     alice, bob = contributors(2)
-    monkeypatch.setattr(scheduler, "returned_hooks", [])  # as if the decision were lost
+    decide = list(hooks.decide_returned)
+    hooks.decide_returned.clear()  # as if the decision were lost
     for s in (alice, bob):
         scheduler.submit_results(s, [ok(x, b"same") for x in scheduler.lease(s, 2)])
-    monkeypatch.undo()
+    hooks.decide_returned[:] = decide
     assert Task.objects.filter(campaign=c, state=Task.State.PENDING).count() == 2
     assert len(validation.stuck_tasks()) == 2
     call_command("rewards", "revalidate")

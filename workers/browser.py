@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from csp.decorators import csp_update
-from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q
@@ -102,24 +101,6 @@ def campaign_card(request: HttpRequest, pk: int) -> JsonResponse:
             "state": campaign.state,
         }
     )
-
-
-@require_GET
-def contributor_points(request: HttpRequest) -> JsonResponse:
-    """The signed-in contributor's validated points so far (the contribute page polls it now
-    and then; points are granted when results are validated, not when they are returned).
-    Read through the app registry: rewards depends on workers, not the other way round."""
-    if not request.user.is_authenticated:
-        return JsonResponse({"points": None, "results": 0})
-    total = (
-        apps.get_model("rewards", "Total")
-        .objects.filter(scope="user", key=request.user.pk)
-        .values("points", "results")
-        .first()
-    )
-    response = JsonResponse(total or {"points": 0, "results": 0})
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @require_GET

@@ -38,7 +38,8 @@ from django.utils.dateparse import parse_datetime
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.replicas import insert_replicas
 from campaigns.services.lifecycle import campaign_check_complete
-from ccgsc import metrics
+from ccgsc import hooks, metrics
+from ccgsc.hooks import FailedRow, ResultRow
 from workers import protocol
 from workers.models import WorkerSession
 
@@ -309,7 +310,8 @@ def lease(
     `budget(campaign_id)`, when given, caps how many of one campaign's tasks the session
     should take (its tasks may be much longer or shorter than another campaign's); campaigns
     in `skip` are not served to it now."""
-    if n <= 0 or not all(gate(session) for gate in lease_gates):
+    # rewards/ refuses users with too many invalid results here (ccgsc.hooks: lease_gates).
+    if n <= 0 or not hooks.may_lease(session):
         return []
     out: list[Lease] = []
     campaigns = running_campaigns()
@@ -530,29 +532,6 @@ class SubmitOutcome:
     in_time: int = 0
 
 
-# Called inside the results transaction with the rows just validated inline:
-# (result_id, task_id, campaign_id, user_id, site_id). rewards/ registers the points ledger here.
-ValidatedHook = Callable[[list[tuple[int, int, int, int | None, int | None]]], None]
-validated_hooks: list[ValidatedHook] = []
-# Called inside the results transaction, with the tasks' rows locked, for successful results
-# of campaigns that need a quorum or a verifier: rewards/ decides them. Rows are (result_id,
-# task_id, campaign_id, user_id, site_id); a hook returns the tasks it decided as (done,
-# failed) counts per campaign, which go into the campaign counters.
-ReturnedHook = Callable[
-    [list[tuple[int, int, int, int | None, int | None]]],
-    tuple[Counter[int], Counter[int]] | None,
-]
-returned_hooks: list[ReturnedHook] = []
-# Called inside the transaction after failed attempts (errors, timeouts, expired leases) were
-# recorded: (result_id, task_id, campaign_id, user_id). rewards/ resets trust here.
-FailedHook = Callable[[list[tuple[int, int, int, int | None]]], None]
-failed_hooks: list[FailedHook] = []
-# Asked before leasing; a gate answering False gives the session no work (rewards/ refuses
-# users with too many invalid results).
-LeaseGate = Callable[[SessionInfo], bool]
-lease_gates: list[LeaseGate] = []
-
-
 @metrics.timed_results
 def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -> SubmitOutcome:
     """Record a batch of results from one session, durably, exactly once.
@@ -604,19 +583,19 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
         outcome.accepted = [it.lease for it in items if it.lease in accepted]
         outcome.ignored = [it.lease for it in items if it.lease not in accepted]
 
-        inline: list[tuple[int, int, int, int | None, int | None]] = []
-        deferred: list[tuple[int, int, int, int | None, int | None]] = []
-        failures: list[tuple[int, int, int, int | None]] = []
+        inline: list[ResultRow] = []
+        deferred: list[ResultRow] = []
+        failures: list[FailedRow] = []
         for rid, tid, cid, oc, uid, sid, leased_at in rows:
             info = campaigns.get(cid) or campaign_info(cid)
             if oc == SUCCESS and info is not None and _within(leased_at, now, info.task_timeout):
                 outcome.in_time += 1
             if oc != SUCCESS:
-                failures.append((rid, tid, cid, uid))
+                failures.append(FailedRow(rid, tid, cid, uid))
             elif info is None or info.validates_inline:
-                inline.append((rid, tid, cid, uid, sid))
+                inline.append(ResultRow(rid, tid, cid, uid, sid))
             else:
-                deferred.append((rid, tid, cid, uid, sid))
+                deferred.append(ResultRow(rid, tid, cid, uid, sid))
             if oc == SUCCESS:
                 outcome.per_campaign[cid] += 1
         done_by_campaign: Counter[int] = Counter()
@@ -625,20 +604,21 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
             # Replicas of one task may come back in concurrent batches: whoever decides a
             # task holds its row first, all of a batch's tasks in id order (no deadlocks).
             _lock_tasks(cursor, [row[1] for row in deferred] + [row[1] for row in failures])
+        # The extension points (ccgsc.hooks) run here, in this transaction; rewards/ registers
+        # the ledger and validation on them.
         if inline:
             done_by_campaign = _decide_tasks(cursor, inline, now)
-            for hook in validated_hooks:
-                hook(inline)
+            # Accepted as they arrived (no quorum, no verifier): their points are paid now.
+            hooks.pay_points(inline)
+            hooks.validated(inline)
         if deferred:
-            for returned_hook in returned_hooks:
-                decided = returned_hook(deferred)
-                if decided:
-                    done_by_campaign.update(decided[0])
-                    failed_by_campaign.update(decided[1])
+            # A quorum or a verifier decides these (and pays the valid ones when it does).
+            done, failed = hooks.decide_returned(deferred)
+            done_by_campaign.update(done)
+            failed_by_campaign.update(failed)
         if failures:
             failed_by_campaign.update(_record_failures(cursor, [row[:3] for row in failures], now))
-            for failed_hook in failed_hooks:
-                failed_hook(failures)
+            hooks.record_failed(failures)  # their users' trust runs reset
         outcome.done = sum(done_by_campaign.values())
         outcome.failed = sum(failed_by_campaign.values())
         _bump_counters(cursor, done_by_campaign, failed_by_campaign)
@@ -655,9 +635,7 @@ def _within(leased_at: Any, now: datetime, seconds: int) -> bool:
     return (now - leased_at).total_seconds() <= seconds
 
 
-def _decide_tasks(
-    cursor: Any, inline: list[tuple[int, int, int, int | None, int | None]], now: datetime
-) -> Counter[int]:
+def _decide_tasks(cursor: Any, inline: list[ResultRow], now: datetime) -> Counter[int]:
     """Mark tasks done with these results as canonical (and the results valid)."""
     ty = _vendor_types()
     values = ", ".join(
@@ -858,8 +836,7 @@ def reclaim_expired(now: datetime | None = None) -> int:
         _lock_tasks(cursor, [r[1] for r in rows])
         failed = _record_expiries(cursor, [(r[1], r[2]) for r in rows], now)
         _charge_sessions(cursor, Counter(r[4] for r in rows if r[4] is not None), now)
-        for failed_hook in failed_hooks:
-            failed_hook([r[:4] for r in rows])
+        hooks.record_failed([FailedRow(*r[:4]) for r in rows])
         _bump_counters(cursor, Counter(), failed)
         expired = sorted(r[0] for r in rows)
 

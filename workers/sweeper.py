@@ -32,6 +32,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from ccgsc import hooks
 from workers import scheduler, sessions
 from workers.models import WorkerSession
 
@@ -52,12 +53,6 @@ HOLD_OR_TAKE_LOCK = (
     " THEN true ELSE pg_try_advisory_lock(%s) END"
 )
 LAST_SWEEP_KEY = "ccgsc:sweeper:last"
-
-# Slower maintenance other apps register (rewards/apps.py): (period in seconds, function),
-# run by the deployment's sweeper after its sweep, on the same database thread. Each must
-# still be safe to run concurrently (a sweeper that lost its connection mid-job may overlap
-# with the next one for a moment).
-periodic: list[tuple[float, Callable[[], object]]] = []
 
 _task: asyncio.Task[None] | None = None
 # PostgreSQL: one thread, so the advisory lock's connection (Django's per-thread connection)
@@ -162,7 +157,10 @@ async def _loop() -> None:
         if not swept:
             continue
         now = time.monotonic()
-        for period, job in list(periodic):
+        # Slower maintenance other apps register (ccgsc.hooks: periodic), on the same database
+        # thread. Each must still be safe to run concurrently (a sweeper that lost its
+        # connection mid-job may overlap with the next one for a moment).
+        for period, job in list(hooks.registry.periodic):
             if now - last_run.setdefault(job, now) >= period:
                 last_run[job] = now
                 try:

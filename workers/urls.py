@@ -16,7 +16,6 @@ urlpatterns = [
     # The browser worker (workers/browser.py).
     path("contribute/", browser.contribute, name="contribute"),
     path("contribute/campaigns/<int:pk>.json", browser.campaign_card, name="contribute-campaign"),
-    path("contribute/points.json", browser.contributor_points, name="contribute-points"),
     re_path(r"^worker/(?P<kind>wasm|js|gpu)\.js$", browser.worker_script, name="worker-script"),
     path("embed.js", browser.embed_script, name="embed-js"),
     path("embed/frame/", browser.embed_frame, name="embed-frame"),
