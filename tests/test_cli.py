@@ -35,7 +35,9 @@ def run_cli(
     home: Path,
     stdin: bytes = b"",
     env: dict[str, str] | None = None,
-    timeout=180,
+    # A bound for a hung CLI, not a speed test: zig's first C++ build compiles libc++ (minutes
+    # on a loaded two-core machine).
+    timeout=900,
     cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m campaigns.cli ARGS` in a clean environment: its own config directory, no
