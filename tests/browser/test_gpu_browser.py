@@ -7,14 +7,25 @@ work.
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from django.conf import settings
+from django.test import Client
 
-from tests.browser.helpers import WEBGPU_ARGS, launched_chromiums
+from campaigns import services
+from campaigns.inputs import TaskSpec
+from campaigns.models import Campaign, Kernel, Result, Task
+from kernelhost import KernelHost
+from rewards.models import Total
+from tests.browser.helpers import WEBGPU_ARGS, launched_chromiums, wait_for
+from tests.conftest import kernel_bytes
+from workers.models import WorkerSession
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,6 +33,9 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
+KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+# A small deep-zoom image (2 x 2 tiles of 64 x 64, 200 iterations at most): quick on SwiftShader.
+DEEP_ARGS = ["128", "128", "200", "-0.7436438870", "0.1318259042", "0.0001"]
 GPU_NOTE_SAYS = "(state) => document.getElementById('gpu-note').dataset.state === state"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
@@ -108,3 +122,113 @@ def test_a_browser_without_an_adapter_never_announces_a_gpu(browser, platform):
         assert "gpu" not in next_hello(page, lambda: page.click("#start"))
     finally:
         context.close()
+
+
+# --- GPU campaigns end to end ----------------------------------------------------------------
+
+
+def deep_tiles() -> list[bytes]:
+    """The generator's tasks (length-prefixed frames) for DEEP_ARGS."""
+    run = KernelHost().run(kernel_bytes("mandelbrot_deep_gen"), args=DEEP_ARGS)
+    assert run.exit_code == 0, run
+    tiles, at = [], 0
+    while at < len(run.stdout):
+        (size,) = struct.unpack_from("<I", run.stdout, at)
+        tiles.append(run.stdout[at + 4 : at + 4 + size])
+        at += 4 + size
+    return tiles
+
+
+def gpu_campaign(people: Any, inputs: list[bytes], source: str, manifest: dict, **policies):
+    kernel = services.kernel_upload(
+        organization=people.org,
+        name="gpu kernel",
+        kind=Kernel.Kind.GPU,
+        data=source.encode(),
+        manifest=manifest,
+    )
+    campaign = services.campaign_create(
+        organization=people.org, name="GPU campaign", kernel=kernel, approved=True, **policies
+    )
+    services.tasks_add(campaign=campaign, specs=[TaskSpec(input=i) for i in inputs])
+    services.campaign_start(campaign=campaign)
+    return campaign
+
+
+def signed_in_context(browser: Any, platform: Any, user: Any) -> Any:
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context()
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": platform.url}]
+    )
+    return context
+
+
+def done(campaign: Campaign) -> int:
+    return Task.objects.filter(campaign=campaign, state=Task.State.DONE).count()
+
+
+def test_a_webgpu_contributor_completes_a_gpu_campaign_a_browser_without_one_never_gets_it(
+    browser, webgpu_browser, platform, people, make_campaign
+):
+    tiles = deep_tiles()
+    source = (KERNELS / "gpu" / "mandelbrot_deep.wgsl").read_text()
+    manifest = json.loads((KERNELS / "gpu" / "mandelbrot_deep.json").read_text())
+    deep = gpu_campaign(people, tiles, source, manifest)
+    cpu = make_campaign([f"{seed} 100000" for seed in range(1, 7)], kernel="montecarlo")
+
+    # Chromium without WebGPU's flag: it does the CPU campaign and is never sent a GPU task,
+    # although that campaign waits with work the whole time (fair share would mix them).
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{platform.url}/contribute/?hands=2")
+        page.click("#start")
+        wait_for(lambda: done(cpu) == 6, what="the CPU campaign done by the plain browser")
+        plain = set(
+            WorkerSession.objects.filter(kind=WorkerSession.Kind.BROWSER).values_list(
+                "pk", flat=True
+            )
+        )
+        assert plain
+        # Replicas wait unsent; none was ever leased to anyone.
+        assert not Result.objects.filter(campaign=deep, session_id__isnull=False).exists()
+        assert Task.objects.filter(campaign=deep, state=Task.State.PENDING).count() == len(tiles)
+    finally:
+        context.close()
+
+    # Chromium with WebGPU, signed in, GPU use turned on: it completes the GPU campaign.
+    context = signed_in_context(webgpu_browser, platform, people.teammate)
+    try:
+        page = context.new_page()
+        page.goto(f"{platform.url}/contribute/?hands=1")
+        page.wait_for_function(GPU_NOTE_SAYS, arg="found")
+        page.check("#gpu")
+        page.click("#start")
+        wait_for(lambda: done(deep) == len(tiles), timeout=120, what="the GPU campaign done")
+        total = wait_for(
+            lambda: (
+                Total.objects.filter(scope="user", key=people.teammate.pk, points__gt=0)
+                .values_list("points", flat=True)
+                .first()
+            ),
+            what="points for the validated GPU results",
+        )
+        assert total >= len(tiles) * deep.points_per_task
+        page.wait_for_function(
+            "() => document.querySelector('#recent-table').textContent.includes('(GPU)')"
+        )
+    finally:
+        context.close()
+    results = Result.objects.filter(campaign=deep).exclude(session_id__in=plain)
+    assert not Result.objects.filter(campaign=deep, session_id__in=plain).exists()
+    assert set(results.values_list("validation", flat=True)) == {Result.Validation.VALID}
+    assert set(results.values_list("user_id", flat=True)) == {people.teammate.pk}
+    # The GPU's counts are the CPU version's, byte for byte (integer fixed point).
+    cpu_kernel = kernel_bytes("mandelbrot_deep")
+    host = KernelHost()
+    for result in results.select_related("task"):
+        expected = host.run(cpu_kernel, stdin=bytes(result.task.input)).stdout
+        assert result.output is not None and bytes(result.output) == expected

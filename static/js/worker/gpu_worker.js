@@ -18,6 +18,12 @@ import { GpuTaskError, adapterName, padInput, paramsBytes, planTask } from "./gp
 
 const encoder = new TextEncoder();
 const MAX_PIPELINES = 4;
+// WebGPU's default limits (what requestDevice() without requiredLimits gives).
+const DEFAULT_LIMITS = {
+  maxStorageBufferBindingSize: 134217728,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxComputeInvocationsPerWorkgroup: 256,
+};
 // WebGPU's flag values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so this file
 // also reads where the globals are not declared (Node, tsc without WebGPU's types).
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 };
@@ -49,29 +55,30 @@ function adapter() {
     if (!found) return { adapter: null, software: false, info: null };
     const info = found.info || (found.requestAdapterInfo ? await found.requestAdapterInfo() : {});
     const fallback = Boolean(info.isFallbackAdapter ?? found.isFallbackAdapter);
+    // The device is created with WebGPU's default limits, as the native wgpu host's is: the
+    // session reports those (or the adapter's, if lower), so a kernel sees the same everywhere.
+    const limit = (name) => Math.min(Number(found.limits[name]), DEFAULT_LIMITS[name]);
     return {
       adapter: found,
       software: fallback,
       info: {
         adapter: adapterName(info, fallback),
-        max_buffer: Number(found.limits.maxStorageBufferBindingSize),
-        max_workgroups: Number(found.limits.maxComputeWorkgroupsPerDimension),
-        max_invocations: Number(found.limits.maxComputeInvocationsPerWorkgroup),
+        max_buffer: limit("maxStorageBufferBindingSize"),
+        max_workgroups: limit("maxComputeWorkgroupsPerDimension"),
+        max_invocations: limit("maxComputeInvocationsPerWorkgroup"),
       },
     };
   })();
   return adapterPromise;
 }
 
-/** This worker's device, created on first use with the adapter's own buffer limit. A lost
- * device is forgotten (with its pipelines): the next task asks for a new one. */
+/** This worker's device, created on first use with WebGPU's default limits. A lost device is
+ * forgotten (with its pipelines): the next task asks for a new one. */
 function device() {
   devicePromise ??= (async () => {
     const { adapter: found } = await adapter();
     if (!found) throw new Error("this browser offers no WebGPU adapter");
-    const dev = await found.requestDevice({
-      requiredLimits: { maxStorageBufferBindingSize: found.limits.maxStorageBufferBindingSize },
-    });
+    const dev = await found.requestDevice();
     dev.lost.then(() => {
       devicePromise = null;
       pipelines.clear();
