@@ -29,6 +29,7 @@ import wasmtime
 from kernelhost import ErrorKind, KernelHost, KernelRejected, Limits, RunResult
 from workers import protocol
 from workers.native import client as client_mod
+from workers.native import results as results_mod
 from workers.native.backoff import Backoff
 from workers.native.cache import BlobCache, BlobError
 from workers.native.client import Options, Worker, server_list
@@ -676,7 +677,7 @@ async def test_results_linger_while_every_slot_has_work_queued(
 ) -> None:
     """Long tasks share frames: while every slot has another task queued, a result waits up
     to RESULT_LINGER for others; once the queue runs short, results go at once."""
-    monkeypatch.setattr(client_mod, "RESULT_LINGER", 30.0)
+    monkeypatch.setattr(results_mod, "RESULT_LINGER", 30.0)
     host = GatedHost()
     h = Harness(host, slots=2)
     server = await h.start()
@@ -702,7 +703,7 @@ async def test_results_linger_while_every_slot_has_work_queued(
 async def test_results_go_at_once_when_the_queue_is_short(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_mod, "RESULT_LINGER", 30.0)
+    monkeypatch.setattr(results_mod, "RESULT_LINGER", 30.0)
     host = GatedHost()
     h = Harness(host, slots=2)
     server = await h.start()
@@ -720,7 +721,7 @@ async def test_results_go_at_once_when_the_queue_is_short(
 async def test_flow_control_waits_for_acks_but_not_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_mod, "ACK_WAIT", 0.3)
+    monkeypatch.setattr(results_mod, "ACK_WAIT", 0.3)
     h = Harness(slots=1)
     server = await h.start()
     server.ack = False  # a server that never acks

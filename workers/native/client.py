@@ -1,12 +1,7 @@
 """The worker proper: one server session at a time, N slots, batched results, reconnects.
 
-Threads and the loop. Everything below runs on one asyncio event loop except kernels, which
-run in a ThreadPoolExecutor of `slots` threads sharing one KernelHost (one wasmtime Engine).
-Every job that is ready to run is submitted to the pool at once, so a slot that finishes a
-task takes the next one without a round trip through the loop; the pool's own queue is the
-"queued, not started" list, and `Future.cancel()` atomically takes a job back out of it.
-Slot threads hand results, checkpoints and progress back through one inbox; the loop is woken
-once per burst (not once per task) and processes the whole inbox in one go.
+Threads and the loop. Everything here runs on one asyncio event loop except kernels, which
+run in slot threads (runner.py: the job runner, and how their reports reach the loop).
 
 Sessions. A session is one connection (WebSocket or HTTP fallback) from hello/welcome to its
 end. Leases belong to a session: when it ends, the server releases them, so this side drops
@@ -21,13 +16,7 @@ in hand and MAX_HELD_BYTES of task data (a memory bound of our own). Wants ride 
 frames, so a busy worker sends no extra frames to ask for work; an idle one sends nothing at
 all and waits for the server's push.
 
-Results are sent in batches: at once when RESULT_BATCH are ready, else after RESULT_DELAY
-(a few milliseconds: enough to gather the results of a burst, short enough not to matter) or,
-while every slot has another task queued behind the one it runs, after RESULT_LINGER. Long
-tasks then share frames too: the server's cost is mostly per frame (a transaction, the next
-lease), and on a machine whose cores also run the server every frame saved is kernel time.
-The server keeps about 500 ms of work per slot in our hands, so a linger of 250 ms never
-leaves a slot waiting; once the queue runs short, results go at once again.
+Results are sent in batches, paced by the server's acks (results.py: the result batcher).
 """
 
 from __future__ import annotations
@@ -39,11 +28,9 @@ import os
 import platform
 import random
 import signal
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,32 +43,14 @@ from workers import protocol
 from . import __version__
 from .backoff import Backoff
 from .cache import BlobCache, BlobError, default_cache_dir
-from .executor import (
-    CHECKPOINT,
-    DONE,
-    PROGRESS,
-    CampaignSpec,
-    Host,
-    Job,
-    RunPlan,
-    execute,
-    failure,
-)
+from .executor import CHECKPOINT, DONE, PROGRESS, CampaignSpec, Host, Job, RunPlan, failure
+from .results import ResultBatcher
+from .runner import JobRunner
 from .transport import HttpTransport, Transport, WebSocketTransport, http_base
 
 log = logging.getLogger("ccgsc.worker")
 T = TypeVar("T")
 
-#: Results per frame that trigger an immediate send.
-RESULT_BATCH = 32
-#: How long a result may wait for others to share its frame.
-RESULT_DELAY = 0.003
-#: ... and how long while every slot has another task queued (see module doc).
-RESULT_LINGER = 0.25
-#: Result frames that may await their ack before further results wait to be batched.
-MAX_UNACKED = 1
-#: An ack this late is taken as lost (the frame was refused with an error).
-ACK_WAIT = 2.0
 #: The server keeps at most 4 frames' worth of tasks in a session's hands; we offer that much
 #: room and let its estimate of our speed decide (see module doc).
 MAX_IN_HAND = 4 * protocol.MAX_BATCH
@@ -166,11 +135,7 @@ class Session:
     jobs: dict[int, Job] = field(default_factory=dict)  # every lease held: waiting/queued/running
     held_bytes: int = 0  # inputs and checkpoints of `jobs`
     low_water: int = 0  # HTTP only: ask for more once no more than this many are held
-    results: list[dict[str, Any]] = field(default_factory=list)
-    result_bytes: int = 0
-    unacked: deque[float] = field(default_factory=deque)  # send times of unacked result frames
-    flush_handle: asyncio.TimerHandle | None = None
-    flush_due: float = 0.0  # loop time flush_handle fires
+    results: ResultBatcher = field(init=False)  # set by the worker once welcomed
     progress: dict[int, float] = field(default_factory=dict)
     progress_handle: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
@@ -249,12 +214,9 @@ class Worker:
         self.stopping = False
         self.exit_code = 0
         self.stats = Stats()
-        self.running = 0  # jobs submitted to the pool and not yet reported back, all sessions
-        self._none_running: asyncio.Event | None = None  # set when `running` drops to 0
-        self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="ccgsc-slot")
-        self._inbox: list[tuple[int, Job, Any]] = []
-        self._inbox_lock = threading.Lock()
-        self._wake_scheduled = False
+        self.runner = JobRunner(
+            self.slots, host=lambda: self.host, report=self._on_report, reported=self._reported
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kernels: OrderedDict[str, Any] = OrderedDict()
         self._invalid: dict[str, str] = {}  # kernel sha256 -> why the host rejected it
@@ -293,6 +255,7 @@ class Worker:
         """Connect, work, reconnect on loss, until stopped (signal, --max-tasks,
         --exit-when-idle, or a permanent error). Returns the process exit status."""
         self._loop = asyncio.get_running_loop()
+        self.runner.start(self._loop)
         self._stop_event = asyncio.Event()
         self._changed = asyncio.Event()
         self._install_signals()
@@ -322,7 +285,7 @@ class Worker:
             for task in helpers:
                 task.cancel()
             self._remove_signals()
-            await self._finish_threads()
+            await self.runner.finish()
             if self._cache is not None:
                 await self._cache.aclose()
         log.info(
@@ -398,6 +361,14 @@ class Worker:
             return False
         self.gen += 1
         s = Session.from_welcome(self.gen, transport, first)
+        s.results = ResultBatcher(
+            transport,
+            max_frame=s.max_frame,
+            max_batch=s.max_batch,
+            want=lambda: self._want(s),
+            lingering=lambda: self.runner.running >= 2 * self.slots,
+            on_sent=self._results_sent,
+        )
         self.session = s
         self.stats.sessions += 1
         log.info(
@@ -464,14 +435,11 @@ class Worker:
             self._on_tasks(s, msg)
         elif kind == "ack":
             if "leases" in msg:  # the answer to a result frame (not a release or checkpoint)
-                if s.unacked:
-                    s.unacked.popleft()
                 ignored = msg.get("ignored")
                 if isinstance(ignored, list) and ignored:
                     self.stats.ignored += len(ignored)
                     log.debug("server ignored %d late or duplicate result(s)", len(ignored))
-                if s.results:
-                    self._flush_soon(s)
+                s.results.acked()
         elif kind == "idle":
             if not s.idle and not s.jobs and not self.stopping:
                 log.info("no work available; waiting for the server to push some")
@@ -517,7 +485,7 @@ class Worker:
             except ValueError as exc:
                 lease = exc.args[1] if len(exc.args) > 1 else None
                 if lease is not None:
-                    self._add_result(s, {"lease": lease, **failure("host", str(exc.args[0]))})
+                    s.results.add({"lease": lease, **failure("host", str(exc.args[0]))})
                 continue
             if self.stopping:
                 release.append(job.lease)  # a frame that crossed our release on the wire
@@ -538,7 +506,7 @@ class Worker:
             job = s.jobs.pop(lease, None) if isinstance(lease, int) else None
             if job is not None:
                 s.held_bytes -= job.size
-                self._drop(job)
+                self.runner.drop(job)
                 n += 1
         log.info("server cancelled %d task(s): %s", n, msg.get("reason", ""))
         self._jobs_changed(s)
@@ -550,7 +518,7 @@ class Worker:
         plan = s.plans.get(job.campaign)
         if plan is not None:
             job.plan = plan
-            self._submit(job)
+            self.runner.submit(job)
             return
         spec = s.campaigns.get(job.campaign)
         if spec is None:
@@ -609,85 +577,47 @@ class Worker:
                 continue
             if plan is not None:
                 job.plan = plan
-                self._submit(job)
+                self.runner.submit(job)
             else:
                 self._fail(s, job, err, reason)
         self._jobs_changed(s)
-
-    def _submit(self, job: Job) -> None:
-        self.running += 1
-        job.future = self._pool.submit(self._execute, job)
-
-    def _job_gone(self) -> None:
-        """A submitted job will not run (any more): on the loop, where `running` lives."""
-        self.running -= 1
-        if self.running == 0 and self._none_running is not None:
-            self._none_running.set()
-
-    def _execute(self, job: Job) -> None:
-        """Slot thread: run one job and post its result (None when it was stopped before)."""
-        item = None if job.cancel.is_set() else execute(self.host, job, self._post)
-        self._post(DONE, job, item)
-
-    def _drop(self, job: Job) -> None:
-        """Make sure a job's result is never sent; take it back from the pool's queue if it
-        has not started, else stop its kernel."""
-        job.cancelled = True
-        if job.future is not None:
-            if job.future.cancel():
-                self._job_gone()  # it will never post DONE
-            else:
-                job.cancel.set()
 
     def _fail(self, s: Session, job: Job, err: str, message: str) -> None:
         if s.jobs.get(job.lease) is job:
             del s.jobs[job.lease]
             s.held_bytes -= job.size
-        self._add_result(s, {"lease": job.lease, **failure(err, message)})
+        s.results.add({"lease": job.lease, **failure(err, message)})
 
-    # --- the inbox: slot threads -> loop --------------------------------------------------------
+    # --- what slot threads report (JobRunner) -------------------------------------------------
 
-    def _post(self, kind: int, job: Job, payload: Any) -> None:
-        """Called from slot threads. One loop wake-up per burst: while a drain is scheduled,
-        later items just join the inbox."""
-        with self._inbox_lock:
-            self._inbox.append((kind, job, payload))
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: we are exiting anyway
-                loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._inbox_lock:
-            items, self._inbox = self._inbox, []
-            self._wake_scheduled = False
+    def _on_report(self, kind: int, job: Job, payload: Any) -> None:
+        """On the loop: a result (DONE), checkpoint or progress of `job`. Anything of a session
+        that ended, or of a job dropped meanwhile, goes nowhere."""
         s = self.session
-        for kind, job, payload in items:
-            current = s is not None and job.gen == s.gen and not job.cancelled
-            if kind == DONE:
-                self._job_gone()
-                if not current or payload is None:
-                    self.stats.dropped += 1
-                    continue
-                assert s is not None
-                if s.jobs.get(job.lease) is job:
-                    del s.jobs[job.lease]
-                    s.held_bytes -= job.size
-                payload["lease"] = job.lease
-                self._add_result(s, payload)
-            elif not current or s is None or s.jobs.get(job.lease) is not job:
-                continue
-            elif kind == CHECKPOINT:
-                s.transport.send({"t": "checkpoint", "lease": job.lease, "data": payload})
-            elif kind == PROGRESS:
-                s.progress[job.lease] = payload
-                if s.progress_handle is None:
-                    s.progress_handle = asyncio.get_running_loop().call_later(
-                        PROGRESS_FLUSH, self._send_progress, s
-                    )
+        current = s is not None and job.gen == s.gen and not job.cancelled
+        if kind == DONE:
+            if not current or payload is None:
+                self.stats.dropped += 1
+                return
+            assert s is not None
+            if s.jobs.get(job.lease) is job:
+                del s.jobs[job.lease]
+                s.held_bytes -= job.size
+            payload["lease"] = job.lease
+            s.results.add(payload)
+        elif not current or s is None or s.jobs.get(job.lease) is not job:
+            return
+        elif kind == CHECKPOINT:
+            s.transport.send({"t": "checkpoint", "lease": job.lease, "data": payload})
+        elif kind == PROGRESS:
+            s.progress[job.lease] = payload
+            if s.progress_handle is None:
+                s.progress_handle = asyncio.get_running_loop().call_later(
+                    PROGRESS_FLUSH, self._send_progress, s
+                )
+
+    def _reported(self) -> None:
+        s = self.session
         if s is not None:
             self._jobs_changed(s)
         elif self._changed is not None:
@@ -695,76 +625,9 @@ class Worker:
 
     # --- results and wants ---------------------------------------------------------------------
 
-    def _add_result(self, s: Session, item: dict[str, Any]) -> None:
-        size = len(item.get("output", b"")) + len(item.get("stderr", b"")) + 64
-        # Keep every frame well inside the server's max_frame whatever the outputs weigh
-        # (forced: flow control must not let a frame grow past what the server accepts).
-        if s.results and s.result_bytes + size > s.max_frame - 65536:
-            self._flush(s, force=True)
-        s.results.append(item)
-        s.result_bytes += size
-        if len(s.results) >= min(RESULT_BATCH, s.max_batch):
-            self._flush(s)
-            return
-        self._flush_soon(s)
-
-    def _flush_soon(self, s: Session) -> None:
-        """Schedule the flush of the pending results: in RESULT_DELAY, or RESULT_LINGER while
-        every slot has another task queued."""
-        delay = RESULT_LINGER if self.running >= 2 * self.slots else RESULT_DELAY
-        self._flush_at(s, asyncio.get_running_loop().time() + delay)
-
-    def _flush_at(self, s: Session, due: float) -> None:
-        """Flush no later than `due` (loop time): an earlier pending flush stays."""
-        if s.flush_handle is not None:
-            if s.flush_due <= due:
-                return
-            s.flush_handle.cancel()
-        s.flush_due = due
-        s.flush_handle = asyncio.get_running_loop().call_at(due, self._flush, s)
-
-    def _flush(self, s: Session, *, force: bool = False) -> None:
-        """Send the pending results (in frames of at most max_batch), the last frame
-        carrying our want. Flow control: while MAX_UNACKED result frames await their ack,
-        results keep accumulating instead (unless `force`, or a full frame is ready); the
-        ack handler flushes them. So a busy server receives fewer, larger batches, which
-        is what it handles most efficiently (a fixed cost per frame, small cost per task)."""
-        if s.flush_handle is not None:
-            s.flush_handle.cancel()
-            s.flush_handle = None
-        if s.closed or not s.results:
-            return
-        if (
-            not force
-            and s.transport.paced
-            and len(s.unacked) >= MAX_UNACKED
-            and len(s.results) < s.max_batch
-        ):
-            waited = time.monotonic() - s.unacked[0]
-            if waited < ACK_WAIT:
-                # Look again when the oldest ack is overdue, in case it never comes.
-                self._flush_at(s, asyncio.get_running_loop().time() + ACK_WAIT - waited)
-                return
-            # That frame was refused (an error instead of an ack): stop waiting for it.
-            log.debug("no ack for a result frame within %.1f s", ACK_WAIT)
-            s.unacked.clear()
-        now = time.monotonic()
-        while s.results:
-            chunk = s.results[: s.max_batch]
-            del s.results[: s.max_batch]
-            msg: dict[str, Any] = {"t": "result", "results": chunk}
-            for item in chunk:
-                if item["ok"]:
-                    self.stats.ok += 1
-                else:
-                    self.stats.failed += 1
-            if not s.results:
-                want = self._want(s)
-                if want > 0:
-                    msg["want"] = want
-            s.transport.send(msg)
-            s.unacked.append(now)
-        s.result_bytes = 0
+    def _results_sent(self, ok: int, failed: int) -> None:
+        self.stats.ok += ok
+        self.stats.failed += failed
         if (
             self.options.max_tasks is not None
             and self.stats.sent >= self.options.max_tasks
@@ -819,25 +682,24 @@ class Worker:
         s.closed = True
         if self.session is s:
             self.session = None
-        for handle in (s.flush_handle, s.progress_handle):
-            if handle is not None:
-                handle.cancel()
+        if s.progress_handle is not None:
+            s.progress_handle.cancel()
         for task in s.preparing.values():
             task.cancel()
         for job in s.jobs.values():
-            self._drop(job)
-        if s.jobs or s.results:
+            self.runner.drop(job)
+        unsent = s.results.close()
+        if s.jobs or unsent:
             log.info(
                 "dropped %d task(s) in hand and %d unsent result(s) of session %s",
                 len(s.jobs),
-                len(s.results),
+                unsent,
                 s.id,
             )
-        self.stats.dropped += len(s.results)
+        self.stats.dropped += unsent
         s.jobs.clear()
         s.held_bytes = 0
         s.waiting.clear()
-        s.results.clear()
         if s.shutdown is not None and s.shutdown is not asyncio.current_task():
             s.shutdown.cancel()
         if self._changed is not None:
@@ -874,9 +736,7 @@ class Worker:
         assert self._changed is not None
         released = []
         for lease, job in list(s.jobs.items()):
-            if job.future is None or job.future.cancel():
-                if job.future is not None:
-                    self._job_gone()
+            if job.future is None or self.runner.take_back(job):
                 job.cancelled = True
                 released.append(lease)
                 del s.jobs[lease]
@@ -899,12 +759,12 @@ class Worker:
         if s.jobs:
             leases = list(s.jobs)
             for job in s.jobs.values():
-                self._drop(job)
+                self.runner.drop(job)
             s.jobs.clear()
             s.held_bytes = 0
             s.transport.send({"t": "release", "leases": leases})
             log.info("released %d task(s) still running after the grace period", len(leases))
-        self._flush(s, force=True)
+        s.results.flush(force=True)
         s.transport.send({"t": "bye"})
         # The server answers bye and closes; _serve's receive loop then ends the session
         # (which cancels this task).
@@ -912,19 +772,11 @@ class Worker:
         log.warning("no goodbye from the server; closing")
         await s.transport.close()
 
-    async def _finish_threads(self) -> None:
-        """Stop what still runs (their sessions are gone) and let the pool wind down."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self.running > 0:
-            self._none_running = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._none_running.wait(), timeout=2.0)
-
     def threads_busy(self) -> bool:
         """True if a slot thread is still inside a kernel after run() returned (a kernel
         that ignored its cancel event): the caller should exit with os._exit, since the
         interpreter would otherwise wait for that thread at exit."""
-        return self.running > 0
+        return self.runner.running > 0
 
     # --- signals, statistics, idleness ---------------------------------------------------------
 
@@ -973,7 +825,7 @@ class Worker:
 
     def busy(self) -> bool:
         s = self.session
-        return self.running > 0 or (s is not None and bool(s.jobs or s.results))
+        return self.runner.running > 0 or (s is not None and bool(s.jobs or s.results))
 
     async def _idle_loop(self, seconds: float) -> None:
         """--exit-when-idle: stop after `seconds` with nothing in hand (connected or not)."""
