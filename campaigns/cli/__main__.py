@@ -769,28 +769,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def sub(
-        group: Any, name: str, func: Callable[[Context], int], help_text: str
-    ) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = group.add_parser(
-            name, parents=[common], help=help_text, description=help_text
-        )
-        p.set_defaults(func=func)
-        return p
+    sub(common, commands, "login", cmd_login, "check a server and token, and save them")
+    sub(common, commands, "logout", cmd_logout, "forget the saved server and token")
 
-    sub(commands, "login", cmd_login, "check a server and token, and save them")
-    sub(commands, "logout", cmd_logout, "forget the saved server and token")
+    _kernel_commands(commands, common)
+    _campaign_commands(commands, common)
+    _results_commands(commands, common)
+    _run_command(commands, common)
+    return parser
 
+
+def sub(
+    common: argparse.ArgumentParser,
+    group: Any,
+    name: str,
+    func: Callable[[Context], int],
+    help_text: str,
+) -> argparse.ArgumentParser:
+    """A command of `group`, taking the common options too."""
+    p: argparse.ArgumentParser = group.add_parser(
+        name, parents=[common], help=help_text, description=help_text
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def _kernel_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     kernel = commands.add_parser("kernel", help="push and run kernels").add_subparsers(
         dest="kernel_command", metavar="COMMAND", required=True
     )
-    p = sub(kernel, "push", cmd_kernel_push, "upload a kernel (.wasm, or .js for browsers)")
+    p = sub(common, kernel, "push", cmd_kernel_push, "upload a kernel (.wasm, or .js for browsers)")
     p.add_argument("file")
     p.add_argument("--name", help="default: the file name")
     p.add_argument("--kind", choices=["wasm", "js"], help="default: from the file name")
     p.add_argument("--description")
     p.add_argument("--org", help="organization slug (when you belong to several)")
     p = sub(
+        common,
         kernel,
         "build",
         cmd_kernel_build,
@@ -804,13 +819,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MIB",
         help=f"the module's declared memory maximum (default {builder.MEMORY_MAX_MIB})",
     )
-    p = sub(kernel, "new", cmd_kernel_new, "write a starting kernel to edit")
+    p = sub(common, kernel, "new", cmd_kernel_new, "write a starting kernel to edit")
     p.add_argument("file", nargs="?", help="default: kernel.c, kernel.cpp or kernel.rs")
     p.add_argument("--lang", choices=sorted(builder.TEMPLATE_SUFFIX), default="c")
     p.add_argument("--force", action="store_true", help="overwrite FILE")
-    p = sub(kernel, "list", cmd_kernel_list, "list your kernels")
+    p = sub(common, kernel, "list", cmd_kernel_list, "list your kernels")
     p.add_argument("--org")
     p = sub(
+        common,
         kernel,
         "run",
         cmd_kernel_run,
@@ -834,9 +850,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output", type=int, default=4, metavar="MIB", help="default 4")
     p.add_argument("-v", "--verbose", action="store_true", help="report the run time")
 
+
+def _campaign_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     campaign = commands.add_parser("campaign", help="create, run and watch campaigns")
     camp = campaign.add_subparsers(dest="campaign_command", metavar="COMMAND", required=True)
-    p = sub(camp, "create", cmd_campaign_create, "create a campaign")
+    p = sub(common, camp, "create", cmd_campaign_create, "create a campaign")
     p.add_argument("--name", required=True)
     p.add_argument("--kernel", required=True, metavar="ID|FILE")
     p.add_argument("--tasks", metavar="FILE", help="task file: .jsonl, or .msgpack")
@@ -851,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", help="organization slug (when you belong to several)")
     add_policy_options(p)
     p.add_argument("--start", action="store_true", help="start it at once")
-    p = sub(camp, "list", cmd_campaign_list, "list your campaigns")
+    p = sub(common, camp, "list", cmd_campaign_list, "list your campaigns")
     p.add_argument("--org")
     p.add_argument("--state")
     for action, text in (
@@ -860,9 +878,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "resume a paused campaign"),
         ("cancel", "cancel a campaign"),
     ):
-        sub(camp, action, make_action(action), text).add_argument("id", type=int)
-    sub(camp, "status", cmd_campaign_status, "show a campaign").add_argument("id", type=int)
+        sub(common, camp, action, make_action(action), text).add_argument("id", type=int)
+    sub(common, camp, "status", cmd_campaign_status, "show a campaign").add_argument("id", type=int)
     p = sub(
+        common,
         camp,
         "watch",
         cmd_campaign_watch,
@@ -872,21 +891,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="default 1")
     p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
-    p = sub(camp, "add-tasks", cmd_campaign_add_tasks, "add tasks from a .jsonl/.msgpack file")
+    p = sub(
+        common, camp, "add-tasks", cmd_campaign_add_tasks, "add tasks from a .jsonl/.msgpack file"
+    )
     p.add_argument("id", type=int)
     p.add_argument("file")
 
+
+def _results_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     results = commands.add_parser("results", help="download results").add_subparsers(
         dest="results_command", metavar="COMMAND", required=True
     )
-    p = sub(results, "pull", cmd_results_pull, "stream a campaign's results to a file")
+    p = sub(common, results, "pull", cmd_results_pull, "stream a campaign's results to a file")
     p.add_argument("id", type=int)
     p.add_argument("-o", "--output", metavar="FILE", help="FILE, or - for stdout")
     p.add_argument("--files", metavar="DIR", help="also (or only) one file per task in DIR")
     p.add_argument("--format", choices=FORMATS, help="default: from FILE's extension, or jsonl")
     p.add_argument("--state", choices=["done", "failed", "all"], default="done")
 
+
+def _run_command(commands: Any, common: argparse.ArgumentParser) -> None:
     p = sub(
+        common,
         commands,
         "run",
         cmd_run,
@@ -921,7 +947,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=0.5, metavar="S", help="default 0.5")
     p.add_argument("--timeout", type=float, metavar="S", help="give up watching after S seconds")
     add_policy_options(p)
-    return parser
 
 
 def add_policy_options(p: argparse.ArgumentParser) -> None:
