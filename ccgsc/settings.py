@@ -131,7 +131,8 @@ if REDIS_URL and _redis_db is not None:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer, one instance per event loop (see ccgsc/layers.py).
+            "BACKEND": "ccgsc.layers.LoopLocalRedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "capacity": 1000,
