@@ -43,7 +43,8 @@ def server(transactional_db: None) -> Iterator[LiveServer]:
 def standings(people, make_campaign) -> dict[str, Any]:
     """Ada 30 points (3 results), Bob 50 (5), Hidden 90 (9, private profile); Ada and Hidden
     are in Red Dwarfs; Ada's and Hidden's results came through a site."""
-    c = make_campaign(["a"], points_per_task=10, start=False)
+    # Started and approved: a public campaign, so anyone viewing a profile may see its name.
+    c = make_campaign(["a"], points_per_task=10)
     ada = User.objects.create_user("ada@example.test", "pw", display_name="Ada")
     bob = User.objects.create_user("bob@example.test", "pw", display_name="Bob")
     hid = User.objects.create_user(
