@@ -390,10 +390,19 @@ def _demo_campaign(request: HttpRequest, campaign_id: int) -> tuple[Campaign, st
 @require_GET
 def demo_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign, kind = _demo_campaign(request, campaign_id)
+    twin = selectors.demo_twin(Actor.from_request(request), campaign)
     return render(
         request,
         f"campaigns/demo_{kind}.html",
-        {"campaign": campaign, "kind": kind, "reduced": selectors.reduced_preview(campaign.pk)},
+        {
+            "campaign": campaign,
+            "kind": kind,
+            "reduced": selectors.reduced_preview(campaign.pk),
+            "twin": twin,
+            # The page's campaign first, then its twin (demo_mandelbrot_deep.html).
+            "sides": [{"role": "self", "campaign": campaign}]
+            + ([{"role": "twin", "campaign": twin}] if twin else []),
+        },
     )
 
 

@@ -257,15 +257,20 @@ def output_previews(result_ids: list[int]) -> dict[int, Preview | None]:
 # --- demo pages -----------------------------------------------------------------------------
 
 
-DEMO_KERNELS = ("primes", "montecarlo", "mandelbrot")
+DEMO_KERNELS = ("primes", "montecarlo", "mandelbrot", "mandelbrot_deep")
+#: Demos whose reference kernel also ships as a gpu kernel (kernels/gpu/<name>.wgsl): the GPU
+#: and the CPU version of one campaign share a demo page.
+GPU_DEMO_KERNELS = ("mandelbrot_deep",)
 
 
 @cache
 def _reference_hashes() -> dict[str, str]:
-    """sha256 of the reference kernels shipped in kernels/build, by demo name."""
+    """sha256 of the reference kernels shipped in kernels/build (and kernels/gpu), by demo name."""
     out = {}
-    for name in DEMO_KERNELS:
-        path = Path(settings.BASE_DIR) / "kernels" / "build" / f"{name}.wasm"
+    kernels = Path(settings.BASE_DIR) / "kernels"
+    paths = [(name, kernels / "build" / f"{name}.wasm") for name in DEMO_KERNELS]
+    paths += [(name, kernels / "gpu" / f"{name}.wgsl") for name in GPU_DEMO_KERNELS]
+    for name, path in paths:
         if path.exists():
             out[hashlib.sha256(path.read_bytes()).hexdigest()] = name
     return out
@@ -279,6 +284,30 @@ def demo_kind(campaign: Campaign) -> str | None:
     if found is None and kernel.name in DEMO_KERNELS:
         found = kernel.name
     return found
+
+
+def demo_twin(actor: Actor, campaign: Campaign) -> Campaign | None:
+    """The other version of a GPU demo campaign, for its page to show side by side: the newest
+    campaign of the same organization running the same demo with the other kind of kernel (a
+    gpu campaign's twin runs on CPUs, and the other way round) from the same generator
+    arguments, that this actor may see. None for other demos, or when there is none."""
+    kind = demo_kind(campaign)
+    if kind not in GPU_DEMO_KERNELS:
+        return None
+    is_gpu = campaign.kernel.kind == Kernel.Kind.GPU
+    candidates = (
+        Campaign.objects.filter(
+            organization_id=campaign.organization_id, generator_args=campaign.generator_args
+        )
+        .exclude(pk=campaign.pk)
+        .filter(kernel__kind=Kernel.Kind.WASM if is_gpu else Kernel.Kind.GPU)
+        .select_related("kernel", "organization")
+        .order_by("-pk")
+    )
+    for twin in candidates[:5]:
+        if demo_kind(twin) == kind and can_view_demo(actor, twin):
+            return twin
+    return None
 
 
 FEED_PAGE = 500

@@ -5,6 +5,7 @@ interface Window {
   ccgscHarness?: import("./worker/harness.js").Harness;
   ccgscCampaign?: unknown;
   ccgscMandelbrot?: unknown;
+  ccgscDeepZoom?: unknown;
   ccgscMonteCarlo?: unknown;
   ccgscPrimes?: unknown;
   /** static/vendor/uplot, loaded by a classic script tag before the page's modules. */

@@ -232,3 +232,80 @@ def test_a_webgpu_contributor_completes_a_gpu_campaign_a_browser_without_one_nev
     for result in results.select_related("task"):
         expected = host.run(cpu_kernel, stdin=bytes(result.task.input)).stdout
         assert result.output is not None and bytes(result.output) == expected
+
+
+def test_the_deep_zoom_demo_paints_the_gpu_and_the_cpu_version_alike(
+    webgpu_browser, platform, people
+):
+    from campaigns.services.creation import campaign_create
+    from campaigns.services.lifecycle import campaign_start
+
+    source = (KERNELS / "gpu" / "mandelbrot_deep.wgsl").read_bytes()
+    manifest = (KERNELS / "gpu" / "mandelbrot_deep.json").read_bytes()
+    generator = services.kernel_upload(
+        organization=people.org, name="gen", data=kernel_bytes("mandelbrot_deep_gen")
+    )
+    twins = {}
+    for kind, data in (("gpu", source), ("wasm", kernel_bytes("mandelbrot_deep"))):
+        kernel = services.kernel_upload(
+            organization=people.org,
+            name=f"deep {kind}",
+            kind=kind,
+            data=data,
+            manifest=manifest if kind == "gpu" else None,
+        )
+        twins[kind] = campaign_create(
+            organization=people.org,
+            name=f"Deep zoom ({kind})",
+            kernel=kernel,
+            input_source=Campaign.InputSource.GENERATOR,
+            generator=generator,
+            generator_args=DEEP_ARGS,
+            approved=True,
+        )
+        twins[kind].refresh_from_db()
+        assert twins[kind].tasks_total == 4, twins[kind].error
+        campaign_start(campaign=twins[kind])
+
+    demo = webgpu_browser.new_context(viewport={"width": 1280, "height": 900})
+    worker = webgpu_browser.new_context()
+    try:
+        page = demo.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{platform.url}/campaigns/{twins['gpu'].pk}/demo/")
+        assert page.locator("[data-deep=self]").get_attribute("data-kind") == "gpu"
+        assert page.locator("[data-deep=twin]").get_attribute("data-kind") == "wasm"
+        # The CPU version on a native worker, the GPU version in a WebGPU browser.
+        platform.worker("--exit-when-idle", "5", slots=2)
+        contributor = worker.new_page()
+        contributor.goto(f"{platform.url}/contribute/?hands=1")
+        contributor.wait_for_function(GPU_NOTE_SAYS, arg="found")
+        contributor.check("#gpu")
+        contributor.click("#start")
+        for side in ("self", "twin"):
+            page.wait_for_function(
+                "(side) => document.querySelector(`[data-deep=${side}] canvas`).dataset.painted"
+                " === '4'",
+                arg=side,
+                timeout=180_000,
+            )
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "deep-zoom-demo.png"), full_page=True)
+        same = page.evaluate(
+            """() => {
+              const { self, twin } = window.ccgscDeepZoom;
+              const a = document.querySelector("[data-deep=self] canvas").getContext("2d");
+              const b = document.querySelector("[data-deep=twin] canvas").getContext("2d");
+              const pa = a.getImageData(0, 0, 128, 128).data;
+              const pb = b.getImageData(0, 0, 128, 128).data;
+              return [self.counts.length, self.counts.every((n, i) => n === twin.counts[i]),
+                      pa.every((v, i) => v === pb[i]), new Set(self.counts).size];
+            }"""
+        )
+        assert same[:3] == [128 * 128, True, True]
+        assert same[3] > 50  # a picture, not a flat colour
+        assert not errors, errors
+    finally:
+        demo.close()
+        worker.close()

@@ -1,4 +1,5 @@
-"""Load the demo: an organization with the reference kernels and three running campaigns.
+"""Load the demo: an organization with the reference kernels and its running campaigns (the
+deep-zoom Mandelbrot twice: on GPUs through a WGSL kernel, and on CPUs through WebAssembly).
 
 Idempotent: one campaign per demo, however often it runs. A demo still running is kept; a finished
 one is replaced by a fresh run (so every `make run` shows work completing), and copies left by
@@ -20,6 +21,11 @@ from campaigns.services.kernels import kernel_upload
 from campaigns.services.lifecycle import campaign_resume, campaign_start
 
 KERNELS = Path(settings.BASE_DIR) / "kernels" / "build"
+# gpu kernels: <name>.wgsl with its manifest <name>.json (docs/kernels.md, GPU kernels).
+GPU_KERNELS = Path(settings.BASE_DIR) / "kernels" / "gpu"
+# The deep zoom's view: 512 x 384 pixels (48 tiles), at most 1,500 iterations, two billionths
+# wide around a point of the "seahorse valley" (mandelbrot_deep_gen's defaults).
+DEEP_ZOOM = ["512", "384", "1500", "-0.743643887037151", "0.131825904205330", "0.000000002"]
 
 DEMOS: list[dict[str, Any]] = [
     {
@@ -46,6 +52,24 @@ DEMOS: list[dict[str, Any]] = [
         "kernel": "mandelbrot",
         "generator": "mandelbrot_gen",
         "generator_args": ["400", "300", "24", "30", "1000"],
+        "priority": 10,
+    },
+    {
+        "name": "Mandelbrot deep zoom (GPU)",
+        "description": "A view two billionths wide, in 48 tiles computed on volunteers' graphics"
+        " processors by a WGSL kernel through WebGPU, in 64-bit fixed point.",
+        "gpu_kernel": "mandelbrot_deep",
+        "generator": "mandelbrot_deep_gen",
+        "generator_args": DEEP_ZOOM,
+        "priority": 10,
+    },
+    {
+        "name": "Mandelbrot deep zoom (CPU)",
+        "description": "The same deep zoom as the GPU campaign, on CPUs: the same fixed-point"
+        " algorithm compiled to WebAssembly, so both give the same bytes.",
+        "kernel": "mandelbrot_deep",
+        "generator": "mandelbrot_deep_gen",
+        "generator_args": DEEP_ZOOM,
         "priority": 10,
     },
 ]
@@ -79,6 +103,16 @@ class Command(BaseCommand):
             kernels[name] = kernel_upload(
                 organization=org, name=name, data=path.read_bytes(), created_by=owner
             )
+        for name in sorted({d["gpu_kernel"] for d in DEMOS if "gpu_kernel" in d}):
+            source, manifest = GPU_KERNELS / f"{name}.wgsl", GPU_KERNELS / f"{name}.json"
+            kernels[f"gpu:{name}"] = kernel_upload(
+                organization=org,
+                name=f"{name} (WGSL)",
+                kind=Kernel.Kind.GPU,
+                data=source.read_bytes(),
+                manifest=manifest.read_bytes(),
+                created_by=owner,
+            )
         for demo in DEMOS:
             same = Campaign.objects.filter(organization=org, name=demo["name"])
             live = (
@@ -111,7 +145,9 @@ class Command(BaseCommand):
                 organization=org,
                 name=demo["name"],
                 description=demo["description"],
-                kernel=kernels[demo["kernel"]],
+                kernel=kernels[
+                    f"gpu:{demo['gpu_kernel']}" if "gpu_kernel" in demo else demo["kernel"]
+                ],
                 input_source=Campaign.InputSource.GENERATOR,
                 generator=kernels[demo["generator"]],
                 generator_args=demo["generator_args"],

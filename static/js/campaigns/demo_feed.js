@@ -39,16 +39,21 @@ function updateHeader(root, c, received) {
  * dropped here, so pages handle each task once.
  */
 /**
+ * `root` is the element whose data-feed-url is followed (default #demo, the page's campaign,
+ * whose header it keeps up to date); another root (a second campaign on the page) gets no
+ * header updates.
  * @param {{
  *   onResults: (results: any[]) => void,
  *   onCampaign?: (campaign: any) => void,
  *   onBody?: (body: any) => void,
  *   interval?: number,
  *   tail?: number | null,
+ *   root?: HTMLElement | null,
  * }} options
  */
-export function followFeed({ onResults, onCampaign = () => {}, onBody = () => {}, interval = 1000, tail = null }) {
-  const root = document.getElementById("demo");
+export function followFeed({ onResults, onCampaign = () => {}, onBody = () => {}, interval = 1000, tail = null, root = null }) {
+  const header = root === null;
+  root = root ?? document.getElementById("demo");
   const seen = new Set();
   let cursor = "";
   let received = 0;
@@ -68,7 +73,7 @@ export function followFeed({ onResults, onCampaign = () => {}, onBody = () => {}
         if (fresh.length) onResults(fresh);
         cursor = body.cursor || cursor;
         more = body.more;
-        updateHeader(root, body.campaign, received);
+        if (header) updateHeader(root, body.campaign, received);
         onCampaign(body.campaign);
         onBody(body);
         // A completed campaign with a reducer still gets its final output: keep asking.
