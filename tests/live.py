@@ -51,10 +51,16 @@ __all__ = ["LiveServer", "Platform", "free_port", "live_platform", "start_server
 
 
 def start_server(
-    *, daphne_args: tuple[str, ...] = (), port: int | None = None, **extra_env: str
+    *,
+    daphne_args: tuple[str, ...] = (),
+    port: int | None = None,
+    timeout: float = 30.0,
+    **extra_env: str,
 ) -> Platform:
     """A daphne server against the test database (environment overrides in extra_env)."""
-    return start_platform(subprocess_env(**extra_env), daphne_args=daphne_args, port=port)
+    return start_platform(
+        subprocess_env(**extra_env), daphne_args=daphne_args, port=port, timeout=timeout
+    )
 
 
 @pytest.fixture

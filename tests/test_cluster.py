@@ -30,16 +30,19 @@ from websockets.sync.client import connect as ws_connect
 
 from accounts import services as account_services
 from campaigns.models import Campaign, Result, Task
-from campaigns.services import campaign_start
+from campaigns.services import campaign_start, kernel_upload
 from ccgsc.processes import Platform, Proxy, free_port, nginx_binary, start_proxy
-from tests.live import ROOT, start_server
+from tests.conftest import kernel_bytes
+from tests.live import ROOT, start_server, subprocess_env
 from tests.test_e2e import assert_each_task_done_exactly_once, completed, wait_until
 from workers.models import WorkerSession
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("cluster")]
 
-# compose.yaml runs daphne with these options behind nginx.
+# compose.yaml runs daphne with these options behind nginx, and background jobs (here: the
+# campaign's reducer) in Celery worker processes, not in the web processes.
 DAPHNE_BEHIND_PROXY = ("--proxy-headers",)
+JOBS_IN_CELERY = {"JOBS_INLINE": "false"}
 SLOW = 60.0  # bound on any one wait (a loaded two-core machine runs two servers here)
 
 
@@ -67,11 +70,26 @@ class Cluster:
     servers: list[Platform] = field(default_factory=list)
     proxy: Proxy | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    celery: subprocess.Popen[bytes] | None = None
 
     def server(self, port: int | None = None) -> Platform:
-        platform = start_server(daphne_args=DAPHNE_BEHIND_PROXY, port=port)
+        platform = start_server(
+            daphne_args=DAPHNE_BEHIND_PROXY, port=port, timeout=2 * SLOW, **JOBS_IN_CELERY
+        )
         self.servers.append(platform)
         return platform
+
+    def start_celery(self) -> None:
+        """A Celery worker (compose.yaml's `celery` service) for the servers' jobs."""
+        self.celery = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "ccgsc", "worker", "--concurrency=1"),
+                *("--loglevel=WARNING", "--without-heartbeat", "--without-gossip"),
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(**JOBS_IN_CELERY),
+        )
 
     def start_proxy(self, ports: list[int]) -> Proxy:
         """nginx in front of the daphne processes on these ports (started or to be)."""
@@ -108,6 +126,13 @@ class Cluster:
                 proc.wait(5)
         if self.proxy is not None:
             self.proxy.stop()
+        if self.celery is not None:
+            self.celery.terminate()
+            try:
+                self.celery.wait(20)
+            except subprocess.TimeoutExpired:
+                self.celery.kill()
+                self.celery.wait(5)
         for server in self.servers:
             server.stop()
 
@@ -211,17 +236,23 @@ def open_sessions() -> list[int]:
     )
 
 
-def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, make_campaign):
+def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, make_campaign):
     # ~50 ms a task. A killed process cannot close its sessions: their leases come back at
     # their deadline (2 x the task timeout, short here), taken back by the sweeper of process B
     # (the sweeper lock dies with A's database connection); their workers meanwhile reconnect.
+    iterations, n = 3_000_000, 400
+    reducer = kernel_upload(
+        organization=people.org, name="reduce", data=kernel_bytes("montecarlo_reduce")
+    )
     campaign = make_campaign(
-        [f"{i + 1} 3000000" for i in range(400)],
+        [f"{i + 1} {iterations}" for i in range(n)],
         kernel="montecarlo",
         start=False,
         task_timeout=5,
         max_attempts=6,
+        reducer=reducer,
     )
+    cluster.start_celery()
     b_port = free_port()
     a = cluster.server()
     proxy = cluster.start_proxy([a.port, b_port])
@@ -264,3 +295,12 @@ def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, make_campa
     # Every worker survived the loss of its server and carries on in a new session on B.
     assert [w.poll() for w in cluster.workers] == [None] * 4
     assert WorkerSession.objects.filter(connected_at__gt=killed_at).count() >= len(on_a)
+
+    # The Celery worker folded the results (pi estimate, points inside, points in all).
+    def reduced() -> bool:
+        campaign.refresh_from_db()
+        return campaign.reduced_at is not None
+
+    wait_until(reduced, SLOW, "the reducer's job to run in the Celery worker")
+    assert campaign.reduced_output is not None and campaign.error == ""
+    assert bytes(campaign.reduced_output).split()[2] == str(n * iterations).encode()
