@@ -3,12 +3,19 @@ work appears; pushes go only to the sessions concerned (workers.live)."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import msgpack
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from campaigns.models import Result
 from ccgsc.asgi import application
@@ -142,3 +149,112 @@ def test_cancels_go_only_to_the_session_holding_the_lease(
         )
     ]
     assert theirs  # the other session's lease was not announced to anyone
+
+
+def _sessions(n: int, **kw: Any) -> list[SessionInfo]:
+    return [
+        SessionInfo(id=WorkerSession.objects.create(kind="native", **kw).pk, kind="native")
+        for _ in range(n)
+    ]
+
+
+def test_lease_many_is_one_statement_for_many_sessions(make_campaign: Any) -> None:
+    make_campaign([f"t{i}" for i in range(300)])
+    infos = _sessions(120)
+    scheduler.running_campaigns(refresh=True)
+    with CaptureQueriesContext(connection) as leasing:
+        got = scheduler.lease_many([LeaseRequest(session=s, n=2) for s in infos])
+    sql = [
+        q["sql"]
+        for q in leasing.captured_queries
+        if q["sql"].startswith(("WITH", "UPDATE", "SELECT"))  # not BEGIN, COMMIT, SAVEPOINT
+    ]
+    assert sorted(len(got[s.id][0]) for s in infos) == [2] * 120
+    every = [x.lease for s in infos for x in got[s.id][0]]
+    assert len(set(every)) == 240
+    if connection.vendor == "postgresql":
+        assert len(sql) == 1, sql  # every session's leases in one statement
+    else:
+        # SQLite's IMMEDIATE transactions serialize leases: one lease (2 statements) each.
+        assert len(sql) == 2 * 120, len(sql)
+    held = dict(Result.objects.filter(state=Result.State.LEASED).values_list("id", "session_id"))
+    assert held == {x.lease: s.id for s in infos for x in got[s.id][0]}
+
+
+def test_lease_many_keeps_an_expired_lease_from_its_session(make_campaign: Any) -> None:
+    campaign = make_campaign(["only"], task_timeout=1)
+    slow, other = _sessions(2)
+    (first,) = scheduler.lease(slow, 1)
+    Result.objects.filter(pk=first.lease).update(deadline=timezone.now() - timedelta(seconds=1))
+    assert scheduler.reclaim_expired() == 1
+    scheduler.work_available()
+    slow = replace(slow, expired=True)  # as its connection learns from the expiry
+    # The slow session asks first, and is still refused the task it let expire.
+    got = scheduler.lease_many([LeaseRequest(session=slow, n=1), LeaseRequest(session=other, n=1)])
+    assert slow.id not in got
+    (lease,) = got[other.id][0]
+    assert lease.task == first.task and lease.campaign == campaign.pk
+
+
+def test_lease_many_shares_sessions_among_campaigns_by_priority(make_campaign: Any) -> None:
+    heavy = make_campaign([f"h{i}" for i in range(200)], priority=30)
+    light = make_campaign([f"l{i}" for i in range(200)], kernel="noop", priority=10)
+    infos = _sessions(80)
+    got = scheduler.lease_many([LeaseRequest(session=s, n=1) for s in infos])
+    campaigns = [got[s.id][0][0].campaign for s in infos]
+    assert campaigns.count(heavy.pk) == 60 and campaigns.count(light.pk) == 20
+
+
+def test_lease_many_goes_on_to_another_campaign_when_one_runs_out(make_campaign: Any) -> None:
+    small = make_campaign(["a", "b", "c"], priority=100)
+    big = make_campaign([f"t{i}" for i in range(50)], kernel="noop", priority=1)
+    infos = _sessions(4)
+    got = scheduler.lease_many([LeaseRequest(session=s, n=2) for s in infos])
+    held = Counter(x.campaign for s in infos for x in got[s.id][0])
+    assert held == {small.pk: 3, big.pk: 5}
+    assert sorted(len(got[s.id][0]) for s in infos) == [2, 2, 2, 2]
+
+
+def test_lease_many_leaves_replicated_campaigns_to_one_lease_per_session(
+    make_campaign: Any, people: Any
+) -> None:
+    # Two sessions of one user in the same feed never get replicas of one task.
+    make_campaign(["a", "b"], min_quorum=2, target_replicas=2)
+    same_user = [
+        SessionInfo(id=WorkerSession.objects.create(kind="native").pk, user_id=people.owner.pk)
+        for _ in range(2)
+    ]
+    got = scheduler.lease_many([LeaseRequest(session=s, n=2) for s in same_user])
+    tasks = [x.task for s in same_user for x in got.get(s.id, ([], {}))[0]]
+    assert sorted(tasks) == sorted(set(tasks)) and len(tasks) == 2
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_concurrent_bulk_leases_never_share_a_replica(make_campaign: Any) -> None:
+    c = make_campaign([f"t{i}" for i in range(400)])
+    groups = [_sessions(50) for _ in range(3)]
+    got: list[list[int]] = [[] for _ in groups]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(groups))
+
+    def feed(i: int) -> None:
+        try:
+            start.wait(30)
+            for _ in range(3):
+                scheduler.work_available()
+                out = scheduler.lease_many([LeaseRequest(session=s, n=1) for s in groups[i]])
+                got[i].extend(x.lease for leases, _ in out.values() for x in leases)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=feed, args=(i,)) for i in range(len(groups))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    every = [lid for ids in got for lid in ids]
+    assert len(every) == len(set(every)) == 400
+    assert Result.objects.filter(campaign=c, state=Result.State.LEASED).count() == 400

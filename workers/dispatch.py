@@ -4,8 +4,9 @@ An idle session (hungry, nothing in hand) holds no timer and makes no query. It 
 its process's dispatcher, which waits for work on behalf of all of them: when a campaign gets
 work (a nudge from any process through the channel layer's SERVERS_GROUP: one message per
 server process, not one per session), the dispatcher leases for every waiting session in one
-trip to the database thread (scheduler.lease_many: still one lease statement per session, so
-that the lease rules of workers.scheduler.lease apply unchanged) and pushes each its tasks.
+trip to the database thread (scheduler.lease_many: on PostgreSQL one statement per campaign of
+one replica per task for all the sessions it serves, the lease rules of scheduler.lease kept;
+replicated campaigns one statement per session) and pushes each its tasks.
 
 The same group carries campaign changes (pause, cancel), which the dispatcher hands only to its
 connections holding that campaign's leases. Cancels of single replicas go to the sessions

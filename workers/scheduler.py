@@ -7,6 +7,8 @@ This is the hot path. Every function handles a batch in a fixed, small number of
   marks them leased and joins their task inputs); on SQLite an UPDATE ... RETURNING inside an
   IMMEDIATE transaction (which holds the database write lock, so concurrent sessions serialize)
   plus one SELECT of the inputs.
+- lease_many(): many waiting sessions at once; on PostgreSQL one such statement per campaign
+  (of one replica per task) for all of them, the rows dealt out in order.
 - submit_results(): one UPDATE of the replicas (conditional on LEASED by *this* session, which
   is what makes results exactly-once: a duplicate or late answer matches no row), one UPDATE of
   the decided tasks, one UPDATE of the campaign counters.
@@ -374,23 +376,160 @@ def lease_many(
     requests: Sequence[LeaseRequest],
 ) -> dict[int, tuple[list[Lease], dict[int, protocol.CampaignDesc]]]:
     """Work for many waiting sessions at once (a server process feeding its idle sessions when
-    work appears), in one trip to the database thread: each session leases as lease() would
-    (fair share, independence, allowance), and once a campaign of one replica per task runs
-    out the rest stop asking it (lease() marks it empty). Returns {session id: (leases,
-    descriptors of its campaigns not in its `known`)} for the sessions that got work."""
+    work appears), in one trip to the database thread, with the rules of lease().
+
+    Each session's campaign is chosen as lease() would choose it (lease gates, eligibility,
+    fair-share passes, its budget), in Python. The sessions whose campaign has one replica per
+    task then lease in ONE statement per campaign (_lease_bulk: the same rows, order, locks
+    and rules as _lease_from, dealt out in request order); campaigns with replication keep
+    one statement per session (independence by user, origin and profile is decided per
+    candidate and session, including between the sessions of one batch). A session that got
+    fewer than it asked because its campaign ran out goes on through lease() with that
+    campaign tried, as lease()'s own loop would. Returns {session id: (leases, descriptors of
+    its campaigns not in its `known`)} for the sessions that got work."""
+    got: dict[int, list[Lease]] = {}
+    campaigns = running_campaigns()
+    planned, one_by_one = _plan_bulk(requests, campaigns)
+    for cid, batch in planned.items():
+        info = campaigns[cid]
+        leased = _lease_bulk(info, [(r.session, want) for r, want in batch])
+        short = 0
+        ran_out = False
+        for r, want in batch:
+            mine = leased.get(r.session.id, [])
+            if mine:
+                got[r.session.id] = mine
+            short += want - len(mine)
+            # As in lease(): a session with an expired lease may be refused rows others get.
+            ran_out = ran_out or (len(mine) < want and not r.session.expired)
+            if len(mine) < r.n:
+                # The campaign ran out, or the session's budget for it is used up: lease()
+                # would go on with the next campaign.
+                one_by_one.append((r, r.n - len(mine), frozenset({cid})))
+        with _directory.lock:
+            # Passes advance by what was leased (lease() counts at least 1 per try).
+            _directory.passes[cid] = _directory.passes.get(cid, 0.0) - short / max(info.priority, 1)
+            if ran_out:
+                _directory.empty_until[cid] = time.monotonic() + EMPTY_BACKOFF
+    for r, n, tried in one_by_one:
+        more = lease(r.session, n, r.budget, {*r.skip, *tried})
+        if more:
+            got.setdefault(r.session.id, []).extend(more)
     out: dict[int, tuple[list[Lease], dict[int, protocol.CampaignDesc]]] = {}
-    for r in requests:
-        if r.n <= 0:
-            continue
-        leases = lease(r.session, r.n, r.budget, r.skip)
-        if not leases:
-            continue
+    by_id = {r.session.id: r for r in requests}
+    for sid, leases in got.items():
         descriptors: dict[int, protocol.CampaignDesc] = {}
-        for cid in {x.campaign for x in leases} - set(r.known):
-            info = campaign_info(cid)
-            if info is not None:
-                descriptors[cid] = info.descriptor()
-        out[r.session.id] = (leases, descriptors)
+        for cid in {x.campaign for x in leases} - set(by_id[sid].known):
+            known = campaign_info(cid)
+            if known is not None:
+                descriptors[cid] = known.descriptor()
+        out[sid] = (leases, descriptors)
+    return out
+
+
+# A session to serve through lease() after the bulk statements: (its request, how many tasks
+# it still wants, the campaigns it already tried).
+_OneByOne = tuple[LeaseRequest, int, frozenset[int]]
+
+
+def _plan_bulk(
+    requests: Sequence[LeaseRequest], campaigns: dict[int, CampaignInfo]
+) -> tuple[dict[int, list[tuple[LeaseRequest, int]]], list[_OneByOne]]:
+    """Each request's campaign, chosen as lease() chooses (gates, eligibility, fair-share
+    passes, budget): {campaign: [(request, how many)]} for the bulk statements, and the
+    requests that lease one by one: replicated campaigns, sessions with an expired lease
+    (rows withheld from them must go to the others, which one statement dealing rows in
+    order would not do), and SQLite (whose IMMEDIATE transactions serialize leases anyway)."""
+    planned: dict[int, list[tuple[LeaseRequest, int]]] = {}
+    one_by_one: list[_OneByOne] = []
+    for r in requests:
+        if r.n <= 0 or not all(gate(r.session) for gate in lease_gates):
+            continue
+        info = _next_campaign(r.session, campaigns, set(r.skip))
+        if info is None:
+            continue
+        want = r.n if r.budget is None else min(r.n, r.budget(info.id))
+        if want <= 0:
+            continue  # as in lease(): wait for room in the campaign whose turn it is
+        if info.target_replicas != 1 or r.session.expired or connection.vendor != "postgresql":
+            one_by_one.append((r, r.n, frozenset()))
+            continue
+        planned.setdefault(info.id, []).append((r, want))
+        # The next session's pick sees this one's share taken, as in consecutive lease()s.
+        with _directory.lock:
+            _directory.passes[info.id] = _directory.passes.get(info.id, 0.0) + want / max(
+                info.priority, 1
+            )
+    return planned, one_by_one
+
+
+def _lease_bulk(info: CampaignInfo, wants: list[tuple[SessionInfo, int]]) -> dict[int, list[Lease]]:
+    """One statement (PostgreSQL) leasing a campaign of one replica per task to many sessions:
+    the first sum(wants) unsent replicas by id, FOR UPDATE SKIP LOCKED (as _lease_from picks
+    them, so concurrent leases of other processes each get different rows), numbered and dealt
+    out in the order of `wants`, each session getting the next n of them. The rule of
+    _candidates holds per session and row: a replica of a task whose lease that session let
+    expire is not given to it (it stays unsent). Sessions come in as arrays (unnest), so the
+    statement has the same few parameters for ten sessions or ten thousand."""
+    if not wants:
+        return {}
+    now = timezone.now()
+    deadline = now + timedelta(seconds=2 * info.task_timeout)
+    ids: list[int] = []
+    users: list[int | None] = []
+    sites: list[int | None] = []
+    origins: list[str | None] = []
+    profiles: list[str | None] = []
+    after: list[int] = []
+    upto: list[int] = []
+    total = 0
+    for session, n in wants:
+        after.append(total)
+        total += n
+        ids.append(session.id)
+        users.append(session.user_id)
+        sites.append(session.site_id)
+        origins.append(session.origin)
+        profiles.append(session.profile)
+        upto.append(total)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            # Session i gets the picked rows numbered after_i + 1 .. upto_i.
+            "WITH dealt AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
+            " %s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+            " AS w(session_id, user_id, site_id, origin, profile, after, upto)),"
+            f" picked AS (SELECT r.id, r.task_id FROM {R} r WHERE r.campaign_id = %s"
+            f" AND r.state = {UNSENT} ORDER BY r.id LIMIT %s FOR UPDATE SKIP LOCKED),"
+            " numbered AS (SELECT id, task_id, row_number() OVER (ORDER BY id) AS k FROM picked),"
+            " assigned AS (SELECT numbered.id, dealt.session_id, dealt.user_id, dealt.site_id,"
+            " dealt.origin, dealt.profile FROM numbered"
+            " JOIN dealt ON numbered.k > dealt.after AND numbered.k <= dealt.upto"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = numbered.task_id"
+            f" AND o.state = {TIMED_OUT} AND o.session_id = dealt.session_id)),"
+            f" leased AS (UPDATE {R} r SET state = {LEASED}, session_id = a.session_id,"
+            " user_id = a.user_id, site_id = a.site_id, origin = a.origin,"
+            " profile = a.profile, leased_at = %s, deadline = %s"
+            " FROM assigned a WHERE r.id = a.id RETURNING r.id, r.task_id, r.session_id)"
+            " SELECT leased.id, leased.session_id, t.id, t.input, t.args, t.env, t.checkpoint"
+            f" FROM leased JOIN {T} t ON t.id = leased.task_id ORDER BY leased.id",
+            [ids, users, sites, origins, profiles, after, upto, info.id, total, now, deadline],
+        )
+        rows = cursor.fetchall()
+    out: dict[int, list[Lease]] = {}
+    for rid, sid, tid, inp, args, env, ckpt in rows:
+        out.setdefault(sid, []).append(
+            Lease(
+                lease=rid,
+                task=tid,
+                campaign=info.id,
+                input=bytes(inp),
+                args=_json(args),
+                env=_json(env),
+                checkpoint=_bytes(ckpt),
+            )
+        )
+    if rows:
+        metrics.TASKS_LEASED.inc(len(rows))
     return out
 
 
