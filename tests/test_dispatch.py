@@ -258,3 +258,11 @@ def test_concurrent_bulk_leases_never_share_a_replica(make_campaign: Any) -> Non
     every = [lid for ids in got for lid in ids]
     assert len(every) == len(set(every)) == 400
     assert Result.objects.filter(campaign=c, state=Result.State.LEASED).count() == 400
+
+
+def test_lease_many_asks_the_lease_gates(make_campaign: Any, hooks: Any) -> None:
+    make_campaign([f"t{i}" for i in range(4)])
+    refused, served = _sessions(2)
+    hooks.lease_gates.append(lambda s: s.id != refused.id)
+    got = scheduler.lease_many([LeaseRequest(session=s, n=2) for s in (refused, served)])
+    assert list(got) == [served.id] and len(got[served.id][0]) == 2

@@ -443,7 +443,7 @@ def _plan_bulk(
     planned: dict[int, list[tuple[LeaseRequest, int]]] = {}
     one_by_one: list[_OneByOne] = []
     for r in requests:
-        if r.n <= 0 or not all(gate(r.session) for gate in lease_gates):
+        if r.n <= 0 or not hooks.may_lease(r.session):
             continue
         info = _next_campaign(r.session, campaigns, set(r.skip))
         if info is None:
