@@ -74,12 +74,15 @@ class Platform:
 def start_platform(
     env: dict[str, str],
     *,
-    timeout: float = 30.0,
+    timeout: float = 120.0,
     daphne_args: tuple[str, ...] = (),
     port: int | None = None,
 ) -> Platform:
     """A daphne server on 127.0.0.1 (on `port`, or a free one), returned once /api/v1/status
-    answers (`daphne_args`: more daphne options, e.g. --proxy-headers behind a proxy)."""
+    answers (`daphne_args`: more daphne options, e.g. --proxy-headers behind a proxy).
+
+    `timeout` bounds a start that is merely slow (on a loaded machine importing Django and
+    answering the first request can take tens of seconds); a daphne that exits fails at once."""
     port = port or free_port()
     proc = subprocess.Popen(
         [
@@ -107,10 +110,13 @@ def start_platform(
         if proc.poll() is not None:
             raise RuntimeError(f"daphne exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{platform.url}/api/v1/status", timeout=2) as r:  # noqa: S310
+            # Once daphne listens, this waits for its answer (the first one is slow).
+            status = f"{platform.url}/api/v1/status"
+            with urllib.request.urlopen(status, timeout=max(1.0, deadline - time.monotonic())) as r:  # noqa: S310
                 if r.status == 200:
                     return platform
         except OSError:
+            # Not listening yet (connection refused): look again shortly.
             time.sleep(0.1)
     platform.stop()
     raise RuntimeError(f"daphne did not start within {timeout} s")
