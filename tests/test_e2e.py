@@ -62,6 +62,17 @@ def test_thousands_of_tasks_complete_with_every_result_recorded_once(live_platfo
     assert all(inp == out for inp, out in outputs.items())
 
 
+def test_a_worker_on_the_http_fallback_completes_a_campaign(live_platform, make_campaign):
+    # Results and wants travel merged into requests (workers/native/transport.py), long polls
+    # wait for work: every task still done once, with its own output.
+    campaign = make_campaign([f"task-{i}" for i in range(300)], kernel="echo")
+    live_platform.worker("--http", "--slots", "2", "--exit-when-idle", "5")
+    wait_until(lambda: completed(campaign), 120, "the campaign to complete")
+    assert_each_task_done_exactly_once(campaign)
+    tasks = Task.objects.filter(campaign=campaign).select_related("canonical_result")
+    assert all(bytes(t.input) == canonical_output(t) for t in tasks)
+
+
 def test_killed_worker_leases_go_to_another_worker(live_platform, make_campaign):
     # ~50 ms per task: the first worker is killed while it holds leases.
     campaign = make_campaign([f"{i + 1} 3000000" for i in range(60)], kernel="montecarlo")

@@ -514,7 +514,7 @@ def real_host(tmp_path_factory: pytest.TempPathFactory) -> KernelHost:
     return KernelHost(cache_dir=root / "host")
 
 
-def _run_real(host: KernelHost, wat: str, *, timeout: float = 5.0) -> dict[str, Any]:
+def _run_real(host: KernelHost, wat: str, *, timeout: float = 5.0) -> protocol.ResultItem:
     wasm = bytes(wasmtime.wat2wasm(wat))
     sha = hashlib.sha256(wasm).hexdigest()
     spec = CampaignSpec.parse(1, descriptor(kernel=sha, timeout=timeout))
@@ -522,31 +522,32 @@ def _run_real(host: KernelHost, wat: str, *, timeout: float = 5.0) -> dict[str, 
     job = Job(lease=5, task=6, campaign=1, stdin=b"")
     job.plan = RunPlan.build(spec, kernel, None, max_output=1 << 20, max_checkpoint=1 << 20)
     item = execute(host, job, lambda *a: None)
-    _validate(protocol.encode({"t": "result", "results": [{**item, "lease": 5}]}))
+    assert item.lease == 5
+    _validate(protocol.encode(protocol.Result(results=[item])))
     return item
 
 
 def test_execute_success(real_host: KernelHost) -> None:
     item = _run_real(real_host, WAT_HELLO)
-    assert item["ok"] is True and item["output"] == b"hi" and item["exit"] == 0
-    assert isinstance(item["ms"], int)
+    assert item.ok is True and item.output == b"hi" and item.exit == 0
+    assert isinstance(item.ms, int)
 
 
 def test_execute_trap(real_host: KernelHost) -> None:
     item = _run_real(real_host, WAT_TRAP)
-    assert item["ok"] is False and item["err"] == "trap" and item["exit"] is None
-    assert b"trapped" in item["stderr"]
+    assert item.ok is False and item.err == "trap" and item.exit is None
+    assert b"trapped" in item.stderr
 
 
 def test_execute_exit_status(real_host: KernelHost) -> None:
     item = _run_real(real_host, WAT_EXIT3)
-    assert (item["ok"], item["err"], item["exit"]) == (False, "exit", 3)
+    assert (item.ok, item.err, item.exit) == (False, "exit", 3)
 
 
 def test_execute_timeout(real_host: KernelHost) -> None:
     item = _run_real(real_host, WAT_LOOP, timeout=0.2)
-    assert (item["ok"], item["err"]) == (False, "timeout")
-    assert b"time limit" in item["stderr"]
+    assert (item.ok, item.err) == (False, "timeout")
+    assert b"time limit" in item.stderr
 
 
 def test_result_item_keeps_the_end_of_stderr_and_the_reason() -> None:
@@ -558,10 +559,10 @@ def test_result_item_keeps_the_end_of_stderr_and_the_reason() -> None:
         message="The kernel exited with status 1.",
         runtime_s=0.5,
     )
-    item = result_item(result, 500)
-    assert len(item["stderr"]) == protocol.MAX_STDERR
-    assert item["stderr"].endswith(b"\nThe kernel exited with status 1.")
-    assert "output" not in item
+    item = result_item(result, 500, lease=7)
+    assert len(item.stderr) == protocol.MAX_STDERR
+    assert item.stderr.endswith(b"\nThe kernel exited with status 1.")
+    assert item.output == b""  # a failure's partial output is not sent
 
 
 def test_execute_maps_host_failures() -> None:
@@ -576,7 +577,7 @@ def test_execute_maps_host_failures() -> None:
         job = Job(lease=1, task=1, campaign=1, stdin=b"")
         job.plan = RunPlan.build(spec, FakeKernel(""), None, max_output=10, max_checkpoint=10)
         item = execute(FakeHost(behaviour), job, lambda *a: None)
-        assert (item["ok"], item["err"]) == (False, err)
+        assert (item.ok, item.err) == (False, err)
 
 
 def test_campaign_descriptor_validation() -> None:
@@ -630,7 +631,13 @@ async def test_tasks_run_with_campaign_and_task_settings() -> None:
         checkpoint_bytes=1 << 20,
     )
     (result,) = server.results()
-    assert result == {"lease": 11, "ok": True, "output": b"T11", "exit": 0, "ms": result["ms"]}
+    # (Defaults are left out on the wire: "ms" is there when the run took a millisecond.)
+    assert {k: v for k, v in result.items() if k != "ms"} == {
+        "lease": 11,
+        "ok": True,
+        "output": b"T11",
+        "exit": 0,
+    }
     # The kernel and static data were fetched once, the kernel compiled once.
     server.push(tasks_frame([12, 13]))
     await until(lambda: len(server.results()) == 3)
@@ -764,7 +771,7 @@ async def test_failures_are_reported_with_their_reason() -> None:
     server.push(tasks_frame([4], desc=descriptor()))
     await until(lambda: server.results())
     (r,) = server.results()
-    assert (r["lease"], r["ok"], r["err"], r["exit"]) == (4, False, "trap", None)
+    assert (r["lease"], r["ok"], r["err"], r.get("exit")) == (4, False, "trap", None)
     assert r["stderr"] == b"boom\nThe kernel trapped: unreachable"
     await h.stop()
 
@@ -1076,29 +1083,35 @@ async def test_http_transport_polls_and_pushes_separately(
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     t = HttpTransport("http://srv", agent="test", client=client)
-    t.send({"t": "hello", "v": 1, "kind": "native", "slots": 1})
+    t.send(protocol.Hello(v=protocol.VERSION, kind="native", slots=1))
     assert (await t.recv() or {})["t"] == "welcome"
     assert (t.session, t.secret) == (3, "sec")
-    t.send({"t": "want", "n": 4})
+    t.send(protocol.Want(n=4))
     await until(lambda: polls["n"] == 1)
     # Results while the poll is out go in their own request (merged into one frame), their
     # want kept for the next poll.
-    r1, r2 = {"lease": 1, "ok": True, "output": b""}, {"lease": 2, "ok": True, "output": b"x"}
-    t.send({"t": "result", "results": [r1], "want": 5})
-    t.send({"t": "result", "results": [r2], "want": 6})
+    r1 = protocol.ResultItem(lease=1, ok=True)
+    r2 = protocol.ResultItem(lease=2, ok=True, output=b"x")
+    t.send(protocol.Result(results=[r1], want=5))
+    t.send(protocol.Result(results=[r2], want=6))
     assert (await t.recv() or {})["t"] == "ack"
     push = requests[-1]
     assert push["session"] == 3 and push["secret"] == "sec"
-    assert push["messages"] == [{"t": "result", "results": [r1, r2]}]
+    assert push["messages"] == [
+        {
+            "t": "result",
+            "results": [{"lease": 1, "ok": True}, {"lease": 2, "ok": True, "output": b"x"}],
+        }
+    ]
     release_poll.set()
     assert (await t.recv() or {})["t"] == "tasks"
     await asyncio.sleep(0.1)
     assert polls["n"] == 1  # tasks came back: the stripped want needs no poll of its own
     # A poll that comes back empty (the server's long poll expired) is repeated.
-    t.send({"t": "want", "n": 6})
+    t.send(protocol.Want(n=6))
     await until(lambda: polls["n"] >= 3)
     assert requests[-1]["messages"] == [{"t": "want", "n": 6}]
-    t.send({"t": "bye"})
+    t.send(protocol.Bye())
     await until(lambda: any(m["t"] == "bye" for r in requests for m in r["messages"]))
     await t.close()
     left = []
@@ -1110,20 +1123,20 @@ async def test_http_transport_polls_and_pushes_separately(
 async def test_http_transport_merges_results_and_the_latest_want_wins() -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     t = HttpTransport("http://srv", agent="test", client=client)
-    r1, r2, r3 = ({"lease": i, "ok": True, "output": b""} for i in (1, 2, 3))
+    r1, r2, r3 = (protocol.ResultItem(lease=i, ok=True) for i in (1, 2, 3))
     t._outbox.extend(
         [
-            {"t": "result", "results": [r1], "want": 9},
-            {"t": "result", "results": [r2]},  # then the client had enough: no want
-            {"t": "ping"},
-            {"t": "result", "results": [r3], "want": 4},
+            protocol.Result(results=[r1], want=9),
+            protocol.Result(results=[r2]),  # then the client had enough: no want
+            protocol.Ping(),
+            protocol.Result(results=[r3], want=4),
         ]
     )
     batch, wanted = t._take(strip=False)
     assert batch == [
-        {"t": "result", "results": [r1, r2]},
-        {"t": "ping"},
-        {"t": "result", "results": [r3], "want": 4},
+        protocol.Result(results=[r1, r2]),
+        protocol.Ping(),
+        protocol.Result(results=[r3], want=4),
     ]
     assert wanted and t._want == 4 and HttpTransport._asks(batch)
     assert not HttpTransport._asks(batch[:2])
@@ -1149,9 +1162,9 @@ async def test_http_transport_unknown_session_ends_the_connection() -> None:
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     t = HttpTransport("http://srv", agent="test", client=client)
-    t.send({"t": "hello"})
+    t.send(protocol.Hello(v=protocol.VERSION, kind="native", slots=1))
     assert (await t.recv() or {})["t"] == "welcome"
-    t.send({"t": "ping"})
+    t.send(protocol.Ping())
     assert (await t.recv() or {})["code"] == "session"
     assert await asyncio.wait_for(t.recv(), 5) is None
     await t.close()
@@ -1175,9 +1188,9 @@ async def test_websocket_transport_speaks_binary_msgpack() -> None:
     async with serve(handler, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         t = await WebSocketTransport.open(f"http://127.0.0.1:{port}", agent="test")
-        t.send({"t": "hello", "v": 1})
+        t.send(protocol.Hello(v=protocol.VERSION, kind="native", slots=1))
         assert await t.recv() == {"t": "welcome", "v": 1, "session": 1}
-        t.send({"t": "bye"})
+        t.send(protocol.Bye())
         assert await t.recv() == {"t": "bye"}
         assert await t.recv() is None
         await t.close()

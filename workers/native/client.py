@@ -398,20 +398,16 @@ class Worker:
             await transport.close()
         return True
 
-    def _hello(self) -> dict[str, Any]:
-        hello: dict[str, Any] = {
-            "t": "hello",
-            "v": protocol.VERSION,
-            "kind": "native",
-            "slots": self.slots,
-            "kernels": self.cache.kernel_hashes(),
-            "agent": self.agent,
-        }
-        if self.options.token:
-            hello["token"] = self.options.token
-        if self.options.campaign is not None:
-            hello["campaign"] = self.options.campaign
-        return hello
+    def _hello(self) -> protocol.Hello:
+        return protocol.Hello(
+            v=protocol.VERSION,
+            kind="native",
+            slots=self.slots,
+            kernels=self.cache.kernel_hashes(),
+            agent=self.agent,
+            token=self.options.token or None,
+            campaign=self.options.campaign,
+        )
 
     async def _heartbeat(self, s: Session) -> None:
         """Ping every `heartbeat` seconds; a server silent for several of them is gone (the
@@ -425,7 +421,7 @@ class Worker:
                 )
                 await s.transport.close()
                 return
-            s.transport.send({"t": "ping"})
+            s.transport.send(protocol.Ping())
 
     # --- messages from the server -------------------------------------------------------------
 
@@ -485,7 +481,7 @@ class Worker:
             except ValueError as exc:
                 lease = exc.args[1] if len(exc.args) > 1 else None
                 if lease is not None:
-                    s.results.add({"lease": lease, **failure("host", str(exc.args[0]))})
+                    s.results.add(failure(lease, "host", str(exc.args[0])))
                 continue
             if self.stopping:
                 release.append(job.lease)  # a frame that crossed our release on the wire
@@ -494,7 +490,7 @@ class Worker:
             s.held_bytes += job.size
             self._schedule(s, job)
         if release:
-            s.transport.send({"t": "release", "leases": release})
+            s.transport.send(protocol.Release(leases=release))
         if not s.transport.paced:
             s.low_water = max(self.slots, len(s.jobs) // 2)
         self._jobs_changed(s)
@@ -539,7 +535,8 @@ class Worker:
         """Fetch (or find cached) the campaign's kernel and static data, compile the kernel,
         then start the jobs that waited for them (or fail them saying why)."""
         plan: RunPlan | None = None
-        err, reason = "host", ""
+        err: protocol.ErrorKind = "host"
+        reason = ""
         try:
             kernel = self._kernels.get(spec.kernel)
             if kernel is None:
@@ -582,11 +579,11 @@ class Worker:
                 self._fail(s, job, err, reason)
         self._jobs_changed(s)
 
-    def _fail(self, s: Session, job: Job, err: str, message: str) -> None:
+    def _fail(self, s: Session, job: Job, err: protocol.ErrorKind, message: str) -> None:
         if s.jobs.get(job.lease) is job:
             del s.jobs[job.lease]
             s.held_bytes -= job.size
-        s.results.add({"lease": job.lease, **failure(err, message)})
+        s.results.add(failure(job.lease, err, message))
 
     # --- what slot threads report (JobRunner) -------------------------------------------------
 
@@ -603,12 +600,11 @@ class Worker:
             if s.jobs.get(job.lease) is job:
                 del s.jobs[job.lease]
                 s.held_bytes -= job.size
-            payload["lease"] = job.lease
             s.results.add(payload)
         elif not current or s is None or s.jobs.get(job.lease) is not job:
             return
         elif kind == CHECKPOINT:
-            s.transport.send({"t": "checkpoint", "lease": job.lease, "data": payload})
+            s.transport.send(protocol.Checkpoint(lease=job.lease, data=payload))
         elif kind == PROGRESS:
             s.progress[job.lease] = payload
             if s.progress_handle is None:
@@ -657,7 +653,7 @@ class Worker:
     def _ask(self, s: Session) -> None:
         want = self._want(s)
         if want > 0:
-            s.transport.send({"t": "want", "n": want})
+            s.transport.send(protocol.Want(n=want))
 
     def _send_progress(self, s: Session) -> None:
         s.progress_handle = None
@@ -666,7 +662,7 @@ class Worker:
         progress = {lease: p for lease, p in s.progress.items() if lease in s.jobs}
         s.progress.clear()
         if progress:
-            s.transport.send({"t": "progress", "p": progress})
+            s.transport.send(protocol.Progress(p=progress))
 
     def _jobs_changed(self, s: Session) -> None:
         if self._changed is not None:
@@ -742,7 +738,7 @@ class Worker:
                 del s.jobs[lease]
                 s.held_bytes -= job.size
         if released:
-            s.transport.send({"t": "release", "leases": released})
+            s.transport.send(protocol.Release(leases=released))
             log.info("released %d task(s) not started yet", len(released))
         deadline = time.monotonic() + self.options.grace
         if s.jobs:
@@ -762,10 +758,10 @@ class Worker:
                 self.runner.drop(job)
             s.jobs.clear()
             s.held_bytes = 0
-            s.transport.send({"t": "release", "leases": leases})
+            s.transport.send(protocol.Release(leases=leases))
             log.info("released %d task(s) still running after the grace period", len(leases))
         s.results.flush(force=True)
-        s.transport.send({"t": "bye"})
+        s.transport.send(protocol.Bye())
         # The server answers bye and closes; _serve's receive loop then ends the session
         # (which cancels this task).
         await asyncio.sleep(BYE_WAIT)

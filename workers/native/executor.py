@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kernelhost import Limits, RunResult
-from workers.protocol import ERROR_KINDS, MAX_STDERR
+from workers.protocol import ERROR_KINDS, MAX_STDERR, ErrorKind, ResultItem
 
 log = logging.getLogger("ccgsc.worker")
 
@@ -265,43 +265,42 @@ class Job:
         return f"<Job lease={self.lease} task={self.task} campaign={self.campaign}>"
 
 
-def failure(err: str, message: str, *, ms: int = 0, exit_code: int | None = None) -> dict[str, Any]:
-    """A failed result item (without its lease)."""
-    return {
-        "ok": False,
-        "err": err,
-        "exit": exit_code,
-        "stderr": message.encode("utf-8", "replace")[-MAX_STDERR:],
-        "ms": ms,
-    }
+def failure(
+    lease: int, err: ErrorKind, message: str, *, ms: int = 0, exit_code: int | None = None
+) -> ResultItem:
+    """A failed result item, `message` as its stderr."""
+    return ResultItem(
+        lease=lease,
+        ok=False,
+        err=err,
+        exit=exit_code,
+        stderr=message.encode("utf-8", "replace")[-MAX_STDERR:],
+        ms=ms,
+    )
 
 
-def result_item(result: RunResult, ms: int) -> dict[str, Any]:
-    """The wire form of a RunResult (without its lease).
+def result_item(result: RunResult, ms: int, lease: int) -> ResultItem:
+    """The wire form of a RunResult.
 
     A failure's "stderr" is the kernel's stderr tail followed by the host's one-sentence reason
     (e.g. "The kernel ran longer than its time limit of 5 s."), cut to the last MAX_STDERR
     bytes: that is what an owner reads on the campaign's failure list.
     """
     if result.ok:
-        return {"ok": True, "output": result.stdout, "exit": 0, "ms": ms}
-    err = result.error.value if result.error is not None else "exit"
-    if err not in ERROR_KINDS:  # "cancelled": never sent in practice (the job is dropped)
-        err = "host"
+        return ResultItem(lease=lease, ok=True, output=result.stdout, exit=0, ms=ms)
+    kind = result.error.value if result.error is not None else "exit"
+    # "cancelled" is no error kind of the protocol: never sent in practice (the job is dropped).
+    err = cast(ErrorKind, kind) if kind in ERROR_KINDS else "host"
     stderr = result.stderr_tail
     if result.message:
         sep = b"" if not stderr or stderr.endswith(b"\n") else b"\n"
         stderr = stderr + sep + result.message.encode("utf-8", "replace")
-    return {
-        "ok": False,
-        "err": err,
-        "exit": result.exit_code,
-        "stderr": stderr[-MAX_STDERR:],
-        "ms": ms,
-    }
+    return ResultItem(
+        lease=lease, ok=False, err=err, exit=result.exit_code, stderr=stderr[-MAX_STDERR:], ms=ms
+    )
 
 
-def execute(host: Host, job: Job, post: Post) -> dict[str, Any]:
+def execute(host: Host, job: Job, post: Post) -> ResultItem:
     """Run `job` (its plan must be set) in the calling thread; return its result item.
 
     Never raises: a host failure (out of descriptors, a bug) becomes err="host", bad
@@ -350,10 +349,10 @@ def execute(host: Host, job: Job, post: Post) -> dict[str, Any]:
             cancel=job.cancel,
         )
     except ValueError as exc:
-        return failure("invalid", f"The task cannot be run: {exc}")
+        return failure(job.lease, "invalid", f"The task cannot be run: {exc}")
     except Exception as exc:
         log.exception("the kernel host failed on %r", job)
-        return failure("host", f"The worker's kernel host failed: {exc}")
+        return failure(job.lease, "host", f"The worker's kernel host failed: {exc}")
     # The wall time of the whole run (instantiation included): that is what a task costs this
     # worker, and the server learns from it how many tasks to keep in our hands.
     ms = round((time.perf_counter() - started) * 1000)
@@ -361,4 +360,4 @@ def execute(host: Host, job: Job, post: Post) -> dict[str, Any]:
         # A failed attempt (typically a timeout) is retried: let it resume from the latest.
         post(CHECKPOINT, job, job.ckpt_deferred)
         job.ckpt_deferred = None
-    return result_item(result, ms)
+    return result_item(result, ms, job.lease)

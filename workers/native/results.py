@@ -18,7 +18,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+
+from workers.protocol import Result, ResultItem
 
 from .transport import Transport
 
@@ -61,7 +62,7 @@ class ResultBatcher:
         self._want = want
         self._lingering = lingering
         self._on_sent = on_sent
-        self.items: list[dict[str, Any]] = []
+        self.items: list[ResultItem] = []
         self.bytes = 0
         self.unacked: deque[float] = deque()  # send times of unacked result frames
         self._handle: asyncio.TimerHandle | None = None
@@ -71,8 +72,8 @@ class ResultBatcher:
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, item: dict[str, Any]) -> None:
-        size = len(item.get("output", b"")) + len(item.get("stderr", b"")) + 64
+    def add(self, item: ResultItem) -> None:
+        size = len(item.output) + len(item.stderr) + 64
         # Keep every frame well inside the server's max_frame whatever the outputs weigh
         # (forced: flow control must not let a frame grow past what the server accepts).
         if self.items and self.bytes + size > self.max_frame - FRAME_MARGIN:
@@ -135,16 +136,12 @@ class ResultBatcher:
         while self.items:
             chunk = self.items[: self.max_batch]
             del self.items[: self.max_batch]
-            msg: dict[str, Any] = {"t": "result", "results": chunk}
-            ok = sum(1 for item in chunk if item["ok"])
+            ok = sum(1 for item in chunk if item.ok)
             # Counted before the want below is worked out (--max-tasks leases no more than
             # what is left once these are sent).
             self._on_sent(ok, len(chunk) - ok)
-            if not self.items:
-                want = self._want()
-                if want > 0:
-                    msg["want"] = want
-            self.transport.send(msg)
+            want = self._want() if not self.items else 0
+            self.transport.send(Result(results=chunk, want=want if want > 0 else None))
             self.unacked.append(now)
         self.bytes = 0
 

@@ -1,6 +1,8 @@
 """The two ways to reach a server, behind one small interface.
 
-A Transport carries protocol messages (dicts) both ways:
+A Transport carries protocol messages both ways: the worker's as workers.protocol structs,
+the server's as the maps they decode to (the worker checks each field itself, so a server bug
+cannot crash it):
 
 - `send(message)` queues a message and returns at once (it is called from plain callbacks on
   the event loop; a writer task does the I/O, in order);
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgpack
+import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -64,7 +67,7 @@ class Transport(Protocol):
     #: may be held back by a long poll (a poll carries the results queued before it).
     paced: bool
 
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: protocol.Message) -> None: ...
 
     async def recv(self) -> dict[str, Any] | None: ...
 
@@ -136,7 +139,7 @@ class WebSocketTransport:
         )
         return cls(ws)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.Message) -> None:
         if self._closed:
             return
         # Encoded here, once, in the order messages were produced.
@@ -202,12 +205,13 @@ class WebSocketTransport:
 HTTP_BODY_BUDGET = protocol.MAX_FRAME // 2
 
 
-def _approx_size(msg: dict[str, Any]) -> int:
+def _approx_size(msg: protocol.Message) -> int:
     """Roughly the encoded size of a message: its byte payloads plus a little per field."""
-    size = 64 + len(msg.get("data", b"") or b"")
-    for item in msg.get("results", ()):
-        size += 48 + len(item.get("output", b"") or b"") + len(item.get("stderr", b"") or b"")
-    return size
+    if isinstance(msg, protocol.Checkpoint):
+        return 64 + len(msg.data)
+    if isinstance(msg, protocol.Result):
+        return 64 + sum(48 + len(item.output) + len(item.stderr) for item in msg.results)
+    return 64
 
 
 class HttpError(Exception):
@@ -240,7 +244,7 @@ class HttpTransport:
         self.session: int | None = None
         self.secret: str | None = None
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._outbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._outbox: collections.deque[protocol.Message] = collections.deque()
         self._pushing = False  # a push request is in flight
         self._wake = asyncio.Event()
         self._pushed = asyncio.Event()  # set by the send loop after each step
@@ -250,7 +254,7 @@ class HttpTransport:
         self._poll: asyncio.Task[None] | None = None
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.Message) -> None:
         if self._closed:
             return
         self._outbox.append(message)
@@ -291,14 +295,14 @@ class HttpTransport:
 
     # --- the request machinery ----------------------------------------------------------------
 
-    def _take(self, *, strip: bool) -> tuple[list[dict[str, Any]], bool]:
+    def _take(self, *, strip: bool) -> tuple[list[protocol.Message], bool]:
         """Pop queued messages for one request and note the client's latest want. With
         `strip`, wants are taken out (for a push while a poll is out). Adjacent result
         messages are merged (the server records a result frame in one transaction, so
         fewer, larger frames cost it less). The request stays under HTTP_BODY_BUDGET bytes
         (the server refuses bodies above protocol.MAX_FRAME). Returns the messages and
         whether a want was among them."""
-        batch: list[dict[str, Any]] = []
+        batch: list[protocol.Message] = []
         wanted = False
         size = 0
         while self._outbox and len(batch) < MAX_HTTP_MESSAGES - 1:
@@ -308,39 +312,37 @@ class HttpTransport:
                 break
             self._outbox.popleft()
             size += msg_size
-            kind = msg["t"]
-            if kind == "want":
-                self._want, wanted = int(msg.get("n", 0)), True
+            if isinstance(msg, protocol.Want):
+                self._want, wanted = msg.n, True
                 if strip:
                     continue
-            elif kind == "result":
-                msg = dict(msg)
-                if "want" in msg:
-                    self._want, wanted = int(msg["want"]), True
+            elif isinstance(msg, protocol.Result):
+                if msg.want is not None:
+                    self._want, wanted = msg.want, True
                     if strip:
-                        del msg["want"]
+                        msg = msgspec.structs.replace(msg, want=None)
                 else:
                     self._want = 0  # the client asked for nothing more with these results
                 last = batch[-1] if batch else None
                 if (
-                    last is not None
-                    and last["t"] == "result"
-                    and len(last["results"]) + len(msg["results"]) <= protocol.MAX_BATCH
+                    isinstance(last, protocol.Result)
+                    and len(last.results) + len(msg.results) <= protocol.MAX_BATCH
                 ):
-                    last["results"] = last["results"] + msg["results"]
-                    last.pop("want", None)
-                    if "want" in msg:
-                        last["want"] = msg["want"]
+                    # The merged frame says the later frame's want (or none).
+                    batch[-1] = protocol.Result(results=last.results + msg.results, want=msg.want)
                     continue
-            elif kind in ("release", "bye"):
+            elif isinstance(msg, protocol.Release | protocol.Bye):
                 self._want = 0  # the server forgets wants on release; so do we
             batch.append(msg)
         return batch, wanted
 
     @staticmethod
-    def _asks(batch: list[dict[str, Any]]) -> bool:
+    def _asks(batch: list[protocol.Message]) -> bool:
         """Whether a request carries a want (after merging: the latest result frame's say)."""
-        return any(m["t"] == "want" or (m["t"] == "result" and "want" in m) for m in batch)
+        return any(
+            isinstance(m, protocol.Want) or (isinstance(m, protocol.Result) and m.want is not None)
+            for m in batch
+        )
 
     async def _send_loop(self) -> None:
         """Requests out of the outbox. A batch that carries a want becomes the poll when none
@@ -373,7 +375,7 @@ class HttpTransport:
                             self._pushed.set()
                 self._pushed.set()
                 if self._poll is None and self._repoll and self._want > 0:
-                    self._start_poll([{"t": "want", "n": self._want}])
+                    self._start_poll([protocol.Want(n=self._want)])
         except asyncio.CancelledError:
             raise
         except HttpError as exc:
@@ -401,11 +403,11 @@ class HttpTransport:
             self._repoll = True  # a want that came with hello: poll for it
         self._wake.set()
 
-    def _start_poll(self, batch: list[dict[str, Any]]) -> None:
+    def _start_poll(self, batch: list[protocol.Message]) -> None:
         self._repoll = False
         self._poll = asyncio.get_running_loop().create_task(self._poll_once(batch))
 
-    async def _poll_once(self, batch: list[dict[str, Any]]) -> None:
+    async def _poll_once(self, batch: list[protocol.Message]) -> None:
         started = time.monotonic()
         try:
             got_tasks = await self._request(batch, attempts=HTTP_ATTEMPTS)
@@ -428,7 +430,7 @@ class HttpTransport:
             self._poll = None
         self._wake.set()
 
-    async def _request(self, messages: list[dict[str, Any]], *, attempts: int) -> bool:
+    async def _request(self, messages: list[protocol.Message], *, attempts: int) -> bool:
         """POST messages, deliver the answers; True if a tasks frame came back."""
         body = {"session": self.session, "secret": self.secret, "messages": messages}
         backoff = Backoff(initial=0.5, maximum=8.0)
