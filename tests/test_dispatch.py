@@ -37,7 +37,7 @@ def _fresh_directory() -> None:
 
 async def idle_session() -> WebsocketCommunicator:
     comm = WebsocketCommunicator(application, "/ws/work/")
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=30))[0]
     await comm.send_to(bytes_data=protocol.encode(HELLO))
     assert (await recv(comm))["t"] == "welcome"
     await comm.send_to(bytes_data=protocol.encode({"t": "want", "n": 1}))

@@ -198,7 +198,7 @@ async def _hello(peer: str, forwarded: str | None = None, slots: int = 1):
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     headers.append((b"cookie", b"ccgsc_profile=browser-one"))
     comm = WebsocketCommunicator(_from(peer), "/ws/work/", headers=headers)
-    connected, _ = await comm.connect()
+    connected, _ = await comm.connect(timeout=30)
     assert connected
     await comm.send_to(
         bytes_data=protocol.encode({"t": "hello", "v": 1, "kind": "native", "slots": slots})

@@ -145,7 +145,7 @@ async def test_a_new_session_gets_a_small_allowance_whatever_it_claims(make_camp
     settings.CCGSC = {**settings.CCGSC, "LEASE_ALLOWANCE_START": 3}
     await sync_to_async(make_campaign)([str(i) for i in range(50)])
     comm = WebsocketCommunicator(application, "/ws/work/")
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=30))[0]
     await send(comm, {"t": "hello", "v": 1, "kind": "native", "slots": 256})
     assert (await recv(comm))["t"] == "welcome"
     await send(comm, {"t": "want", "n": 256})
@@ -175,7 +175,7 @@ async def test_a_session_whose_leases_expire_is_benched(make_campaign, settings)
     settings.CCGSC = {**settings.CCGSC, "LEASE_EXPIRIES_BEFORE_BENCH": 1}
     await sync_to_async(make_campaign)(["a", "b"])
     comm = WebsocketCommunicator(application, "/ws/work/")
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=30))[0]
     await send(comm, {"t": "hello", "v": 1, "kind": "native", "slots": 1})
     assert (await recv(comm))["t"] == "welcome"
     await send(comm, {"t": "want", "n": 1})

@@ -44,7 +44,7 @@ def socket(
 
 
 async def assert_refused(communicator: WebsocketCommunicator) -> None:
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=30)
     assert connected  # accepted, then closed with a code the page understands
     message = await communicator.receive_output(timeout=3)
     assert message == {"type": "websocket.close", "code": 4403}
@@ -96,7 +96,7 @@ async def test_outsider_anonymous_and_foreign_origin_are_refused(cookies, campai
 
 async def test_member_gets_snapshots_that_follow_the_counters(cookies, campaign):
     communicator = socket(campaign.pk, cookies["teammate"])
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=30)
     assert connected
     first = await communicator.receive_json_from(timeout=3)
     snap = first["snapshot"]
@@ -136,7 +136,7 @@ async def test_snapshots_are_rate_limited_under_load(cookies, campaign):
     the last one shows the final counters."""
     pages = [socket(campaign.pk, cookies["owner"]), socket(campaign.pk, cookies["teammate"])]
     for page in pages:
-        assert (await page.connect())[0]
+        assert (await page.connect(timeout=30))[0]
         await page.receive_json_from(timeout=3)  # the snapshot sent on connect
 
     stop = threading.Event()
@@ -235,7 +235,7 @@ async def test_a_removed_member_loses_the_live_view(cookies, people, campaign, m
     from campaigns import consumers
 
     communicator = socket(campaign.pk, cookies["teammate"])
-    assert (await communicator.connect())[0]
+    assert (await communicator.connect(timeout=30))[0]
     await communicator.receive_json_from(timeout=3)
     await sync_to_async(
         Membership.objects.filter(user=people.teammate, organization=people.org).delete

@@ -74,10 +74,10 @@ def worker_socket(origin: bytes) -> WebsocketCommunicator:
 @pytest.mark.django_db(transaction=True)
 async def test_the_worker_socket_refuses_the_platforms_host_on_another_port():
     other_port = worker_socket(b"http://localhost:9999")
-    connected, _ = await other_port.connect()
+    connected, _ = await other_port.connect(timeout=30)
     assert not connected
     own = worker_socket(b"http://localhost:8000")
-    connected, _ = await own.connect()
+    connected, _ = await own.connect(timeout=30)
     assert connected
     await own.send_to(bytes_data=protocol.encode(HELLO))
     assert isinstance(protocol.decode_server(await own.receive_from(timeout=5)), protocol.Welcome)
@@ -105,7 +105,7 @@ async def test_the_owners_live_socket_refuses_another_port(people, make_campaign
                 (b"cookie", cookie.encode()),
             ],
         )
-        connected, _ = await comm.connect()
+        connected, _ = await comm.connect(timeout=30)
         assert connected  # accepted, then closed with a code the page understands
         message = await comm.receive_output(timeout=5)
         await comm.disconnect()

@@ -26,7 +26,7 @@ def _fresh_directory():
 
 async def connect(headers=None):
     comm = WebsocketCommunicator(application, "/ws/work/", headers=headers or [])
-    connected, _ = await comm.connect()
+    connected, _ = await comm.connect(timeout=30)
     assert connected
     return comm
 
@@ -180,7 +180,7 @@ async def test_foreign_origin_is_refused():
     comm = WebsocketCommunicator(
         application, "/ws/work/", headers=[(b"origin", b"https://evil.example")]
     )
-    connected, _ = await comm.connect()
+    connected, _ = await comm.connect(timeout=30)
     assert not connected
 
 
@@ -454,7 +454,7 @@ async def test_a_members_browser_gets_its_organizations_unapproved_campaign(make
 
     member = WebsocketCommunicator(application, "/ws/work/")
     member.scope["user"] = people.teammate
-    assert (await member.connect())[0]
+    assert (await member.connect(timeout=30))[0]
     await hello(member, kind="browser")
     await send(member, {"t": "want", "n": 1})
     frame = await recv(member)

@@ -41,7 +41,7 @@ def tokens_of_distinct_users(org, n):
 
 async def worker(token):
     comm = WebsocketCommunicator(application, "/ws/work/")
-    connected, _ = await comm.connect()
+    connected, _ = await comm.connect(timeout=30)
     assert connected
     await send(
         comm, {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "token": token}

@@ -25,7 +25,7 @@ OVERSIZED = b"\x00" * (protocol.MAX_FRAME + 1)
 
 async def test_an_oversized_frame_gets_the_error_then_a_4400_close():
     comm = WebsocketCommunicator(application, "/ws/work/")
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=30))[0]
     await comm.send_to(bytes_data=protocol.encode(HELLO))
     assert msgpack.unpackb(await comm.receive_from(timeout=5))["t"] == "welcome"
     await comm.send_to(bytes_data=OVERSIZED)
