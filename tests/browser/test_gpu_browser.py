@@ -309,3 +309,71 @@ def test_the_deep_zoom_demo_paints_the_gpu_and_the_cpu_version_alike(
     finally:
         demo.close()
         worker.close()
+
+
+LOOP = """
+struct Params { input_bytes: u32, output_bytes: u32, invocations: u32, reserved: u32 }
+@group(0) @binding(0) var<storage, read> input: array<u32>;
+@group(0) @binding(1) var<storage, read_write> output: array<u32>;
+@group(0) @binding(2) var<uniform> params: Params;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= params.invocations) { return; }
+    var x = input[1] + i;
+    for (var k = 0u; k < input[0]; k = k + 1u) { x = x * 1664525u + 1013904223u; }
+    output[i] = x;
+}
+"""
+
+RUN_LOOPS = """
+async ({source, runs}) => {
+  const { Hand } = await import("/static/js/worker/hand.js");
+  const { DEFAULT_LIMITS } = await import("/static/js/worker/wasi_host.js");
+  const hand = new Hand(0, { wasm: "/worker/wasm.js", js: "/worker/js.js", gpu: "/worker/gpu.js" });
+  const out = [];
+  for (const [steps, seconds] of runs) {
+    const result = await hand.run({
+      kind: "gpu",
+      gpu: { sha: "loop", source, manifest: { workgroup_size: 64, output_bytes: 256 } },
+      limits: { ...DEFAULT_LIMITS, timeout_s: seconds },
+      task: {
+        stdin: new Uint8Array(new Uint32Array([steps, 7]).buffer),
+        args: [], env: {}, checkpoint: null,
+      },
+      static: null,
+    });
+    const words = new Uint32Array(result.stdout.slice().buffer);
+    out.push({ error: result.error, stdout: Array.from(words) });
+  }
+  hand.dispose();
+  return out;
+}
+"""
+
+
+def loop_output(steps: int) -> list[int]:
+    out = []
+    for i in range(64):
+        x = 7 + i
+        for _ in range(steps):
+            x = (x * 1664525 + 1013904223) & 0xFFFFFFFF
+        out.append(x)
+    return out
+
+
+def test_a_gpu_task_past_its_limit_is_stopped_and_the_hand_goes_on(webgpu_browser, platform):
+    """The wall-time limit: the hand terminates the GPU worker (its device is abandoned) and
+    reports a timeout; the next task gets a fresh worker and device. (SwiftShader takes some
+    seconds for 2^23 steps in each of 64 invocations; the limit is one second.)"""
+    context = webgpu_browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{platform.url}/contribute/")
+        timed_out, after = page.evaluate(
+            RUN_LOOPS, {"source": LOOP, "runs": [[1 << 23, 1], [100, 60]]}
+        )
+    finally:
+        context.close()
+    assert timed_out == {"error": "timeout", "stdout": []}
+    assert after == {"error": None, "stdout": loop_output(100)}
