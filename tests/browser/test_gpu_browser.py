@@ -101,6 +101,9 @@ def test_the_gpu_toggle_shows_the_adapter_and_is_remembered(webgpu_browser, plat
         assert hello["gpu"]["adapter"] == note.get_attribute("data-adapter")
         assert hello["gpu"]["max_buffer"] > 0 and hello["gpu"]["max_workgroups"] >= 65535
         assert hello["gpu"]["max_invocations"] >= 256
+        # Memory offered: half of navigator.deviceMemory, at most 4 GiB (gpu_probe.js).
+        device_gib = page.evaluate("() => navigator.deviceMemory")
+        assert hello["memory"] == min(4 << 30, int(device_gib * (1 << 30)) // 2)
         # Turning it off starts a session that does not announce a GPU.
         assert "gpu" not in next_hello(page, box.uncheck)
         page.click("#stop")
@@ -377,3 +380,45 @@ def test_a_gpu_task_past_its_limit_is_stopped_and_the_hand_goes_on(webgpu_browse
         context.close()
     assert timed_out == {"error": "timeout", "stdout": []}
     assert after == {"error": None, "stdout": loop_output(100)}
+
+
+def test_embedded_visitors_run_gpu_work_only_where_the_site_owner_opted_in(
+    webgpu_browser, platform, people, third_party
+):
+    from accounts.models import EmbedSite
+
+    site = EmbedSite.objects.create(
+        organization=people.org, name="A blog", origin=third_party.origin
+    )
+    tag = f'<script src="{platform.url}/embed.js" data-site="{site.key}"%s async></script>'
+    third_party.pages["/gpu"] = "<!DOCTYPE html><title>GPU</title>" + tag % ' data-gpu="on"'
+    third_party.pages["/plain"] = "<!DOCTYPE html><title>Plain</title>" + tag % ""
+
+    seen: list[int] = []
+
+    def visit(path: str) -> tuple[str, Any]:
+        context = webgpu_browser.new_context()
+        page = context.new_page()
+        page.goto(f"{third_party.origin}{path}")
+        frame = page.frame_locator("iframe[data-ccgsc]")
+        frame.locator("#consent").wait_for(state="visible")
+        consent = frame.locator("#consent-cpu").inner_text()
+        frame.locator("#opt-in").click()
+        session = wait_for(
+            lambda: (
+                WorkerSession.objects.filter(site_id=site.pk, kind="browser")
+                .exclude(pk__in=seen)
+                .first()
+            ),
+            what="the embedded session",
+        )
+        seen.append(session.pk)
+        context.close()
+        return consent, session.gpu
+
+    consent, gpu = visit("/gpu")
+    assert "graphics processor" in consent
+    assert gpu is not None and "swiftshader" in gpu["adapter"]
+    consent, gpu = visit("/plain")
+    assert "graphics processor" not in consent
+    assert gpu is None
