@@ -182,6 +182,13 @@ class Campaign(models.Model):
         default=False, help_text="every quorum includes at least one signed-in volunteer"
     )
 
+    # Synchronous runs (POST /api/v1/run, campaigns/runs.py): the campaign holding one
+    # organization's runs of one kernel. Its replicas are leased before any batch campaign's
+    # (workers/scheduler.py), and it never completes: it stays running for the next call.
+    interactive = models.BooleanField(
+        default=False, help_text="holds synchronous runs: leased first, never completes"
+    )
+
     #: States in which an approved campaign is public (see CampaignQuerySet.public).
     PUBLIC_STATES = (State.RUNNING, State.PAUSED, State.COMPLETED)
 

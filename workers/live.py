@@ -55,9 +55,14 @@ def _servers_send(event: dict[str, Any]) -> None:
     _layer_call("group_send", SERVERS_GROUP, event)
 
 
-def on_work_available(sender: Any, campaign_id: int, **kwargs: Any) -> None:
+def on_work_available(sender: Any, campaign_id: int, urgent: bool = False, **kwargs: Any) -> None:
     scheduler.work_available(campaign_id)
     event = {"type": "work.available", "campaign": campaign_id}
+    if urgent:
+        # A synchronous run (campaigns/runs.py): someone waits on this one task, so it is
+        # never held back by the coalescing below (one nudge per call, as the call is one).
+        _servers_send(event)
+        return
     now = time.monotonic()
     with _lock:
         # Coalesce: a generator committing a batch every few milliseconds nudges a few times a

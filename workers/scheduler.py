@@ -37,6 +37,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from campaigns import runs as runs_module
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.replicas import insert_replicas
 from campaigns.services.lifecycle import campaign_check_complete
@@ -130,6 +131,8 @@ class CampaignInfo:
     # Kind gpu: the kernel's manifest (sent in the descriptor; its fixed output buffer size
     # keeps the campaign from sessions whose adapter cannot bind it).
     gpu: protocol.GpuManifest | None = None
+    # Holds synchronous runs (campaigns/runs.py): served before every batch campaign.
+    interactive: bool = False
 
     @property
     def validates_inline(self) -> bool:
@@ -197,6 +200,7 @@ def _load_campaigns() -> dict[int, CampaignInfo]:
             adaptive_replication=c.adaptive_replication,
             quorum_needs_account=c.quorum_needs_account,
             gpu=_manifest(c.kernel),
+            interactive=c.interactive,
         )
     return out
 
@@ -536,18 +540,21 @@ def _lease_bulk(info: CampaignInfo, wants: list[tuple[SessionInfo, int]]) -> dic
 def _next_campaign(
     session: SessionInfo, campaigns: dict[int, CampaignInfo], tried: set[int]
 ) -> CampaignInfo | None:
+    """The eligible campaign whose turn it is: a campaign of synchronous runs first (someone
+    is waiting on the answer; there are few such tasks and each is one call's), then the
+    batch campaign with the lowest stride pass."""
     now = time.monotonic()
     best: CampaignInfo | None = None
-    best_pass = 0.0
+    best_key = (True, 0.0)
     with _directory.lock:
         for info in campaigns.values():
             if info.id in tried or _directory.empty_until.get(info.id, 0.0) > now:
                 continue
             if not eligible(session, info):
                 continue
-            p = _directory.passes.get(info.id, 0.0)
-            if best is None or p < best_pass:
-                best, best_pass = info, p
+            key = (not info.interactive, _directory.passes.get(info.id, 0.0))
+            if best is None or key < best_key:
+                best, best_key = info, key
     return best
 
 
@@ -761,7 +768,20 @@ def submit_results(session: SessionInfo, items: Sequence[protocol.ResultItem]) -
         outcome.done = sum(done_by_campaign.values())
         outcome.failed = sum(failed_by_campaign.values())
         _bump_counters(cursor, done_by_campaign, failed_by_campaign)
+        _announce_runs(campaigns, rows)
     return outcome
+
+
+def _announce_runs(campaigns: dict[int, CampaignInfo], rows: Sequence[Sequence[Any]]) -> None:
+    """Someone may be waiting on tasks of interactive campaigns (POST /api/v1/run): they are
+    told after commit that results of theirs were recorded. Rows are (result, task, campaign,
+    ...)."""
+    waited = []
+    for row in rows:
+        info = campaigns.get(row[2]) or campaign_info(row[2])
+        if info is not None and info.interactive:
+            waited.append(row[1])
+    runs_module.announce(waited)
 
 
 def _within(leased_at: Any, now: datetime, seconds: int) -> bool:

@@ -4,7 +4,7 @@ prefix belong to workers/ (ccgsc/urls.py includes both)."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from campaigns.api import campaigns, export, kernels, organizations
+from campaigns.api import campaigns, export, kernels, organizations, runs
 
 urlpatterns = [
     path("organizations", organizations.OrganizationListApi.as_view(), name="api-organizations"),
@@ -62,6 +62,8 @@ urlpatterns = [
         export.ResultExportApi.as_view(),
         name="api-results",
     ),
+    path("run", runs.RunApi.as_view(), name="api-run-create"),
+    path("runs/<int:run_id>", runs.RunDetailApi.as_view(), name="api-run"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "docs/",

@@ -125,6 +125,7 @@ def campaign_check_complete(*, campaign_id: int) -> bool:
     done = Campaign.objects.filter(
         pk=campaign_id,
         state=State.RUNNING,
+        interactive=False,  # a campaign of synchronous runs waits for the next one
         input_state=Campaign.InputState.READY,
         tasks_total__gt=0,
         tasks_total=F("tasks_done") + F("tasks_failed"),

@@ -1,0 +1,196 @@
+"""Synchronous runs (POST /api/v1/run, GET /api/v1/runs/{id}): one task through the ordinary
+lease path, ahead of batch work, answered to the caller; end to end with a real native worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+from django.test import Client
+
+from accounts import services as account_services
+from campaigns import runs, services
+from campaigns.inputs import TaskSpec
+from campaigns.models import Campaign, Result, Task
+from tests.conftest import fail_item as fail
+from tests.conftest import kernel_bytes
+from tests.conftest import ok_item as ok
+from workers import scheduler
+from workers.models import WorkerSession
+from workers.scheduler import SessionInfo
+
+API = "/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_directory():
+    scheduler.work_available()
+    with scheduler._directory.lock:
+        scheduler._directory.passes.clear()
+
+
+@pytest.fixture
+def echo(people):
+    return services.kernel_upload(organization=people.org, name="echo", data=kernel_bytes("echo"))
+
+
+def token_client(organization) -> Client:
+    _, raw = account_services.token_issue(organization=organization, name="t", created_by=None)
+    return Client(headers={"Authorization": f"Bearer {raw}"})
+
+
+def post_run(client: Client, **body):
+    return client.post(f"{API}/run", json.dumps(body), content_type="application/json")
+
+
+def native_session(organization) -> SessionInfo:
+    s = WorkerSession.objects.create(kind="native", organization=organization)
+    return SessionInfo(id=s.pk, organization_id=organization.pk)
+
+
+def test_a_run_not_taken_in_time_is_202_with_where_to_fetch_it(people, echo):
+    client = token_client(people.org)
+    r = post_run(client, kernel=echo.sha256, input="hello", args=["-n"], wait=0)
+    assert r.status_code == 202, r.content
+    body = r.json()
+    assert body["state"] == "queued" and body["stdout"] is None and body["ok"] is None
+    assert r["Location"] == body["url"] == f"{API}/runs/{body['id']}"
+    task = Task.objects.get(pk=body["id"])
+    assert (bytes(task.input), task.args) == (b"hello", ["-n"])
+    campaign = Campaign.objects.get(pk=body["campaign"])
+    assert campaign.interactive and campaign.state == Campaign.State.RUNNING
+    assert campaign.name == "Synchronous runs of echo" and campaign.tasks_total == 1
+    # The next run of the same kernel goes to the same campaign; a quorum gets its own.
+    again = post_run(client, kernel=echo.sha256, wait=0).json()
+    assert again["campaign"] == campaign.pk and Task.objects.get(pk=again["id"]).seq == 1
+    verified = post_run(client, kernel=echo.sha256, quorum=2, wait=0).json()
+    assert verified["campaign"] != campaign.pk and verified["verification"]["quorum"] == 2
+    assert Result.objects.filter(task_id=verified["id"], state=Result.State.UNSENT).count() == 2
+    fetched = client.get(body["url"])
+    assert fetched.status_code == 200 and fetched.json()["state"] == "queued"
+
+
+def test_runs_are_leased_before_batch_work_and_answer_once_decided(people, echo, make_campaign):
+    batch = make_campaign([f"batch {i}" for i in range(20)], priority=1000)
+    client = token_client(people.org)
+    payload = base64.b64encode(b"\xff\x00").decode()
+    run = post_run(client, kernel=echo.sha256, input_b64=payload, wait=0)
+    assert run.status_code == 202  # no worker yet
+    worker = native_session(people.org)
+    # However much the batch campaign's share, the run is served first.
+    first = scheduler.lease(worker, 1)
+    assert [x.task for x in first] == [run.json()["id"]]
+    assert first[0].campaign != batch.pk
+    fetched = client.get(f"{API}/runs/{run.json()['id']}")
+    assert fetched.json()["state"] == "running"
+    scheduler.submit_results(worker, [ok(first[0], out=b"\xff\x00")])
+    done = client.get(f"{API}/runs/{run.json()['id']}?wait=5").json()
+    assert done["state"] == "done" and done["ok"] is True and done["exit_code"] == 0
+    assert (done["stdout"], done["stdout_encoding"]) == ("/wA=", "base64")
+    assert done["verification"] == {"quorum": 1, "basis": "single", "agreed_with": None}
+    assert done["queued_ms"] is not None and done["finished_at"] is not None
+    # The campaign of runs does not complete when its last task is done: it waits for more.
+    campaign = Campaign.objects.get(pk=done["campaign"])
+    assert campaign.state == Campaign.State.RUNNING and campaign.tasks_done == 1
+    # A decided run answers at once, 200, also to POST's wait (nothing left to wait for).
+    assert client.get(f"{API}/runs/{done['id']}?wait=60").status_code == 200
+
+
+def test_a_failing_run_answers_with_the_kernels_error(people, echo, settings):
+    client = token_client(people.org)
+    run = post_run(client, kernel=echo.sha256, wait=0).json()
+    Campaign.objects.filter(pk=run["campaign"]).update(max_attempts=1)
+    scheduler.work_available()
+    worker = native_session(people.org)
+    (lease,) = scheduler.lease(worker, 1)
+    scheduler.submit_results(worker, [fail(lease, code=3, stderr="bad input")])
+    done = client.get(f"{API}/runs/{run['id']}").json()
+    assert done["state"] == "failed" and done["ok"] is False and done["exit_code"] == 3
+    assert "bad input" in done["stderr"] and "1 failed attempt" in done["failure"]
+    assert done["stdout"] is None and done["verification"]["basis"] is None
+
+
+def test_runs_are_their_organizations_own(people, echo):
+    outsider = token_client(people.other_org)
+    r = post_run(outsider, kernel=echo.sha256, wait=0)
+    assert r.status_code == 404 and "echo" not in r.content.decode()
+    run = post_run(token_client(people.org), kernel=echo.sha256, wait=0).json()
+    assert outsider.get(f"{API}/runs/{run['id']}").status_code == 404
+    member = Client()
+    member.force_login(people.teammate)
+    assert member.get(f"{API}/runs/{run['id']}").status_code == 200
+    assert Client().post(f"{API}/run", "{}", content_type="application/json").status_code == 401
+    # A batch campaign's task is not a run.
+    batch = services.campaign_create(organization=people.org, name="b", kernel=echo)
+    services.tasks_add(campaign=batch, specs=[TaskSpec(input=b"x")])
+    task = Task.objects.get(campaign=batch)
+    assert token_client(people.org).get(f"{API}/runs/{task.pk}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kernel": "nothex"}, "kernel"),
+        ({"kernel": "0" * 64, "input": "a", "input_b64": "YQ=="}, "input_b64"),
+        ({"kernel": "0" * 64, "input_b64": "not base64!"}, "input_b64"),
+        ({"kernel": "0" * 64, "wait": 61}, "wait"),
+        ({"kernel": "0" * 64, "quorum": 0}, "quorum"),
+        ({"kernel": "0" * 64, "args": ["a\x00b"]}, "args"),
+    ],
+)
+def test_bad_run_requests_say_which_field(people, body, field):
+    r = post_run(token_client(people.org), **body)
+    assert r.status_code == 400 and field in r.json()["error"]["fields"], r.content
+
+
+def test_an_unknown_kernel_is_404_and_the_original_hash_names_a_rewritten_one(people):
+    client = token_client(people.org)
+    assert post_run(client, kernel="0" * 64, wait=0).status_code == 404
+    nomax = kernel_bytes("nomax")
+    kernel = services.kernel_upload(organization=people.org, name="nomax", data=nomax)
+    assert kernel.original_sha256 and kernel.original_sha256 != kernel.sha256
+    r = post_run(client, kernel=kernel.original_sha256, wait=0)
+    assert r.status_code == 202 and r.json()["kernel"] == kernel.sha256
+
+
+def test_wait_on_fetch_is_checked(people, echo):
+    client = token_client(people.org)
+    run = post_run(client, kernel=echo.sha256, wait=0).json()
+    for bad in ("-1", "61", "x", "nan"):
+        assert client.get(f"{API}/runs/{run['id']}?wait={bad}").status_code == 400
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_a_run_is_answered_by_a_real_native_worker(live_platform, people):
+    primes = services.kernel_upload(organization=people.org, name="p", data=kernel_bytes("primes"))
+    echo = services.kernel_upload(organization=people.org, name="e", data=kernel_bytes("echo"))
+    _, token = account_services.token_issue(organization=people.org, name="w", created_by=None)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=live_platform.url, headers=headers, timeout=60) as http:
+        # No worker yet: the run is queued, and fetched once a worker has taken it.
+        queued = http.post("/api/v1/run", json={"kernel": echo.sha256, "input": "early", "wait": 0})
+        assert queued.status_code == 202 and queued.json()["state"] == "queued"
+        live_platform.worker("--token", token, slots=1)
+        later = http.get(queued.headers["Location"], params={"wait": 30}).json()
+        assert later["state"] == "done" and later["stdout"] == "early"
+        # With a worker waiting: the answer comes in the POST's own response.
+        r = http.post("/api/v1/run", json={"kernel": primes.sha256, "input": "0 30", "wait": 30})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["ok"] is True and body["state"] == "done"
+        assert body["stdout"].split() == ["2", "3", "5", "7", "11", "13", "17", "19", "23", "29"]
+        assert body["verification"]["basis"] == "single" and body["runtime_ms"] is not None
+        r = http.post(
+            "/api/v1/run", json={"kernel": echo.sha256, "input": "héllo\n", "args": ["x"]}
+        )
+        assert r.status_code == 200 and r.json()["stdout"] == "héllo\n"
+    result = Result.objects.get(task_id=body["id"])
+    assert result.session_id is not None and result.validation == Result.Validation.VALID
+    # Executed by the worker's session, not in the web process.
+    assert WorkerSession.objects.get(pk=result.session_id).kind == "native"
+    assert runs.run_view(body["id"]) is not None
