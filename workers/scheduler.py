@@ -37,10 +37,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from campaigns import runs as runs_module
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.replicas import insert_replicas
 from campaigns.services.lifecycle import campaign_check_complete
+from campaigns.services.runs import announce as announce_runs
 from ccgsc import hooks, metrics
 from ccgsc.hooks import FailedRow, ResultRow
 from workers import protocol
@@ -781,7 +781,7 @@ def _announce_runs(campaigns: dict[int, CampaignInfo], rows: Sequence[Sequence[A
         info = campaigns.get(row[2]) or campaign_info(row[2])
         if info is not None and info.interactive:
             waited.append(row[1])
-    runs_module.announce(waited)
+    announce_runs(waited)
 
 
 def _within(leased_at: Any, now: datetime, seconds: int) -> bool:

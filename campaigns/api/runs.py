@@ -27,6 +27,7 @@ from campaigns.api.base import (
 )
 from campaigns.inputs import TaskSpec
 from campaigns.models import Kernel, Task
+from campaigns.services import runs as run_services
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -214,7 +215,7 @@ class RunApi(ApiView):
             raise exceptions.NotFound(f"No kernel {sha} in the organization {organization.slug}.")
         if kernel.kind != Kernel.Kind.WASM:
             raise Rejected("Synchronous runs take WebAssembly kernels.")
-        task = runs.run_submit(
+        task = run_services.run_submit(
             organization=organization,
             kernel=kernel,
             spec=TaskSpec(

@@ -10,6 +10,7 @@ all call these.
 - generators: the generator job, regenerating
 - lifecycle: start, pause, resume, cancel, approval, completion
 - reducer: the reducer job
+- runs: synchronous runs (POST /api/v1/run): queueing one, telling who waits that it returned
 
 The application's code imports from the module concerned; the names below are re-exported for
 tests, scripts and the shell (`from campaigns import services; services.campaign_start(...)`).
