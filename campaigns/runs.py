@@ -160,8 +160,8 @@ def _decided(task_id: int) -> bool:
 
 
 async def wait_decided(task_id: int, seconds: float) -> bool:
-    """Wait up to `seconds` for the task to be decided (done or failed), woken by services.runs.announce.
-    Returns whether it was."""
+    """Wait up to `seconds` for the task to be decided (done or failed), woken by
+    services.runs.announce. Returns whether it was."""
     if seconds <= 0:
         return await sync_to_async(_decided, thread_sensitive=True)(task_id)
     layer = get_channel_layer()

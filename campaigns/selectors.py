@@ -205,6 +205,52 @@ def results_for_browser(campaign: Campaign, show: str, seq: int | None) -> Query
     )
 
 
+@dataclass(frozen=True)
+class ResultsPage:
+    """One page of the results browser, newest first, and the cursors around it: `newer` is
+    the id to pass as `after` for the page before, `older` the id to pass as `before` for the
+    page after (None where there is none)."""
+
+    rows: list[Result]
+    newer: int | None
+    older: int | None
+
+
+def results_page(
+    campaign: Campaign,
+    show: str,
+    seq: int | None,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = 50,
+) -> ResultsPage:
+    """A page of results_for_browser by keyset (ids below `before`, or above `after`): one
+    query of size + 1 rows through the primary key, the same at any campaign size (no COUNT,
+    no OFFSET). Whether there are newer rows than the page is known from the cursor it came
+    with: a page reached through `before` has some; the first page has none."""
+    qs = results_for_browser(campaign, show, seq)
+    if after is not None:
+        rows = list(qs.filter(pk__gt=after).order_by("id")[: size + 1])
+        more_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        more_older = True
+    else:
+        if before is not None:
+            qs = qs.filter(pk__lt=before)
+        rows = list(qs[: size + 1])
+        more_older = len(rows) > size
+        rows = rows[:size]
+        more_newer = before is not None
+    if not rows:
+        return ResultsPage(rows=[], newer=None, older=None)
+    return ResultsPage(
+        rows=rows,
+        newer=rows[0].pk if more_newer else None,
+        older=rows[-1].pk if more_older else None,
+    )
+
+
 PREVIEW_BYTES = 64
 
 

@@ -7,6 +7,9 @@ import json
 
 import pytest
 from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from campaigns import services
 from campaigns.api import export
@@ -90,3 +93,50 @@ def test_the_postgresql_export_gives_the_python_encoders_rows(decided, state):
 def test_export_chunks_use_the_same_rows_on_every_database(decided):
     body = b"".join(export.export_chunks(decided, "jsonl", "all"))
     assert [json.loads(line) for line in body.splitlines()] == python_rows(decided, "all")
+
+
+# --- pages independent of the campaign's size ----------------------------------------------------
+
+
+def _finished(make_campaign, n: int) -> Campaign:
+    """A running campaign of n tasks, every one done with a returned result (set-based)."""
+    campaign = make_campaign([f"t{i}" for i in range(n)])
+    Result.objects.filter(campaign=campaign).update(
+        state=Result.State.RETURNED,
+        outcome=Result.Outcome.SUCCESS,
+        validation=Result.Validation.VALID,
+        output=b"out",
+        exit_code=0,
+        runtime_ms=1,
+    )
+    Task.objects.filter(campaign=campaign).update(state=Task.State.DONE)
+    Campaign.objects.filter(pk=campaign.pk).update(tasks_done=n)
+    return campaign
+
+
+def _page_queries(client: Client, url: str, **params: str) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, params)
+    assert response.status_code == 200
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def test_campaign_and_results_pages_cost_the_same_at_any_size(people, make_campaign):
+    client = Client()
+    client.force_login(people.owner)
+    costs = {}
+    for n in (60, 600):
+        campaign = _finished(make_campaign, n)
+        detail = reverse("campaigns:campaign_detail", args=["alpha", campaign.pk])
+        results = reverse("campaigns:campaign_results", args=["alpha", campaign.pk])
+        first = _page_queries(client, results)
+        oldest = Result.objects.filter(campaign=campaign).order_by("id").values_list("pk")[10][0]
+        deep = _page_queries(client, results, before=str(oldest))
+        costs[n] = (len(_page_queries(client, detail)), len(first), len(deep))
+        # Keyset pages: no count of the results, no OFFSET skipping over them.
+        for sql in first + deep:
+            assert "OFFSET" not in sql.upper() and "COUNT(" not in sql.upper(), sql
+        # The campaign page reads the counters, not the tasks.
+        for sql in _page_queries(client, detail):
+            assert not ("COUNT(" in sql.upper() and Task._meta.db_table in sql), sql
+    assert costs[60] == costs[600], costs

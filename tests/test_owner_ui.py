@@ -635,9 +635,24 @@ def test_results_browser_paginates(people, make_campaign):
     client = client_for(people.owner)
     url = reverse("campaigns:campaign_results", args=["alpha", campaign.pk])
     first = client.get(url).content.decode()
-    assert "page 1 of 3" in first and first.count("<tr>") == 51  # header + 50 rows
-    last = client.get(url, {"page": 3}).content.decode()
-    assert last.count("<tr>") == 21
+    assert first.count("<tr>") == 51  # header + 50 rows
+    assert "120 of 120 tasks done" in first and "after=" not in first
+    seqs = [int(x) for x in re.findall(r'<td class="num mono">#(\d+)</td>', first)]
+    older = re.search(r"before=(\d+)", first)
+    assert older is not None
+    second = client.get(url, {"before": older.group(1)}).content.decode()
+    third_cursor = re.search(r"before=(\d+)", second)
+    assert third_cursor is not None and second.count("<tr>") == 51
+    last = client.get(url, {"before": third_cursor.group(1)}).content.decode()
+    assert last.count("<tr>") == 21 and "before=" not in last
+    # Back from the second page: the first page again, newest first.
+    newer = re.search(r"after=(\d+)", second)
+    assert newer is not None
+    again = client.get(url, {"after": newer.group(1)}).content.decode()
+    assert [int(x) for x in re.findall(r'<td class="num mono">#(\d+)</td>', again)] == seqs
+    assert "after=" not in again and "before=" in again
+    # A cursor that is not an id is the first page.
+    assert client.get(url, {"before": "x"}).content.decode().count("<tr>") == 51
 
 
 # --- demo pages ----------------------------------------------------------------
