@@ -45,7 +45,10 @@ def parse_env(text: str) -> dict[str, str]:
 class KernelUploadForm(forms.Form):
     file = forms.FileField(
         label="Kernel file",
-        help_text="A WASI command module (.wasm) or a JavaScript module (.js, browsers only).",
+        help_text=(
+            "A WASI command module (.wasm), a JavaScript module (.js, browsers only) or WGSL"
+            " source (.wgsl, kind gpu, with its manifest)."
+        ),
     )
     name = forms.CharField(
         max_length=120, required=False, help_text="Empty: the file name without extension."
@@ -53,6 +56,15 @@ class KernelUploadForm(forms.Form):
     kind = forms.ChoiceField(choices=Kernel.Kind.choices, initial=Kernel.Kind.WASM)
     description = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    manifest = forms.CharField(
+        required=False,
+        max_length=4096,
+        label="GPU manifest",
+        widget=forms.Textarea(
+            attrs={"rows": 2, "placeholder": '{"workgroup_size": 64, "output_bytes": "input"}'}
+        ),
+        help_text="Kind gpu only: a JSON object (docs/kernels.md, GPU kernels).",
     )
 
     def clean(self) -> dict[str, Any]:

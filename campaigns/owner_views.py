@@ -105,6 +105,7 @@ def kernel_list(request: HttpRequest, slug: str) -> HttpResponse:
                     kind=form.cleaned_data["kind"],
                     description=form.cleaned_data["description"],
                     created_by=_user(request),
+                    manifest=form.cleaned_data["manifest"] or None,
                 )
             except ServiceError as exc:
                 form.add_error("file", str(exc))

@@ -209,3 +209,80 @@ def test_a_kernel_needing_more_memory_than_a_session_offers_never_reaches_it(mak
     assert scheduler.lease(session(memory=32 * 1024 * 1024), 2) == []
     assert len(scheduler.lease(session(memory=64 * 1024 * 1024), 1)) == 1
     assert len(scheduler.lease(session(), 1)) == 1  # memory not stated: no limit
+
+
+# --- the API, and what a campaign of a gpu kernel gets ----------------------------------------
+
+
+@pytest.fixture
+def api(people):
+    from django.test import Client
+
+    from accounts import services as account_services
+
+    raw = account_services.token_issue(organization=people.org, name="t", created_by=None)[1]
+    return Client(headers={"Authorization": f"Bearer {raw}"})
+
+
+def test_the_api_takes_wgsl_with_its_manifest_as_a_raw_body_or_a_form(api):
+    manifest = json.dumps(MANIFEST)
+    raw = api.post(
+        f"/api/v1/kernels?name=double&manifest={manifest}",
+        data=DOUBLE,
+        content_type="text/wgsl",
+    )
+    assert raw.status_code == 201, raw.content
+    body = raw.json()
+    assert body["kind"] == "gpu" and body["manifest"]["entry_point"] == "main"
+    assert body["download_url"].endswith(f"/blobs/{body['sha256']}.wgsl")
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    other = DOUBLE.replace(b"* 2u", b"* 3u")
+    form = api.post(
+        "/api/v1/kernels",
+        {
+            "file": SimpleUploadedFile("triple.wgsl", other),
+            "kind": "gpu",
+            "manifest": json.dumps({**MANIFEST, "float": False}),
+        },
+    )
+    assert form.status_code == 201, form.content
+    assert form.json()["name"] == "triple"
+    missing = api.post("/api/v1/kernels?kind=gpu", data=other + b"//", content_type="text/wgsl")
+    assert missing.status_code == 400 and "needs its manifest" in missing.content.decode()
+
+
+def test_a_float_gpu_campaign_gets_the_tolerance_verifier_by_default(people):
+    kernel = gpu_kernel(people, manifest={**MANIFEST, "float": True})
+    campaign = services.campaign_create(
+        organization=people.org, name="f", kernel=kernel, env={"VERIFY_RTOL": "1e-4"}
+    )
+    assert campaign.verifier is not None and campaign.verifier.name == "float_verify"
+    assert campaign.env == {"VERIFY_FORMAT": "f32", "VERIFY_RTOL": "1e-4", "VERIFY_ATOL": "1e-6"}
+    exact = services.campaign_create(
+        organization=people.org, name="i", kernel=gpu_kernel(people, source=DOUBLE + b"// i")
+    )
+    assert exact.verifier is None and exact.env == {}
+    with pytest.raises(services.ServiceError, match="no arguments or static data"):
+        services.campaign_create(organization=people.org, name="a", kernel=kernel, args=["-n"])
+
+
+def test_the_f32_tolerance_verifier_groups_outputs_within_tolerance():
+    import struct
+
+    from campaigns.services.creation import FLOAT_VERIFIER, GPU_FLOAT_ENV
+    from kernelhost import default_host
+    from rewards.verifier import frames, parse_verdicts
+
+    a = struct.pack("<3f", 1.0, float("nan"), -2.5)
+    close = struct.pack("<3f", 1.000001, float("nan"), -2.5)
+    far = struct.pack("<3f", 1.01, float("nan"), -2.5)
+    ragged = a + b"\0"
+    result = default_host().run(
+        FLOAT_VERIFIER.read_bytes(),
+        stdin=frames([b"", a, close, far, ragged]),
+        argv0="verifier",
+        env=GPU_FLOAT_ENV,
+    )
+    assert result.ok, result.message
+    assert parse_verdicts(result.stdout, 4) == [1, 1, 3, 0]

@@ -258,8 +258,8 @@ TASK_STREAM_PARSERS = [NdjsonParser, JsonlParser, MsgpackParser, XMsgpackParser,
 
 
 class RawBodyParser(parsers.BaseParser):
-    """A kernel module as the whole request body (application/wasm, text/javascript or
-    application/octet-stream), read up to the kernel size cap."""
+    """A kernel module as the whole request body (application/wasm, text/javascript, text/wgsl
+    or application/octet-stream), read up to the kernel size cap."""
 
     media_type = "application/wasm"
 
@@ -289,7 +289,11 @@ class JavaScriptParser(RawBodyParser):
     media_type = "text/javascript"
 
 
-RAW_KERNEL_PARSERS = [RawBodyParser, OctetStreamParser, JavaScriptParser]
+class WgslParser(RawBodyParser):
+    media_type = "text/wgsl"
+
+
+RAW_KERNEL_PARSERS = [RawBodyParser, OctetStreamParser, JavaScriptParser, WgslParser]
 
 
 def request_media_type(request: Request) -> str:

@@ -33,6 +33,10 @@ BLOB_EXTENSIONS: dict[str, str] = {
 }
 
 
+#: A raw-body upload's kind when the query does not say, by Content-Type.
+RAW_KINDS: dict[str, str] = {"text/javascript": Kernel.Kind.JS, "text/wgsl": Kernel.Kind.GPU}
+
+
 class KernelOutput(serializers.ModelSerializer):
     organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
         slug_field="slug", read_only=True
@@ -54,6 +58,7 @@ class KernelOutput(serializers.ModelSerializer):
             "memory_max",
             "original_sha256",
             "imports",
+            "manifest",
             "created_at",
             "download_url",
         ]
@@ -83,10 +88,17 @@ class KernelListApi(ApiView, generics.GenericAPIView):
     serializer_class = KernelOutput
 
     class InputSerializer(serializers.Serializer):
-        file = serializers.FileField(help_text="the .wasm module (or .js module)")
+        file = serializers.FileField(
+            help_text="the .wasm module (or .js module, or .wgsl source for kind gpu)"
+        )
         name = serializers.CharField(max_length=120, required=False, allow_blank=True)
         kind = serializers.ChoiceField(choices=Kernel.Kind.choices, default=Kernel.Kind.WASM)
         description = serializers.CharField(required=False, allow_blank=True, default="")
+        manifest = serializers.CharField(
+            required=False,
+            max_length=4096,
+            help_text="kind gpu only: the manifest, a JSON object (docs/kernels.md, GPU kernels)",
+        )
         organization = serializers.SlugField(
             required=False, help_text="required when the caller belongs to several"
         )
@@ -115,9 +127,13 @@ class KernelListApi(ApiView, generics.GenericAPIView):
             "Either a multipart form with `file` (and `name`, `kind`, `description`, "
             "`organization`), or the module itself as the body (Content-Type application/wasm, "
             "text/javascript or application/octet-stream) with `name`, `kind` and "
-            "`organization` as query parameters. The module is validated (it must compile, "
-            "export what the kernel contract needs and declare a memory maximum within the "
-            "platform cap); the error says which check failed. Kernels are content-addressed: "
+            "`organization` (and `manifest`) as query parameters. The module is validated (it "
+            "must compile, export what the kernel contract needs and declare a memory maximum "
+            "within the platform cap); the error says which check failed. A gpu kernel is WGSL "
+            "source (kind `gpu`, Content-Type text/wgsl for a raw body) with its `manifest`, a "
+            "JSON object checked against the GPU kernel contract; the WGSL is compiled (naga) "
+            "where the server has a wgpu adapter, else only its entry point, workgroup size "
+            "and bindings are checked. Kernels are content-addressed: "
             "uploading bytes the organization already has stores nothing and returns the "
             "existing kernel as it is, with the name it was first uploaded under (200 instead "
             "of 201)."
@@ -125,6 +141,9 @@ class KernelListApi(ApiView, generics.GenericAPIView):
         parameters=[
             OpenApiParameter("name", str, description="raw body uploads only"),
             OpenApiParameter("kind", str, enum=Kernel.Kind.values, description="raw body only"),
+            OpenApiParameter(
+                "manifest", str, description="raw body uploads of kind gpu only (JSON text)"
+            ),
             OpenApiParameter(
                 "organization", str, description="raw body uploads only", pattern=SLUG_PATTERN
             ),
@@ -134,6 +153,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
             "application/wasm": OpenApiTypes.BINARY,
             "application/octet-stream": OpenApiTypes.BINARY,
             "text/javascript": OpenApiTypes.BINARY,
+            "text/wgsl": OpenApiTypes.BINARY,
         },
         responses={201: KernelOutput, 200: KernelOutput},
     )
@@ -162,7 +182,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
             query.is_valid(raise_exception=True)
             fields = dict(query.validated_data)
             if "kind" not in request.query_params:
-                fields["kind"] = Kernel.Kind.JS if media_type == "text/javascript" else "wasm"
+                fields["kind"] = RAW_KINDS.get(media_type, Kernel.Kind.WASM)
             name = fields.get("name") or "kernel"
         organization = organization_for_write(actor, fields.get("organization"))
         kernel, created = kernel_get_or_upload(
@@ -172,6 +192,7 @@ class KernelListApi(ApiView, generics.GenericAPIView):
             kind=fields.get("kind") or Kernel.Kind.WASM,
             description=fields.get("description") or "",
             created_by=actor.user,
+            manifest=fields.get("manifest"),
         )
         return Response(
             KernelOutput(kernel, context={"request": request}).data,

@@ -123,7 +123,29 @@ def ctx_note(ctx: Context, text: str) -> None:
 
 
 def guess_kind(path: Path) -> str:
-    return "js" if path.suffix.lower() in (".js", ".mjs") else "wasm"
+    suffix = path.suffix.lower()
+    return "js" if suffix in (".js", ".mjs") else "gpu" if suffix == ".wgsl" else "wasm"
+
+
+CONTENT_TYPES = {"js": "text/javascript", "gpu": "text/wgsl", "wasm": "application/wasm"}
+
+
+def read_manifest(path: Path, manifest: str | None) -> str:
+    """A gpu kernel's manifest as compact JSON text: the file given, else FILE.json next to
+    the WGSL (k.wgsl -> k.json). The server checks it; here only that it is JSON."""
+    source = Path(manifest) if manifest else path.with_suffix(".json")
+    if not manifest and not source.exists():
+        raise CliError(
+            f"a gpu kernel needs its manifest: --manifest FILE (or {source.name} next to it)",
+            EXIT_USAGE,
+            code="usage",
+        )
+    try:
+        return json.dumps(json.loads(readable_file(str(source), "manifest").read_text()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CliError(
+            f"the manifest {source} is not JSON: {exc}", EXIT_USAGE, code="usage"
+        ) from None
 
 
 def push_kernel(
@@ -133,17 +155,18 @@ def push_kernel(
     name: str | None,
     kind: str | None,
     description: str = "",
+    manifest: str | None = None,
 ) -> dict[str, Any]:
     kind = kind or guess_kind(path)
-    content_type = "text/javascript" if kind == "js" else "application/wasm"
     result: dict[str, Any] = ctx.api().post_file(
         "/kernels",
         str(path),
-        content_type,
+        CONTENT_TYPES.get(kind, "application/wasm"),
         name=name or path.stem,
         kind=kind,
         organization=getattr(ctx.args, "org", None),
         description=description,
+        manifest=read_manifest(path, manifest) if kind == "gpu" else None,
     )
     return result
 
@@ -204,7 +227,12 @@ def cmd_kernel_push(ctx: Context) -> int:
     args = ctx.args
     path = readable_file(args.file, "kernel")
     kernel = push_kernel(
-        ctx, path, name=args.name, kind=args.kind, description=args.description or ""
+        ctx,
+        path,
+        name=args.name,
+        kind=args.kind,
+        description=args.description or "",
+        manifest=args.manifest,
     )
     return ctx.result(kernel, kernel_text(kernel))
 
@@ -798,10 +826,21 @@ def _kernel_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     kernel = commands.add_parser("kernel", help="push and run kernels").add_subparsers(
         dest="kernel_command", metavar="COMMAND", required=True
     )
-    p = sub(common, kernel, "push", cmd_kernel_push, "upload a kernel (.wasm, or .js for browsers)")
+    p = sub(
+        common,
+        kernel,
+        "push",
+        cmd_kernel_push,
+        "upload a kernel (.wasm; .js for browsers; .wgsl with a manifest for GPUs)",
+    )
     p.add_argument("file")
     p.add_argument("--name", help="default: the file name")
-    p.add_argument("--kind", choices=["wasm", "js"], help="default: from the file name")
+    p.add_argument("--kind", choices=["wasm", "js", "gpu"], help="default: from the file name")
+    p.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help="kind gpu: the manifest, a JSON file (default: FILE.json next to the .wgsl)",
+    )
     p.add_argument("--description")
     p.add_argument("--org", help="organization slug (when you belong to several)")
     p = sub(

@@ -3,8 +3,10 @@ job enqueued, or a task file read into tasks before this returns)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import IO
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Organization, User
@@ -49,6 +51,40 @@ def _check_input_source(
         raise ServiceError(f"Unknown input source {input_source!r}.")
 
 
+#: The tolerance verifier (kernels/src/float_verify.c) that float gpu campaigns get by default.
+FLOAT_VERIFIER = Path(settings.BASE_DIR) / "kernels" / "build" / "float_verify.wasm"
+#: Its settings for f32 outputs (a campaign's env may set others): GPUs round differently.
+GPU_FLOAT_ENV = {"VERIFY_FORMAT": "f32", "VERIFY_RTOL": "1e-5", "VERIFY_ATOL": "1e-6"}
+
+
+def _gpu_defaults(
+    kernel: Kernel,
+    args: list[str],
+    static_data: bytes | None,
+    verifier: Kernel | None,
+    env: dict[str, str],
+    created_by: User | None,
+) -> tuple[Kernel | None, dict[str, str]]:
+    """A gpu kernel takes no arguments or static data (its contract has only the task input);
+    with a float manifest and no verifier of the owner's, the campaign gets the tolerance
+    verifier in f32 mode (the environment, which the verifier reads, gets its settings unless
+    the owner set them). Returns the verifier and environment."""
+    if args or static_data is not None:
+        raise ServiceError("A gpu kernel takes no arguments or static data: only the task input.")
+    if verifier is not None or not (kernel.manifest or {}).get("float"):
+        return verifier, env
+    from campaigns.services.kernels import kernel_get_or_upload
+
+    verifier, _ = kernel_get_or_upload(
+        organization=kernel.organization,
+        name="float_verify",
+        description="tolerance verifier (the default of float gpu campaigns)",
+        data=FLOAT_VERIFIER.read_bytes(),
+        created_by=created_by,
+    )
+    return verifier, {**GPU_FLOAT_ENV, **env}
+
+
 def campaign_create(
     *,
     organization: Organization,
@@ -80,6 +116,8 @@ def campaign_create(
         if k is not None and k.organization_id != organization.pk:
             raise ServiceError("Kernels must belong to the campaign's organization.")
     _check_input_source(input_source, generator, generator_args, task_file)
+    if kernel.kind == Kernel.Kind.GPU:
+        verifier, env = _gpu_defaults(kernel, args, static_data, verifier, env, created_by)
     static_cap = limits()["STATIC_DATA_MAX_BYTES"]
     if static_data is not None and len(static_data) > static_cap:
         raise ServiceError(f"Static data is {len(static_data)} bytes; the limit is {static_cap}.")

@@ -17,6 +17,13 @@
  * RTOL and ATOL come from the environment variables VERIFY_RTOL and
  * VERIFY_ATOL (the campaign's environment), defaults 1e-9 and 1e-12.
  *
+ * VERIFY_FORMAT=f32 compares binary outputs instead: little-endian IEEE 754
+ * single-precision words, as gpu kernels with "float": true write them. An
+ * output is accepted when it is at least one whole word; two agree when they
+ * have the same length and every pair of words satisfies the rule above, or
+ * is equal (infinities), or both are NaN. (GPU campaigns get this verifier by
+ * default, with RTOL 1e-5 and ATOL 1e-6: docs/kernels.md, GPU kernels.)
+ *
  * Within a tolerance, agreement is not transitive (a~b and b~c but not a~c),
  * so classes are formed greedily in order: a candidate joins the class of the
  * first earlier accepted candidate that leads a class and agrees with it, or
@@ -58,8 +65,35 @@ static int next_number(span s, size_t *pos, double *out) {
     return 1;
 }
 
-/* 1 when the output is one or more finite numbers. */
+static int f32_mode = 0; /* VERIFY_FORMAT=f32 */
+
+static uint32_t le32(const unsigned char *p);
+
+static double f32_at(span s, size_t i) {
+    uint32_t bits = le32(s.data + 4 * i);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return (double)f;
+}
+
+static int f32_agree(span a, span b, double rtol, double atol) {
+    if (a.len != b.len) return 0;
+    for (size_t i = 0; i < a.len / 4; i++) {
+        double x = f32_at(a, i), y = f32_at(b, i);
+        if (isnan(x) || isnan(y)) {
+            if (isnan(x) && isnan(y)) continue;
+            return 0;
+        }
+        if (x == y) continue;
+        double scale = fabs(x) > fabs(y) ? fabs(x) : fabs(y);
+        if (!(fabs(x - y) <= atol + rtol * scale)) return 0;
+    }
+    return 1;
+}
+
+/* 1 when the output is one or more finite numbers (f32: one or more whole words). */
 static int accepted(span s) {
+    if (f32_mode) return s.len > 0 && s.len % 4 == 0;
     size_t pos = 0;
     double v;
     int count = 0, r;
@@ -68,6 +102,7 @@ static int accepted(span s) {
 }
 
 static int agree(span a, span b, double rtol, double atol) {
+    if (f32_mode) return f32_agree(a, b, rtol, atol);
     size_t pa = 0, pb = 0;
     for (;;) {
         double x = 0, y = 0;
@@ -123,6 +158,8 @@ int main(void) {
         pos += 4 + outputs[i].len;
     }
 
+    const char *format = getenv("VERIFY_FORMAT");
+    f32_mode = format != NULL && strcmp(format, "f32") == 0;
     double rtol = env_double("VERIFY_RTOL", 1e-9);
     double atol = env_double("VERIFY_ATOL", 1e-12);
     for (size_t i = 0; i < n; i++) {
