@@ -16,6 +16,9 @@ from workers import protocol
 # would write to the tests' database from a thread of its own, here (tests import the ASGI app)
 # and in the live servers (which inherit this environment); tests that want it ask for it.
 os.environ["HEARTBEAT"] = "false"
+# Native workers the tests start look for no GPU adapter (a second or two each) unless a test
+# asks for one (--gpu software: tests/test_gpu_native.py).
+os.environ["CCGSC_GPU"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ccgsc-worker",
         description=(
             "Join a CCGSC server's compute pool: run its campaigns' WebAssembly kernels "
-            "in wasmtime, one task per slot. Ctrl-C finishes running tasks and exits "
+            "in wasmtime, one task per slot, and its gpu kernels through wgpu where there is a "
+            "GPU (--gpu). Ctrl-C finishes running tasks and exits "
             "(press it again to exit at once)."
         ),
     )
@@ -107,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on shutdown, how long running tasks may finish (default: %(default)s)",
     )
+    parser.add_argument(
+        "--gpu",
+        choices=["auto", "software", "off"],
+        default=os.environ.get("CCGSC_GPU", "auto"),
+        help="gpu kernels (WGSL, needs `pip install 'ccgsc[gpu]'`): auto runs them on a real "
+        "GPU when there is one; software also on a software adapter (Mesa's lavapipe: the CPU "
+        "emulating a GPU, slow) when there is none; off never (default: $CCGSC_GPU or auto)",
+    )
+    parser.add_argument(
+        "--memory",
+        type=_size,
+        metavar="SIZE",
+        help="the most memory a kernel may have, e.g. 1G: the server sends no campaign whose "
+        "kernel declares more (default: not stated)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: libraries too)"
@@ -145,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_tasks=args.max_tasks,
         exit_when_idle=args.exit_when_idle,
         grace=args.grace,
+        gpu=args.gpu,
+        memory=args.memory,
     )
     try:
         worker = Worker(options)

@@ -38,12 +38,13 @@ from typing import Any, TypeVar
 import websockets
 
 from kernelhost import KernelRejected
+from kernelhost.gpuhost import AdapterInfo, GpuHost, GpuKernel, GpuUnavailable
 from workers import protocol
 
 from . import __version__
 from .backoff import Backoff
 from .cache import BlobCache, BlobError, default_cache_dir
-from .executor import CHECKPOINT, DONE, PROGRESS, CampaignSpec, Host, Job, RunPlan, failure
+from .executor import CHECKPOINT, DONE, PROGRESS, CampaignSpec, Host, Job, RunHost, RunPlan, failure
 from .results import ResultBatcher
 from .runner import JobRunner
 from .transport import HttpTransport, Transport, WebSocketTransport, http_base
@@ -68,6 +69,8 @@ SILENT_HEARTBEATS = 3
 STABLE_SECONDS = 10.0
 #: Compiled kernels this worker keeps referenced (the host keeps its own LRU as well).
 MAX_KERNELS = 32
+#: Said when a worker without --gpu software finds only a software adapter (or none).
+GPU_HINT = "; a software adapter (Mesa's lavapipe) is used only with --gpu software"
 #: The most disk the cache takes by default: half for downloaded kernels and static data, half
 #: for compiled modules and the static data as runs see it (least recently used go first).
 CACHE_MAX = 2 * 1024**3
@@ -93,6 +96,13 @@ class Options:
     exit_when_idle: float | None = None
     grace: float = 10.0
     max_in_hand: int = MAX_IN_HAND
+    # GPU kernels: "auto" runs them on a real GPU when there is one (and the wgpu package),
+    # "software" also on a software adapter (Mesa's lavapipe) when there is none, "off" never.
+    # The command line's default is "auto" (looking for an adapter takes a second or two).
+    gpu: str = "off"
+    # Bytes of memory offered to a kernel (hello's `memory`): the server sends no campaign
+    # whose kernel declares more. None: not stated.
+    memory: int | None = None
 
 
 def server_list(server: str) -> list[str]:
@@ -196,12 +206,17 @@ class Worker:
         cache: BlobCache | None = None,
         connect: Callable[[], Awaitable[Transport | None]] | None = None,
         backoff: Backoff | None = None,
+        gpu_host: GpuHost | None = None,
     ) -> None:
         self.options = options
         self.slots = max(1, min(options.slots, protocol.MAX_SLOTS))
         self.max_in_hand = max(1, min(MAX_IN_HAND, options.max_in_hand))
         self.agent = user_agent()
         self._host = host
+        # GPU kernels' host (kernelhost.gpuhost), started in run() unless options.gpu is "off";
+        # None when there is no GPU (or wgpu) to run them.
+        self.gpu_host = gpu_host
+        self.gpu_info: AdapterInfo | None = None
         self._cache = cache
         self._connect = connect
         self.backoff = backoff or Backoff(initial=0.5, maximum=30.0)
@@ -215,7 +230,7 @@ class Worker:
         self.exit_code = 0
         self.stats = Stats()
         self.runner = JobRunner(
-            self.slots, host=lambda: self.host, report=self._on_report, reported=self._reported
+            self.slots, host=self._host_for, report=self._on_report, reported=self._reported
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kernels: OrderedDict[str, Any] = OrderedDict()
@@ -268,6 +283,7 @@ class Worker:
         )
         try:
             _ = self.host, self.cache  # fail early (unwritable cache dir) rather than per task
+            await self._start_gpu()
             while not self.stopping:
                 transport = await self._unless_stopped(self._open())
                 if transport is not None:
@@ -288,6 +304,8 @@ class Worker:
             await self.runner.finish()
             if self._cache is not None:
                 await self._cache.aclose()
+            if self.gpu_host is not None:
+                await asyncio.to_thread(self.gpu_host.close)
         log.info(
             "stopped: %d task(s) done, %d failed, %d ignored by the server",
             self.stats.ok,
@@ -295,6 +313,27 @@ class Worker:
             self.stats.ignored,
         )
         return self.exit_code
+
+    async def _start_gpu(self) -> None:
+        """Find the GPU adapter (in the GPU host's child process) before the first hello, which
+        reports it; without one this worker simply gets no gpu campaigns."""
+        mode = self.options.gpu
+        if mode == "off":
+            self.gpu_host = None
+            return
+        if self.gpu_host is None:
+            self.gpu_host = GpuHost("any" if mode == "software" else "hardware")
+        try:
+            self.gpu_info = await asyncio.to_thread(self.gpu_host.start)
+        except GpuUnavailable as exc:
+            log.info("no gpu kernels: %s%s", exc, "" if mode == "software" else GPU_HINT)
+            self.gpu_host = None
+            return
+        log.info(
+            "gpu kernels on %s%s",
+            self.gpu_info.adapter,
+            " (software: the CPU emulates a GPU)" if self.gpu_info.software else "",
+        )
 
     async def _unless_stopped(self, aw: Awaitable[T]) -> T | None:
         """Await `aw`, or give up on it (cancelled) as soon as a stop is requested."""
@@ -407,6 +446,8 @@ class Worker:
             agent=self.agent,
             token=self.options.token or None,
             campaign=self.options.campaign,
+            gpu=protocol.GpuInfo(**self.gpu_info.hello()) if self.gpu_info else None,
+            memory=self.options.memory,
         )
 
     async def _heartbeat(self, s: Session) -> None:
@@ -521,7 +562,9 @@ class Worker:
             self._fail(s, job, "host", f"the server sent no descriptor for campaign {job.campaign}")
         elif isinstance(spec, str):
             self._fail(s, job, "host", f"bad descriptor for campaign {job.campaign}: {spec}")
-        elif spec.kind != "wasm":
+        elif spec.kind == "gpu" and self.gpu_host is None:
+            self._fail(s, job, "invalid", "a gpu kernel cannot run here: this worker has no GPU")
+        elif spec.kind not in ("wasm", "gpu"):
             self._fail(s, job, "invalid", f"a {spec.kind!r} kernel cannot run in a native worker")
         elif spec.kernel in self._invalid:
             self._fail(s, job, "invalid", self._invalid[spec.kernel])
@@ -540,8 +583,14 @@ class Worker:
         try:
             kernel = self._kernels.get(spec.kernel)
             if kernel is None:
-                wasm = await self.cache.get(spec.kernel)
-                kernel = await asyncio.to_thread(self.host.compile, wasm, spec.kernel)
+                code = await self.cache.get(spec.kernel)
+                if spec.kind == "gpu":
+                    assert self.gpu_host is not None and spec.gpu is not None  # see _schedule
+                    kernel = await asyncio.to_thread(
+                        self.gpu_host.compile, code, spec.kernel, spec.gpu
+                    )
+                else:
+                    kernel = await asyncio.to_thread(self.host.compile, code, spec.kernel)
                 self.cache.mark_kernel(spec.kernel)
                 self._kernels[spec.kernel] = kernel
                 while len(self._kernels) > MAX_KERNELS:
@@ -578,6 +627,13 @@ class Worker:
             else:
                 self._fail(s, job, err, reason)
         self._jobs_changed(s)
+
+    def _host_for(self, job: Job) -> RunHost:
+        """Slot thread: the host that runs this job's kernel (gpu kernels: the GPU host)."""
+        if job.plan is not None and isinstance(job.plan.kernel, GpuKernel):
+            assert self.gpu_host is not None  # a gpu plan exists only with one (_schedule)
+            return self.gpu_host
+        return self.host
 
     def _fail(self, s: Session, job: Job, err: protocol.ErrorKind, message: str) -> None:
         if s.jobs.get(job.lease) is job:

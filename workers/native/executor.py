@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from kernelhost import Limits, RunResult
+from kernelhost.gpu import GpuManifest, parse_manifest
 from workers.protocol import ERROR_KINDS, MAX_STDERR, ErrorKind, ResultItem
 
 log = logging.getLogger("ccgsc.worker")
@@ -40,10 +41,9 @@ DONE, CHECKPOINT, PROGRESS = 0, 1, 2
 Post = Callable[[int, "Job", Any], None]
 
 
-class Host(Protocol):
-    """The part of kernelhost.KernelHost the worker uses (tests substitute a fake)."""
-
-    def compile(self, wasm: bytes, sha256: str | None = None) -> Any: ...
+class RunHost(Protocol):
+    """What runs a compiled kernel: kernelhost.KernelHost, or kernelhost.gpuhost.GpuHost for
+    gpu kernels (which ignores what does not apply to them: args, env, static, checkpoint)."""
 
     def run(
         self,
@@ -61,6 +61,12 @@ class Host(Protocol):
         on_checkpoint: Callable[[bytes], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> RunResult: ...
+
+
+class Host(RunHost, Protocol):
+    """The part of kernelhost.KernelHost the worker uses (tests substitute a fake)."""
+
+    def compile(self, wasm: bytes, sha256: str | None = None) -> Any: ...
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -95,6 +101,7 @@ class CampaignSpec:
     env: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
     memory: int | None = None
+    gpu: GpuManifest | None = None  # kind "gpu": the kernel's manifest
 
     @classmethod
     def parse(cls, campaign_id: int, desc: Any) -> CampaignSpec:
@@ -114,16 +121,23 @@ class CampaignSpec:
             isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0
         ):
             raise ValueError("campaign descriptor has an invalid memory limit")
+        kind = str(desc.get("kind", "wasm"))
+        manifest = None
+        if kind == "gpu":
+            if not isinstance(desc.get("gpu"), dict):
+                raise ValueError("a gpu campaign's descriptor has no manifest")
+            manifest = parse_manifest(desc["gpu"])  # KernelRejected is a ValueError
         return cls(
             id=campaign_id,
             name=str(desc.get("name", "")),
             kernel=kernel,
-            kind=str(desc.get("kind", "wasm")),
+            kind=kind,
             static=static,
             args=_strings(desc.get("args"), "campaign args"),
             env=_string_map(desc.get("env"), "campaign env"),
             timeout=float(timeout),
             memory=memory,
+            gpu=manifest,
         )
 
 
@@ -300,7 +314,7 @@ def result_item(result: RunResult, ms: int, lease: int) -> ResultItem:
     )
 
 
-def execute(host: Host, job: Job, post: Post) -> ResultItem:
+def execute(host: RunHost, job: Job, post: Post) -> ResultItem:
     """Run `job` (its plan must be set) in the calling thread; return its result item.
 
     Never raises: a host failure (out of descriptors, a bug) becomes err="host", bad

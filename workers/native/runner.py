@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .executor import DONE, Host, Job, execute
+from .executor import DONE, Job, RunHost, execute
 
 #: What the loop is told of each report: (kind: DONE, CHECKPOINT or PROGRESS, job, payload).
 Report = Callable[[int, Job, Any], None]
@@ -26,13 +26,14 @@ Report = Callable[[int, Job, Any], None]
 class JobRunner:
     """Runs jobs in `slots` threads. `report(kind, job, payload)` is called on the loop for
     each item a slot posted (a DONE payload is the result item, or None when the job was
-    stopped before it ran), then `reported()` once per burst."""
+    stopped before it ran), then `reported()` once per burst. `host(job)` names the host that
+    runs a job's kernel (wasmtime's, or the GPU host for gpu kernels)."""
 
     def __init__(
         self,
         slots: int,
         *,
-        host: Callable[[], Host],
+        host: Callable[[Job], RunHost],
         report: Report,
         reported: Callable[[], None],
     ) -> None:
@@ -78,7 +79,7 @@ class JobRunner:
 
     def _execute(self, job: Job) -> None:
         """Slot thread: run one job and post its result (None when it was stopped before)."""
-        item = None if job.cancel.is_set() else execute(self._host(), job, self._post)
+        item = None if job.cancel.is_set() else execute(self._host(job), job, self._post)
         self._post(DONE, job, item)
 
     # --- the inbox: slot threads -> loop --------------------------------------------------------
