@@ -132,6 +132,8 @@ def test_a_gpu_kernel_needs_a_valid_manifest_and_only_it_takes_one(people):
         services.kernel_upload(organization=people.org, name="k", data=DOUBLE, kind=Kernel.Kind.GPU)
     with pytest.raises(services.ServiceError, match="manifest is invalid"):
         gpu_kernel(people, manifest={"workgroup_size": 0, "output_bytes": 4})
+    with pytest.raises(services.ServiceError, match="exceeds this platform's result limit"):
+        gpu_kernel(people, manifest={"workgroup_size": 64, "output_bytes": 64 * 1024 * 1024})
     with pytest.raises(services.ServiceError, match="Only a gpu kernel"):
         services.kernel_upload(
             organization=people.org, name="e", data=kernel_bytes("echo"), manifest=MANIFEST

@@ -174,6 +174,13 @@ def _check_gpu_kernel(data: bytes, manifest: bytes | str | dict[str, Any] | None
         )
     try:
         parsed = parse_manifest(manifest)
+        cap = int(limits()["RESULT_MAX_BYTES"])
+        if parsed.buffer_bytes is not None and parsed.buffer_bytes > cap:
+            # The output is the result: a larger one could never be accepted.
+            raise KernelRejected(
+                f"The manifest's output_bytes ({parsed.buffer_bytes}) exceeds this platform's"
+                f" result limit of {cap} bytes."
+            )
         source = check_source(data, parsed)
         if gpuhost.compile_check(source, parsed) is None:
             log.info("gpu kernel checked without a WGSL compiler (no wgpu adapter here)")
