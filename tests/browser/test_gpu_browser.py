@@ -24,6 +24,7 @@ from campaigns.models import Campaign, Kernel, Result, Task
 from kernelhost import KernelHost
 from rewards.models import Total
 from tests.browser.helpers import WEBGPU_ARGS, launched_chromiums, wait_for
+from tests.browser.test_accessibility import audit
 from tests.conftest import kernel_bytes
 from workers.models import WorkerSession
 
@@ -309,6 +310,7 @@ def test_the_deep_zoom_demo_paints_the_gpu_and_the_cpu_version_alike(
         assert same[:3] == [128 * 128, True, True]
         assert same[3] > 50  # a picture, not a flat colour
         assert not errors, errors
+        assert not audit(page, platform.url)  # axe: no serious or critical violations
     finally:
         demo.close()
         worker.close()
