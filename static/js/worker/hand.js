@@ -44,14 +44,46 @@ export class Hand {
     this.ready = null;
     this.current = null;
     this.knownStatic = null;
+    /** @type {{worker: Worker, kind: string, ready: Promise<void>, knownStatic: string | null} | null} */
+    this.parked = null; // an idle GPU worker set aside while the hand runs other kinds
+  }
+
+  _dropParked() {
+    if (this.parked !== null) this.parked.worker.terminate();
+    this.parked = null;
   }
 
   get busy() {
     return this.current !== null;
   }
 
+  /**
+   * Make `kind`'s worker the current one. A GPU worker is set aside rather than ended when the
+   * hand turns to another kind, and taken back when GPU work returns: its device and compiled
+   * pipelines are costly to make again, and campaigns of both kinds alternate on one hand.
+   * Other workers are cheap to start and end.
+   */
   _spawn(kind) {
-    this._kill();
+    const parked = this.parked;
+    if (parked !== null && parked.kind === kind) {
+      this.parked = null;
+      this._kill();
+      this.worker = parked.worker;
+      this.kind = parked.kind;
+      this.ready = parked.ready;
+      this.knownStatic = parked.knownStatic;
+      return;
+    }
+    if (this.worker !== null && this.kind === "gpu") {
+      this._dropParked();
+      this.parked = { worker: this.worker, kind: this.kind, ready: this.ready, knownStatic: this.knownStatic };
+      this.worker = null;
+      this.kind = null;
+      this.ready = null;
+      this._readyResolve = this._readyReject = null;
+    } else {
+      this._kill();
+    }
     const worker = new Worker(this.urls[kind], { type: "module", name: `ccgsc-hand-${this.index}` });
     this.worker = worker;
     this.kind = kind;
@@ -102,6 +134,7 @@ export class Hand {
   }
 
   _crashed(worker, message) {
+    if (this.parked !== null && worker === this.parked.worker) this._dropParked();
     if (worker !== this.worker) return;
     const run = this.current;
     this._kill();
@@ -212,5 +245,6 @@ export class Hand {
   dispose() {
     this.abort("stopped");
     this._kill();
+    this._dropParked();
   }
 }
