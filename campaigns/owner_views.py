@@ -347,7 +347,8 @@ def campaign_results(request: HttpRequest, slug: str, campaign_id: int) -> HttpR
         after=_cursor(request.GET.get("after")),
     )
     previews = selectors.output_previews([r.pk for r in page.rows])
-    rows = [(r, previews.get(r.pk)) for r in page.rows]
+    reasons = selectors.validation_reasons(campaign, page.rows)
+    rows = [(r, previews.get(r.pk), reasons.get(r.pk)) for r in page.rows]
     query = request.GET.copy()
     for key in ("before", "after", "page"):
         query.pop(key, None)

@@ -251,6 +251,151 @@ def results_page(
     )
 
 
+@dataclass(frozen=True)
+class _Returned:
+    """A returned successful replica, as the validation page compares it with its task's
+    others (a campaigns.replicas.Volunteer)."""
+
+    id: int
+    task_id: int
+    validation: int
+    user_id: int | None
+    session_id: int | None
+    origin: str | None
+    profile: str | None
+    sha: str
+    basis: int
+    agreed_with: int | None
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a result has its validation (the owner's validation page): `text` the decision,
+    `note` an outvote that did not count because the results behind it were not independent."""
+
+    text: str
+    note: str = ""
+
+
+def _accepted_because(me: _Returned, min_quorum: int) -> str:
+    Basis = Result.Basis
+    if me.basis == Basis.QUORUM:
+        n = (me.agreed_with or 0) + 1
+        return (
+            f"Accepted: a quorum of {n} independent volunteers agreed (distinct users,"
+            f" networks and browser profiles; the campaign needs {min_quorum})."
+        )
+    if me.basis == Basis.TRUSTED:
+        return (
+            "Accepted alone: a volunteer trusted on this kernel, not drawn for a spot check"
+            " this time (adaptive replication)."
+        )
+    if me.basis == Basis.SINGLE:
+        return "Accepted as returned: a quorum of 1 compares it with nothing."
+    if me.basis == Basis.VERIFIER:
+        return "Accepted by the campaign's verifier."
+    if me.basis == Basis.CANONICAL:
+        return "Returned after the task was decided; it agrees with the canonical result."
+    return "Accepted."
+
+
+def _verdict(me: _Returned, campaign: Campaign, task: Task, canonical: _Returned | None) -> str:
+    V = Result.Validation
+    if me.validation == V.VALID:
+        return _accepted_because(me, campaign.min_quorum)
+    if me.validation == V.INVALID:
+        if canonical is None:
+            return "Rejected by the campaign's verifier."
+        if canonical.basis == Result.Basis.QUORUM:
+            n = (canonical.agreed_with or 0) + 1
+            return (
+                "Invalid: it disagrees with the canonical result, on which"
+                f" {n} independent volunteers agreed."
+            )
+        if canonical.basis == Result.Basis.TRUSTED:
+            return "Invalid: it disagrees with the canonical result, a trusted volunteer's."
+        return "Invalid: it disagrees with the canonical result."
+    if me.validation == V.INCONCLUSIVE:
+        return (
+            "Inconclusive: the task failed without a quorum of independent agreeing results"
+            " (or after too many errors)."
+        )
+    if task.state == Task.State.DONE:
+        return "Awaiting comparison with the canonical result."
+    if campaign.state not in (State.RUNNING, State.PAUSED, State.DRAFT):
+        return "Undecided: the campaign ended before a quorum decided it."
+    return ""
+
+
+def validation_reasons(campaign: Campaign, results: Iterable[Result]) -> dict[int, Reason]:
+    """Why each of these results (of one campaign, a page of them) is valid, invalid or still
+    pending: the basis stored when it was decided, and, where results that disagree with it
+    outnumber it without being independent of each other (one person's many sockets, say),
+    that they did not outvote it. One query: the returned successful replicas of the page's
+    tasks (never the whole campaign)."""
+    from campaigns.replicas import independent_set
+
+    page = [r for r in results if r.outcome == Result.Outcome.SUCCESS]
+    if not page:
+        return {}
+    rows = Result.objects.filter(
+        task_id__in={r.task_id for r in page},
+        state=Result.State.RETURNED,
+        outcome=Result.Outcome.SUCCESS,
+    ).values_list(
+        "id",
+        "task_id",
+        "validation",
+        "user_id",
+        "session_id",
+        "origin",
+        "profile",
+        "output_sha256",
+        "basis",
+        "agreed_with",
+    )
+    by_task: dict[int, list[_Returned]] = {}
+    for row in rows:
+        returned = _Returned(*row)
+        by_task.setdefault(returned.task_id, []).append(returned)
+    quorum = campaign.min_quorum
+    out: dict[int, Reason] = {}
+    for r in page:
+        peers = by_task.get(r.task_id, [])
+        me = next((p for p in peers if p.id == r.pk), None)
+        if me is None:
+            continue
+        canonical = next((p for p in peers if p.id == r.task.canonical_result_id), None)
+        text = _verdict(me, campaign, r.task, canonical)
+        mine = [p for p in peers if p.sha == me.sha]
+        support = len(independent_set(mine))
+        if not text:
+            text = (
+                f"Awaiting a quorum: {support} of {quorum} independent volunteer(s) so far."
+                if quorum > 1
+                else "Awaiting validation."
+            )
+        note = ""
+        # Classes by bytes: what the validator compares unless a verifier decides.
+        if me.validation != Result.Validation.INVALID and campaign.verifier_id is None:
+            classes: dict[str, list[_Returned]] = {}
+            for p in peers:
+                if p.sha != me.sha:
+                    classes.setdefault(p.sha, []).append(p)
+            for other in classes.values():
+                behind = len(independent_set(other))
+                if len(other) >= max(quorum, len(mine)) > 1 and behind < quorum:
+                    note = (
+                        f"Not outvoted: the {len(other)} results that disagree come from"
+                        f" {behind} independent volunteer{'s' if behind != 1 else ''} (they"
+                        " share a user, network, browser profile or session), which is no"
+                        f" quorum of {quorum}."
+                    )
+                    break
+        out[r.pk] = Reason(text, note)
+    return out
+
+
 PREVIEW_BYTES = 64
 
 

@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from campaigns import signals
 from campaigns.models import Campaign, Result, Task
-from campaigns.replicas import insert_replicas
+from campaigns.replicas import independent, independent_set, insert_replicas
 from ccgsc import metrics
 from ccgsc.hooks import FailedRow, ResultRow
 from rewards import ledger, trust
@@ -97,25 +97,9 @@ class Replica:
     def outstanding(self) -> bool:
         return self.state in (UNSENT, LEASED)
 
-    @property
-    def identity(self) -> tuple[str, int]:
-        """Who stands behind this result: a user, or an anonymous session."""
-        if self.user_id is not None:
-            return ("u", self.user_id)
-        return ("s", self.session_id) if self.session_id is not None else ("r", self.id)
-
     def independent_of(self, other: Replica) -> bool:
-        """Could these two results come from two different people? Not when they share a
-        session, a user, a network origin or a browser profile (unknown shares nothing)."""
-        if self.identity == other.identity:
-            return False
-        if self.user_id is not None and self.user_id == other.user_id:
-            return False
-        if self.session_id is not None and self.session_id == other.session_id:
-            return False
-        if self.origin is not None and self.origin == other.origin:
-            return False
-        return self.profile is None or self.profile != other.profile
+        """Could these two results come from two different people (campaigns.replicas)?"""
+        return independent(self, other)
 
 
 @dataclass
@@ -159,14 +143,7 @@ class Decision:
 
 
 def _independent(group: Sequence[Replica]) -> list[Replica]:
-    """A largest-found set of pairwise independent results of a class (greedy in id order:
-    the lease rule keeps replicas of one task independent, so this is exact in practice and
-    never overcounts)."""
-    chosen: list[Replica] = []
-    for r in sorted(group, key=lambda r: r.id):
-        if all(r.independent_of(c) for c in chosen):
-            chosen.append(r)
-    return chosen
+    return independent_set(group)
 
 
 def _support(group: Sequence[Replica], policy: Policy | None = None) -> int:

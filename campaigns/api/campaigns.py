@@ -94,6 +94,8 @@ class CampaignOutput(serializers.ModelSerializer):
             "target_replicas",
             "max_error_replicas",
             "max_total_replicas",
+            "quorum_needs_account",
+            "adaptive_replication",
             "approved",
             "tasks_total",
             "tasks_done",
@@ -217,6 +219,19 @@ class CampaignCreateInput(serializers.Serializer):
     verifier = serializers.IntegerField(required=False, help_text="a verifier kernel's id")
     reducer = serializers.IntegerField(required=False, help_text="a reducer kernel's id")
     start = serializers.BooleanField(default=False, help_text="start the campaign at once")
+    quorum_needs_account = serializers.BooleanField(
+        required=False,
+        help_text="every quorum includes at least one signed-in volunteer: anonymous sessions "
+        "alone never decide a task (default false)",
+    )
+    adaptive_replication = serializers.BooleanField(
+        required=False,
+        help_text="BOINC's adaptive replication (default false; needs min_quorum >= 2). Risk: "
+        "a volunteer trusted on this kernel has a result accepted alone, spot-checked only at "
+        "random (at least 1 in 20), so a trusted volunteer who turns hostile gets wrong results "
+        "accepted until a spot check catches them. Off, every task gets min_quorum "
+        "independent agreeing results",
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

@@ -372,6 +372,12 @@ def campaign_text(c: dict[str, Any]) -> str:
         text += f"\n  error: {c['error']}"
     if c.get("stalled"):
         text += f"\n  cannot progress: {c['stalled']}"
+    if c.get("min_quorum", 1) > 1 or c.get("adaptive_replication"):
+        text += f"\n  quorum {c.get('min_quorum')} of independent volunteers"
+        if c.get("quorum_needs_account"):
+            text += ", one of them signed in"
+        if c.get("adaptive_replication"):
+            text += "; adaptive replication on (trusted results may stand alone)"
     return text
 
 
@@ -384,6 +390,8 @@ POLICY_OPTIONS = {
     "replicas": "target_replicas",
     "max_error_replicas": "max_error_replicas",
     "max_total_replicas": "max_total_replicas",
+    "quorum_needs_account": "quorum_needs_account",
+    "adaptive_replication": "adaptive_replication",
 }
 
 
@@ -999,6 +1007,22 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, help="replicas issued per task")
     p.add_argument("--max-error-replicas", type=int)
     p.add_argument("--max-total-replicas", type=int)
+    # default None, not False: an option not given is left to the server's default.
+    p.add_argument(
+        "--quorum-needs-account",
+        action="store_true",
+        default=None,
+        help="every quorum includes a signed-in volunteer (anonymous sessions alone never "
+        "decide a task)",
+    )
+    p.add_argument(
+        "--adaptive-replication",
+        action="store_true",
+        default=None,
+        help="accept a volunteer trusted on this kernel alone, spot-checked at random (off by "
+        "default). Risk: a trusted volunteer who turns hostile gets wrong results accepted "
+        "until a spot check catches them",
+    )
 
 
 def report(ctx: Context | None, error: CliError, as_json: bool) -> int:

@@ -142,6 +142,11 @@ def campaign_create(
         raise ServiceError("The target number of replicas must be at least the quorum.")
     if campaign.target_replicas > campaign.max_total_replicas:
         raise ServiceError("The cap on total replicas must be at least the target.")
+    if campaign.adaptive_replication and campaign.min_quorum < 2:
+        raise ServiceError(
+            "Adaptive replication lets a trusted volunteer's result stand in for a quorum:"
+            " it needs a quorum of at least 2."
+        )
     with transaction.atomic():
         if static_data is not None:
             campaign.static_data = blob_put(static_data)
