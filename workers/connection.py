@@ -240,6 +240,10 @@ class WorkerConnection:
             # The sweeper charged this session for them: read the allowance and bench back.
             self.allowance, self.benched_until = await db(sessions.session_discipline)(self.info.id)
             self.info = dataclasses.replace(self.info, expired=True)
+            # Results returned in time before these expired do not end the run of expiries:
+            # the next flush must not reset the sweeper's count (a hoarder answering one lease
+            # per flush would never be benched).
+            self.returned_in_time = False
         if mine:
             await self.send(protocol.Cancel(leases=mine, reason=reason))
             if self.wanted > 0 and not self.closed:
