@@ -9,6 +9,9 @@
    wasmtime threads in this process (the machine's own ceiling), interleaved in rounds.
    `python -m bench montecarlo` runs just this one and records nothing.
 4. Mandelbrot 400x300 in 720 tasks on one native worker with 2 slots.
+5. Verification under attack (bench/adversaries.py): wrong canonical results under 20 %
+   colluding adversaries with many anonymous sessions, with and without the defences, and
+   the cost of the independence checks per result batch.
 
 Figures are printed and written to docs/benchmarks.md (between the distribution markers).
 """
@@ -267,6 +270,11 @@ def main(argv: list[str]) -> int:
         *rows,
     ]
     bp.record_section(START, END, lines)
+
+    # 5. Verification under attack, in this process (its own section of docs/benchmarks.md).
+    from bench import adversaries
+
+    adversaries.measure(machine)
     return 0
 
 

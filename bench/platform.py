@@ -41,10 +41,15 @@ def bench_env() -> dict[str, str]:
     if _port_open(5432):
         import psycopg
 
+        # BENCH_DB: another database name, so two benchmarks on one machine do not drop each
+        # other's database.
+        name = os.environ.get("BENCH_DB", "ccgsc_bench")
+        if not name.replace("_", "").isalnum():
+            raise SystemExit(f"BENCH_DB must be a plain database name, got {name!r}")
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS ccgsc_bench WITH (FORCE)")
-            conn.execute("CREATE DATABASE ccgsc_bench")
-        env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/ccgsc_bench"
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
     else:
         path = ROOT / "var" / "bench.sqlite3"
         for suffix in ("", "-wal", "-shm"):
