@@ -431,7 +431,8 @@ def demo_feed(request: HttpRequest, campaign_id: int) -> JsonResponse:
         tail: int | None = min(int(request.GET["tail"]), selectors.FEED_PAGE)
     except (KeyError, ValueError):
         tail = None
-    body = selectors.demo_feed(campaign, request.GET.get("cursor"), tail=tail)
+    horizon = selectors.feed_horizon(campaign)
+    body = selectors.demo_feed(campaign, request.GET.get("cursor"), tail=tail, horizon=horizon)
     if kind == "primes":
-        body["summary"] = {"primes": selectors.primes_found(campaign)}
+        body["summary"] = {"primes": selectors.primes_found(campaign, horizon)}
     return JsonResponse(body)

@@ -512,8 +512,26 @@ FEED_PAGE_BYTES = 4 * 1024 * 1024
 SIZE = Length("output")
 
 
-def _feed_results(campaign: Campaign) -> QuerySet[Result]:
-    return (
+#: A result is stamped (returned_at) just before the transaction that stores it commits, so
+#: while a campaign takes results, one stamped earlier can become visible after one stamped
+#: later (two sessions answering at once), and a feed cursor already past it would skip it for
+#: good: demo pages missed results, and the primes count with them. Feeds of such a campaign
+#: read only results stamped at least FEED_SETTLE ago, when their transactions have long
+#: committed; once the campaign has finished, everything is settled and they read all.
+FEED_SETTLE = timedelta(seconds=2)
+SETTLED_STATES = (State.COMPLETED, State.CANCELLED, State.FAILED)
+
+
+def feed_horizon(campaign: Campaign, now: datetime | None = None) -> datetime | None:
+    """The newest returned_at a feed of `campaign` may read now (None: all of them). One
+    request computes it once, so the results and counts it answers with agree."""
+    if campaign.state in SETTLED_STATES:
+        return None
+    return (now or timezone.now()) - FEED_SETTLE
+
+
+def _feed_results(campaign: Campaign, horizon: datetime | None = None) -> QuerySet[Result]:
+    qs = (
         Result.objects.filter(
             campaign=campaign,
             state=Result.State.RETURNED,
@@ -524,22 +542,28 @@ def _feed_results(campaign: Campaign) -> QuerySet[Result]:
         .alias(output_size=SIZE)
         .filter(output_size__lte=DEMO_OUTPUT_MAX_BYTES)
     )
+    return qs if horizon is None else qs.filter(returned_at__lt=horizon)
 
 
 FEED_COLUMNS = ("id", "returned_at", "task__seq", "task__input", "output")
 
 
 def demo_feed(
-    campaign: Campaign, cursor: str | None, limit: int = FEED_PAGE, tail: int | None = None
+    campaign: Campaign,
+    cursor: str | None,
+    limit: int = FEED_PAGE,
+    tail: int | None = None,
+    horizon: datetime | None = None,
 ) -> dict[str, Any]:
     """Successful results in the order they were returned, after `cursor` (keyset pagination on
     (returned_at, id), through the returned_at index). Invalid results are left out; with
     replication a task may appear more than once until it is validated (pages dedupe by
     task). Without a cursor, `tail` asks for only the latest `tail` results (pages that show
     the newest results and need not catch up with all of them). Returns the results, the next
-    cursor and the campaign's counters. Two queries: the ids and sizes of the next rows, then
-    the contents of as many as fit in FEED_PAGE_BYTES."""
-    qs = _feed_results(campaign)
+    cursor and the campaign's counters. Only results stamped before `horizon` (feed_horizon)
+    when given. Two queries: the ids and sizes of the next rows, then the contents of as many
+    as fit in FEED_PAGE_BYTES."""
+    qs = _feed_results(campaign, horizon)
     newest_first = not cursor and tail is not None
     if newest_first:
         assert tail is not None
@@ -641,10 +665,11 @@ def _parse_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         return None
 
 
-def primes_found(campaign: Campaign) -> int:
-    """How many primes a primes campaign has found: the lines of its results, counted
-    incrementally (a per-process cache keeps the count and the feed cursor it reached), so
-    a demo page's poll reads only the results returned since the previous one."""
+def primes_found(campaign: Campaign, horizon: datetime | None = None) -> int:
+    """How many primes a primes campaign has found (in its results stamped before `horizon`,
+    see feed_horizon): the lines of its results, counted incrementally (a per-process cache
+    keeps the count and the feed cursor it reached), so a demo page's poll reads only the
+    results returned since the previous one."""
     from django.core.cache import cache
 
     started = campaign.started_at.timestamp() if campaign.started_at else 0
@@ -653,7 +678,7 @@ def primes_found(campaign: Campaign) -> int:
     while True:
         # Small chunks: at most 200 outputs of DEMO_OUTPUT_MAX_BYTES in memory at once.
         rows = list(
-            _after(_feed_results(campaign), cursor)
+            _after(_feed_results(campaign, horizon), cursor)
             .order_by("returned_at", "id")
             .values_list("id", "returned_at", "output")[:200]
         )

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -711,7 +712,11 @@ def test_demo_pages_are_public_for_approved_campaigns(people):
 
 
 @pytest.mark.django_db
-def test_demo_feed_pages_through_results_in_return_order(people):
+def test_demo_feed_pages_through_results_in_return_order(people, monkeypatch):
+    from campaigns import selectors
+
+    # Results count as settled at once here (tests/test_demo_feed.py tests the settling).
+    monkeypatch.setattr(selectors, "FEED_SETTLE", timedelta(0))
     campaign = _demo(people, "primes", [f"{i * 10} {i * 10 + 10}" for i in range(30)])
     outputs: dict[int, bytes] = {}
     complete_tasks(campaign, n=12)
@@ -756,11 +761,13 @@ def test_demo_feed_small_pages(people, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_primes_feed_tail_and_server_side_count(people):
+def test_primes_feed_tail_and_server_side_count(people, monkeypatch):
     from django.core.cache import cache
 
+    from campaigns import selectors
     from tests.test_reducer import run_kernel
 
+    monkeypatch.setattr(selectors, "FEED_SETTLE", timedelta(0))  # as above
     cache.clear()
     inputs = [f"{i * 100} {i * 100 + 100}" for i in range(10)]
     campaign = _demo(people, "primes", inputs)
