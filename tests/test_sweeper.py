@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -28,27 +29,41 @@ def test_rewards_registers_its_catch_up(hooks: Registry) -> None:
 async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing(
     monkeypatch: pytest.MonkeyPatch, hooks: Registry
 ) -> None:
-    often: list[int] = []
+    often: list[float] = []
     rarely: list[int] = []
+    loop = asyncio.get_running_loop()
+    three_runs = asyncio.Event()
 
     def broken() -> None:
         raise RuntimeError("boom")
+
+    def often_job() -> None:  # runs in the sweeper's thread
+        often.append(time.monotonic())
+        if len(often) == 3:
+            loop.call_soon_threadsafe(three_runs.set)
 
     monkeypatch.setattr(sweeper, "SWEEP_SECONDS", 0.01)
     monkeypatch.setattr(sweeper, "sweep_once", lambda: (0, 0))
     monkeypatch.setattr(sweeper, "hold_sweeper_lock", lambda: True)
     hooks.periodic[:] = [
         PeriodicJob(0.0, broken),
-        PeriodicJob(0.05, lambda: often.append(1)),
+        PeriodicJob(0.05, often_job),
         PeriodicJob(3600.0, lambda: rarely.append(1)),
     ]
-    task = asyncio.get_running_loop().create_task(sweeper._loop())
-    await asyncio.sleep(0.5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # A job first runs one period after the loop starts, then once per period.
-    assert 2 <= len(often) <= 12
+    started = time.monotonic()
+    task = loop.create_task(sweeper._loop())
+    try:
+        # The failing job runs on every sweep and stops nothing: the others keep their turns.
+        await asyncio.wait_for(three_runs.wait(), 60)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    elapsed = time.monotonic() - started
+    # A job first runs one period after the loop starts, then at most once per period: by
+    # now, however slowly the machine ran the loop, at most elapsed / period times.
+    assert often[0] - started >= 0.05
+    assert 3 <= len(often) <= elapsed / 0.05
     assert rarely == []
 
 
