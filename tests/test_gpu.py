@@ -288,3 +288,29 @@ def test_the_f32_tolerance_verifier_groups_outputs_within_tolerance():
     )
     assert result.ok, result.message
     assert parse_verdicts(result.stdout, 4) == [1, 1, 3, 0]
+
+
+def test_the_kernels_page_takes_wgsl_with_its_manifest(people):
+    import io
+
+    from django.urls import reverse
+
+    from tests.test_owner_ui import client_for
+
+    client = client_for(people.teammate)
+    url = reverse("campaigns:kernel_list", args=["alpha"])
+    wgsl = io.BytesIO(DOUBLE)
+    wgsl.name = "double.wgsl"
+    response = client.post(url, {"file": wgsl, "kind": "gpu", "manifest": json.dumps(MANIFEST)})
+    assert response.status_code == 302
+    kernel = people.org.kernels.get()
+    assert (kernel.name, kernel.kind, kernel.manifest["workgroup_size"]) == ("double", "gpu", 64)
+    page = client.get(url).content.decode()
+    assert 'id="manifest-field"' in page
+    wgsl = io.BytesIO(DOUBLE + b"// 2")
+    wgsl.name = "double2.wgsl"
+    refused = client.post(url, {"file": wgsl, "kind": "gpu", "manifest": "{"})
+    assert (
+        refused.status_code == 200
+        and "the manifest is not a JSON object" in refused.content.decode()
+    )
