@@ -689,16 +689,24 @@ def test_a_cache_dir_others_can_write_is_refused(tmp_path: Path) -> None:
     assert stat.S_IMODE(shared.stat().st_mode) == 0o777
 
 
-def _wait_for_child(pid: int, timeout_s: float = 20) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child hung")
+def _wait_for_child(pid: int, timeout_s: float = 120) -> int:
+    """The forked child's exit code, waited for (not polled); a child still running after
+    `timeout_s` is killed and the test fails."""
+    hung = threading.Event()
+
+    def kill() -> None:
+        hung.set()
+        os.kill(pid, 9)
+
+    watchdog = threading.Timer(timeout_s, kill)
+    watchdog.start()
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        watchdog.cancel()
+    if hung.is_set():
+        pytest.fail("the forked child hung")
+    return os.waitstatus_to_exitcode(status)
 
 
 # Like a Celery prefork master: compile (or nothing) in the parent, run only in the children.
