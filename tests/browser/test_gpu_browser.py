@@ -123,6 +123,8 @@ def test_a_browser_without_an_adapter_never_announces_a_gpu(browser, platform):
         box = page.locator("#gpu")
         assert box.is_disabled() and not box.is_checked()
         assert page.evaluate("() => navigator.gpu !== undefined")  # the API, but no adapter
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#gpu-control").screenshot(path=str(SCREENSHOTS / "contribute-no-gpu.png"))
         assert "gpu" not in next_hello(page, lambda: page.click("#start"))
     finally:
         context.close()
