@@ -92,3 +92,20 @@ def test_a_dispatch_beyond_the_contract_fails_as_invalid(host):
     result = host.run(kernel, stdin=b"")
     assert result.error is not None and result.error.value == "invalid"
     assert "dispatch too large" in result.message
+
+
+def test_a_software_adapter_is_used_only_when_asked():
+    # Mode "hardware" (the worker's --gpu auto) takes a real GPU or nothing: never lavapipe.
+    hardware = GpuHost("hardware")
+    refused = ""
+    info = None
+    try:
+        info = hardware.start()
+    except GpuUnavailable as exc:
+        refused = str(exc)
+    finally:
+        hardware.close()
+    if info is None:
+        assert "CPU" in refused or "no adapter" in refused
+    else:
+        assert not info.software
