@@ -189,9 +189,19 @@ class Swarm:
         self.thread.join(10)
 
 
+#: The production mode's settings (DEBUG off needs a real key); the test process signs its
+#: login sessions with the same key, so the server accepts them.
+SECRET_KEY = "adversarial-test-" + "k" * 40
+
+
 @pytest.fixture
-def server(transactional_db: None) -> Iterator[Platform]:
-    platform = start_server(TRUSTED_PROXY_ADDRESSES="127.0.0.1")
+def server(transactional_db: None, settings: Any) -> Iterator[Platform]:
+    """The platform as deployed: DEBUG off (PostgreSQL and Redis under CI and in the
+    production-like runs; the embedded mode otherwise), behind a "proxy" on 127.0.0.1."""
+    settings.SECRET_KEY = SECRET_KEY
+    platform = start_server(
+        TRUSTED_PROXY_ADDRESSES="127.0.0.1", DEBUG="false", SECRET_KEY=SECRET_KEY
+    )
     try:
         yield platform
     finally:
@@ -397,3 +407,43 @@ def test_a_hoarding_session_fails_no_task(server, people):
     session = WorkerSession.objects.get(pk=hoarder.session)
     assert session.leases_expired >= 1
     assert_trustworthy(campaign, {origin(worker.address), origin(hoarder.address)})
+
+
+# --- (d) a forged X-Forwarded-For through the deployed proxy -------------------------------------
+
+
+def test_a_forged_forwarded_for_through_the_deployed_proxy_is_not_believed(
+    transactional_db: None, settings: Any, tmp_path: Any
+) -> None:
+    """compose.yaml's deployment: nginx (deploy/nginx.conf) in front of daphne run with
+    --proxy-headers, which takes the client's address from the leftmost X-Forwarded-For entry.
+    An attacker who sends its own header must not choose its network origin (and so be as many
+    independent volunteers as it likes): the session's origin is where it really connects
+    from (loopback here), whatever it claims."""
+    import asyncio as aio
+
+    from websockets.asyncio.client import connect
+
+    from ccgsc.processes import nginx_binary, start_proxy
+
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed (Debian package nginx)")
+    settings.SECRET_KEY = SECRET_KEY
+    platform = start_server(DEBUG="false", SECRET_KEY=SECRET_KEY, daphne_args=("--proxy-headers",))
+    proxy = start_proxy([platform.port], tmp_path / "nginx")
+    url = proxy.url.replace("http", "ws") + "/ws/work/"
+
+    async def hello(forged: str) -> int:
+        async with connect(url, additional_headers={"X-Forwarded-For": forged}) as ws:
+            await ws.send(msgpack.packb({"t": "hello", "v": 2, "kind": "native", "slots": 1}))
+            welcome = decode(await ws.recv())
+            assert welcome["t"] == "welcome", welcome
+            return int(welcome["session"])
+
+    try:
+        sessions = [aio.run(hello(f"{ATTACKER_NET}.{i}, 198.51.{i}.7")) for i in (1, 2)]
+    finally:
+        proxy.stop()
+        platform.stop()
+    origins = set(WorkerSession.objects.filter(pk__in=sessions).values_list("origin", flat=True))
+    assert origins == {"127.0.0.0/24"}

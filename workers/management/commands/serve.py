@@ -42,7 +42,10 @@ class Command(BaseCommand):
                     host,
                     "-p",
                     str(port),
-                    "--proxy-headers",
+                    # No --proxy-headers: this server faces its clients directly, and daphne
+                    # would take any client's own X-Forwarded-For as its address (and so its
+                    # network origin, which keeps replicas apart). Behind a proxy, list it in
+                    # TRUSTED_PROXY_ADDRESSES instead (workers/identity.py).
                     # Result batches may be as large as the protocol's frame limit; a larger one
                     # is read (up to twice that) to be answered with the too_large error.
                     "--websocket-max-message-size",
