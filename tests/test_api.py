@@ -737,7 +737,7 @@ def test_regenerate_with_new_arguments(world, owner, django_capture_on_commit_ca
     assert response.status_code == 200, response.content
     assert response.json()["generator_args"] == ["4", "100"]
     assert owner.get(f"{API}/campaigns/{world.generated.pk}").json()["tasks_total"] == 4
-    assert_error(owner.post(f"{API}/campaigns/{world.draft.pk}/regenerate"), 400, "rejected")
+    assert_error(owner.post(f"{API}/campaigns/{world.draft.pk}/regenerate"), 409, "conflict")
 
 
 def test_detail_and_progress_show_the_counters(world, owner):

@@ -445,15 +445,26 @@ class CampaignRegenerateApi(ApiView):
         operation_id="campaigns_regenerate",
         summary="Run a draft or failed generator campaign's generator again",
         request=InputSerializer,
-        responses=CampaignOutput,
+        responses={
+            200: CampaignOutput,
+            409: OpenApiResponse(
+                description="Not a generator campaign, its generator is running, or it is "
+                "neither a draft nor failed."
+            ),
+        },
     )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = _campaign(self.actor(), campaign_id)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        campaign = campaign_regenerate(
-            campaign=campaign, generator_args=form.validated_data.get("generator_args")
-        )
+        try:
+            campaign = campaign_regenerate(
+                campaign=campaign, generator_args=form.validated_data.get("generator_args")
+            )
+        except ServiceError as exc:
+            # The arguments were checked above: what the service refuses is the campaign's kind
+            # or state (a conflict, as for the lifecycle actions), not the request.
+            raise StateConflict(str(exc)) from None
         campaign.refresh_from_db()
         return Response(CampaignOutput(campaign).data)
 
