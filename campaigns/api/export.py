@@ -227,8 +227,9 @@ THEN '{{"seq":' || seq
     THEN 'null,"output_encoding":null,"output_size":null'
     ELSE to_json(eout)::text || ',"output_encoding":"{utf8}","output_size":' || length(output)
     END
-  || ',"output_sha256":' || COALESCE(to_json(NULLIF(output_sha256, ''))::text, 'null')
-  || ',"failure":' || to_json(failure)::text || '}}'
+  || ',"output_sha256":' || CASE WHEN output_sha256 IS NULL OR output_sha256 = '' THEN 'null'
+    ELSE to_json(output_sha256)::text END
+  || ',"failure":' || CASE failure WHEN '' THEN '""' ELSE to_json(failure)::text END || '}}'
 ELSE '#' || json_build_array(seq, state, args,
   CASE WHEN big THEN NULL ELSE encode(input, 'hex') END, length(input),
   CASE WHEN big THEN encode(sha256(input), 'hex') END,
