@@ -46,7 +46,7 @@ def socket(
 async def assert_refused(communicator: WebsocketCommunicator) -> None:
     connected, _ = await communicator.connect(timeout=30)
     assert connected  # accepted, then closed with a code the page understands
-    message = await communicator.receive_output(timeout=3)
+    message = await communicator.receive_output(timeout=30)
     assert message == {"type": "websocket.close", "code": 4403}
     await communicator.wait()
 
@@ -98,7 +98,7 @@ async def test_member_gets_snapshots_that_follow_the_counters(cookies, campaign)
     communicator = socket(campaign.pk, cookies["teammate"])
     connected, _ = await communicator.connect(timeout=30)
     assert connected
-    first = await communicator.receive_json_from(timeout=3)
+    first = await communicator.receive_json_from(timeout=30)
     snap = first["snapshot"]
     assert (snap["id"], snap["state"], snap["tasks_total"], snap["tasks_done"]) == (
         campaign.pk,
@@ -110,7 +110,7 @@ async def test_member_gets_snapshots_that_follow_the_counters(cookies, campaign)
 
     await sync_to_async(complete_tasks)(campaign, n=10)
     for _ in range(10):
-        snap = (await communicator.receive_json_from(timeout=3))["snapshot"]
+        snap = (await communicator.receive_json_from(timeout=30))["snapshot"]
         if snap["tasks_done"] == 10:
             break
     assert snap["tasks_done"] == 10 and snap["progress"] == 0.025
@@ -122,7 +122,7 @@ async def test_member_gets_snapshots_that_follow_the_counters(cookies, campaign)
         Campaign, campaign_id=campaign.pk, state="paused"
     )
     for _ in range(10):
-        snap = (await communicator.receive_json_from(timeout=3))["snapshot"]
+        snap = (await communicator.receive_json_from(timeout=30))["snapshot"]
         if snap["state"] == "paused":
             break
     assert snap["state"] == "paused"
@@ -137,7 +137,7 @@ async def test_snapshots_are_rate_limited_under_load(cookies, campaign):
     pages = [socket(campaign.pk, cookies["owner"]), socket(campaign.pk, cookies["teammate"])]
     for page in pages:
         assert (await page.connect(timeout=30))[0]
-        await page.receive_json_from(timeout=3)  # the snapshot sent on connect
+        await page.receive_json_from(timeout=30)  # the snapshot sent on connect
 
     stop = threading.Event()
     batches = [0]
@@ -169,7 +169,7 @@ async def test_snapshots_are_rate_limited_under_load(cookies, campaign):
     for page in pages:
         last = None
         for _ in range(10):
-            last = (await page.receive_json_from(timeout=3))["snapshot"]
+            last = (await page.receive_json_from(timeout=30))["snapshot"]
             if last["tasks_done"] == final.tasks_done:
                 break
         assert last is not None and last["tasks_done"] == final.tasks_done
@@ -236,12 +236,12 @@ async def test_a_removed_member_loses_the_live_view(cookies, people, campaign, m
 
     communicator = socket(campaign.pk, cookies["teammate"])
     assert (await communicator.connect(timeout=30))[0]
-    await communicator.receive_json_from(timeout=3)
+    await communicator.receive_json_from(timeout=30)
     await sync_to_async(
         Membership.objects.filter(user=people.teammate, organization=people.org).delete
     )()
     monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
     # The next snapshot (a heartbeat at the latest) is not delivered: the socket closes.
-    message = await communicator.receive_output(timeout=5)
+    message = await communicator.receive_output(timeout=30)
     assert message == {"type": "websocket.close", "code": 4403}
     await communicator.wait()

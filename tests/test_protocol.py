@@ -35,7 +35,7 @@ async def send(comm, msg):
     await comm.send_to(bytes_data=protocol.encode(msg))
 
 
-async def recv(comm, timeout=5):
+async def recv(comm, timeout=30):
     return msgpack.unpackb(await comm.receive_from(timeout), raw=False, strict_map_key=False)
 
 
@@ -113,7 +113,7 @@ async def test_idle_worker_is_pushed_work_when_it_appears(make_campaign):
     assert (await recv(comm))["t"] == "idle"
     # New work for the (completed, now reopened) campaign is pushed without another request.
     await sync_to_async(services.tasks_add)(campaign=campaign, specs=[TaskSpec(input=b"second")])
-    pushed = await recv(comm, timeout=5)
+    pushed = await recv(comm, timeout=30)
     assert pushed["t"] == "tasks" and pushed["tasks"][0]["in"] == b"second"
     await comm.disconnect()
 
