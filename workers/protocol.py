@@ -329,9 +329,10 @@ class Idle(Message, tag="idle"):
 
 class Cancel(Message, tag="cancel"):
     """Stop these tasks and drop their results (campaign paused or cancelled, task decided
-    elsewhere, or this session failed 6 of the campaign's tasks in a row: it then gets none of
-    that campaign's tasks for 30 s, doubling with each further streak up to 10 min, until a
-    success)."""
+    elsewhere, the lease expired — `lease expired`: the task went back to the queue for
+    another session —, or this session failed 6 of the campaign's tasks in a row: it then gets
+    none of that campaign's tasks for 30 s, doubling with each further streak up to 10 min,
+    until a success)."""
 
     leases: list[int]
     reason: str
@@ -344,8 +345,9 @@ class Pong(Message, tag="pong"):
 class Error(Message, tag="error"):
     """A refused message, which changed nothing. `code`: `malformed`, `too_large`, `invalid`,
     `unknown_type`, `hello_first`, `not_leased` (a result or checkpoint for a lease this
-    session was never given — nothing is stored), `version`, `auth`, `session`, `origin`.
-    `fatal`: the session ends."""
+    session was never given — nothing is stored), `version`, `auth`, `session`, `origin`,
+    `busy` (a hello from a network that already has MAX_SESSIONS_PER_ORIGIN sessions, or no
+    slots left under MAX_SLOTS_PER_ORIGIN; fatal). `fatal`: the session ends."""
 
     code: str
     message: str
