@@ -912,22 +912,28 @@ class GeneratedBody:
         return b"".join(out)
 
 
-def test_bulk_add_parses_the_stream_in_constant_memory(world):
+# Constant memory is a peak that does not grow with the input: measured at two sizes, four
+# times apart, with batches small enough that both sizes take many of them. Holding the whole
+# input (or the whole export) would make the larger peak about four times the smaller.
+SMALL, BIG = 3_000, 12_000
+NO_GROWTH = 1.5  # the larger peak may exceed the smaller by this factor at most
+
+
+def _bulk_add_peak(world: World, count: int, line_size: int = 212) -> int:
+    """Add `count` tasks in one streamed request (`line_size` bytes a line); the peak of
+    memory allocated meanwhile."""
     from rest_framework.test import force_authenticate
 
     from campaigns.api.campaigns import TaskListApi
-
-    count, line_size = 100_000, 212  # a 21 MB body
 
     def lines() -> Iterator[bytes]:
         for i in range(count):
             yield b'{"input": "%08d %s"}\n' % (i, b"x" * (line_size - 23))
 
-    length = count * line_size
     request = RequestFactory().post(
         f"{API}/campaigns/{world.draft.pk}/tasks",
         CONTENT_TYPE=NDJSON,
-        CONTENT_LENGTH=str(length),
+        CONTENT_LENGTH=str(count * line_size),
         **cast(dict[str, Any], {"wsgi.input": GeneratedBody(lines())}),
     )
     force_authenticate(request, user=world.people.owner)
@@ -939,9 +945,16 @@ def test_bulk_add_parses_the_stream_in_constant_memory(world):
         tracemalloc.stop()
     assert response.status_code == 201, response.data
     assert response.data["added"] == count
-    assert Task.objects.filter(campaign=world.draft).count() == count + 3
+    return peak
+
+
+def test_bulk_add_parses_the_stream_in_constant_memory(world, settings):
+    settings.CCGSC = {**settings.CCGSC, "GENERATOR_BATCH": 250}
+    _bulk_add_peak(world, 10)  # imports and caches, outside the measurements
+    small, big = _bulk_add_peak(world, SMALL), _bulk_add_peak(world, BIG)
+    assert Task.objects.filter(campaign=world.draft).count() == 10 + SMALL + BIG + 3
     # One batch of tasks (GENERATOR_BATCH) is held at a time, never the whole stream.
-    assert peak < length / 5, (peak, length)
+    assert big < small * NO_GROWTH, (small, big)
 
 
 def test_bulk_add_of_the_wrong_content_type_is_415(world, owner):
@@ -1100,13 +1113,10 @@ async def test_export_under_asgi_streams_through_an_async_iterator(people, async
         await sync_to_async(connections.close_all)()
 
 
-LARGE = 100_000
-
-
-def _fill_large_campaign(campaign: Campaign, output_size: int) -> None:
-    """100,000 done tasks with canonical results, set-based (the scheduler's path would take
+def _fill_done_campaign(campaign: Campaign, count: int, output_size: int) -> None:
+    """`count` done tasks with canonical results, set-based (the scheduler's path would take
     minutes)."""
-    services.tasks_add(campaign=campaign, specs=(TaskSpec(input=b"%08d" % i) for i in range(LARGE)))
+    services.tasks_add(campaign=campaign, specs=(TaskSpec(input=b"%08d" % i) for i in range(count)))
     r, t = Result._meta.db_table, Task._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -1127,7 +1137,7 @@ def _fill_large_campaign(campaign: Campaign, output_size: int) -> None:
             f" WHERE {r}.task_id = {t}.id AND {t}.campaign_id = %s",
             [Task.State.DONE, campaign.pk],
         )
-    Campaign.objects.filter(pk=campaign.pk).update(tasks_done=LARGE)
+    Campaign.objects.filter(pk=campaign.pk).update(tasks_done=count)
 
 
 def _last_row(fmt: str, last_chunk: bytes) -> dict:
@@ -1140,39 +1150,56 @@ def _last_row(fmt: str, last_chunk: bytes) -> dict:
     return json.loads(line)
 
 
-def test_export_of_100000_results_streams_in_constant_memory(people):
+@dataclass
+class Export:
+    peak: int  # bytes allocated at most while it streamed
+    total: int  # bytes sent
+    lines: int
+    last: bytes  # the last chunk
+
+
+def _export(client: Client, campaign: Campaign, fmt: str) -> Export:
+    tracemalloc.start()
+    try:
+        response = client.get(f"{API}/campaigns/{campaign.pk}/results?format={fmt}")
+        assert response.status_code == 200
+        total = lines = 0
+        last = b""
+        for chunk in chunks(response):
+            total += len(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return Export(peak, total, lines, last)
+
+
+def test_export_streams_in_constant_memory(people, monkeypatch):
+    monkeypatch.setattr("campaigns.api.export.ROWS_PER_QUERY_CHUNK", 100)
     kernel = services.kernel_upload(organization=people.org, name="e", data=kernel_bytes("echo"))
-    campaign = services.campaign_create(organization=people.org, name="big", kernel=kernel)
-    _fill_large_campaign(campaign, output_size=256)
+    campaigns = {}
+    for count in (SMALL, BIG):
+        campaigns[count] = services.campaign_create(
+            organization=people.org, name=f"{count}", kernel=kernel
+        )
+        _fill_done_campaign(campaigns[count], count, output_size=256)
     client = Client()
     client.force_login(people.owner)
 
     for fmt in ("jsonl", "csv", "msgpack"):
         # Warm up (imports, URL resolver, session and settings caches) outside the measurement.
-        url = f"{API}/campaigns/{campaign.pk}/results?format={fmt}"
+        url = f"{API}/campaigns/{campaigns[SMALL].pk}/results?format={fmt}"
         warm_up = streamed(client.get(url + "&state=failed"))
         assert warm_up.count(b"\n") == (fmt == "csv")  # no failed tasks: at most a header
-        tracemalloc.start()
-        try:
-            response = client.get(url)
-            assert response.status_code == 200
-            total = lines = 0
-            last = b""
-            for chunk in chunks(response):
-                total += len(chunk)
-                lines += chunk.count(b"\n")
-                last = chunk
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        small, big = _export(client, campaigns[SMALL], fmt), _export(client, campaigns[BIG], fmt)
         # Every result went out, the last row is the last task's.
         if fmt != "msgpack":
-            assert lines == LARGE + (fmt == "csv")
-        assert int(_last_row(fmt, last)["seq"]) == LARGE - 1
-        assert total > 25_000_000  # ~256 output bytes (more in base64) per result
-        # The export never sits in memory: the peak is a small fraction of what was sent.
-        assert peak < total / 20, (fmt, peak, total)
-        assert peak < 3_000_000, (fmt, peak)
+            assert big.lines == BIG + (fmt == "csv")
+        assert int(_last_row(fmt, big.last)["seq"]) == BIG - 1
+        assert big.total > 3 * small.total  # ~256 output bytes (more in base64) per result
+        # The export never sits in memory: four times the results, not more memory.
+        assert big.peak < small.peak * NO_GROWTH, (fmt, small.peak, big.peak)
 
 
 def test_export_chunks_are_bounded(people, make_campaign):

@@ -34,7 +34,8 @@ from campaigns.services import campaign_start, kernel_upload
 from ccgsc.processes import Platform, Proxy, free_port, nginx_binary, start_proxy
 from tests.conftest import kernel_bytes
 from tests.live import ROOT, start_server, subprocess_env
-from tests.test_e2e import assert_each_task_done_exactly_once, completed, wait_until
+from tests.test_e2e import assert_each_task_done_exactly_once, completed
+from tests.waiting import wait_for
 from workers.models import WorkerSession
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("cluster")]
@@ -261,11 +262,17 @@ def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, ma
     cluster.worker(a.url, b_url)
     cluster.worker(proxy.url)
     cluster.worker(proxy.url)
-    wait_until(lambda: len(open_sessions()) == 3, SLOW, "three workers connected to process A")
+    wait_for(
+        lambda: len(open_sessions()) == 3, timeout=SLOW, what="three workers connected to process A"
+    )
     on_a = open_sessions()
     b = cluster.server(port=b_port)
     cluster.worker(b.url)
-    wait_until(lambda: len(open_sessions()) == 4, SLOW, "a fourth worker connected to process B")
+    wait_for(
+        lambda: len(open_sessions()) == 4,
+        timeout=SLOW,
+        what="a fourth worker connected to process B",
+    )
     (on_b,) = set(open_sessions()) - set(on_a)
 
     campaign_start(campaign=campaign)
@@ -282,14 +289,16 @@ def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, ma
             ).exists()
         )
 
-    wait_until(working_on_both, SLOW, "workers on both processes to hold or return tasks")
+    wait_for(
+        working_on_both, timeout=SLOW, what="workers on both processes to hold or return tasks"
+    )
     killed_at = timezone.now()
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(10)
     campaign.refresh_from_db()
     assert campaign.tasks_done < campaign.tasks_total, "the campaign ended before the kill"
 
-    wait_until(lambda: completed(campaign), 180, "the campaign to complete on process B")
+    wait_for(lambda: completed(campaign), timeout=180, what="the campaign to complete on process B")
     assert_each_task_done_exactly_once(campaign)
     assert Task.objects.filter(campaign=campaign, state=Task.State.FAILED).count() == 0
     # Every worker survived the loss of its server and carries on in a new session on B.
@@ -301,6 +310,6 @@ def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, ma
         campaign.refresh_from_db()
         return campaign.reduced_at is not None
 
-    wait_until(reduced, SLOW, "the reducer's job to run in the Celery worker")
+    wait_for(reduced, timeout=SLOW, what="the reducer's job to run in the Celery worker")
     assert campaign.reduced_output is not None and campaign.error == ""
     assert bytes(campaign.reduced_output).split()[2] == str(n * iterations).encode()

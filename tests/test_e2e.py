@@ -4,11 +4,11 @@ test database (PostgreSQL and Redis under CI)."""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
 from campaigns.models import Campaign, Result, Task
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.live
 
@@ -16,15 +16,6 @@ pytestmark = pytest.mark.live
 def canonical_output(task: Task) -> bytes:
     assert task.canonical_result is not None and task.canonical_result.output is not None
     return bytes(task.canonical_result.output)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def completed(campaign: Campaign) -> bool:
@@ -53,7 +44,7 @@ def test_thousands_of_tasks_complete_with_every_result_recorded_once(live_platfo
     campaign = make_campaign([f"task-{i}" for i in range(3000)], kernel="echo")
     live_platform.worker("--exit-when-idle", "5")
     live_platform.worker("--exit-when-idle", "5")
-    wait_until(lambda: completed(campaign), 120, "the campaign to complete")
+    wait_for(lambda: completed(campaign), timeout=120, what="the campaign to complete")
     assert_each_task_done_exactly_once(campaign)
     outputs = {
         bytes(t.input): canonical_output(t)
@@ -67,7 +58,7 @@ def test_a_worker_on_the_http_fallback_completes_a_campaign(live_platform, make_
     # wait for work: every task still done once, with its own output.
     campaign = make_campaign([f"task-{i}" for i in range(300)], kernel="echo")
     live_platform.worker("--http", "--slots", "2", "--exit-when-idle", "5")
-    wait_until(lambda: completed(campaign), 120, "the campaign to complete")
+    wait_for(lambda: completed(campaign), timeout=120, what="the campaign to complete")
     assert_each_task_done_exactly_once(campaign)
     tasks = Task.objects.filter(campaign=campaign).select_related("canonical_result")
     assert all(bytes(t.input) == canonical_output(t) for t in tasks)
@@ -77,21 +68,21 @@ def test_killed_worker_leases_go_to_another_worker(live_platform, make_campaign)
     # ~50 ms per task: the first worker is killed while it holds leases.
     campaign = make_campaign([f"{i + 1} 3000000" for i in range(60)], kernel="montecarlo")
     doomed = live_platform.worker()
-    wait_until(
+    wait_for(
         lambda: Result.objects.filter(campaign=campaign, state=Result.State.LEASED).exists(),
-        30,
-        "the first worker to hold leases",
+        timeout=30,
+        what="the first worker to hold leases",
     )
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)
     # The socket closed: its leases return to the queue at once, not at their deadline.
-    wait_until(
+    wait_for(
         lambda: not Result.objects.filter(campaign=campaign, state=Result.State.LEASED).exists(),
-        10,
-        "the dead worker's leases to be released",
+        timeout=10,
+        what="the dead worker's leases to be released",
     )
     live_platform.worker("--exit-when-idle", "5")
-    wait_until(lambda: completed(campaign), 120, "the campaign to complete")
+    wait_for(lambda: completed(campaign), timeout=120, what="the campaign to complete")
     assert_each_task_done_exactly_once(campaign)
     assert Result.objects.filter(campaign=campaign, state=Result.State.TIMED_OUT).count() == 0
 
@@ -101,7 +92,7 @@ def test_failed_attempt_resumes_from_its_checkpoint(live_platform, make_campaign
     # the retry must receive that checkpoint and finish from there.
     campaign = make_campaign(["40"], kernel="resumable", max_attempts=3, env={"CCGSC_STOP_AT": "5"})
     live_platform.worker("--exit-when-idle", "5")
-    wait_until(lambda: completed(campaign), 60, "the campaign to complete")
+    wait_for(lambda: completed(campaign), timeout=60, what="the campaign to complete")
     task = Task.objects.select_related("canonical_result").get(campaign=campaign)
     assert canonical_output(task) == b"resumed_from=5 steps=40\n"
     attempts = Result.objects.filter(task=task).order_by("pk")
@@ -112,10 +103,10 @@ def test_failed_attempt_resumes_from_its_checkpoint(live_platform, make_campaign
 def test_graceful_stop_returns_leases(live_platform, make_campaign):
     campaign = make_campaign([f"{i + 1} 20000000" for i in range(40)], kernel="montecarlo")
     worker = live_platform.worker()
-    wait_until(
+    wait_for(
         lambda: Result.objects.filter(campaign=campaign, state=Result.State.LEASED).count() >= 2,
-        30,
-        "leases",
+        timeout=30,
+        what="leases",
     )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import msgpack
@@ -18,6 +17,7 @@ from django.db import connection
 from campaigns import services
 from campaigns.models import Campaign, Result, Task
 from tests.conftest import kernel_bytes
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,13 +39,12 @@ def generator_campaign(people, generator, args, **kw):
 
 
 def wait_for_input(campaign, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def generated():
         campaign.refresh_from_db()
-        if campaign.input_state != Campaign.InputState.GENERATING:
-            return campaign
-        time.sleep(0.1)
-    raise AssertionError(f"generator still running after {timeout} s")
+        return campaign.input_state != Campaign.InputState.GENERATING
+
+    wait_for(generated, timeout=timeout, what="the generator to finish")
+    return campaign
 
 
 @pytest.fixture
@@ -135,10 +134,10 @@ def test_hundred_thousand_tasks_each_inserted_once(people, jobs):
 def test_hostile_generator_fails_the_campaign_and_the_worker_survives(
     people, jobs, generator, kind
 ):
-    started = time.monotonic()
     c = wait_for_input(generator_campaign(people, generator, []))
-    assert time.monotonic() - started < 30
     assert c.state == Campaign.State.FAILED and c.input_state == Campaign.InputState.FAILED
+    # The sandbox's limit stopped it, and says which (not a wall-clock guess of the test's:
+    # the job queue of a loaded machine may take its time to get to the job).
     assert kind in c.error
     assert Task.objects.filter(campaign=c).count() == 0 and c.tasks_total == 0
     # The same worker (process) still runs the next job.

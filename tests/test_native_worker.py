@@ -27,6 +27,7 @@ import pytest
 import wasmtime
 
 from kernelhost import ErrorKind, KernelHost, KernelRejected, Limits, RunResult
+from tests.waiting import until
 from workers import protocol
 from workers.native import client as client_mod
 from workers.native import results as results_mod
@@ -213,14 +214,8 @@ def tasks_frame(
     return frame
 
 
-async def until(cond: Callable[[], Any], timeout: float = 30.0) -> None:
-    """Wait for cond() to hold; the bound is generous, for a loaded machine (a passing test
-    returns as soon as it holds)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Harness:
@@ -694,8 +689,13 @@ async def test_results_linger_while_every_slot_has_work_queued(
     await until(lambda: len(host.calls) == 2)
     host.gate(1).set()
     await until(lambda: len(host.calls) == 3)
-    await asyncio.sleep(0.2)  # far beyond RESULT_DELAY
-    assert server.of("result") == []  # held: 5 tasks in hand for 2 slots
+    # Held (5 tasks in hand for 2 slots): its flush is due in RESULT_LINGER, not RESULT_DELAY.
+    session = h.worker.session
+    assert session is not None
+    results = session.results
+    await until(lambda: len(results) == 1)
+    assert results.due is not None and results.due - loop_time() > 10
+    assert server.of("result") == []
     host.gate(2).set()
     host.gate(3).set()
     # Now 3 in hand for 2 slots: the queue is short, so both held results go together.
@@ -730,16 +730,23 @@ async def test_results_go_at_once_when_the_queue_is_short(
 async def test_flow_control_waits_for_acks_but_not_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(results_mod, "ACK_WAIT", 0.3)
+    monkeypatch.setattr(results_mod, "ACK_WAIT", 30.0)
     h = Harness(slots=1)
     server = await h.start()
     server.ack = False  # a server that never acks
     server.push(tasks_frame([1], desc=descriptor()))
     await until(lambda: len(server.of("result")) == 1)
     server.push(tasks_frame([2, 3]))
-    await asyncio.sleep(0.1)
-    assert len(server.of("result")) == 1  # held back while the first frame is unacked
-    await until(lambda: len(server.results()) == 3)  # ... but only for ACK_WAIT
+    session = h.worker.session
+    assert session is not None
+    results = session.results
+    # Held back while the first frame is unacked: their flush waits for the ack's deadline...
+    await until(lambda: len(results) == 2 and (results.due or 0) - loop_time() > 10)
+    assert len(server.of("result")) == 1
+    # ... and no longer: when the deadline comes (its timer, run now), the frame goes.
+    monkeypatch.setattr(results_mod, "ACK_WAIT", 0.0)
+    results.flush()
+    assert len(server.results()) == 3
     server.ack = True
     await h.stop()
 
@@ -878,16 +885,20 @@ async def test_over_http_more_is_asked_for_at_half_of_the_last_fill() -> None:
 
 
 async def test_checkpoints_and_progress_reach_the_server() -> None:
+    progress_sent = threading.Event()
+
     def behaviour(kw: dict[str, Any]) -> RunResult:
         kw["on_progress"](0.25)
         kw["on_checkpoint"](b"first")
         kw["on_checkpoint"](b"second")  # within CHECKPOINT_INTERVAL: deferred
-        time.sleep(0.7)  # long enough for the progress flush
+        assert progress_sent.wait(10)  # the kernel runs until its progress was flushed
         return RunResult(None, b"", b"", ErrorKind.TIMEOUT, "too slow", 1.0)
 
     h = Harness(FakeHost(behaviour), slots=1)
     server = await h.start()
     server.push(tasks_frame([8], desc=descriptor()))
+    await until(lambda: server.of("progress"))
+    progress_sent.set()
     await until(lambda: server.results())
     checkpoints = server.of("checkpoint")
     assert [(c["lease"], c["data"]) for c in checkpoints] == [(8, b"first"), (8, b"second")]
@@ -1107,8 +1118,11 @@ async def test_http_transport_polls_and_pushes_separately(
     ]
     release_poll.set()
     assert (await t.recv() or {})["t"] == "tasks"
-    await asyncio.sleep(0.1)
-    assert polls["n"] == 1  # tasks came back: the stripped want needs no poll of its own
+    # Tasks came back: the stripped want needs no poll of its own. Once that poll is over,
+    # nothing is queued and no repeat is due (what would start one).
+    await until(lambda: t._poll is None)
+    assert not t._outbox and not t._repoll
+    assert polls["n"] == 1
     # A poll that comes back empty (the server's long poll expired) is repeated.
     t.send(protocol.Want(n=6))
     await until(lambda: polls["n"] >= 3)

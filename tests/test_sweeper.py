@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from django.utils import timezone
 from campaigns.models import Result
 from ccgsc.hooks import PeriodicJob, Registry
 from rewards import validation
+from tests.waiting import until
 from workers import scheduler, sessions, sweeper
 from workers.connection import limits as connection_limits
 from workers.models import WorkerSession
@@ -26,45 +26,56 @@ def test_rewards_registers_its_catch_up(hooks: Registry) -> None:
     assert [job.job for job in hooks.periodic] == [validation.catch_up]
 
 
+class SweepClock:
+    """The sweeper's clock in a test (its `time` module: monotonic only): each sweep moves it
+    on by one second, until it stops at `end`. How fast the machine is plays no part."""
+
+    def __init__(self, end: float) -> None:
+        self.now = 0.0
+        self.end = end
+        self.sweeps = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sweep(self) -> tuple[int, int]:
+        self.sweeps += 1
+        self.now = min(self.now + 1.0, self.end)
+        return (0, 0)
+
+
 async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing(
     monkeypatch: pytest.MonkeyPatch, hooks: Registry
 ) -> None:
     often: list[float] = []
-    rarely: list[int] = []
-    loop = asyncio.get_running_loop()
-    three_runs = asyncio.Event()
+    rarely: list[float] = []
+    failed: list[float] = []
+    clock = SweepClock(end=20.0)
 
     def broken() -> None:
+        failed.append(clock.now)
         raise RuntimeError("boom")
 
-    def often_job() -> None:  # runs in the sweeper's thread
-        often.append(time.monotonic())
-        if len(often) == 3:
-            loop.call_soon_threadsafe(three_runs.set)
-
-    monkeypatch.setattr(sweeper, "SWEEP_SECONDS", 0.01)
-    monkeypatch.setattr(sweeper, "sweep_once", lambda: (0, 0))
+    monkeypatch.setattr(sweeper, "SWEEP_SECONDS", 0)
+    monkeypatch.setattr(sweeper, "time", clock)
+    monkeypatch.setattr(sweeper, "sweep_once", clock.sweep)
     monkeypatch.setattr(sweeper, "hold_sweeper_lock", lambda: True)
     hooks.periodic[:] = [
         PeriodicJob(0.0, broken),
-        PeriodicJob(0.05, often_job),
-        PeriodicJob(3600.0, lambda: rarely.append(1)),
+        PeriodicJob(5.0, lambda: often.append(clock.now)),
+        PeriodicJob(3600.0, lambda: rarely.append(clock.now)),
     ]
-    started = time.monotonic()
-    task = loop.create_task(sweeper._loop())
-    try:
-        # The failing job runs on every sweep and stops nothing: the others keep their turns.
-        await asyncio.wait_for(three_runs.wait(), 60)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    elapsed = time.monotonic() - started
-    # A job first runs one period after the loop starts, then at most once per period: by
-    # now, however slowly the machine ran the loop, at most elapsed / period times.
-    assert often[0] - started >= 0.05
-    assert 3 <= len(often) <= elapsed / 0.05
+    task = asyncio.get_running_loop().create_task(sweeper._loop())
+    # Five sweeps after the clock stopped at 20 s: nothing is due any more.
+    await until(lambda: clock.sweeps >= 25, timeout=60, what="25 sweeps")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # A job first runs one period after the sweeper first saw it (at 1 s), then once per
+    # period; the one that fails at every sweep stops nothing.
+    assert often == [6.0, 11.0, 16.0]
     assert rarely == []
+    assert failed[:20] == [float(s) for s in range(1, 21)]
 
 
 # --- one sweeper per deployment, stale HTTP sessions, visible lag -------------------------------

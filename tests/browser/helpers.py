@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+
+from tests.waiting import wait_for as wait_for  # re-exported: the browser tests import it from here
 
 ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 CHROMIUM_ARGS = [
@@ -72,20 +73,6 @@ def handler_for(site: ThirdPartySite) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
-
-
-def wait_for(
-    check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.1, what: str = ""
-) -> Any:
-    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or check}")
-        time.sleep(interval)
 
 
 # WebGPU in headless Chromium: SwiftShader's software adapter, which Chromium offers only with

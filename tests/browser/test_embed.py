@@ -6,7 +6,6 @@ an unregistered origin gets no frame; the HTTP fallback takes over when WebSocke
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -48,6 +47,17 @@ def make_site(people: Any, origin: str) -> EmbedSite:
     return EmbedSite.objects.create(organization=people.org, name="A blog", origin=origin)
 
 
+# Whether the embed frame created the harness (window.ccgscHarness, set by start()): it is the
+# only code of the frame that connects to the server.
+NO_HARNESS = "() => window.ccgscHarness === undefined"
+A_MINUTE = 60_000  # ms of the page's (fake) clock
+
+
+def embed_frame(page: Any) -> Any:
+    (frame,) = [f for f in page.frames if "/embed/frame/" in f.url]
+    return frame
+
+
 def test_embed_asks_first_then_works_for_the_site(
     browser, platform, people, make_campaign, third_party
 ):
@@ -57,6 +67,9 @@ def test_embed_asks_first_then_works_for_the_site(
     context = browser.new_context()
     try:
         page = context.new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        page.clock.install()  # time flows as usual, and can be run ahead
         page.goto(f"{third_party.origin}/post")
         frame = page.frame_locator("iframe[data-ccgsc]")
         frame.locator("#consent").wait_for(state="visible")
@@ -66,8 +79,13 @@ def test_embed_asks_first_then_works_for_the_site(
                 .localStorage.length); } catch (e) { return e.name; } }"""
         )
         assert reach == "SecurityError"
-        time.sleep(1.0)
-        assert not browsers().exists(), "nothing may connect before consent"
+        # Nothing connects before consent, however long the banner waits: the frame's module
+        # has run (it showed the banner), and a minute of its timers later there is no
+        # harness, no socket, no session.
+        page.clock.run_for(A_MINUTE)
+        assert embed_frame(page).evaluate(NO_HARNESS), "nothing may connect before consent"
+        assert sockets == []
+        assert not browsers().exists()
         leased = Result.objects.filter(campaign=campaign).exclude(state=Result.State.UNSENT)
         assert not leased.exists()
 
@@ -88,9 +106,12 @@ def test_embed_asks_first_then_works_for_the_site(
         frame.locator("#stop").click()
         frame.locator("#off").wait_for(state="visible")
         wait_for(lambda: browsers().filter(disconnected_at=None).count() == 0)
+        connected = len(sockets)
         page.reload()
         page.frame_locator("iframe[data-ccgsc]").locator("#off").wait_for(state="visible")
-        time.sleep(0.5)
+        page.clock.run_for(A_MINUTE)
+        assert embed_frame(page).evaluate(NO_HARNESS)
+        assert len(sockets) == connected
         assert browsers().filter(disconnected_at=None).count() == 0
     finally:
         context.close()
@@ -112,11 +133,15 @@ def test_embed_on_an_unregistered_origin_is_refused(
         page = context.new_page()
         warnings: list[str] = []
         page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+        answers: list[int] = []
+        page.on("response", lambda r: answers.append(r.status) if "/embed/frame/" in r.url else 0)
         page.clock.install()
         for path in ("/copied-tag", "/direct-frame"):
-            page.goto(f"{third_party.origin}{path}")
-            page.wait_for_selector("iframe", state="attached")
-            time.sleep(1.0)
+            answers.clear()
+            # The window's load waits for the frame (in the HTML, or inserted by the tag's
+            # script before load): the frame has its answer and its document is final.
+            page.goto(f"{third_party.origin}{path}", wait_until="load")
+            assert len(answers) == 1, path
             frame = page.frame_locator("iframe")
             assert frame.locator("#consent").count() == 0, path
             assert frame.locator("#opt-in").count() == 0, path
@@ -126,8 +151,8 @@ def test_embed_on_an_unregistered_origin_is_refused(
                 assert width == 0
                 # ...and tells whoever set the tag up why, in the console.
                 assert not any("CCGSC embed" in w for w in warnings)
-                page.clock.fast_forward(9000)
-                page.wait_for_timeout(200)
+                with page.expect_console_message(lambda m: "CCGSC embed" in m.text):
+                    page.clock.fast_forward(9000)
                 (warning,) = [w for w in warnings if "CCGSC embed" in w]
                 assert "did not load" in warning and third_party.origin in warning
     finally:

@@ -9,7 +9,6 @@ going; closing the tab releases its leases; a JS kernel cannot reach the network
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -48,14 +47,22 @@ def held_leases() -> int:
 
 
 def open_contribute(
-    browser: Any, platform: Any, query: str = "", *, sent: list[bytes] | None = None
+    browser: Any,
+    platform: Any,
+    query: str = "",
+    *,
+    sent: list[bytes] | None = None,
+    clock: bool = False,
 ) -> tuple[Any, Any]:
     """The contribute page, started. `sent` collects every frame the harness sends over its
-    WebSocket."""
+    WebSocket; with `clock`, the page's timers run on Playwright's clock (time flows as usual
+    and can be run ahead)."""
     context = browser.new_context()
     page = context.new_page()
     if sent is not None:
         page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
+    if clock:
+        page.clock.install()
     page.goto(f"{platform.url}/contribute/?{query}")
     page.click("#start")
     return context, page
@@ -305,6 +312,16 @@ export async function run(input, context) {
     )
 
 
+# The harness's messages from now on, kept in the page (window.ccgscHarness.sent), in order.
+RECORD_SENT = """() => {
+  const harness = window.ccgscHarness;
+  const send = harness._send.bind(harness);
+  harness.sent = [];
+  harness._send = (message) => { harness.sent.push(message); send(message); };
+}"""
+ASKED = """() => window.ccgscHarness.sent.filter(
+  (m) => (m.t === "want" && m.n > 0) || (m.t === "result" && m.want > 0))"""
+
 HIDE = """(hidden) => {
   Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
   document.dispatchEvent(new Event("visibilitychange"));
@@ -313,16 +330,19 @@ HIDE = """(hidden) => {
 
 def test_a_hidden_tab_pauses_unless_background_work_is_allowed(browser, platform, make_campaign):
     campaign = make_campaign([f"{seed} 8000000" for seed in range(1, 41)], kernel="montecarlo")
-    context, page = open_contribute(browser, platform, "hands=1")
+    context, page = open_contribute(browser, platform, "hands=1", clock=True)
     try:
         wait_for(lambda: done_count(campaign) >= 1, what="the first task")
+        page.evaluate(RECORD_SENT)
         page.evaluate(HIDE, True)
         page.wait_for_function("() => window.ccgscHarness.snapshot().state === 'paused'")
-        # Queued tasks go back at once; the task running finishes and nothing more is leased.
+        # Queued tasks go back at once; the task running finishes and nothing more is leased:
+        # the harness asks for nothing while paused, not even after a minute of its timers.
         wait_for(lambda: held_leases() == 0, what="the queued leases to go back")
         paused_at = done_count(campaign)
-        time.sleep(1.0)
-        assert done_count(campaign) == paused_at
+        page.clock.run_for(60_000)
+        assert page.evaluate(ASKED) == []
+        assert held_leases() == 0 and done_count(campaign) == paused_at
         assert "while the tab is hidden" in page.inner_text("#detail")
 
         page.evaluate(HIDE, False)

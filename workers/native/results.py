@@ -72,6 +72,11 @@ class ResultBatcher:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def due(self) -> float | None:
+        """When (loop time) the pending results are to be sent, if a flush is scheduled."""
+        return self._due if self._handle is not None else None
+
     def add(self, item: ResultItem) -> None:
         size = len(item.output) + len(item.stderr) + 64
         # Keep every frame well inside the server's max_frame whatever the outputs weigh
