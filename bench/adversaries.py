@@ -231,7 +231,8 @@ def decide_cost(repeat: int = 2000) -> dict[str, float]:
     from rewards import validation
 
     policy = validation.Policy(1, min_quorum=2, max_total_replicas=10, has_verifier=False)
-    tasks, classes = [], {}
+    tasks: list[validation.TaskView] = []
+    classes: dict[int, validation.ClassKey] = {}
     for t in range(BATCH):
         replicas = [
             validation.Replica(
@@ -335,8 +336,9 @@ def measure(machine: str) -> None:
         " alone), in one process through the real scheduler and validator (no sockets).",
         "",
         f"A quorum-2 campaign of {TASKS} echo tasks; {HONEST + ADVERSARIES} volunteers, of whom"
-        f" {ADVERSARIES} (20 %) are adversaries who collude (the same wrong bytes for every"
-        f" task) with {SOCKETS_PER_ADVERSARY} anonymous sessions each (one network and"
+        f" {ADVERSARIES} (20 %) are adversaries who answer every task wrong, each alone (its"
+        " own wrong bytes) or colluding (the same wrong bytes), with"
+        f" {SOCKETS_PER_ADVERSARY} anonymous sessions each (one network and"
         f" {SOCKETS_PER_ADVERSARY} browser profiles per adversary); {HONEST} honest volunteers"
         " with one session each. Rounds in a seeded random order; every session leases up to 2"
         ' tasks and answers them. "Off" is the same run with the server blind to network'
@@ -364,7 +366,10 @@ def measure(machine: str) -> None:
         cpu_line,
         "",
         "The first line is the whole `submit_results` (database writes, validation, points) and"
-        " carries this shared machine's noise; the second isolates the rule's own work. The"
+        " carries this shared machine's noise; the second isolates the rule's own work, a few"
+        " comparisons per pair of replicas, which is far smaller than the first line's"
+        " difference: that difference is not explained by the rule (it does not run anywhere"
+        " else in submit_results) and is still to be found. The"
         " lease statement's independence conditions (workers/scheduler.py) are not in either:"
         " they cost in `lease`, not per result batch.",
     ]

@@ -192,6 +192,9 @@ class Swarm:
 #: The production mode's settings (DEBUG off needs a real key); the test process signs its
 #: login sessions with the same key, so the server accepts them.
 SECRET_KEY = "adversarial-test-" + "k" * 40
+# A bound on a start that is merely slow: on a loaded two-core machine importing Django and
+# answering the first request can take tens of seconds.
+START_TIMEOUT = 120.0
 
 
 @pytest.fixture
@@ -200,7 +203,10 @@ def server(transactional_db: None, settings: Any) -> Iterator[Platform]:
     production-like runs; the embedded mode otherwise), behind a "proxy" on 127.0.0.1."""
     settings.SECRET_KEY = SECRET_KEY
     platform = start_server(
-        TRUSTED_PROXY_ADDRESSES="127.0.0.1", DEBUG="false", SECRET_KEY=SECRET_KEY
+        timeout=START_TIMEOUT,
+        TRUSTED_PROXY_ADDRESSES="127.0.0.1",
+        DEBUG="false",
+        SECRET_KEY=SECRET_KEY,
     )
     try:
         yield platform
@@ -429,7 +435,12 @@ def test_a_forged_forwarded_for_through_the_deployed_proxy_is_not_believed(
     if nginx_binary() is None:
         pytest.skip("nginx is not installed (Debian package nginx)")
     settings.SECRET_KEY = SECRET_KEY
-    platform = start_server(DEBUG="false", SECRET_KEY=SECRET_KEY, daphne_args=("--proxy-headers",))
+    platform = start_server(
+        timeout=START_TIMEOUT,
+        daphne_args=("--proxy-headers",),
+        DEBUG="false",
+        SECRET_KEY=SECRET_KEY,
+    )
     proxy = start_proxy([platform.port], tmp_path / "nginx")
     url = proxy.url.replace("http", "ws") + "/ws/work/"
 
