@@ -336,17 +336,18 @@ def test_log_format_setting_is_strict(monkeypatch):
 def test_a_daphne_process_reports_itself_and_serves_metrics(transactional_db):
     """The heartbeat thread ccgsc/asgi.py starts in each server process writes its row; the
     process serves /status/ and, with the token, /metrics."""
-    import time
     import urllib.request
 
     from tests.live import start_server
+    from tests.waiting import wait_for
 
     platform = start_server(HEARTBEAT="true", METRICS_TOKEN="live-metrics-token")
     try:
-        deadline = time.monotonic() + 30
-        while not ProcessHeartbeat.objects.filter(pid=platform.proc.pid).exists():
-            assert time.monotonic() < deadline, "no heartbeat from the server process"
-            time.sleep(0.2)
+        wait_for(
+            lambda: ProcessHeartbeat.objects.filter(pid=platform.proc.pid).exists(),
+            timeout=30,
+            what="a heartbeat from the server process",
+        )
         with urllib.request.urlopen(f"{platform.url}/status/", timeout=10) as r:
             html = r.read().decode()
         assert 'data-check="Database" data-state="ok"' in html
@@ -356,9 +357,10 @@ def test_a_daphne_process_reports_itself_and_serves_metrics(transactional_db):
         with urllib.request.urlopen(request, timeout=10) as r:
             assert b"ccgsc_tasks_leased_total" in r.read()
         # The deployment-wide jobs ran from that thread too (each claims its JobRun row).
-        deadline = time.monotonic() + 30
-        while not JobRun.objects.filter(name="stall_check").exists():
-            assert time.monotonic() < deadline, "the periodic jobs did not run"
-            time.sleep(0.2)
+        wait_for(
+            lambda: JobRun.objects.filter(name="stall_check").exists(),
+            timeout=30,
+            what="the periodic jobs to run",
+        )
     finally:
         platform.stop()

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import random
 import threading
-import time
 
 import msgpack
 import pytest
@@ -18,6 +17,7 @@ from accounts.models import ApiToken, Membership, User
 from campaigns.models import Campaign, Result, Task
 from rewards import ledger
 from rewards.models import LedgerEntry, Reliability, Total
+from tests.waiting import wait_for
 from workers import protocol
 
 pytestmark = pytest.mark.live
@@ -120,13 +120,13 @@ def test_liars_among_real_workers_never_win_and_are_never_paid(
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 120
+
+    def settled() -> bool:
+        c.refresh_from_db()
+        return "error" in outcome or c.state == Campaign.State.COMPLETED
+
     try:
-        while time.monotonic() < deadline and "error" not in outcome:
-            c.refresh_from_db()
-            if c.state == Campaign.State.COMPLETED:
-                break
-            time.sleep(0.25)
+        wait_for(settled, timeout=120, what="the campaign to complete (or the swarm to fail)")
     finally:
         stop.set()
         thread.join(30)
