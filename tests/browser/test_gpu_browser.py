@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from django.conf import settings
 from django.test import Client
@@ -59,21 +58,20 @@ def webgpu_browser(chromiums: list[Any]) -> Any:
     return chromiums[1]
 
 
-def hello_of(frame: Any) -> dict[str, Any] | None:
-    if not isinstance(frame, bytes):
-        return None
-    message = msgspec.msgpack.decode(frame)
-    return message if isinstance(message, dict) and message.get("t") == "hello" else None
-
-
-def next_hello(page: Any, action: Any) -> dict[str, Any]:
-    """The hello of the WebSocket that `action` (a click) opens."""
-    with page.expect_websocket() as opened:
-        action()
-    frame = opened.value.wait_for_event("framesent", predicate=lambda f: hello_of(f) is not None)
-    hello = hello_of(frame)
-    assert hello is not None
-    return hello
+def next_session(seen: list[int]) -> WorkerSession:
+    """The browser session that opened after those in `seen` (added to it): what the server
+    recorded of its hello."""
+    session = wait_for(
+        lambda: (
+            WorkerSession.objects.filter(kind=WorkerSession.Kind.BROWSER)
+            .exclude(pk__in=seen)
+            .order_by("pk")
+            .first()
+        ),
+        what="a new browser session",
+    )
+    seen.append(session.pk)
+    return session
 
 
 def contribute(browser: Any, platform: Any) -> tuple[Any, Any]:
@@ -98,15 +96,19 @@ def test_the_gpu_toggle_shows_the_adapter_and_is_remembered(webgpu_browser, plat
         page.locator("section[aria-labelledby=worker-title]").screenshot(
             path=str(SCREENSHOTS / "contribute-gpu-toggle.png")
         )
-        hello = next_hello(page, lambda: page.click("#start"))
-        assert hello["gpu"]["adapter"] == note.get_attribute("data-adapter")
-        assert hello["gpu"]["max_buffer"] > 0 and hello["gpu"]["max_workgroups"] >= 65535
-        assert hello["gpu"]["max_invocations"] >= 256
+        seen = list(WorkerSession.objects.values_list("pk", flat=True))
+        page.click("#start")
+        session = next_session(seen)
+        assert session.gpu is not None
+        assert session.gpu["adapter"] == note.get_attribute("data-adapter")
+        assert session.gpu["max_buffer"] > 0 and session.gpu["max_workgroups"] >= 65535
+        assert session.gpu["max_invocations"] >= 256
         # Memory offered: half of navigator.deviceMemory, at most 4 GiB (gpu_probe.js).
         device_gib = page.evaluate("() => navigator.deviceMemory")
-        assert hello["memory"] == min(4 << 30, int(device_gib * (1 << 30)) // 2)
+        assert session.memory == min(4 << 30, int(device_gib * (1 << 30)) // 2)
         # Turning it off starts a session that does not announce a GPU.
-        assert "gpu" not in next_hello(page, box.uncheck)
+        box.uncheck()
+        assert next_session(seen).gpu is None
         page.click("#stop")
         box.check()
         page.reload()
@@ -125,7 +127,9 @@ def test_a_browser_without_an_adapter_never_announces_a_gpu(browser, platform):
         assert page.evaluate("() => navigator.gpu !== undefined")  # the API, but no adapter
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.locator("#gpu-control").screenshot(path=str(SCREENSHOTS / "contribute-no-gpu.png"))
-        assert "gpu" not in next_hello(page, lambda: page.click("#start"))
+        seen = list(WorkerSession.objects.values_list("pk", flat=True))
+        page.click("#start")
+        assert next_session(seen).gpu is None
     finally:
         context.close()
 
@@ -209,7 +213,8 @@ def test_a_webgpu_contributor_completes_a_gpu_campaign_a_browser_without_one_nev
     context = signed_in_context(webgpu_browser, platform, people.teammate)
     try:
         page = context.new_page()
-        page.goto(f"{platform.url}/contribute/?hands=1")
+        # Two hands: GPU tasks still run one at a time (nextRunnable), the other hand waits.
+        page.goto(f"{platform.url}/contribute/?hands=2")
         page.wait_for_function(GPU_NOTE_SAYS, arg="found")
         page.check("#gpu")
         page.click("#start")

@@ -39,6 +39,20 @@ function clampHands(n) {
   return Math.max(1, Math.min(maxHands(), Math.floor(Number(n)) || 1));
 }
 
+/**
+ * Where in the queue the next task for a free hand is: the first task, except that GPU tasks
+ * run one at a time (one device: the GPU serves one dispatch at a time anyway, and the native
+ * worker does the same), so while one runs, the first CPU task; -1 when there is none.
+ * @template T
+ * @param {T[]} queue
+ * @param {boolean} gpuBusy a GPU task is running
+ * @param {(item: T) => boolean} isGpu
+ */
+export function nextRunnable(queue, gpuBusy, isGpu) {
+  if (queue.length === 0) return -1;
+  return gpuBusy ? queue.findIndex((item) => !isGpu(item)) : 0;
+}
+
 export class Harness {
   /**
    * options: {base (platform origin), hands, throttle (percent or fraction), site (embed key),
@@ -283,7 +297,12 @@ export class Harness {
     if (!this.running || this.paused) return;
     for (let i = 0; i < this.slots.length && this.queue.length > 0; i++) {
       const slot = this.slots[i];
-      if (slot.state === "idle" && !slot.retire) this._run(i, this.queue.shift());
+      if (slot.state !== "idle" || slot.retire) continue;
+      const isGpu = (item) => this.campaigns.get(item.c)?.kind === "gpu";
+      const gpuBusy = this.slots.some((s) => s.state === "running" && s.item !== null && isGpu(s.item));
+      const at = nextRunnable(this.queue, gpuBusy, isGpu);
+      if (at < 0) break;
+      this._run(i, this.queue.splice(at, 1)[0]);
     }
     this._retire();
   }

@@ -139,3 +139,13 @@ test("the long poll asks for work only while fewer tasks than hands are in hand"
   assert.equal(harness._hungry(), 0, "paused");
   harness.stop();
 });
+
+test("GPU tasks run one at a time; CPU tasks pass a GPU task that waits", async () => {
+  const { nextRunnable } = await import("../../../static/js/worker/harness.js");
+  const isGpu = (item) => item.gpu;
+  const queue = [{ gpu: true }, { gpu: true }, { gpu: false }];
+  assert.equal(nextRunnable(queue, false, isGpu), 0);
+  assert.equal(nextRunnable(queue, true, isGpu), 2);
+  assert.equal(nextRunnable(queue.slice(0, 2), true, isGpu), -1);
+  assert.equal(nextRunnable([], false, isGpu), -1);
+});
