@@ -58,6 +58,7 @@ test: lint typecheck pytest
 bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.browser_vs_native
+	$(PY) -m bench.gpu_browser
 	$(PY) -m bench.gpu
 
 kernels: venv
