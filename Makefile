@@ -60,6 +60,7 @@ bench: venv
 	$(PY) -m bench.browser_vs_native
 	$(PY) -m bench.gpu_browser
 	$(PY) -m bench.gpu
+	$(PY) -m bench scale
 
 kernels: venv
 	$(PY) kernels/build.py

@@ -13,6 +13,10 @@
    colluding adversaries with many anonymous sessions, with and without the defences, and
    the cost of the independence checks per result batch.
 
+`python -m bench scale` (the last step of `make bench`) runs bench/scale.py: idle sessions,
+distinct visitors under the default per-origin caps, and visitor churn, on DATABASE_URL and
+REDIS_URL (skipped without them); recorded in its own section.
+
 Figures are printed and written to docs/benchmarks.md (between the distribution markers).
 """
 
@@ -175,6 +179,14 @@ def montecarlo(server: Platform) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["scale"]:
+        # Its own database and services (DATABASE_URL, REDIS_URL): see bench/scale.py.
+        from bench import scale
+
+        if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+            print("scale: skipped, it needs DATABASE_URL (PostgreSQL) and REDIS_URL")
+            return 0
+        return scale.main(argv[1:])
     env = bp.bench_env()
     bp.setup_django(env)
     if argv == ["montecarlo"]:  # just that figure, printed, not recorded
@@ -186,7 +198,7 @@ def main(argv: list[str]) -> int:
             server.stop()
         return 0
     if argv:
-        print("usage: python -m bench [montecarlo]", file=sys.stderr)
+        print("usage: python -m bench [montecarlo | scale [--before REV]]", file=sys.stderr)
         return 2
     machine = bp.describe(env) + f", load average {os.getloadavg()[0]:.1f} at the start"
     print(f"machine: {machine}")

@@ -1,27 +1,63 @@
-"""`python -m bench.scale N [N ...]`: idle sessions on one daphne process (PostgreSQL, Redis).
+"""Scale benchmarks (PostgreSQL and Redis from DATABASE_URL and REDIS_URL; `make bench` runs
+`python -m bench scale`, which records the section in docs/benchmarks.md).
 
-For each N: N WebSocket sessions (asyncio clients in a separate process, one task each, all from
+    python -m bench.scale                       # the whole section, recorded
+    python -m bench.scale idle 2000 5000 [--before REV] [--idle-seconds S]
+    python -m bench.scale visitors 10000        # distinct visitors, default per-origin caps
+    python -m bench.scale churn                 # Panther's visitor churn
+    python -m bench.scale lease 2000 5000       # the lease statement alone, bulk vs per session
+
+idle N: N WebSocket sessions (asyncio clients in a separate process, one task each, all from
 127.0.0.1, so the server runs with MAX_SESSIONS_PER_ORIGIN=0 and MAX_SLOTS_PER_ORIGIN=0) say
 hello and want one task, and are told idle. Measured: connect rate, the server's memory per
-session (RSS growth / N), its CPU while all N sit idle for IDLE_SECONDS, and the time from the
-campaign start until every session has its first task. Prints one table row per N.
+session (RSS growth / N), its CPU while all N sit idle, and the time from the campaign start
+until every session has its first task. With --before REV, the same runs are made first with
+the server code of commit REV (git archive into a temporary directory), side by side.
 
-Uses the database ccgsc_scale_bench and Redis db 12 (this bench's own); ulimit -n is raised
-to the hard limit in both processes.
+visitors N: as idle, but each client comes from its own network (X-Forwarded-For through a
+trusted proxy address, TRUSTED_PROXY_ADDRESSES=127.0.0.1), and the per-origin caps keep their
+defaults: how many of N distinct visitors a real deployment lets in.
+
+churn: a constant population of visitors (simulated protocol clients, 1 slot each, "running"
+each task for TASK_MS) completes a campaign of CHURN_TASKS tasks, first with nobody leaving
+(steady), then with each visitor leaving after a Weibull dwell time (shape 0.5, 0.75, 1.0,
+mean CHURN_MEAN_DWELL s) by closing its TCP connection abruptly, mid-task, and a new visitor
+(a new network, a new session) taking its seat at once. Measured: makespan against steady,
+tasks lost (not done when it ends) and double-counted (more than one valid result).
+
+The benchmark database is `<DATABASE_URL's name>_bench` on the same server (dropped and created
+afresh); Redis is REDIS_URL as given. ulimit -n is raised to the hard limit in every process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import math
 import os
+import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 IDLE_SECONDS = 20.0
+START, END = "<!-- bench:scale:start -->", "<!-- bench:scale:end -->"
+CHURN_VISITORS = 40
+# Tasks long enough that the makespan is the visitors' time, not the server's CPU on a shared
+# machine (40 visitors x 1 task/s is a tenth of what one process serves here).
+CHURN_TASKS = 1200
+TASK_MS = 1000
+CHURN_MEAN_DWELL = 30.0
+CHURN_SHAPES = (0.5, 0.75, 1.0)
+CHURN_BOUND = 240.0  # seconds: a run that has not completed by then counts what is left as lost
 
 
 def _raise_nofile() -> None:
@@ -29,19 +65,45 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-# --- the client process ------------------------------------------------------------------------
+def visitor_address(n: int) -> str:
+    """The n-th visitor's address (n < 65,536), each in its own /24: its own network origin."""
+    return f"10.{(n >> 8) & 255}.{n & 255}.1"
 
 
-async def _client(url: str, connected: list[float], fed: list[float], gate: asyncio.Event) -> None:
+# --- the idle clients' process ------------------------------------------------------------------
+
+
+# Handshakes in flight at once: the clients come as fast as the server takes them (a burst of
+# thousands would only measure daphne's handshake timeout on a loaded machine).
+IN_FLIGHT = 200
+
+
+async def _client(
+    url: str,
+    n: int,
+    distinct: bool,
+    connected: list[float],
+    fed: list[float],
+    gate: asyncio.Event,
+    opening: asyncio.Semaphore,
+) -> None:
     import msgpack
     import websockets
 
     from workers import protocol
 
-    async with websockets.connect(url, max_size=protocol.MAX_FRAME, open_timeout=120) as ws:
+    headers = {"X-Forwarded-For": visitor_address(n)} if distinct else None
+    async with opening:
+        ws = await websockets.connect(
+            url, max_size=protocol.MAX_FRAME, open_timeout=120, additional_headers=headers
+        )
         hello = {"t": "hello", "v": 1, "kind": "native", "slots": 1, "agent": "scale"}
         await ws.send(msgpack.packb(hello))
-        await ws.recv()
+        welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
+        if welcome["t"] != "welcome":
+            await ws.close()
+            raise RuntimeError(f"refused: {welcome.get('code')}: {welcome.get('message')}")
+    async with ws:
         await ws.send(msgpack.packb({"t": "want", "n": 1}))
         connected.append(time.time())
         while True:
@@ -52,23 +114,33 @@ async def _client(url: str, connected: list[float], fed: list[float], gate: asyn
         await gate.wait()
 
 
-async def _clients(url: str, n: int) -> None:
+async def _clients(url: str, n: int, distinct: bool) -> None:
     connected: list[float] = []
     fed: list[float] = []
     gate = asyncio.Event()
     start = time.time()
-    tasks = []
-    for _ in range(n):
-        tasks.append(asyncio.create_task(_client(url, connected, fed, gate)))
-        await asyncio.sleep(0.0005)  # a steady stream, not one burst of n handshakes
+    opening = asyncio.Semaphore(IN_FLIGHT)
+    tasks = [
+        asyncio.create_task(_client(url, i, distinct, connected, fed, gate, opening))
+        for i in range(n)
+    ]
     # A coarse wait on n clients' progress (lists they fill), good enough for a bench.
     while len(connected) + sum(t.done() for t in tasks) < n:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     failed = [t.exception() for t in tasks if t.done() and t.exception() is not None]
-    if failed:
-        print(f"{len(failed)} clients failed, e.g. {failed[0]!r}", file=sys.stderr)
+    refused = sum("refused" in str(e) for e in failed)
+    example = (
+        f"{refused} refused by the server, {len(failed) - refused} lost, e.g. {failed[-1]!r}"[:240]
+        if failed
+        else ""
+    )
     seconds = (max(connected) - start) if connected else 0.0
-    print(json.dumps({"connected": len(connected), "seconds": seconds}), flush=True)
+    print(
+        json.dumps(
+            {"connected": len(connected), "seconds": seconds, "failed": len(failed), "e": example}
+        ),
+        flush=True,
+    )
     while len(fed) < len(connected) and not all(t.done() for t in tasks):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     print(json.dumps({"fed": len(fed), "last": max(fed) if fed else None}), flush=True)
@@ -77,56 +149,32 @@ async def _clients(url: str, n: int) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-# --- the driver --------------------------------------------------------------------------------
+# --- the driver ---------------------------------------------------------------------------------
 
 
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+@dataclass
+class Bench:
+    env: dict[str, str]
+    admin_url: str
+    database: str
 
 
-def _start_campaign(n: int) -> float:
-    """A no-op campaign of n tasks, created and filled, then started; returns the start time."""
-    from accounts.models import Organization
-    from bench.platform import ROOT
-    from campaigns import services
-    from campaigns.inputs import TaskSpec
-
-    org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
-    k = services.kernel_upload(
-        organization=org, name="noop", data=(ROOT / "kernels/build/noop.wasm").read_bytes()
-    )
-    c = services.campaign_create(organization=org, name=f"scale {n}", kernel=k, approved=True)
-    services.tasks_add(campaign=c, specs=(TaskSpec(input=b"") for _ in range(n)))
-    t0 = time.time()
-    services.campaign_start(campaign=c)
-    return t0
-
-
-def run(n: int) -> str:
+def bench_setup() -> Bench:
+    """The benchmark's environment and a fresh database on DATABASE_URL's server."""
     import psycopg
 
-    # Before anything imports the settings (bench.platform does, through the protocol).
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "ccgsc.settings",
-            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/ccgsc_scale_bench",
-            "REDIS_URL": "redis://127.0.0.1:6379/12",
-        }
-    )
+    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    if not database_url or not redis_url:
+        raise SystemExit("bench.scale needs DATABASE_URL (PostgreSQL) and REDIS_URL")
+    parts = urlsplit(database_url)
+    database = parts.path.lstrip("/") + "_bench"
+    bench_url = parts._replace(path=f"/{database}").geturl()
+    admin_url = parts._replace(path="/postgres").geturl()
     from bench import platform as bp
 
-    if "DJANGO_SETTINGS_MODULE" in os.environ:  # a previous run's connection to the old database
-        from django.db import connections
-
-        connections.close_all()
-    with psycopg.connect(bp.PG_ADMIN, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS ccgsc_scale_bench WITH (FORCE)")
-        conn.execute("CREATE DATABASE ccgsc_scale_bench")
-    # bench_env() would recreate the shared ccgsc_bench database: build on its settings only.
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH", "REDIS_URL")
     }
@@ -138,59 +186,449 @@ def run(n: int) -> str:
             "JOBS_INLINE": "true",
             "DEBUG": "false",
             "SECRET_KEY": "bench-" + "x" * 40,
+            "DATABASE_URL": bench_url,
+            "REDIS_URL": redis_url,
         }
     )
-    env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/ccgsc_scale_bench"
-    env["REDIS_URL"] = "redis://127.0.0.1:6379/12"
-    env["MAX_SESSIONS_PER_ORIGIN"] = "0"
-    env["MAX_SLOTS_PER_ORIGIN"] = "0"
     bp.setup_django(env)
-    server = bp.start_server(env)
+    return Bench(env=env, admin_url=admin_url, database=database)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _campaign(n: int, name: str) -> int:
+    """A no-op campaign of n tasks, created and filled, not started; returns its id."""
+    from accounts.models import Organization
+    from bench.platform import ROOT
+    from campaigns import services
+    from campaigns.inputs import TaskSpec
+
+    org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
+    k = services.kernel_upload(
+        organization=org, name="noop", data=(ROOT / "kernels/build/noop.wasm").read_bytes()
+    )
+    c = services.campaign_create(organization=org, name=name, kernel=k, approved=True)
+    services.tasks_add(campaign=c, specs=(TaskSpec(input=b"") for _ in range(n)))
+    return c.pk
+
+
+def _start(campaign_id: int) -> float:
+    from campaigns import services
+    from campaigns.models import Campaign
+
+    t0 = time.time()
+    services.campaign_start(campaign=Campaign.objects.get(pk=campaign_id))
+    return t0
+
+
+def _cancel(campaign_id: int) -> None:
+    from campaigns import services
+    from campaigns.models import Campaign
+
+    services.campaign_cancel(campaign=Campaign.objects.get(pk=campaign_id))
+
+
+def _server(b: Bench, root: Path | None = None, **env: str) -> Any:
+    from bench import platform as bp
+    from ccgsc.processes import start_platform
+
+    server_env = {**b.env, **env}
+    if root is not None:
+        server_env["PYTHONPATH"] = str(root)
+    return start_platform(server_env, timeout=120, root=root or bp.ROOT)
+
+
+def idle_run(
+    b: Bench, n: int, *, root: Path | None = None, distinct: bool = False, idle_seconds: float
+) -> dict[str, Any]:
+    """n idle sessions on one server process, then a campaign of n tasks started."""
+    caps = (
+        {"TRUSTED_PROXY_ADDRESSES": "127.0.0.1"}
+        if distinct
+        else {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
+    )
+    server = _server(b, root, **caps)
+    cid: int | None = None
     try:
         rss0 = _rss_kib(server.proc.pid)
         url = server.url.replace("http", "ws") + "/ws/work/"
         clients = subprocess.Popen(
-            [sys.executable, "-m", "bench.scale", "--clients", url, str(n)],
-            env=env,
+            [sys.executable, "-m", "bench.scale", "--clients", url, str(n), str(int(distinct))],
+            env=b.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert clients.stdout is not None and clients.stdin is not None
         conn_info: dict[str, Any] = json.loads(clients.stdout.readline())
-        time.sleep(2)
+        time.sleep(2)  # the last handshakes' garbage settles before memory is read
         rss = _rss_kib(server.proc.pid)
-        cpu0 = bp.cpu_seconds(server.proc.pid)
-        time.sleep(IDLE_SECONDS)
-        idle_cpu = (bp.cpu_seconds(server.proc.pid) - cpu0) / IDLE_SECONDS
-        t0 = _start_campaign(n)
+        cpu0 = _cpu(server.proc.pid)
+        time.sleep(idle_seconds)
+        idle_cpu = (_cpu(server.proc.pid) - cpu0) / idle_seconds
+        cid = _campaign(n, f"idle {n}")
+        t0 = _start(cid)
         fed: dict[str, Any] = json.loads(clients.stdout.readline())
         clients.stdin.write("\n")
         clients.stdin.flush()
         clients.wait(120)
     finally:
         server.stop()
-    last = f"{fed['last'] - t0:.1f} s" if fed["last"] else "n/a"
+        if cid is not None:
+            _cancel(cid)  # its leases went back with the clients: no work left for the next run
+    return {
+        "n": n,
+        **conn_info,
+        "kib": (rss - rss0) / max(conn_info["connected"], 1),
+        "idle_cpu": idle_cpu,
+        "fed": fed["fed"],
+        "last": fed["last"] - t0 if fed["last"] else None,
+    }
+
+
+def _cpu(pid: int) -> float:
+    from bench import platform as bp
+
+    return bp.cpu_seconds(pid)
+
+
+def idle_row(label: str, r: dict[str, Any]) -> str:
+    last = f"{r['last']:.1f} s" if r["last"] is not None else "n/a"
+    failed = f"; {r['failed']} failed ({r['e']})" if r["failed"] else ""
+    rate = r["connected"] / r["seconds"] if r["seconds"] else 0.0
     return (
-        f"| {n:,} | {conn_info['connected']:,} in {conn_info['seconds']:.1f} s"
-        f" ({conn_info['connected'] / conn_info['seconds']:,.0f}/s)"
-        f" | {(rss - rss0) / max(conn_info['connected'], 1):.0f} KiB"
-        f" | {idle_cpu * 100:.1f} % of a core | {fed['fed']:,} fed, last {last} |"
+        f"| {label} | {r['n']:,} | {r['connected']:,} in {r['seconds']:.1f} s ({rate:,.0f}/s)"
+        f"{failed} | {r['kib']:.0f} KiB | {r['idle_cpu'] * 100:.1f} % of a core"
+        f" | {last} ({r['fed']:,} fed) |"
     )
+
+
+IDLE_HEADER = [
+    "| server | idle sessions | connected | server memory per session | idle server CPU"
+    " | campaign start until every session has work |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def before_root(rev: str, tmp: Path) -> Path:
+    """The code of commit `rev`, unpacked into tmp (for a side-by-side "before")."""
+    import io
+    import shutil
+    import tarfile
+
+    from bench.platform import ROOT
+
+    git = shutil.which("git")
+    if git is None:
+        raise SystemExit("--before needs git")
+    archive = subprocess.run(
+        [git, "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    return tmp
+
+
+# --- churn ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChurnStats:
+    visits: int = 0
+    left: int = 0  # visitors who left abruptly
+    aborted: int = 0  # tasks running or queued in a visitor when it left
+    results: int = 0
+    errors: int = 0
+
+
+async def _visitor(
+    url: str, address: str, dwell: float, stop: asyncio.Event, stats: ChurnStats
+) -> None:
+    import msgpack
+    import websockets
+
+    from workers import protocol
+
+    async with websockets.connect(
+        url, max_size=protocol.MAX_FRAME, additional_headers={"X-Forwarded-For": address}
+    ) as ws:
+        stats.visits += 1
+        hello = {"t": "hello", "v": 1, "kind": "native", "slots": 1, "agent": "churn"}
+        await ws.send(msgpack.packb(hello))
+        msgpack.unpackb(await ws.recv())
+        await ws.send(msgpack.packb({"t": "want", "n": 2}))
+        queue: deque[int] = deque()
+        ready = asyncio.Event()
+
+        async def receive() -> None:
+            async for raw in ws:
+                msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+                if msg["t"] == "tasks":
+                    queue.extend(t["lease"] for t in msg["tasks"])
+                    ready.set()
+                elif msg["t"] == "cancel":
+                    for lease in msg["leases"]:
+                        if lease in queue:
+                            queue.remove(lease)
+
+        async def run() -> None:
+            while True:
+                await ready.wait()
+                if not queue:
+                    ready.clear()
+                    continue
+                lease = queue[0]
+                await asyncio.sleep(TASK_MS / 1000)  # the kernel "runs"
+                if queue and queue[0] == lease:
+                    queue.popleft()
+                    item = {"lease": lease, "ok": True, "output": b"", "exit": 0, "ms": TASK_MS}
+                    await ws.send(msgpack.packb({"t": "result", "results": [item], "want": 1}))
+                    stats.results += 1
+
+        jobs = [asyncio.create_task(receive()), asyncio.create_task(run())]
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait(
+            [*jobs, stopping], timeout=dwell, return_when="FIRST_COMPLETED"
+        )
+        for job in [*jobs, stopping]:
+            job.cancel()
+        if not done:  # the dwell time is over: gone, mid-task, no goodbye
+            stats.left += 1
+            stats.aborted += len(queue)
+            assert ws.transport is not None
+            ws.transport.abort()
+
+
+async def _population(
+    url: str, shape: float | None, stop: asyncio.Event, stats: ChurnStats, seed: int
+) -> None:
+    rng = random.Random(seed)
+    scale = CHURN_MEAN_DWELL / math.gamma(1 + 1 / shape) if shape else 0.0
+    counter = iter(range(1, 1 << 16))
+
+    async def seat() -> None:
+        while not stop.is_set():
+            dwell = rng.weibullvariate(scale, shape) if shape else math.inf
+            try:
+                await _visitor(url, visitor_address(next(counter)), dwell, stop, stats)
+            except Exception:
+                stats.errors += 1
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(seat() for _ in range(CHURN_VISITORS)))
+
+
+async def _churn_run(url: str, shape: float | None, cid: int, seed: int) -> dict[str, Any]:
+    from campaigns.models import Campaign
+
+    stats = ChurnStats()
+    stop = asyncio.Event()
+    population = asyncio.create_task(_population(url, shape, stop, stats, seed))
+    # Every seat connected and idle before the start, as in the steady case.
+    while stats.visits < CHURN_VISITORS:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    t0 = await asyncio.to_thread(_start, cid)
+    started = time.monotonic()
+    while time.monotonic() - started < CHURN_BOUND:
+        c = await asyncio.to_thread(Campaign.objects.get, pk=cid)
+        if c.state == Campaign.State.COMPLETED:
+            break
+        await asyncio.sleep(0.25)
+    stop.set()
+    await population
+    return {"t0": t0, "stats": stats}
+
+
+def churn(b: Bench) -> list[str]:
+    from django.db.models import Count
+
+    from campaigns.models import Campaign, Result
+
+    server = _server(b, TRUSTED_PROXY_ADDRESSES="127.0.0.1")
+    rows: list[str] = []
+    steady: float | None = None
+    try:
+        url = server.url.replace("http", "ws") + "/ws/work/"
+        for seed, shape in enumerate((None, *CHURN_SHAPES)):
+            cid = _campaign(CHURN_TASKS, f"churn {shape or 'steady'}")
+            out = asyncio.run(_churn_run(url, shape, cid, seed))
+            c = Campaign.objects.get(pk=cid)
+            stats: ChurnStats = out["stats"]
+            end = c.finished_at.timestamp() if c.finished_at else None
+            makespan = end - out["t0"] if end else float("nan")
+            valid = Result.objects.filter(campaign_id=cid, validation=Result.Validation.VALID)
+            doubled = valid.values("task").annotate(n=Count("pk")).filter(n__gt=1).count()
+            lost = c.tasks_total - c.tasks_done
+            if shape is None:
+                steady = makespan
+            versus = f"{(makespan / steady - 1) * 100:+.0f} %" if shape and steady else "—"
+            label = f"Weibull shape {shape}" if shape else "steady (nobody leaves)"
+            rows.append(
+                f"| {label} | {makespan:.1f} s | {versus} | {stats.visits} visits,"
+                f" {stats.left} left mid-task ({stats.aborted} tasks in hand)"
+                f" | {lost} | {doubled} |"
+            )
+            print(rows[-1], flush=True)
+    finally:
+        server.stop()
+    return [
+        "| run | makespan | vs steady | visitors | tasks lost | double-counted |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+# --- the lease statement alone -----------------------------------------------------------------
+
+
+def lease_timing(n: int) -> str:
+    """In this process, no server: n waiting sessions leased one task each from a fresh
+    campaign, by scheduler.lease_many (one statement) and by one scheduler.lease per session
+    (what lease_many did before), best of 3 each."""
+    from campaigns.models import Result
+    from workers import scheduler
+    from workers.models import WorkerSession
+    from workers.scheduler import LeaseRequest, SessionInfo
+
+    sessions = [
+        SessionInfo(id=s.pk)
+        for s in WorkerSession.objects.bulk_create([WorkerSession(kind="native") for _ in range(n)])
+    ]
+    timings: dict[str, list[float]] = {"bulk": [], "per session": []}
+    for _ in range(3):
+        for how in timings:
+            cid = _campaign(n, f"lease {how} {n}")
+            _start(cid)
+            scheduler.work_available()
+            scheduler.running_campaigns(refresh=True)
+            t0 = time.perf_counter()
+            if how == "bulk":
+                got = scheduler.lease_many([LeaseRequest(session=s, n=1) for s in sessions])
+                leased = sum(len(x[0]) for x in got.values())
+            else:
+                leased = sum(len(scheduler.lease(s, 1)) for s in sessions)
+            timings[how].append(time.perf_counter() - t0)
+            assert leased == n, (how, leased)
+            Result.objects.filter(campaign_id=cid).update(state=scheduler.CANCELLED)
+            _cancel(cid)
+    bulk, per = min(timings["bulk"]), min(timings["per session"])
+    return (
+        f"| {n:,} waiting sessions, 1 task each | {bulk * 1000:,.0f} ms"
+        f" | {per * 1000:,.0f} ms | {per / bulk:,.0f}x |"
+    )
+
+
+LEASE_HEADER = [
+    "| lease for | lease_many (one statement) | one lease per session (before) | ratio |",
+    "|---|---|---|---|",
+]
+
+
+# --- the section --------------------------------------------------------------------------------
+
+
+def section(b: Bench, before: str | None) -> list[str]:
+    import platform as py_platform
+
+    command = "python -m bench scale" + (f" --before {before}" if before else "")
+
+    load = os.getloadavg()[0]
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    idle_rows: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = before_root(before, Path(tmp)) if before else None
+        for n in (2000, 5000):
+            if root is not None:
+                r = idle_run(b, n, root=root, idle_seconds=5)
+                idle_rows.append(idle_row(f"before ({before})", r))
+                print(idle_rows[-1], flush=True)
+            r = idle_run(b, n, idle_seconds=IDLE_SECONDS)
+            idle_rows.append(idle_row("now", r))
+            print(idle_rows[-1], flush=True)
+    r = idle_run(b, 10_000, distinct=True, idle_seconds=IDLE_SECONDS)
+    idle_rows.append(idle_row("now, 10,000 distinct visitors, default per-origin caps", r))
+    print(idle_rows[-1], flush=True)
+    lease_rows = [lease_timing(n) for n in (2000, 5000)]
+    churn_rows = churn(b)
+    return [
+        "## Scale",
+        "",
+        f"Measured {when} with `{command}`, load average {load:.1f}"
+        f" at the start: {os.cpu_count()} cores shared with ~7 other agents' builds and tests,"
+        f" Python {py_platform.python_version()}, PostgreSQL and Redis on the same machine, one"
+        " daphne process. Clients: asyncio processes on loopback, `ulimit -n` raised.",
+        "",
+        "Idle sessions (hello, `want 1`, told idle): clients from 127.0.0.1 with"
+        " `MAX_SESSIONS_PER_ORIGIN=0`, except the 10,000 row: each client its own /24 network"
+        " (X-Forwarded-For through `TRUSTED_PROXY_ADDRESSES=127.0.0.1`) with the default caps."
+        " Idle CPU: the server process over 20 s (5 s for the `before` rows). The last column"
+        " runs from `campaign_start` until the last client has its first tasks frame.",
+        "",
+        *IDLE_HEADER,
+        *idle_rows,
+        "",
+        "The lease statement alone (`python -m bench.scale lease`: in the bench process, no"
+        " server, no pushes; best of 3):",
+        "",
+        *LEASE_HEADER,
+        *lease_rows,
+        "",
+        f"Churn (Panther): {CHURN_VISITORS} visitors x 1 slot, {CHURN_TASKS:,} tasks of"
+        f" {TASK_MS} ms each (simulated), mean dwell {CHURN_MEAN_DWELL:.0f} s; a leaving"
+        " visitor closes its TCP connection mid-task and a new one takes its seat.",
+        "",
+        *churn_rows,
+    ]
 
 
 def main(argv: list[str]) -> int:
     _raise_nofile()
     if argv[:1] == ["--clients"]:
-        asyncio.run(_clients(argv[1], int(argv[2])))
+        asyncio.run(_clients(argv[1], int(argv[2]), argv[3] == "1"))
         return 0
-    print(
-        "| idle sessions | connected | server memory per session | idle server CPU |"
-        " campaign start until every session has work |"
-    )
-    print("|---|---|---|---|---|")
-    for n in [int(a) for a in argv] or [1000]:
-        print(run(n), flush=True)
+    before = None
+    if "--before" in argv:
+        i = argv.index("--before")
+        before = argv[i + 1]
+        del argv[i : i + 2]
+    idle_seconds = IDLE_SECONDS
+    if "--idle-seconds" in argv:
+        i = argv.index("--idle-seconds")
+        idle_seconds = float(argv[i + 1])
+        del argv[i : i + 2]
+    b = bench_setup()
+    if not argv:
+        from bench import platform as bp
+
+        bp.record_section(START, END, section(b, before))
+        return 0
+    what, counts = argv[0], [int(a) for a in argv[1:]]
+    if what == "churn":
+        print("\n".join(churn(b)))
+        return 0
+    if what == "lease":
+        print("\n".join(LEASE_HEADER))
+        for n in counts or [2000, 5000]:
+            print(lease_timing(n), flush=True)
+        return 0
+    if what not in ("idle", "visitors"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    print("\n".join(IDLE_HEADER))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = before_root(before, Path(tmp)) if before else None
+        for n in counts or [1000]:
+            if root is not None:
+                r = idle_run(b, n, root=root, idle_seconds=idle_seconds)
+                print(idle_row(f"before ({before})", r), flush=True)
+            r = idle_run(b, n, distinct=what == "visitors", idle_seconds=idle_seconds)
+            print(idle_row("now", r), flush=True)
     return 0
 
 

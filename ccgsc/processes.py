@@ -77,6 +77,7 @@ def start_platform(
     timeout: float = 120.0,
     daphne_args: tuple[str, ...] = (),
     port: int | None = None,
+    root: Path = ROOT,
 ) -> Platform:
     """A daphne server on 127.0.0.1 (on `port`, or a free one), returned once /api/v1/status
     answers (`daphne_args`: more daphne options, e.g. --proxy-headers behind a proxy).
@@ -100,7 +101,7 @@ def start_platform(
             *daphne_args,
             "ccgsc.asgi:application",
         ],
-        cwd=ROOT,
+        cwd=root,  # `root`: another checkout's code (a benchmark of an earlier commit)
         env=env,
         stdout=subprocess.DEVNULL,
     )

@@ -498,18 +498,22 @@ def _lease_bulk(info: CampaignInfo, wants: list[tuple[SessionInfo, int]]) -> dic
         upto.append(total)
     with connection.cursor() as cursor:
         cursor.execute(
-            # Session i gets the picked rows numbered after_i + 1 .. upto_i.
-            "WITH dealt AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
+            # Session i gets the picked rows numbered after_i + 1 .. upto_i: one row per
+            # place (generate_series), so the deal is an equi-join (a hash join), not a range
+            # join of every row against every session.
+            "WITH places AS (SELECT w.session_id, w.user_id, w.site_id, w.origin, w.profile,"
+            " generate_series(w.after + 1, w.upto) AS k"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
             " %s::text[], %s::text[], %s::bigint[], %s::bigint[])"
             " AS w(session_id, user_id, site_id, origin, profile, after, upto)),"
             f" picked AS (SELECT r.id, r.task_id FROM {R} r WHERE r.campaign_id = %s"
             f" AND r.state = {UNSENT} ORDER BY r.id LIMIT %s FOR UPDATE SKIP LOCKED),"
             " numbered AS (SELECT id, task_id, row_number() OVER (ORDER BY id) AS k FROM picked),"
-            " assigned AS (SELECT numbered.id, dealt.session_id, dealt.user_id, dealt.site_id,"
-            " dealt.origin, dealt.profile FROM numbered"
-            " JOIN dealt ON numbered.k > dealt.after AND numbered.k <= dealt.upto"
+            " assigned AS (SELECT numbered.id, places.session_id, places.user_id,"
+            " places.site_id, places.origin, places.profile"
+            " FROM numbered JOIN places ON places.k = numbered.k"
             f" WHERE NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = numbered.task_id"
-            f" AND o.state = {TIMED_OUT} AND o.session_id = dealt.session_id)),"
+            f" AND o.state = {TIMED_OUT} AND o.session_id = places.session_id)),"
             f" leased AS (UPDATE {R} r SET state = {LEASED}, session_id = a.session_id,"
             " user_id = a.user_id, site_id = a.site_id, origin = a.origin,"
             " profile = a.profile, leased_at = %s, deadline = %s"
