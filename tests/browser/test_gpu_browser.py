@@ -114,6 +114,14 @@ def test_the_gpu_toggle_shows_the_adapter_and_is_remembered(webgpu_browser, plat
         page.reload()
         page.wait_for_function(GPU_NOTE_SAYS, arg="found")
         assert page.locator("#gpu").is_checked()
+        # A GPU campaign's "Lend your GPU" link turns it on for that visit, unsaved.
+        box.uncheck()
+        page.goto(f"{platform.url}/contribute/?gpu=on")
+        page.wait_for_function(GPU_NOTE_SAYS, arg="found")
+        assert page.locator("#gpu").is_checked()
+        page.goto(f"{platform.url}/contribute/")
+        page.wait_for_function(GPU_NOTE_SAYS, arg="found")
+        assert not page.locator("#gpu").is_checked()
     finally:
         context.close()
 

@@ -43,6 +43,8 @@ const saved = loadSettings();
 /** @type {boolean | undefined} */
 let gpuChoice = typeof saved.gpu === "boolean" ? saved.gpu : undefined;
 const params = new URLSearchParams(location.search);
+// ?gpu=on / ?gpu=off (a GPU campaign's "Lend your GPU" link) decides for this visit only.
+const gpuVisit = { on: true, off: false }[params.get("gpu") ?? ""];
 field("hands").max = String(maxHands());
 // From the address, the saved settings or the core count, within 1..maxHands().
 const askedHands = Math.floor(Number(params.get("hands") || saved.hands)) || cores;
@@ -98,7 +100,7 @@ const gpuReady = harness.probeGpu().then((info) => {
     note.dataset.state = "none";
   } else {
     box.disabled = false;
-    box.checked = gpuChoice ?? !harness.gpuSoftware;
+    box.checked = gpuVisit ?? gpuChoice ?? !harness.gpuSoftware;
     note.textContent = `Adapter: ${info.adapter}${harness.gpuSoftware ? ". It runs on your CPU, not on a graphics card." : ""}`;
     note.dataset.state = "found";
     note.dataset.adapter = info.adapter;
