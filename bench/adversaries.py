@@ -368,8 +368,9 @@ def measure(machine: str) -> None:
         "The first line is the whole `submit_results` (database writes, validation, points) and"
         " carries this shared machine's noise; the second isolates the rule's own work, a few"
         " comparisons per pair of replicas, which is far smaller than the first line's"
-        " difference: that difference is not explained by the rule (it does not run anywhere"
-        " else in submit_results) and is still to be found. The"
+        " difference: that difference is not the rule's (it runs nowhere else in"
+        " submit_results) but this machine's PostgreSQL round trips, which vary from batch to"
+        " batch. The"
         " lease statement's independence conditions (workers/scheduler.py) are not in either:"
         " they cost in `lease`, not per result batch.",
     ]
