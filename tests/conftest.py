@@ -147,6 +147,16 @@ def make_campaign(people):
     return make
 
 
+@pytest.fixture
+def cached_directory(monkeypatch):
+    """The scheduler's directory of running campaigns stays cached for the test: query counts
+    are pinned per batch, and on a loaded machine the directory's one-second lifetime can run
+    out mid-test and add a reload (CI once counted 13 for 12)."""
+    from workers import scheduler
+
+    monkeypatch.setattr(scheduler, "DIRECTORY_TTL", 3600.0)
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # The real hasher costs ~0.5 s per user; tests check behaviour, not hash strength.

@@ -54,10 +54,11 @@ def start_server(
     *,
     daphne_args: tuple[str, ...] = (),
     port: int | None = None,
-    timeout: float = 30.0,
+    timeout: float = 120.0,
     **extra_env: str,
 ) -> Platform:
-    """A daphne server against the test database (environment overrides in extra_env)."""
+    """A daphne server against the test database (environment overrides in extra_env);
+    `timeout` bounds a slow start on a loaded machine, as start_platform's does."""
     return start_platform(
         subprocess_env(**extra_env), daphne_args=daphne_args, port=port, timeout=timeout
     )

@@ -158,7 +158,9 @@ def _sessions(n: int, **kw: Any) -> list[SessionInfo]:
     ]
 
 
-def test_lease_many_is_one_statement_for_many_sessions(make_campaign: Any) -> None:
+def test_lease_many_is_one_statement_for_many_sessions(
+    make_campaign: Any, cached_directory: None
+) -> None:
     make_campaign([f"t{i}" for i in range(300)])
     infos = _sessions(120)
     scheduler.running_campaigns(refresh=True)

@@ -201,7 +201,7 @@ def test_replicas_of_one_task_go_to_distinct_users(make_campaign, session, peopl
     assert len(scheduler.lease(session(user=people.teammate), 5)) == 1
 
 
-def test_queries_per_batch_are_pinned(make_campaign, session):
+def test_queries_per_batch_are_pinned(make_campaign, session, cached_directory):
     make_campaign([str(i) for i in range(200)])
     s = session()
     scheduler.running_campaigns(refresh=True)

@@ -272,7 +272,7 @@ def test_users_with_many_invalid_results_are_refused_work(make_campaign, contrib
     assert len(scheduler.lease(liar, 5)) == 1
 
 
-def test_queries_per_quorum_batch_are_pinned(make_campaign, contributors):
+def test_queries_per_quorum_batch_are_pinned(make_campaign, contributors, cached_directory):
     from campaigns.inputs import TaskSpec
     from campaigns.services import tasks_add
 
