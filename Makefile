@@ -21,12 +21,16 @@ $(VENV)/.synced: pyproject.toml uv.lock
 venv: $(VENV)/.synced
 
 # A local trial: you are this server's admin, so new campaigns are approved at once and the
-# worker started next to the server runs them (CAMPAIGN_AUTO_APPROVE=false to see approval).
+# worker started next to the server runs them (CAMPAIGN_AUTO_APPROVE=false to see approval);
+# workers on this machine count as distinct networks, so a quorum of 2 can complete here
+# (ORIGIN_IGNORES_LOOPBACK=false to see the production rule).
 run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	@echo "Command line: $(PY) manage.py issue_token --login http://127.0.0.1:$(PORT) (then .venv/bin/ccgsc ...)"
-	CAMPAIGN_AUTO_APPROVE=$${CAMPAIGN_AUTO_APPROVE:-true} $(PY) manage.py serve --port $(PORT) --with-worker
+	CAMPAIGN_AUTO_APPROVE=$${CAMPAIGN_AUTO_APPROVE:-true} \
+	  ORIGIN_IGNORES_LOOPBACK=$${ORIGIN_IGNORES_LOOPBACK:-true} \
+	  $(PY) manage.py serve --port $(PORT) --with-worker
 
 # The browser code's checkers (eslint, tsc), pinned in package.json and package-lock.json and
 # installed from the npm registry into node_modules/ (only they: nothing of it is served).

@@ -712,6 +712,9 @@ def campaign_stalled(campaign: Campaign) -> str:
     n = max(counts)
     return (
         f"each task needs {campaign.min_quorum} agreeing results from distinct volunteers, "
-        f"and {n} connected volunteer{'' if n == 1 else 's'} can run it. Start more workers "
-        "(each native worker counts as one) or lower the quorum."
+        f"and {n} connected volunteer{'' if n == 1 else 's'} can run it (volunteers are "
+        "independent when they differ in account and network: workers on one network count "
+        "once). Start workers on other networks, or lower the quorum; for a trial on one "
+        "machine, ORIGIN_IGNORES_LOOPBACK=true (set by make run) counts this machine's "
+        "workers apart."
     )

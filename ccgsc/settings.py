@@ -291,6 +291,8 @@ CCGSC.update(
     {
         "ORIGIN_PREFIX_V4": env_int("ORIGIN_PREFIX_V4", 24, minimum=8, maximum=32),
         "ORIGIN_PREFIX_V6": env_int("ORIGIN_PREFIX_V6", 48, minimum=16, maximum=128),
+        # Loopback clients have no network origin (a trial on one machine; make run sets it).
+        "ORIGIN_IGNORES_LOOPBACK": env_bool("ORIGIN_IGNORES_LOOPBACK", False),
         # Open worker sessions, and slots they claim in total, per network origin (0 = no cap:
         # load tests from one machine).
         "MAX_SESSIONS_PER_ORIGIN": env_int("MAX_SESSIONS_PER_ORIGIN", 32, minimum=0),

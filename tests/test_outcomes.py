@@ -84,6 +84,33 @@ def test_a_quorum_above_the_connected_volunteers_is_reported(client, people, mak
     assert client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()["stalled"] == ""
 
 
+def test_workers_on_one_network_count_once_for_a_quorum(client, people, make_campaign):
+    """Replicas of a task never go to one network origin, so two workers behind one address
+    cannot make a quorum of 2: the campaign says so rather than look merely idle."""
+    c = make_campaign(["a"], min_quorum=2, target_replicas=2)
+    for _ in range(2):
+        WorkerSession.objects.create(kind="native", organization=people.org, origin="10.0.0.0/24")
+    token = account_services.token_issue(organization=people.org, name="t", created_by=None)[1]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    stalled = client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()["stalled"]
+    assert "1 connected volunteer can run it" in stalled
+    assert "workers on one network count once" in stalled
+
+    WorkerSession.objects.create(kind="native", organization=people.org, origin="10.0.1.0/24")
+    assert client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()["stalled"] == ""
+
+
+def test_a_trial_on_one_machine_tells_loopback_workers_apart(settings):
+    from workers.identity import network_origin
+
+    assert network_origin("127.0.0.1") == "127.0.0.0/24"
+    assert network_origin("::1") is not None
+    settings.CCGSC = {**settings.CCGSC, "ORIGIN_IGNORES_LOOPBACK": True}
+    assert network_origin("127.0.0.1") is None
+    assert network_origin("::1") is None
+    assert network_origin("192.0.2.7") == "192.0.2.0/24"  # only loopback is exempt
+
+
 class FakeApi:
     def __init__(self, snapshots):
         self.snapshots = list(snapshots)

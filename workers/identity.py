@@ -71,6 +71,11 @@ def network_origin(address: str | None) -> str | None:
     if ip is None:
         return None
     cfg = settings.CCGSC
+    if ip.is_loopback and cfg["ORIGIN_IGNORES_LOOPBACK"]:
+        # A trial on one machine (make run): the owner's browser and the native worker beside
+        # the server are told apart by account and profile only. Never behind a proxy on the
+        # same host without TRUSTED_PROXY_ADDRESSES: every visitor would look like loopback.
+        return None
     prefix = cfg["ORIGIN_PREFIX_V4"] if ip.version == 4 else cfg["ORIGIN_PREFIX_V6"]
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 

@@ -131,11 +131,13 @@ def pool_metrics(*, window: timedelta = POOL_WINDOW) -> dict[str, Any]:
 
 
 def count_volunteers(sender: Any, campaign: Campaign, **kwargs: Any) -> int:
-    """campaigns.signals.count_volunteers: distinct volunteers connected now who may run the
-    campaign. As the scheduler counts them for replicas: a signed-in user once however many
-    tabs, every anonymous session (native workers included) by itself; an unapproved campaign
-    only counts its organization's workers and members. One query on the connected-sessions
-    index."""
+    """campaigns.signals.count_volunteers: independent volunteers connected now who may run the
+    campaign, as the scheduler keeps replicas apart (workers.identity): a signed-in user once
+    however many tabs, an anonymous session by itself, and sessions sharing a network origin
+    once (an unknown origin, NULL, shares nothing). The smaller of the two counts bounds the
+    distinct replicas a task can get now (sessions sharing a browser profile are rarer and not
+    counted apart). An unapproved campaign only counts its organization's workers and members.
+    One query on the connected-sessions index."""
     sessions = WorkerSession.objects.filter(disconnected_at__isnull=True).filter(
         Q(only_campaign_id__isnull=True) | Q(only_campaign_id=campaign.pk)
     )
@@ -147,5 +149,9 @@ def count_volunteers(sender: Any, campaign: Campaign, **kwargs: Any) -> int:
     counted = sessions.aggregate(
         users=Count("user_id", distinct=True),
         anonymous=Count("id", filter=Q(user_id__isnull=True), distinct=True),
+        origins=Count("origin", distinct=True),
+        unknown_origin=Count("id", filter=Q(origin__isnull=True), distinct=True),
     )
-    return int(counted["users"]) + int(counted["anonymous"])
+    by_account = int(counted["users"]) + int(counted["anonymous"])
+    by_network = int(counted["origins"]) + int(counted["unknown_origin"])
+    return min(by_account, by_network)
