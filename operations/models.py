@@ -112,6 +112,7 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["campaign", "-created_at"], name="delivery_campaign"),
             models.Index(

@@ -393,7 +393,7 @@ def test_a_signed_in_contributor_gets_the_results(browser, platform, make_campai
         )
         page.reload()
         page.wait_for_function(
-            f"() => document.getElementById('stat-points').textContent === '{total}'"
+            f"() => document.getElementById('stat-points').textContent === '{total:,}'"
         )
     finally:
         context.close()

@@ -322,7 +322,9 @@ function render(s) {
       const row = recentBody.insertRow();
       cell(row, `#${r.task}`, "mono");
       const desc = s.campaigns[r.campaign];
-      cell(row, `${desc?.name || String(r.campaign)}${desc?.kind === "gpu" ? " (GPU)" : ""}`);
+      const name = desc?.name || String(r.campaign);
+      // A GPU task says so, unless its campaign's name already does.
+      cell(row, desc?.kind === "gpu" && !/\bGPU\b/.test(name) ? `${name} (GPU)` : name);
       const outcome = row.insertCell();
       const b = document.createElement("span");
       b.className = `badge ${r.ok ? "badge-success" : "badge-danger"}`;
@@ -346,8 +348,9 @@ async function refreshPoints() {
     if (points === null) return;
     if (pointsAtStart === null) pointsAtStart = points;
     const gained = points - pointsAtStart;
-    $("stat-points").textContent = String(points);
-    $("points-label").textContent = gained > 0 ? `points in total (+${gained} since you opened this page)` : "points in total (granted once results are validated)";
+    // Grouped like the leaderboard and profile pages (en-US: 20,780).
+    $("stat-points").textContent = points.toLocaleString("en-US");
+    $("points-label").textContent = gained > 0 ? `points in total (+${gained.toLocaleString("en-US")} since you opened this page)` : "points in total (granted once results are validated)";
   } catch {
     // offline for a moment: the next refresh will do
   }
