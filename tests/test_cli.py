@@ -514,3 +514,22 @@ def test_quorum_alone_asks_for_as_many_replicas():
     )
     assert cli.policy_fields(args) == {"min_quorum": 2, "target_replicas": 3}
     assert cli.task_format(Path("t.txt")) == "text" and cli.task_format(Path("t.jsonl")) == "jsonl"
+
+
+def test_the_first_c_build_says_it_fills_zigs_cache(tmp_path, monkeypatch, capsys):
+    """zig's first build compiles wasi-libc (a minute or more): the command says so instead of
+    staying silent; once the cache holds builds it says nothing."""
+    from campaigns.cli import build as builder
+
+    source = tmp_path / "k.c"
+    source.write_text("int main(void) { return 0; }\n")
+    monkeypatch.setenv("ZIG_GLOBAL_CACHE_DIR", str(tmp_path / "zig"))
+    monkeypatch.setattr(builder, "build", lambda src, out, memory_mib: builder.Built(src, "c", []))
+    assert builder.zig_cache_cold()
+    assert cli.main(["kernel", "build", str(source)]) == 0
+    assert "zig builds its WASI libc into its cache once" in capsys.readouterr().err
+
+    (tmp_path / "zig" / "o").mkdir(parents=True)
+    assert not builder.zig_cache_cold()
+    assert cli.main(["kernel", "build", str(source)]) == 0
+    assert "zig" not in capsys.readouterr().err

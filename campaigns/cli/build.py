@@ -73,6 +73,13 @@ def zig_env() -> dict[str, str]:
     return env
 
 
+def zig_cache_cold() -> bool:
+    """True before zig's first build here: it then compiles wasi-libc (and libc++ for C++)
+    into its cache, which takes a minute or more once."""
+    cache = Path(zig_env()["ZIG_GLOBAL_CACHE_DIR"])
+    return not (cache / "o").is_dir()
+
+
 def zig_command(lang: str, source: Path, output: Path, memory_mib: int) -> list[str]:
     try:
         import ziglang  # noqa: F401  (only to say clearly when it is missing)
