@@ -12,7 +12,8 @@ submit_results, with rewards' hooks: quorum validation, trust, points), without 
    Counted when every task is decided: wrong canonical results, points paid for wrong results,
    honest results marked invalid. Run twice, side by side: with the defences (the server
    knows each session's network origin and profile) and without (it does not: independence
-   falls back to the session, as before issue 10).
+   falls back to the session, as before issue 10); colluding, also with the defences but
+   without the per-origin fair share (ORIGIN_LEASE_SHARE=0), as before it.
 2. **The cost of the checks per result batch.** `submit_results` of 64-result batches on a
    quorum-2 campaign (the first replica's batch, then the second's, which decides the tasks),
    with the independence rule (user, session, network origin, browser profile) against the
@@ -82,11 +83,30 @@ def _sessions(
 
 
 def attack(
-    *, defences: bool, collude: bool, needs_account: bool = False, seed: int = 10
+    *,
+    defences: bool,
+    collude: bool,
+    needs_account: bool = False,
+    origin_share: bool = True,
+    seed: int = 10,
 ) -> dict[str, Any]:
     """Scenario 1 with or without the defences; `collude`: the adversaries answer the same
     wrong bytes (otherwise each its own); `needs_account`: the campaign's quorum must include
-    a signed-in volunteer, and the honest volunteers are signed in. Returns the counts."""
+    a signed-in volunteer, and the honest volunteers are signed in; `origin_share` False:
+    the defences without the per-origin fair share (ORIGIN_LEASE_SHARE=0, as before it).
+    Returns the counts."""
+    from django.conf import settings
+
+    saved = settings.CCGSC["ORIGIN_LEASE_SHARE"]
+    if not origin_share:
+        settings.CCGSC["ORIGIN_LEASE_SHARE"] = 0
+    try:
+        return _attack(defences=defences, collude=collude, needs_account=needs_account, seed=seed)
+    finally:
+        settings.CCGSC["ORIGIN_LEASE_SHARE"] = saved
+
+
+def _attack(*, defences: bool, collude: bool, needs_account: bool, seed: int) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
     from campaigns.models import Campaign, Result, Task
@@ -293,6 +313,11 @@ def measure(machine: str) -> None:
     runs = [
         ("each adversary alone", "**on**", {"defences": True, "collude": False}),
         ("each adversary alone", "off", {"defences": False, "collude": False}),
+        (
+            "the adversaries collude",
+            "**on**, without the per-origin share (ORIGIN_LEASE_SHARE=0, as before it)",
+            {"defences": True, "collude": True, "origin_share": False},
+        ),
         ("the adversaries collude", "**on**", {"defences": True, "collude": True}),
         ("the adversaries collude", "off", {"defences": False, "collude": True}),
         (
@@ -350,11 +375,16 @@ def measure(machine: str) -> None:
         *rows,
         "",
         "One adversary's sockets can no longer agree with each other. Adversaries who collude"
-        " across networks are, to the server, independent volunteers: with many sockets each"
-        " they take a share of the replicas in proportion to their sockets, not to their number,"
-        " and agree with each other. That is the residual risk of an attacker with several"
-        " networks (docs/security.md); a quorum that must include a signed-in volunteer stops it"
-        " while the attackers stay anonymous.",
+        " across networks are, to the server, independent volunteers. Without the per-origin"
+        " fair share they took a share of the replicas in proportion to their sockets (each"
+        " socket its own lease allowance) and agreed with each other; with it"
+        " (`ORIGIN_LEASE_SHARE`, default 1: all sessions of one network origin together hold"
+        " at most one session's allowance of a replicated campaign) their share is bounded by"
+        " their number of networks, here 2 of 10. The wrong results left are tasks decided by"
+        " the two adversaries' networks together (both first replicas, or a disagreement with"
+        " an honest volunteer whose extra replica went to the other adversary): the residual"
+        " risk of an attacker with several networks (docs/security.md); a quorum that must"
+        " include a signed-in volunteer stops it while the attackers stay anonymous.",
         "",
         "Cost of the independence checks per result batch: `submit_results` time, the full rule"
         " (user, session, network origin, browser profile) against the rule reduced to"

@@ -373,6 +373,10 @@ class Result(models.Model):
             ),
             models.Index(fields=["session_id"], condition=Q(state=1), name="result_leased_by"),
             models.Index(fields=["deadline"], condition=Q(state=1), name="result_lease_deadline"),
+            # A network origin's leases of a campaign (the scheduler's per-origin fair share).
+            models.Index(
+                fields=["campaign", "origin"], condition=Q(state=1), name="result_leased_origin"
+            ),
             models.Index(fields=["task", "state"], name="result_task_state"),
             # Throughput over the last minute (status page) is a range scan of this index.
             models.Index(fields=["returned_at"], name="result_returned_at"),

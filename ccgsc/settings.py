@@ -297,6 +297,11 @@ CCGSC.update(
         # load tests from one machine).
         "MAX_SESSIONS_PER_ORIGIN": env_int("MAX_SESSIONS_PER_ORIGIN", 32, minimum=0),
         "MAX_SLOTS_PER_ORIGIN": env_int("MAX_SLOTS_PER_ORIGIN", 512, minimum=0),
+        # Leases of one replicated (quorum >= 2) campaign that all sessions of one network
+        # origin may hold together, in sessions' allowances: 1 = as much as one session,
+        # however many sockets the network opens (0 = no per-origin share; also off when
+        # MAX_SESSIONS_PER_ORIGIN is 0). Raise it for campaigns fed by shared networks.
+        "ORIGIN_LEASE_SHARE": env_int("ORIGIN_LEASE_SHARE", 1, minimum=0, maximum=1024),
         # Leases a new session may hold at once, whatever its hello claims; each result returned
         # within the task's timeout (as the server measures it) earns one more.
         "LEASE_ALLOWANCE_START": env_int("LEASE_ALLOWANCE_START", 4, minimum=1, maximum=1024),

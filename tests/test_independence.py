@@ -146,6 +146,72 @@ def test_replicas_are_stamped_with_origin_and_profile_and_release_clears_them(ma
     assert (r.state, r.origin, r.profile) == (Result.State.UNSENT, None, None)
 
 
+# --- the per-origin fair share --------------------------------------------------------------------
+
+NET = "203.0.113.0/24"
+
+
+def _held(origin: str) -> int:
+    return Result.objects.filter(state=Result.State.LEASED, origin=origin).count()
+
+
+def test_many_sockets_of_one_network_hold_one_sessions_share(make_campaign, anon, settings):
+    """Eight sockets from one /24 (eight browser profiles), each asking for a new session's
+    allowance on a replicated campaign, hold together what one session may: more sockets do
+    not buy a network a larger share of the replicas. Another network's one session still
+    gets its own share, and the network's share frees up as it returns results."""
+    make_campaign([str(i) for i in range(40)], min_quorum=2, target_replicas=2)
+    start = int(settings.CCGSC["LEASE_ALLOWANCE_START"])
+    tabs = [anon(NET, f"tab-{i}") for i in range(8)]
+    got = [scheduler.lease(tab, start) for tab in tabs]
+    assert sum(len(g) for g in got) == _held(NET) == start  # without the share: 8 x start
+    assert len(scheduler.lease(anon("198.51.100.0/24", "honest"), start)) == start
+    first = next(i for i, g in enumerate(got) if g)
+    scheduler.submit_results(tabs[first], [ok(x, b"42") for x in got[first]])
+    assert _held(NET) == start - len(got[first])
+    assert len(scheduler.lease(tabs[-1], start)) == len(got[first])
+    assert _held(NET) == start
+
+
+def test_one_session_of_its_network_is_never_held_back(make_campaign, anon, settings):
+    """The share is what one session may hold: alone on its network, a session gets what it
+    asks for (its connection bounds it by its allowance), however much it holds already."""
+    make_campaign([str(i) for i in range(40)], min_quorum=2, target_replicas=2)
+    alone = anon(NET, "only")
+    assert len(scheduler.lease(alone, 2)) == 2
+    assert len(scheduler.lease(alone, 3)) == 3
+    assert len(scheduler.lease(alone, 16)) == 16
+    assert _held(NET) == 21
+
+
+def test_the_bulk_feed_keeps_the_origins_share(make_campaign, anon, settings):
+    """The dispatcher's lease_many (waiting sessions fed together) is bound by it too."""
+    make_campaign([str(i) for i in range(40)], min_quorum=2, target_replicas=2)
+    start = int(settings.CCGSC["LEASE_ALLOWANCE_START"])
+    tabs = [anon(NET, f"tab-{i}") for i in range(8)]
+    honest = anon("198.51.100.0/24", "honest")
+    requests = [scheduler.LeaseRequest(session=s, n=start) for s in [*tabs, honest]]
+    got = scheduler.lease_many(requests)
+    assert sum(len(got.get(t.id, ([], {}))[0]) for t in tabs) == _held(NET) == start
+    assert len(got[honest.id][0]) == start
+
+
+@pytest.mark.parametrize(
+    ("overrides", "quorum", "held"),
+    [
+        ({"ORIGIN_LEASE_SHARE": 2}, 2, 2 * 4),  # a documented multiple of one session's
+        ({"ORIGIN_LEASE_SHARE": 0}, 2, 8 * 4),  # switched off
+        ({"MAX_SESSIONS_PER_ORIGIN": 0}, 2, 8 * 4),  # load tests from one machine
+        ({}, 1, 8 * 4),  # one replica per task: nothing for sockets to agree on
+    ],
+)
+def test_origin_share_settings(make_campaign, anon, settings, overrides, quorum, held):
+    settings.CCGSC = {**settings.CCGSC, "LEASE_ALLOWANCE_START": 4, **overrides}
+    make_campaign([str(i) for i in range(40)], min_quorum=quorum, target_replicas=quorum)
+    tabs = [anon(NET, f"tab-{i}") for i in range(8)]
+    assert sum(len(scheduler.lease(tab, 4)) for tab in tabs) == _held(NET) == held
+
+
 # --- deciding ------------------------------------------------------------------------------------
 
 
@@ -254,5 +320,48 @@ async def test_no_cap_when_the_setting_is_zero(settings):
         comm, welcome = await _hello(f"203.0.113.{i + 1}", slots=200)
         assert welcome["t"] == "welcome"
         comms.append(comm)
+    for comm in comms:
+        await comm.disconnect()
+
+
+async def _socket(forwarded: str, profile: str, n: int) -> tuple[WebsocketCommunicator, int]:
+    """A session from `forwarded` (through a trusted proxy) that asks for n tasks: the
+    communicator and how many tasks it was sent."""
+    headers = [
+        (b"x-forwarded-for", forwarded.encode()),
+        (b"cookie", f"ccgsc_profile={profile}".encode()),
+    ]
+    comm = WebsocketCommunicator(_from("127.0.0.1"), "/ws/work/", headers=headers)
+    connected, _ = await comm.connect(timeout=30)
+    assert connected
+    await comm.send_to(
+        bytes_data=protocol.encode({"t": "hello", "v": 2, "kind": "native", "slots": n})
+    )
+    assert msgpack.unpackb(await comm.receive_from(5), raw=False)["t"] == "welcome"
+    await comm.send_to(bytes_data=protocol.encode({"t": "want", "n": n}))
+    reply = msgpack.unpackb(await comm.receive_from(5), raw=False, strict_map_key=False)
+    assert reply["t"] in ("tasks", "idle")
+    return comm, len(reply.get("tasks") or [])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sockets_of_one_network_share_one_allowance_over_the_protocol(
+    settings, make_campaign
+):
+    """The same through real sessions: eight sockets of one network, each claiming 16 slots,
+    are sent one session's allowance between them; another network's one session its own."""
+    settings.TRUSTED_PROXY_ADDRESSES = ["127.0.0.1"]
+    start = int(settings.CCGSC["LEASE_ALLOWANCE_START"])
+    await sync_to_async(make_campaign)([str(i) for i in range(40)], min_quorum=2, target_replicas=2)
+    comms, sent = [], 0
+    for i in range(8):
+        comm, n = await _socket(f"203.0.113.{i + 1}", f"tab-{i}", 16)
+        comms.append(comm)
+        sent += n
+    assert sent == start  # without the share: 8 x start
+    assert await sync_to_async(_held)(NET) == start
+    comm, n = await _socket("198.51.100.7", "honest", 16)
+    comms.append(comm)
+    assert n == start
     for comm in comms:
         await comm.disconnect()

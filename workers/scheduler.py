@@ -639,7 +639,8 @@ def _candidates(session: SessionInfo, info: CampaignInfo, n: int) -> tuple[str, 
     lease): never a replica of a task whose lease this session let expire, and on replicated
     campaigns never one of a task that already has a replica leased to, or answered by, the
     same user, session, network origin or browser profile (NULL matches nothing: unknown is
-    not "the same"). At most one replica per task per batch."""
+    not "the same"), and no more than the session's origin's fair share (origin_share). At
+    most one replica per task per batch."""
     if info.target_replicas == 1:
         # Quorum 1: replicas after the first exist only after a failure. Errors may be
         # retried here (a one-worker deployment must finish), an expired lease may not.
@@ -663,7 +664,43 @@ def _candidates(session: SessionInfo, info: CampaignInfo, n: int) -> tuple[str, 
             f" AND a.user_id IS NULL AND a.state IN ({LEASED}, {RETURNED})) < %s"
         )
         params.append(info.min_quorum - 1)
+    share = origin_share()
+    if share and session.origin is not None:
+        # The origin's fair share: all its sessions together hold no more of this campaign's
+        # replicas than `share` times what this session would hold after this lease (its
+        # allowance's worth: the connection asks for at most its allowance less what it
+        # holds). One session of an origin is never held back by this; many sockets of one
+        # network do not get many sessions' shares. Counted in the same statement (no extra
+        # query); concurrent leases of one origin from several server processes may overshoot
+        # by what they ask at once (a soft bound, like the per-origin session cap).
+        greatest, least = (
+            ("GREATEST", "LEAST") if connection.vendor == "postgresql" else ("MAX", "MIN")
+        )
+        limit = (
+            f"(SELECT {least}(%s, {greatest}(0, %s * (%s + COUNT(CASE WHEN h.session_id = %s"
+            f" THEN 1 END)) - COUNT(*))) FROM {R} h WHERE h.campaign_id = %s"
+            f" AND h.state = {LEASED} AND h.origin = %s)"
+        )
+        return sql + f" GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT {limit}", [
+            *params,
+            n,
+            share,
+            n,
+            session.id,
+            info.id,
+            session.origin,
+        ]
     return sql + " GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT %s", [*params, n]
+
+
+def origin_share() -> int:
+    """ORIGIN_LEASE_SHARE: how many sessions' worth of a replicated campaign's leases one
+    network origin may hold together (0: no per-origin share). MAX_SESSIONS_PER_ORIGIN=0 (load
+    tests from one machine) turns it off too."""
+    cfg = settings.CCGSC
+    if not int(cfg["MAX_SESSIONS_PER_ORIGIN"]):
+        return 0
+    return int(cfg["ORIGIN_LEASE_SHARE"])
 
 
 # --- results ------------------------------------------------------------------------------------
