@@ -28,11 +28,21 @@ def answer(task_input: bytes) -> bytes:
 
 
 async def contributor(
-    url: str, token: str, *, liar: bool, stop: threading.Event, address: str
+    url: str,
+    token: str,
+    *,
+    liar: bool,
+    stop: threading.Event,
+    address: str,
+    start: asyncio.Event | None = None,
+    answered: asyncio.Event | None = None,
 ) -> int:
     """A worker that answers every task at once; a liar answers garbage. Returns how many
     results it sent. `address`: its client address, as the trusted proxy in front of the
-    server reports it (all of them really connect from loopback)."""
+    server reports it (all of them really connect from loopback). It connects once `start`
+    is set, and sets `answered` when it has sent its first results."""
+    if start is not None:
+        await start.wait()
     from websockets.asyncio.client import connect
 
     rnd = random.Random(token)
@@ -65,6 +75,8 @@ async def contributor(
                 ]
                 sent += len(results)
                 await ws.send(protocol.encode({"t": "result", "results": results, "want": 4}))
+                if answered is not None:
+                    answered.set()
             elif msg["t"] == "error":
                 raise AssertionError(msg)
             # ack, idle (wait for a push), cancel (already answered): nothing to do
@@ -106,12 +118,30 @@ def test_liars_among_real_workers_never_win_and_are_never_paid(
 
     def run() -> None:
         async def swarm() -> list[int]:
-            return await asyncio.gather(
-                *(
-                    contributor(url, tok, liar=i < 2, stop=stop, address=f"198.51.{i}.7")
-                    for i, tok in enumerate(tokens)
+            # The honest workers connect once both liars have answered something: on a loaded
+            # machine eight quick honest workers could otherwise finish every task before a
+            # liar's handshake completes (CI once saw no lie at all), proving nothing.
+            lied = [asyncio.Event(), asyncio.Event()]
+            both_lied = asyncio.Event()
+
+            async def when_both_lied() -> int:
+                await asyncio.gather(*(e.wait() for e in lied))
+                both_lied.set()
+                return 0
+
+            workers = [
+                contributor(
+                    url,
+                    tok,
+                    liar=i < 2,
+                    stop=stop,
+                    address=f"198.51.{i}.7",
+                    start=None if i < 2 else both_lied,
+                    answered=lied[i] if i < 2 else None,
                 )
-            )
+                for i, tok in enumerate(tokens)
+            ]
+            return (await asyncio.gather(when_both_lied(), *workers))[1:]
 
         try:
             outcome["sent"] = asyncio.run(swarm())
