@@ -710,11 +710,15 @@ def campaign_stalled(campaign: Campaign) -> str:
     if not counts or max(counts) >= campaign.min_quorum:
         return ""
     n = max(counts)
+    trial = (
+        ""
+        if settings.CCGSC["ORIGIN_IGNORES_LOOPBACK"]
+        else "; for a trial on one machine, ORIGIN_IGNORES_LOOPBACK=true (make run sets it) "
+        "counts this machine's workers apart"
+    )
     return (
         f"each task needs {campaign.min_quorum} agreeing results from distinct volunteers, "
         f"and {n} connected volunteer{'' if n == 1 else 's'} can run it (volunteers are "
         "independent when they differ in account and network: workers on one network count "
-        "once). Start workers on other networks, or lower the quorum; for a trial on one "
-        "machine, ORIGIN_IGNORES_LOOPBACK=true (set by make run) counts this machine's "
-        "workers apart."
+        f"once). Start more workers on other networks, or lower the quorum{trial}."
     )
