@@ -86,6 +86,7 @@ async def _client(
     fed: list[float],
     gate: asyncio.Event,
     opening: asyncio.Semaphore,
+    ping: float,
 ) -> None:
     import msgpack
     import websockets
@@ -94,8 +95,14 @@ async def _client(
 
     headers = {"X-Forwarded-For": visitor_address(n)} if distinct else None
     async with opening:
+        # Keepalive pings as often as a native worker's (workers/native/transport.py).
         ws = await websockets.connect(
-            url, max_size=protocol.MAX_FRAME, open_timeout=120, additional_headers=headers
+            url,
+            max_size=protocol.MAX_FRAME,
+            open_timeout=120,
+            additional_headers=headers,
+            ping_interval=ping,
+            ping_timeout=protocol.PING_TIMEOUT,
         )
         hello = {"t": "hello", "v": 1, "kind": "native", "slots": 1, "agent": "scale"}
         await ws.send(msgpack.packb(hello))
@@ -114,14 +121,14 @@ async def _client(
         await gate.wait()
 
 
-async def _clients(url: str, n: int, distinct: bool) -> None:
+async def _clients(url: str, n: int, distinct: bool, ping: float) -> None:
     connected: list[float] = []
     fed: list[float] = []
     gate = asyncio.Event()
     start = time.time()
     opening = asyncio.Semaphore(IN_FLIGHT)
     tasks = [
-        asyncio.create_task(_client(url, i, distinct, connected, fed, gate, opening))
+        asyncio.create_task(_client(url, i, distinct, connected, fed, gate, opening, ping))
         for i in range(n)
     ]
     # A coarse wait on n clients' progress (lists they fill), good enough for a bench.
@@ -234,14 +241,14 @@ def _cancel(campaign_id: int) -> None:
     services.campaign_cancel(campaign=Campaign.objects.get(pk=campaign_id))
 
 
-def _server(b: Bench, root: Path | None = None, **env: str) -> Any:
+def _server(b: Bench, root: Path | None = None, *daphne_args: str, **env: str) -> Any:
     from bench import platform as bp
     from ccgsc.processes import start_platform
 
     server_env = {**b.env, **env}
     if root is not None:
         server_env["PYTHONPATH"] = str(root)
-    return start_platform(server_env, timeout=120, root=root or bp.ROOT)
+    return start_platform(server_env, timeout=120, root=root or bp.ROOT, daphne_args=daphne_args)
 
 
 def idle_run(
@@ -253,13 +260,29 @@ def idle_run(
         if distinct
         else {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
     )
-    server = _server(b, root, **caps)
+    from workers.protocol import PING_INTERVAL
+
+    # An earlier commit's server runs with the keepalive it had then (daphne's default pings
+    # every 20 s, native workers every 20 s) if it predates workers.protocol.PING_INTERVAL.
+    old_keepalive = (
+        root is not None and "PING_INTERVAL" not in (root / "workers/protocol.py").read_text()
+    )
+    ping = 20.0 if old_keepalive else float(PING_INTERVAL)
+    server = _server(
+        b,
+        root,
+        *(("--ping-interval", "20", "--ping-timeout", "30") if old_keepalive else ()),
+        **caps,
+    )
     cid: int | None = None
     try:
         rss0 = _rss_kib(server.proc.pid)
         url = server.url.replace("http", "ws") + "/ws/work/"
         clients = subprocess.Popen(
-            [sys.executable, "-m", "bench.scale", "--clients", url, str(n), str(int(distinct))],
+            [
+                *(sys.executable, "-m", "bench.scale", "--clients", url, str(n)),
+                *(str(int(distinct)), str(ping)),
+            ],
             env=b.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -590,7 +613,7 @@ def section(b: Bench, before: str | None) -> list[str]:
 def main(argv: list[str]) -> int:
     _raise_nofile()
     if argv[:1] == ["--clients"]:
-        asyncio.run(_clients(argv[1], int(argv[2]), argv[3] == "1"))
+        asyncio.run(_clients(argv[1], int(argv[2]), argv[3] == "1", float(argv[4])))
         return 0
     before = None
     if "--before" in argv:

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.protocol import MAX_WEBSOCKET_MESSAGE
+from workers.protocol import DAPHNE_KEEPALIVE_ARGS, MAX_WEBSOCKET_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +98,7 @@ def start_platform(
             str(MAX_WEBSOCKET_MESSAGE),
             "--websocket-max-frame-size",
             str(MAX_WEBSOCKET_MESSAGE),
+            *DAPHNE_KEEPALIVE_ARGS,
             *daphne_args,
             "ccgsc.asgi:application",
         ],

@@ -31,6 +31,21 @@ MAX_FRAME = 16 * 1024 * 1024  # a result batch may carry several MiB of outputs
 #: MAX_FRAME so that an oversized frame gets the `too_large` error before the close; beyond this
 #: the server drops the connection without reading on.
 MAX_WEBSOCKET_MESSAGE = 2 * MAX_FRAME
+#: The server's WebSocket keepalive (daphne's --ping-interval and --ping-timeout): a ping frame
+#: to every open socket once per PING_INTERVAL, closed when no pong comes within PING_TIMEOUT.
+#: A peer that vanishes without a close (a cut cable, a sleeping laptop) is found dead, and its
+#: leases released, within PING_INTERVAL + PING_TIMEOUT + 2 s (daphne looks every 2 s): 82 s.
+#: Every ping is CPU for every idle session (daphne's default, 20 s, was most of an idle
+#: process's CPU: docs/benchmarks.md, Scale); 50 s stays below the idle timeouts proxies and
+#: load balancers commonly apply (60 s; deploy/nginx.conf keeps /ws/ open for 1 h).
+PING_INTERVAL = 50
+PING_TIMEOUT = 30
+DAPHNE_KEEPALIVE_ARGS = (
+    "--ping-interval",
+    str(PING_INTERVAL),
+    "--ping-timeout",
+    str(PING_TIMEOUT),
+)
 MAX_BATCH = 256  # tasks in one frame, results in one frame
 MAX_SLOTS = 256
 MAX_STDERR = 4096

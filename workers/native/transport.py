@@ -132,9 +132,10 @@ class WebSocketTransport:
             max_size=MAX_INCOMING_FRAME,
             # msgpack of random-ish task data compresses poorly; deflate would only cost CPU.
             compression=None,
-            # Library-level keepalive finds a dead TCP path even when we have nothing to say.
-            ping_interval=20,
-            ping_timeout=20,
+            # Library-level keepalive finds a dead TCP path even when we have nothing to say; as
+            # often as the server's own (each ping is CPU for the server too: idle sessions).
+            ping_interval=protocol.PING_INTERVAL,
+            ping_timeout=protocol.PING_TIMEOUT,
             close_timeout=2,
         )
         return cls(ws)
