@@ -96,6 +96,52 @@ async def test_idle_sessions_make_no_queries_and_are_fed_together_when_work_appe
         await comm.disconnect()
 
 
+async def test_the_safety_net_leases_nothing_for_idle_sessions_while_no_campaign_runs(
+    make_campaign: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from campaigns import services
+
+    sessions = [await idle_session() for _ in range(3)]
+    d = dispatch.dispatcher()
+    bulk = _counting(monkeypatch, "lease_many")
+
+    # Nothing runs: the periodic look makes no lease statement for the waiting sessions.
+    assert await d.safety_net() == 0
+    assert bulk == [] and len(d.waiting) == 3
+
+    # A campaign starts and its nudge is lost (a channel layer at capacity drops messages):
+    # the next look feeds everyone waiting, in one bulk lease.
+    monkeypatch.setattr(dispatch.Dispatcher, "nudge", lambda self, campaign_id=None: None)
+    campaign = await sync_to_async(make_campaign)(["a", "b", "c"], start=False)
+    await sync_to_async(services.campaign_start)(campaign=campaign)
+    scheduler.work_available()  # what the lost nudge would have done to the directory
+    assert await d.safety_net() == 3
+    assert bulk == [1] and not d.waiting
+    got = [await recv(comm) for comm in sessions]
+    assert [frame["t"] for frame in got] == ["tasks"] * 3
+    for comm in sessions:
+        await comm.disconnect()
+
+
+def test_every_way_of_running_daphne_pings_idle_sockets_at_the_protocol_interval() -> None:
+    """Each keepalive ping is CPU for every idle session (docs/benchmarks.md, Scale): daphne's
+    default (20 s) is replaced everywhere the platform starts daphne."""
+    from pathlib import Path
+
+    from ccgsc import processes
+
+    root = Path(__file__).resolve().parent.parent
+    args = ["--ping-interval", str(protocol.PING_INTERVAL), "--ping-timeout"]
+    assert (*args, str(protocol.PING_TIMEOUT)) == protocol.DAPHNE_KEEPALIVE_ARGS
+    assert "DAPHNE_KEEPALIVE_ARGS" in Path(processes.__file__).read_text()
+    dockerfile = (root / "Dockerfile").read_text()
+    assert f'"--ping-interval", "{protocol.PING_INTERVAL}"' in dockerfile
+    assert f'"--ping-timeout", "{protocol.PING_TIMEOUT}"' in dockerfile
+    compose = (root / "compose.yaml").read_text()
+    assert f'- --ping-interval\n      - "{protocol.PING_INTERVAL}"' in compose
+    assert f'- --ping-timeout\n      - "{protocol.PING_TIMEOUT}"' in compose
+
+
 async def test_a_closed_session_stops_waiting() -> None:
     comm = await idle_session()
     d = dispatch.dispatcher()
