@@ -305,6 +305,7 @@ def idle_run(
         server.stop()
         if cid is not None:
             _cancel(cid)  # its leases went back with the clients: no work left for the next run
+        _forget_sessions()
     return {
         "n": n,
         **conn_info,
@@ -313,6 +314,18 @@ def idle_run(
         "fed": fed["fed"],
         "last": fed["last"] - t0 if fed["last"] else None,
     }
+
+
+def _forget_sessions() -> None:
+    """Mark the stopped server's sessions disconnected: the next run's sweeper would otherwise
+    close them, 500 every 2 s, during that run's idle window (its CPU is not idle sessions')."""
+    from django.utils import timezone
+
+    from workers.models import WorkerSession
+
+    WorkerSession.objects.filter(disconnected_at__isnull=True).update(
+        disconnected_at=timezone.now()
+    )
 
 
 def _cpu(pid: int) -> float:
