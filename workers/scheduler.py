@@ -652,7 +652,7 @@ def _candidates(session: SessionInfo, info: CampaignInfo, n: int) -> tuple[str, 
             [info.id, session.id, n],
         )
     sql = (
-        f"SELECT MIN(r.id) FROM {R} r WHERE r.campaign_id = %s AND r.state = {UNSENT}"
+        f"SELECT MIN(r.id) AS m FROM {R} r WHERE r.campaign_id = %s AND r.state = {UNSENT}"
         f" AND NOT EXISTS (SELECT 1 FROM {R} o WHERE o.task_id = r.task_id AND o.id <> r.id"
         " AND (o.session_id = %s OR o.user_id = %s OR o.origin = %s OR o.profile = %s))"
     )
@@ -681,15 +681,14 @@ def _candidates(session: SessionInfo, info: CampaignInfo, n: int) -> tuple[str, 
             f" THEN 1 END)) - COUNT(*))) FROM {R} h WHERE h.campaign_id = %s"
             f" AND h.state = {LEASED} AND h.origin = %s)"
         )
-        return sql + f" GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT {limit}", [
-            *params,
-            n,
-            share,
-            n,
-            session.id,
-            info.id,
-            session.origin,
-        ]
+        # The inner LIMIT stays a constant, so the planner keeps its plan for "the first n"
+        # (a computed LIMIT there made PostgreSQL plan for all unsent replicas); the share
+        # cuts those n rows.
+        return (
+            f"SELECT c.m FROM ({sql} GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT %s) c"
+            f" ORDER BY c.m LIMIT {limit}",
+            [*params, n, n, share, n, session.id, info.id, session.origin],
+        )
     return sql + " GROUP BY r.task_id ORDER BY MIN(r.id) LIMIT %s", [*params, n]
 
 
