@@ -342,7 +342,9 @@ def cmd_kernel_build(ctx: Context) -> int:
 def build_source(ctx: Context, source: Path, output: Path | None = None) -> builder.Built:
     memory = getattr(ctx.args, "memory_max", None) or builder.MEMORY_MAX_MIB
     try:
-        if builder.lang_of(source) != "rust" and builder.zig_cache_cold():
+        # (A missing file or unknown language is build()'s to report.)
+        cold = source.is_file() and source.suffix.lower() in builder.LANGS
+        if cold and builder.lang_of(source) != "rust" and builder.zig_cache_cold():
             ctx_note(ctx, "first C/C++ build here: zig builds its WASI libc into its cache once")
             ctx_note(ctx, "(a minute or more; later builds take about a second)")
         return builder.build(source, output, memory_mib=memory)

@@ -323,8 +323,8 @@ function render(s) {
       cell(row, `#${r.task}`, "mono");
       const desc = s.campaigns[r.campaign];
       const name = desc?.name || String(r.campaign);
-      // A GPU task says so, unless its campaign's name already does.
-      cell(row, desc?.kind === "gpu" && !/\bGPU\b/.test(name) ? `${name} (GPU)` : name);
+      // A GPU task is marked "(GPU)", unless its campaign's name already ends so.
+      cell(row, desc?.kind === "gpu" && !name.endsWith("(GPU)") ? `${name} (GPU)` : name);
       const outcome = row.insertCell();
       const b = document.createElement("span");
       b.className = `badge ${r.ok ? "badge-success" : "badge-danger"}`;
