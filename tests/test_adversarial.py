@@ -38,6 +38,7 @@ from rewards.models import KernelTrust, LedgerEntry, Reliability
 from tests.browser.helpers import wait_for
 from tests.conftest import kernel_bytes
 from tests.live import Platform, start_server
+from tests.skips import skip_unless_ci
 from workers.models import WorkerSession
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -433,7 +434,7 @@ def test_a_forged_forwarded_for_through_the_deployed_proxy_is_not_believed(
     from ccgsc.processes import nginx_binary, start_proxy
 
     if nginx_binary() is None:
-        pytest.skip("nginx is not installed (Debian package nginx)")
+        skip_unless_ci("nginx is not installed (Debian package nginx; .ci/run installs it)")
     settings.SECRET_KEY = SECRET_KEY
     platform = start_server(
         timeout=START_TIMEOUT,

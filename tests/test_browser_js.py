@@ -8,13 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.skips import needs
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = shutil.which("node")
 
 
-@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+@needs(NODE is None, "Node.js is not installed")
 def test_harness_units_in_node() -> None:
     assert NODE is not None
     files = sorted(str(p) for p in (ROOT / "tests" / "browser" / "js").glob("*.test.mjs"))

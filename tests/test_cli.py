@@ -26,6 +26,7 @@ from campaigns.models import Campaign
 from kernelhost import default_host
 from tests.conftest import KERNELS_DIR, kernel_bytes
 from tests.live import ROOT
+from tests.skips import skip_unless_ci
 
 MONTECARLO = str(KERNELS_DIR / "montecarlo.wasm")
 
@@ -477,8 +478,8 @@ def _has_rust() -> bool:
 
 @pytest.mark.parametrize("lang", ["cpp", "rust"])
 def test_cpp_and_rust_templates_build_and_agree_with_c(tmp_path, lang):
-    if lang == "rust" and not _has_rust() and os.environ.get("CI") != "true":
-        pytest.skip(
+    if lang == "rust" and not _has_rust():
+        skip_unless_ci(
             "no rustc with wasm32-wasi here: apt-get install rustc libstd-rust-dev-wasm32 lld"
         )
     home = tmp_path / "home"

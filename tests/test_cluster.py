@@ -9,7 +9,6 @@ and SQLite are one process by design); CI sets both, and installs nginx (.ci/run
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from campaigns.services import campaign_start, kernel_upload
 from ccgsc.processes import Platform, Proxy, free_port, nginx_binary, start_proxy
 from tests.conftest import kernel_bytes
 from tests.live import ROOT, start_server, subprocess_env
+from tests.skips import skip_unless_ci
 from tests.test_e2e import assert_each_task_done_exactly_once, completed
 from tests.waiting import wait_for
 from workers.models import WorkerSession
@@ -59,10 +59,7 @@ def cluster_services(transactional_db: None) -> None:
         if not there
     ]
     if missing:
-        reason = f"several server processes need {' and '.join(missing)}: embedded mode"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the multi-process tests, but {reason}")
-        pytest.skip(reason)
+        skip_unless_ci(f"several server processes need {' and '.join(missing)}: embedded mode")
 
 
 @dataclass
@@ -95,10 +92,7 @@ class Cluster:
     def start_proxy(self, ports: list[int]) -> Proxy:
         """nginx in front of the daphne processes on these ports (started or to be)."""
         if nginx_binary() is None:
-            message = "nginx is not installed (Debian package nginx; .ci/run installs it)"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
+            skip_unless_ci("nginx is not installed (Debian package nginx; .ci/run installs it)")
         self.proxy = start_proxy(ports, self.run_dir / "nginx")
         return self.proxy
 

@@ -277,7 +277,9 @@ def test_lease_many_leaves_replicated_campaigns_to_one_lease_per_session(
     assert sorted(tasks) == sorted(set(tasks)) and len(tasks) == 2
 
 
-@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="the bulk statement is PostgreSQL's (embedded mode)"
+)
 def test_concurrent_bulk_leases_never_share_a_replica(make_campaign: Any) -> None:
     c = make_campaign([f"t{i}" for i in range(400)])
     groups = [_sessions(50) for _ in range(3)]

@@ -15,6 +15,7 @@ from kernelhost import KernelRejected
 from kernelhost.gpu import check_source, parse_manifest, resolve
 from kernelhost.gpuhost import wgpu_installed
 from tests.conftest import kernel_bytes
+from tests.skips import needs
 from workers import protocol, scheduler, sessions
 from workers.models import WorkerSession
 from workers.scheduler import LeaseRequest, SessionInfo
@@ -35,7 +36,7 @@ MANIFEST = {"workgroup_size": 64, "output_bytes": "input"}
 GPU = protocol.GpuInfo(
     adapter="test adapter", max_buffer=1 << 27, max_workgroups=65535, max_invocations=256
 )
-needs_wgpu = pytest.mark.skipif(not wgpu_installed(), reason="the gpu extra is not installed")
+needs_wgpu = needs(not wgpu_installed(), "the gpu extra is not installed")
 
 
 @pytest.fixture(autouse=True)

@@ -16,11 +16,12 @@ import pytest
 from kernelhost import Limits
 from kernelhost.gpu import outputs_close, parse_manifest
 from kernelhost.gpuhost import GpuHost, GpuUnavailable, wgpu_installed
+from tests.skips import needs, skip_unless_ci
 
 CASES_DIR = Path(__file__).resolve().parent / "conformance" / "gpu"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "kernel.wgsl").exists())
 
-pytestmark = pytest.mark.skipif(not wgpu_installed(), reason="the gpu extra is not installed")
+pytestmark = needs(not wgpu_installed(), "the gpu extra is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def host() -> Iterator[GpuHost]:
     try:
         gpu.start()
     except GpuUnavailable as exc:
-        pytest.skip(f"no software GPU adapter (apt-get install mesa-vulkan-drivers): {exc}")
+        skip_unless_ci(f"no software GPU adapter (apt-get install mesa-vulkan-drivers): {exc}")
     yield gpu
     gpu.close()
 

@@ -20,6 +20,7 @@ from campaigns.models import Campaign, Result, Task
 from kernelhost.gpu import outputs_close
 from kernelhost.gpuhost import wgpu_installed
 from rewards.models import LedgerEntry
+from tests.skips import needs
 from tests.test_cli import as_json, ok, run_cli
 from workers.models import WorkerSession
 
@@ -27,7 +28,7 @@ CASE = Path(__file__).resolve().parent / "conformance" / "gpu" / "f32_series"
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not wgpu_installed(), reason="the gpu extra is not installed"),
+    needs(not wgpu_installed(), "the gpu extra is not installed"),
 ]
 
 

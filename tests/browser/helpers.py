@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import pytest
-
+from tests.skips import skip_unless_ci
 from tests.waiting import wait_for as wait_for  # re-exported: the browser tests import it from here
 
 ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
@@ -93,7 +92,7 @@ def launched_chromiums(*arg_sets: list[str]) -> Iterator[list[Any]]:
     allows one at a time in a thread), closed afterwards."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip(reason="no Chromium: install the chromium package or set $CHROMIUM")
+        skip_unless_ci("no Chromium: install the chromium package or set $CHROMIUM")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM
