@@ -4,36 +4,18 @@
 
 import { decodeBase64, decodeText, followFeed } from "./demo_feed.js";
 import { formatNumber } from "./format.js";
+import { paletteAt } from "./palette.js";
 
 const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById("mandelbrot-canvas"));
 const ctx = canvas.getContext("2d");
 const paintedEl = document.getElementById("tiles-painted");
 const totalEl = document.getElementById("tiles-total");
 
-// Colour stops from the outside in; points inside the set (n == maxiter) are black.
-/** @type {Array<[number, number[]]>} Palette stops: position 0..1, RGB. */
-const STOPS = [
-  [0.0, [8, 10, 40]],
-  [0.16, [32, 107, 203]],
-  [0.42, [237, 255, 255]],
-  [0.6425, [255, 170, 0]],
-  [0.8575, [120, 20, 0]],
-  [1.0, [8, 10, 40]],
-];
-
 /** The colour of an iteration count: a fixed, documented function (the browser test uses it). */
 export function color(n, maxiter) {
   if (n >= maxiter) return [0, 0, 0];
   const t = (Math.log(n + 1) / Math.log(maxiter + 1)) * 3 % 1; // three passes through the palette
-  for (let i = 1; i < STOPS.length; i++) {
-    if (t <= STOPS[i][0]) {
-      const [t0, c0] = STOPS[i - 1];
-      const [t1, c1] = STOPS[i];
-      const f = (t - t0) / (t1 - t0);
-      return c0.map((v, k) => Math.round(v + (c1[k] - v) * f));
-    }
-  }
-  return STOPS[STOPS.length - 1][1];
+  return paletteAt(t);
 }
 
 const state = { width: 0, height: 0, maxiter: 0, counts: null, painted: 0, color };

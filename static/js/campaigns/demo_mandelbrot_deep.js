@@ -6,17 +6,9 @@
 
 import { decodeBase64, followFeed } from "./demo_feed.js";
 import { formatNumber } from "./format.js";
+import { paletteAt } from "./palette.js";
 
 const TILE = 64;
-/** @type {Array<[number, number[]]>} Palette stops: position 0..1, RGB. */
-const STOPS = [
-  [0.0, [8, 10, 40]],
-  [0.16, [32, 107, 203]],
-  [0.42, [237, 255, 255]],
-  [0.6425, [255, 170, 0]],
-  [0.8575, [120, 20, 0]],
-  [1.0, [8, 10, 40]],
-];
 /** Iterations per pass through the palette: deep zooms have counts in the thousands whose
  * differences, not their size, carry the picture, so the palette cycles. */
 const PERIOD = 96;
@@ -30,15 +22,7 @@ const PERIOD = 96;
 export function color(n, maxiter) {
   if (n >= maxiter) return [0, 0, 0];
   const t = (n % PERIOD) / PERIOD;
-  for (let i = 1; i < STOPS.length; i++) {
-    if (t <= STOPS[i][0]) {
-      const [t0, c0] = STOPS[i - 1];
-      const [t1, c1] = STOPS[i];
-      const f = (t - t0) / (t1 - t0);
-      return c0.map((v, k) => Math.round(v + (c1[k] - v) * f));
-    }
-  }
-  return STOPS[STOPS.length - 1][1];
+  return paletteAt(t);
 }
 
 /** One canvas of the page and what has been painted on it. */
