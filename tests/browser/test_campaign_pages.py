@@ -78,8 +78,9 @@ def test_campaign_page_updates_progress_and_chart_live(
     people,
     tmp_path,
 ):
-    # About 0.2 s per task (50 million points), two slots: a run of a few seconds.
-    campaign = campaign_of(people, "montecarlo", [f"{seed} 50000000" for seed in range(1, 41)])
+    # About 0.6 s per task (150 million points), two slots: a run of about ten seconds, long
+    # enough for several chart points on an idle machine too (50 million once ended in 3 s).
+    campaign = campaign_of(people, "montecarlo", [f"{seed} 150000000" for seed in range(1, 41)])
     services.campaign_start(campaign=campaign)
     page = new_page(browser, platform.url, people.teammate)
     page.goto(f"/orgs/alpha/campaigns/{campaign.pk}/")
