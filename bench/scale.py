@@ -6,6 +6,8 @@
     python -m bench.scale visitors 10000        # distinct visitors, default per-origin caps
     python -m bench.scale churn                 # Panther's visitor churn
     python -m bench.scale lease 2000 5000       # the lease statement alone, bulk vs per session
+    python -m bench.scale cluster 20000 [--processes 2] [--idle-seconds S]
+    python -m bench.scale working 10000 1000 [--tasks T]
 
 idle N: N WebSocket sessions (asyncio clients in a separate process, one task each, all from
 127.0.0.1, so the server runs with MAX_SESSIONS_PER_ORIGIN=0 and MAX_SLOTS_PER_ORIGIN=0) say
@@ -24,6 +26,21 @@ each task for TASK_MS) completes a campaign of CHURN_TASKS tasks, first with nob
 mean CHURN_MEAN_DWELL s) by closing its TCP connection abruptly, mid-task, and a new visitor
 (a new network, a new session) taking its seat at once. Measured: makespan against steady,
 tasks lost (not done when it ends) and double-counted (more than one valid result).
+
+cluster N: as idle, but N sessions across --processes daphne processes (2 by default) on the
+same database and Redis, the clients split evenly over them (at most CLIENTS_PER_PROCESS
+sessions per client process, each client process on one server). The clients send the
+protocol's application `ping` every `heartbeat` as real workers do (N handshakes take longer
+than the sweeper's 90 s silence cutoff). Measured per server process and overall: connect
+rate, memory per session, idle CPU, and the time from the campaign start (one campaign of N
+tasks, started in the bench process) until every session of every process has work.
+
+working N: N simulated protocol workers (1 slot each, fed as the native worker is: `want` =
+room up to 4 frames, results batched and paced by acks, each task "running" WORKING_TASK_MS)
+connected to one daphne process, then a campaign of --tasks tasks (5 per session by default,
+WORKING_TASKS_PER_SESSION) started and run to completion. Measured: the server process's CPU
+seconds / tasks completed (and the benchmark database's PostgreSQL backends' likewise), tasks/s
+over the makespan, tasks lost and double-counted, and when the last session got its first task.
 
 The benchmark database is `<DATABASE_URL's name>_bench` on the same server (dropped and created
 afresh); Redis is REDIS_URL as given. ulimit -n is raised to the hard limit in every process.
@@ -87,6 +104,7 @@ async def _client(
     gate: asyncio.Event,
     opening: asyncio.Semaphore,
     ping: float,
+    heartbeat: bool = False,
 ) -> None:
     import msgpack
     import websockets
@@ -110,6 +128,9 @@ async def _client(
         if welcome["t"] != "welcome":
             await ws.close()
             raise RuntimeError(f"refused: {welcome.get('code')}: {welcome.get('message')}")
+    pinger = (
+        asyncio.create_task(_heartbeat(ws, welcome["limits"]["heartbeat"])) if heartbeat else None
+    )
     async with ws:
         await ws.send(msgpack.packb({"t": "want", "n": 1}))
         connected.append(time.time())
@@ -119,16 +140,38 @@ async def _client(
                 fed.append(time.time())
                 break
         await gate.wait()
+        if pinger is not None:
+            pinger.cancel()
 
 
-async def _clients(url: str, n: int, distinct: bool, ping: float) -> None:
+async def _heartbeat(ws: Any, every: float) -> None:
+    """The protocol's application ping every `every` seconds (as browsers and native workers
+    send it), the first at a random point of the first period so that N sessions spread."""
+    import msgpack
+
+    await asyncio.sleep(random.uniform(0, every))
+    while True:
+        await ws.send(msgpack.packb({"t": "ping"}))
+        await asyncio.sleep(every)
+
+
+async def _clients(
+    url: str,
+    n: int,
+    distinct: bool,
+    ping: float,
+    heartbeat: bool = False,
+    in_flight: int = IN_FLIGHT,
+) -> None:
     connected: list[float] = []
     fed: list[float] = []
     gate = asyncio.Event()
     start = time.time()
-    opening = asyncio.Semaphore(IN_FLIGHT)
+    opening = asyncio.Semaphore(in_flight)
     tasks = [
-        asyncio.create_task(_client(url, i, distinct, connected, fed, gate, opening, ping))
+        asyncio.create_task(
+            _client(url, i, distinct, connected, fed, gate, opening, ping, heartbeat)
+        )
         for i in range(n)
     ]
     # A coarse wait on n clients' progress (lists they fill), good enough for a bench.
@@ -144,7 +187,14 @@ async def _clients(url: str, n: int, distinct: bool, ping: float) -> None:
     seconds = (max(connected) - start) if connected else 0.0
     print(
         json.dumps(
-            {"connected": len(connected), "seconds": seconds, "failed": len(failed), "e": example}
+            {
+                "connected": len(connected),
+                "seconds": seconds,
+                "failed": len(failed),
+                "e": example,
+                "start": start,
+                "last_connected": max(connected) if connected else start,
+            }
         ),
         flush=True,
     )
@@ -566,6 +616,466 @@ LEASE_HEADER = [
 ]
 
 
+# --- several server processes -------------------------------------------------------------------
+
+# Sessions per client process: each holds its sessions' sockets (under the raised ulimit -n) and
+# its own event loop; a few processes, not one per thousand sessions, on a two-core machine.
+CLIENTS_PER_PROCESS = 5000
+CLUSTER_PROCESSES = 2
+CLIENT_BOUND = 900.0  # seconds: client processes still running by then are killed
+
+
+def _spread(n: int, parts: int) -> list[int]:
+    return [n // parts + (i < n % parts) for i in range(parts)]
+
+
+def _client_processes(n: int, servers: int) -> int:
+    """How many client processes for n sessions on `servers` servers: at least one per server,
+    at most CLIENTS_PER_PROCESS sessions each."""
+    return max(servers, math.ceil(n / CLIENTS_PER_PROCESS / servers) * servers)
+
+
+def _readline(proc: subprocess.Popen[str], deadline: float) -> dict[str, Any]:
+    """The client process's next JSON line, or an error once `deadline` (monotonic) passes."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("a client process did not answer in time")
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a client process exited ({proc.poll()})")
+    out: dict[str, Any] = json.loads(line)
+    return out
+
+
+def _stop_clients(clients: list[subprocess.Popen[str]]) -> None:
+    for c in clients:
+        if c.poll() is None and c.stdin is not None:
+            try:
+                c.stdin.write("\n")
+                c.stdin.flush()
+            except OSError:
+                pass
+    for c in clients:
+        try:
+            c.wait(60)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait(10)
+
+
+def cluster_run(
+    b: Bench, n: int, *, processes: int = CLUSTER_PROCESSES, idle_seconds: float
+) -> dict[str, Any]:
+    """n idle sessions across `processes` daphne processes, then a campaign of n tasks."""
+    from workers.protocol import PING_INTERVAL
+
+    caps = {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
+    servers: list[Any] = []
+    clients: list[subprocess.Popen[str]] = []
+    cid: int | None = None
+    deadline = time.monotonic() + CLIENT_BOUND
+    try:
+        for _ in range(processes):
+            servers.append(_server(b, None, **caps))
+        rss0 = [_rss_kib(s.proc.pid) for s in servers]
+        k = _client_processes(n, processes)
+        per_server_in_flight = max(1, IN_FLIGHT * processes // k)
+        for i, count in enumerate(_spread(n, k)):
+            url = servers[i % processes].url.replace("http", "ws") + "/ws/work/"
+            clients.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "bench.scale", "--clients", url, str(count)),
+                        *("0", str(float(PING_INTERVAL)), "1", str(per_server_in_flight)),
+                    ],
+                    env=b.env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        conn_info = [_readline(c, deadline) for c in clients]
+        time.sleep(2)  # the last handshakes' garbage settles before memory is read
+        rss = [_rss_kib(s.proc.pid) for s in servers]
+        cpu0 = [_cpu(s.proc.pid) for s in servers]
+        time.sleep(idle_seconds)
+        idle_cpu = [
+            (_cpu(s.proc.pid) - c0) / idle_seconds for s, c0 in zip(servers, cpu0, strict=True)
+        ]
+        cid = _campaign(n, f"cluster {n}")
+        t0 = _start(cid)
+        fed = [_readline(c, deadline) for c in clients]
+    finally:
+        _stop_clients(clients)
+        for s in servers:
+            s.stop()
+        if cid is not None:
+            _cancel(cid)
+        _forget_sessions()
+    connected = [0] * processes
+    for i, info in enumerate(conn_info):
+        connected[i % processes] += info["connected"]
+    total = sum(connected)
+    span = max(i["last_connected"] for i in conn_info) - min(i["start"] for i in conn_info)
+    failed = sum(i["failed"] for i in conn_info)
+    lasts = [f["last"] for f in fed if f["last"]]
+    return {
+        "n": n,
+        "processes": processes,
+        "client_processes": k,
+        "connected": total,
+        "per_process": connected,
+        "seconds": span,
+        "failed": failed,
+        "e": next((i["e"] for i in conn_info if i["e"]), ""),
+        "kib": [(r - r0) / max(c, 1) for r, r0, c in zip(rss, rss0, connected, strict=True)],
+        "idle_cpu": idle_cpu,
+        "idle_seconds": idle_seconds,
+        "fed": sum(f["fed"] for f in fed),
+        "last": max(lasts) - t0 if lasts else None,
+    }
+
+
+CLUSTER_HEADER = [
+    "| server processes | sessions (per process) | connected | server memory per session"
+    " | idle CPU per process | campaign start until every session has work |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def cluster_row(r: dict[str, Any]) -> str:
+    last = f"{r['last']:.1f} s" if r["last"] is not None else "n/a"
+    failed = f"; {r['failed']} failed ({r['e']})" if r["failed"] else ""
+    rate = r["connected"] / r["seconds"] if r["seconds"] else 0.0
+    per = " + ".join(f"{c:,}" for c in r["per_process"])
+    kib = ", ".join(f"{k:.0f}" for k in r["kib"])
+    cpu = ", ".join(f"{c * 100:.1f} %" for c in r["idle_cpu"])
+    return (
+        f"| {r['processes']} ({r['client_processes']} client processes) | {r['n']:,} ({per})"
+        f" | {r['connected']:,} in {r['seconds']:.1f} s ({rate:,.0f}/s){failed} | {kib} KiB"
+        f" | {cpu} of a core ({r['idle_seconds']:.0f} s) | {last} ({r['fed']:,} fed) |"
+    )
+
+
+# --- sessions working ---------------------------------------------------------------------------
+
+WORKING_TASK_MS = 100  # each simulated task "runs" this long: short, as a browser's may be
+# Tasks per session in the campaign (5 x N): more than the first deal (a new session's lease
+# allowance, 4), so that every session gets work at the start and then asks for more.
+WORKING_TASKS_PER_SESSION = 5
+WORKING_BOUND = 600.0  # seconds from the start: what is not done by then counts as lost
+RESULT_BATCH, RESULT_DELAY, RESULT_LINGER = 32, 0.003, 0.25  # as workers/native/results.py
+
+
+@dataclass
+class WorkStats:
+    connected: int = 0
+    failed: int = 0
+    tasks: int = 0  # tasks received
+    results: int = 0  # results sent
+    frames: int = 0  # result frames sent
+    acked: int = 0
+    ignored: int = 0
+    cancelled: int = 0
+    first_fed: float = 0.0  # when the last session got its first task (time.time())
+    fed: int = 0
+    error: str = ""
+
+
+class _SimWorker:
+    """One simulated worker session with 1 slot, fed as workers/native feeds itself: it offers
+    room for 4 frames of tasks (the server decides how many it gets from the run times it
+    reports), runs them one after another, and sends results in batches (at once at
+    RESULT_BATCH, after RESULT_DELAY, or after RESULT_LINGER while more tasks wait), one
+    result frame awaiting its ack at a time, each carrying the next `want`."""
+
+    def __init__(self, ws: Any, stats: WorkStats, task_ms: int) -> None:
+        self.ws, self.stats, self.task_ms = ws, stats, task_ms
+        self.queue: deque[int] = deque()
+        self.ready = asyncio.Event()
+        self.results: list[dict[str, Any]] = []
+        self.unacked = 0
+        self.flush_at: asyncio.TimerHandle | None = None
+        self.sending: set[asyncio.Task[None]] = set()
+
+    def want(self) -> int:
+        from workers import protocol
+
+        room = 4 * protocol.MAX_BATCH - len(self.queue) - len(self.results)
+        return max(0, min(room, protocol.MAX_BATCH))
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        import msgpack
+
+        task = asyncio.create_task(self.ws.send(msgpack.packb(msg)))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    def flush(self) -> None:
+        self.flush_at = None
+        if not self.results or (self.unacked and len(self.results) < 256):
+            return  # the ack of the frame in flight flushes these
+        chunk, self.results = self.results[:256], self.results[256:]
+        want = self.want()
+        self._send({"t": "result", "results": chunk, **({"want": want} if want else {})})
+        self.unacked += 1
+        self.stats.results += len(chunk)
+        self.stats.frames += 1
+
+    def flush_soon(self) -> None:
+        if len(self.results) >= RESULT_BATCH:
+            if self.flush_at is not None:
+                self.flush_at.cancel()
+            self.flush()
+        elif self.flush_at is None:
+            delay = RESULT_LINGER if self.queue else RESULT_DELAY
+            self.flush_at = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    async def receive(self) -> None:
+        import msgpack
+
+        first = True
+        async for raw in self.ws:
+            msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            if msg["t"] == "tasks":
+                if first:
+                    first = False
+                    self.stats.fed += 1
+                    self.stats.first_fed = max(self.stats.first_fed, time.time())
+                self.queue.extend(t["lease"] for t in msg["tasks"])
+                self.stats.tasks += len(msg["tasks"])
+                self.ready.set()
+            elif msg["t"] == "ack":
+                self.stats.acked += len(msg.get("leases") or ())
+                self.stats.ignored += len(msg.get("ignored") or ())
+                if msg.get("leases") is not None or msg.get("ignored") is not None:
+                    self.unacked = max(0, self.unacked - 1)
+                    if self.results:
+                        self.flush_soon()
+            elif msg["t"] == "cancel":
+                for lease in msg["leases"]:
+                    if lease in self.queue:
+                        self.queue.remove(lease)
+                        self.stats.cancelled += 1
+
+    async def run(self) -> None:
+        while True:
+            await self.ready.wait()
+            if not self.queue:
+                self.ready.clear()
+                continue
+            lease = self.queue[0]
+            await asyncio.sleep(self.task_ms / 1000)  # the kernel "runs"
+            if self.queue and self.queue[0] == lease:
+                self.queue.popleft()
+                item = {"lease": lease, "ok": True, "output": b"", "exit": 0, "ms": self.task_ms}
+                self.results.append(item)
+                self.flush_soon()
+
+
+async def _sim_worker(
+    url: str, opening: asyncio.Semaphore, stats: WorkStats, stop: asyncio.Event, task_ms: int
+) -> None:
+    import msgpack
+    import websockets
+
+    from workers import protocol
+
+    async with opening:
+        ws = await websockets.connect(
+            url,
+            max_size=protocol.MAX_FRAME,
+            open_timeout=120,
+            ping_interval=protocol.PING_INTERVAL,
+            ping_timeout=protocol.PING_TIMEOUT,
+        )
+        hello = {"t": "hello", "v": 2, "kind": "native", "slots": 1, "agent": "scale-working"}
+        await ws.send(msgpack.packb(hello))
+        welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
+        if welcome["t"] != "welcome":
+            await ws.close()
+            raise RuntimeError(f"refused: {welcome.get('code')}: {welcome.get('message')}")
+    async with ws:
+        worker = _SimWorker(ws, stats, task_ms)
+        await ws.send(msgpack.packb({"t": "want", "n": worker.want()}))
+        stats.connected += 1
+        jobs = [
+            asyncio.create_task(worker.receive()),
+            asyncio.create_task(worker.run()),
+            asyncio.create_task(_heartbeat(ws, welcome["limits"]["heartbeat"])),
+        ]
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([*jobs, stopping], return_when="FIRST_COMPLETED")
+        for job in [*jobs, stopping]:
+            job.cancel()
+
+
+async def _workers(url: str, n: int, task_ms: int, in_flight: int) -> None:
+    """A client process of `working`: n simulated workers; prints a line once all are connected
+    (or failed), runs them until a line comes on stdin, then prints their counts."""
+    stats = WorkStats()
+    stop = asyncio.Event()
+    opening = asyncio.Semaphore(in_flight)
+    start = time.time()
+    tasks = [asyncio.create_task(_sim_worker(url, opening, stats, stop, task_ms)) for _ in range(n)]
+    while stats.connected + sum(t.done() for t in tasks) < n:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    failed = [t.exception() for t in tasks if t.done() and t.exception() is not None]
+    print(
+        json.dumps(
+            {
+                "connected": stats.connected,
+                "failed": len(failed),
+                "e": repr(failed[-1])[:200] if failed else "",
+                "start": start,
+                "last_connected": time.time(),
+            }
+        ),
+        flush=True,
+    )
+    await asyncio.to_thread(sys.stdin.readline)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stats.failed = len(failed)
+    print(json.dumps(stats.__dict__), flush=True)
+
+
+def _postgres_cpu(backends: dict[int, float]) -> float:
+    """CPU seconds of the PostgreSQL backends serving the benchmark database (this machine's
+    server), added into `backends` (pid -> CPU seconds so far) at every look; returns the sum.
+    A backend that comes and goes between two looks is not counted."""
+    from django.db import connection
+
+    from bench import platform as bp
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        pids = [int(row[0]) for row in cursor.fetchall()]
+    for pid in pids:
+        try:
+            backends[pid] = bp.cpu_seconds(pid)
+        except OSError:
+            continue
+    return sum(backends.values())
+
+
+def working_run(
+    b: Bench, n: int, *, tasks: int | None = None, task_ms: int = WORKING_TASK_MS
+) -> dict[str, Any]:
+    """n simulated workers on one daphne process, then a campaign of `tasks` tasks run to the
+    end: server CPU per task, tasks/s, lost and double-counted."""
+    from django.db.models import Count
+
+    from bench import platform as bp
+    from campaigns.models import Campaign, Result
+
+    caps = {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
+    server = _server(b, None, **caps)
+    clients: list[subprocess.Popen[str]] = []
+    deadline = time.monotonic() + CLIENT_BOUND
+    stats: list[dict[str, Any]] = []
+    tasks = tasks or WORKING_TASKS_PER_SESSION * n
+    try:
+        cid = _campaign(tasks, f"working {n}")
+        bp.settle()
+        k = _client_processes(n, 1)
+        url = server.url.replace("http", "ws") + "/ws/work/"
+        for count in _spread(n, k):
+            clients.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "bench.scale", "--workers", url, str(count)),
+                        *(str(task_ms), str(max(1, IN_FLIGHT // k))),
+                    ],
+                    env=b.env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        conn_info = [_readline(c, deadline) for c in clients]
+        client_cpu0 = sum(_cpu(c.pid) for c in clients)
+        backends: dict[int, float] = {}
+        pg_cpu0 = _postgres_cpu(backends)
+        cpu0 = _cpu(server.proc.pid)
+        t0 = _start(cid)
+        started = time.monotonic()
+        while time.monotonic() - started < WORKING_BOUND:
+            if Campaign.objects.get(pk=cid).state == Campaign.State.COMPLETED:
+                break
+            _postgres_cpu(backends)  # a backend opened meanwhile counts from its start
+            time.sleep(0.5)  # gently: this process shares the cores being measured
+        cpu = _cpu(server.proc.pid) - cpu0
+        pg_cpu = _postgres_cpu(backends) - pg_cpu0
+        client_cpu = sum(_cpu(c.pid) for c in clients) - client_cpu0
+        for proc in clients:
+            assert proc.stdin is not None
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        stats = [_readline(proc, deadline) for proc in clients]
+    finally:
+        _stop_clients(clients)
+        server.stop()
+        _forget_sessions()
+    camp = Campaign.objects.get(pk=cid)
+    end = camp.finished_at.timestamp() if camp.finished_at else None
+    valid = Result.objects.filter(campaign_id=cid, validation=Result.Validation.VALID)
+    doubled = valid.values("task").annotate(n=Count("pk")).filter(n__gt=1).count()
+    if camp.state != Campaign.State.COMPLETED:
+        _cancel(cid)
+    fed_last = max((s["first_fed"] for s in stats if s["fed"]), default=None)
+    return {
+        "n": n,
+        "connected": sum(i["connected"] for i in conn_info),
+        "failed": sum(i["failed"] for i in conn_info),
+        "e": next((i["e"] for i in conn_info if i["e"]), ""),
+        "client_processes": len(clients),
+        "tasks": tasks,
+        "task_ms": task_ms,
+        "done": camp.tasks_done,
+        "lost": camp.tasks_total - camp.tasks_done,
+        "doubled": doubled,
+        "makespan": end - t0 if end else None,
+        "cpu": cpu,
+        "client_cpu": client_cpu,
+        "pg_cpu": pg_cpu,
+        "frames": sum(s["frames"] for s in stats),
+        "fed": sum(s["fed"] for s in stats),
+        "fed_last": fed_last - t0 if fed_last else None,
+        "results": sum(s["results"] for s in stats),
+        "acked": sum(s["acked"] for s in stats),
+        "ignored": sum(s["ignored"] for s in stats),
+    }
+
+
+WORKING_HEADER = [
+    "| sessions working | tasks | makespan | tasks/s | server CPU | server CPU per task"
+    " | lost | double-counted | start until every session had work |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def working_row(r: dict[str, Any]) -> str:
+    makespan = f"{r['makespan']:.1f} s" if r["makespan"] else "not done"
+    rate = f"{r['done'] / r['makespan']:,.0f}" if r["makespan"] else "n/a"
+    per_task = r["cpu"] / r["done"] * 1e6 if r["done"] else float("nan")
+    fed = f"{r['fed_last']:.1f} s" if r["fed_last"] is not None else "n/a"
+    failed = f"; {r['failed']} failed to connect ({r['e']})" if r["failed"] else ""
+    return (
+        f"| {r['connected']:,} of {r['n']:,}{failed} | {r['done']:,} of {r['tasks']:,}"
+        f" x {r['task_ms']} ms | {makespan} | {rate} | {r['cpu']:.1f} s"
+        f" (PostgreSQL: {r['pg_cpu']:.1f} s; clients: {r['client_cpu']:.1f} s in"
+        f" {r['client_processes']}) | **{per_task:,.0f} µs**"
+        f" ({r['results'] / max(r['frames'], 1):.1f} results a frame)"
+        f" | {r['lost']} | {r['doubled']}"
+        f" | {fed} ({r['fed']:,} fed) |"
+    )
+
+
 # --- the section --------------------------------------------------------------------------------
 
 
@@ -592,6 +1102,12 @@ def section(b: Bench, before: str | None) -> list[str]:
     print(idle_rows[-1], flush=True)
     lease_rows = [lease_timing(n) for n in (2000, 5000)]
     churn_rows = churn(b)
+    cluster_rows = [cluster_row(cluster_run(b, 20_000, idle_seconds=IDLE_SECONDS))]
+    print(cluster_rows[-1], flush=True)
+    working_rows = []
+    for n in (10_000, 1000):
+        working_rows.append(working_row(working_run(b, n)))
+        print(working_rows[-1], flush=True)
     return [
         "## Scale",
         "",
@@ -620,13 +1136,58 @@ def section(b: Bench, before: str | None) -> list[str]:
         " visitor closes its TCP connection mid-task and a new one takes its seat.",
         "",
         *churn_rows,
+        "",
+        f"{CLUSTER_PROCESSES} daphne processes together (`python -m bench.scale cluster 20000`):"
+        " the same database and Redis, the idle clients split evenly over them in client"
+        f" processes of at most {CLIENTS_PER_PROCESS:,} sessions, from 127.0.0.1 with"
+        " `MAX_SESSIONS_PER_ORIGIN=0`; unlike the rows above, the clients send the protocol's"
+        " application `ping` every 20 s as real workers do. One campaign of 20,000 tasks,"
+        " started in the bench process, feeds the sessions of both processes.",
+        "",
+        *CLUSTER_HEADER,
+        *cluster_rows,
+        "",
+        "Sessions working (`python -m bench.scale working 10000 1000`): simulated protocol"
+        f" workers, 1 slot each, fed as the native worker feeds itself, each task 'running'"
+        f" {WORKING_TASK_MS} ms, on one daphne process; a campaign of"
+        f" {WORKING_TASKS_PER_SESSION} tasks per session started once all are connected and"
+        " run to completion. Server CPU: the daphne process from the start to completion;"
+        " PostgreSQL: the benchmark database's backends over the same time.",
+        "",
+        *WORKING_HEADER,
+        *working_rows,
     ]
+
+
+def _cluster_or_working(
+    b: Bench, what: str, counts: list[int], options: dict[str, int], idle_seconds: float
+) -> int:
+    if what == "cluster":
+        print("\n".join(CLUSTER_HEADER))
+        for n in counts or [20_000]:
+            r = cluster_run(
+                b,
+                n,
+                processes=options.get("--processes", CLUSTER_PROCESSES),
+                idle_seconds=idle_seconds,
+            )
+            print(cluster_row(r), flush=True)
+        return 0
+    print("\n".join(WORKING_HEADER))
+    for n in counts or [10_000, 1000]:
+        r = working_run(b, n, tasks=options.get("--tasks"))
+        print(working_row(r), flush=True)
+    return 0
 
 
 def main(argv: list[str]) -> int:
     _raise_nofile()
     if argv[:1] == ["--clients"]:
-        asyncio.run(_clients(argv[1], int(argv[2]), argv[3] == "1", float(argv[4])))
+        extra = (argv[5] == "1", int(argv[6])) if len(argv) > 5 else ()
+        asyncio.run(_clients(argv[1], int(argv[2]), argv[3] == "1", float(argv[4]), *extra))
+        return 0
+    if argv[:1] == ["--workers"]:
+        asyncio.run(_workers(argv[1], int(argv[2]), int(argv[3]), int(argv[4])))
         return 0
     before = None
     if "--before" in argv:
@@ -638,6 +1199,12 @@ def main(argv: list[str]) -> int:
         i = argv.index("--idle-seconds")
         idle_seconds = float(argv[i + 1])
         del argv[i : i + 2]
+    options: dict[str, int] = {}
+    for name in ("--processes", "--tasks"):
+        if name in argv:
+            i = argv.index(name)
+            options[name] = int(argv[i + 1])
+            del argv[i : i + 2]
     b = bench_setup()
     if not argv:
         from bench import platform as bp
@@ -653,6 +1220,8 @@ def main(argv: list[str]) -> int:
         for n in counts or [2000, 5000]:
             print(lease_timing(n), flush=True)
         return 0
+    if what in ("cluster", "working"):
+        return _cluster_or_working(b, what, counts, options, idle_seconds)
     if what not in ("idle", "visitors"):
         print(__doc__, file=sys.stderr)
         return 2
