@@ -963,6 +963,18 @@ def _postgres_cpu(backends: dict[int, float]) -> float:
     return sum(backends.values())
 
 
+def _transactions() -> int:
+    """Transactions committed in the benchmark database so far (PostgreSQL's statistics)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
 def working_run(
     b: Bench, n: int, *, tasks: int | None = None, task_ms: int = WORKING_TASK_MS
 ) -> dict[str, Any]:
@@ -1001,6 +1013,7 @@ def working_run(
         client_cpu0 = sum(_cpu(c.pid) for c in clients)
         backends: dict[int, float] = {}
         pg_cpu0 = _postgres_cpu(backends)
+        xact0 = _transactions()
         cpu0 = _cpu(server.proc.pid)
         t0 = _start(cid)
         started = time.monotonic()
@@ -1011,6 +1024,8 @@ def working_run(
             time.sleep(0.5)  # gently: this process shares the cores being measured
         cpu = _cpu(server.proc.pid) - cpu0
         pg_cpu = _postgres_cpu(backends) - pg_cpu0
+        time.sleep(1)  # the backends report their transactions to the statistics (~1 s)
+        xacts = _transactions() - xact0
         client_cpu = sum(_cpu(c.pid) for c in clients) - client_cpu0
         for proc in clients:
             assert proc.stdin is not None
@@ -1043,6 +1058,7 @@ def working_run(
         "cpu": cpu,
         "client_cpu": client_cpu,
         "pg_cpu": pg_cpu,
+        "xacts": xacts,
         "frames": sum(s["frames"] for s in stats),
         "fed": sum(s["fed"] for s in stats),
         "fed_last": fed_last - t0 if fed_last else None,
@@ -1068,8 +1084,9 @@ def working_row(r: dict[str, Any]) -> str:
     return (
         f"| {r['connected']:,} of {r['n']:,}{failed} | {r['done']:,} of {r['tasks']:,}"
         f" x {r['task_ms']} ms | {makespan} | {rate} | {r['cpu']:.1f} s"
-        f" (PostgreSQL: {r['pg_cpu']:.1f} s; clients: {r['client_cpu']:.1f} s in"
-        f" {r['client_processes']}) | **{per_task:,.0f} µs**"
+        f" (PostgreSQL: {r['pg_cpu']:.1f} s, {r['xacts'] / max(r['done'], 1):.1f} transactions"
+        f" a task; clients: {r['client_cpu']:.1f} s in {r['client_processes']})"
+        f" | **{per_task:,.0f} µs** (PostgreSQL: {r['pg_cpu'] / max(r['done'], 1) * 1e6:,.0f} µs)"
         f" ({r['results'] / max(r['frames'], 1):.1f} results a frame)"
         f" | {r['lost']} | {r['doubled']}"
         f" | {fed} ({r['fed']:,} fed) |"
