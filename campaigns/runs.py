@@ -33,6 +33,18 @@ from channels.layers import get_channel_layer
 
 from campaigns.models import Result, Task
 
+#: How long a run's kernel may run on the worker (the interactive campaign's task_timeout).
+RUN_TASK_TIMEOUT = 60
+#: A run's lease lasts its kernel's time limit and this much more (a batch task's lasts twice
+#: its limit, for time queued in the worker's prefetch buffer): a run is leased before batch
+#: work and someone waits on it, so a worker that went silent should lose it soon.
+RUN_LEASE_GRACE = 10
+#: The longest a silent worker (crashed, cut off, hung) holds a run: its lease's deadline, plus
+#: the sweeper's period (workers/sweeper.py: 2 s) and margin. Then the run is queued again for
+#: another worker (never the silent one), or fails ("lease expired on N worker session(s)...")
+#: once sessions of the campaign's max_attempts (5), and at least three, distinct networks let
+#: it expire (workers/scheduler.py reclaim_expired); a waiting request is told at once.
+SILENT_WORKER_SECONDS = RUN_TASK_TIMEOUT + RUN_LEASE_GRACE + 5
 #: How long a caller may wait for an answer in one request (POST /run, GET /runs/{id}).
 WAIT_MAX_SECONDS = 60.0
 WAIT_DEFAULT_SECONDS = 30.0

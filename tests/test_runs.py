@@ -3,21 +3,27 @@ lease path, ahead of batch work, answered to the caller; end to end with a real 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import Client
+from django.utils import timezone
 
 from accounts import services as account_services
 from campaigns import runs, services
 from campaigns.inputs import TaskSpec
 from campaigns.models import Campaign, Result, Task
+from campaigns.services import runs as run_services
 from tests.conftest import fail_item as fail
 from tests.conftest import kernel_bytes
 from tests.conftest import ok_item as ok
-from workers import scheduler
+from workers import scheduler, sweeper
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
 
@@ -194,3 +200,93 @@ def test_a_run_is_answered_by_a_real_native_worker(live_platform, people):
     # Executed by the worker's session, not in the web process.
     assert WorkerSession.objects.get(pk=result.session_id).kind == "native"
     assert runs.run_view(body["id"]) is not None
+
+
+# --- a worker that goes silent holding a run ------------------------------------------------------
+
+
+def _queued_run(organization, kernel) -> int:
+    return run_services.run_submit(
+        organization=organization, kernel=kernel, spec=TaskSpec(input=b"")
+    ).pk
+
+
+def _lease_and_go_silent(organization, task_id: int) -> SessionInfo:
+    """A worker leases the run and is never heard from again: its lease expires."""
+    worker = native_session(organization)
+    (lease,) = scheduler.lease(worker, 1)
+    assert lease.task == task_id
+    Result.objects.filter(pk=lease.lease).update(deadline=timezone.now() - timedelta(seconds=1))
+    assert scheduler.reclaim_expired() == 1
+    # As its connection learns when told of the expiry (workers/connection.py).
+    return dataclasses.replace(worker, expired=True)
+
+
+async def _waiting(task_id: int, monkeypatch, seconds: float = 30.0) -> asyncio.Task[bool]:
+    """A request waiting on the run, returned once it has subscribed and read the run (what
+    happens to the run from then on must wake it)."""
+    looked = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    decided = runs._decided
+
+    def spy(tid: int) -> bool:
+        answer = decided(tid)
+        loop.call_soon_threadsafe(looked.set)
+        return answer
+
+    monkeypatch.setattr(runs, "_decided", spy)
+    waiter = asyncio.ensure_future(runs.wait_decided(task_id, seconds))
+    await asyncio.wait_for(looked.wait(), 10)
+    return waiter
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_run_failed_by_silent_workers_answers_its_waiting_caller_at_once(
+    people, echo, monkeypatch
+):
+    task_id = await sync_to_async(_queued_run)(people.org, echo)
+    task = await Task.objects.aget(pk=task_id)
+    await Campaign.objects.filter(pk=task.campaign_id).aupdate(max_attempts=1)
+    scheduler.work_available()
+    waiter = await _waiting(task_id, monkeypatch)
+    # Sessions of EXPIRY_MIN_NETWORKS distinct networks (max_attempts, when more) let it
+    # expire: the run fails.
+    for _ in range(scheduler.EXPIRY_MIN_NETWORKS - 1):
+        await sync_to_async(_lease_and_go_silent)(people.org, task_id)
+        view = await sync_to_async(runs.run_view)(task_id)
+        assert view is not None and view.state == "queued"  # again, for another worker
+    assert not waiter.done()
+    await sync_to_async(_lease_and_go_silent)(people.org, task_id)
+    # Told when the sweeper failed it, not when the caller's 30 s wait ran out.
+    assert await asyncio.wait_for(waiter, 10) is True
+    view = await sync_to_async(runs.run_view)(task_id)
+    assert view is not None and view.state == "failed" and view.ok is None
+    assert "lease expired on 3 worker session(s)" in view.failure
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_run_whose_worker_went_silent_is_answered_by_the_next_worker(
+    people, echo, monkeypatch
+):
+    task_id = await sync_to_async(_queued_run)(people.org, echo)
+    waiter = await _waiting(task_id, monkeypatch)
+    silent = await sync_to_async(_lease_and_go_silent)(people.org, task_id)
+    # The silent worker never gets it back; another one does, and its answer is the run's.
+    assert await sync_to_async(scheduler.lease)(silent, 1) == []
+    other = await sync_to_async(native_session)(people.org)
+    (lease,) = await sync_to_async(scheduler.lease)(other, 1)
+    assert lease.task == task_id
+    await sync_to_async(scheduler.submit_results)(other, [ok(lease, out=b"second")])
+    assert await asyncio.wait_for(waiter, 10) is True
+    view = await sync_to_async(runs.run_view)(task_id)
+    assert view is not None and (view.state, view.stdout) == ("done", b"second")
+
+
+def test_a_runs_lease_lasts_its_kernels_time_limit_and_a_short_grace(people, echo):
+    task_id = _queued_run(people.org, echo)
+    (lease,) = scheduler.lease(native_session(people.org), 1)
+    row = Result.objects.get(pk=lease.lease)
+    held = (row.deadline - row.leased_at).total_seconds()
+    assert held == runs.RUN_TASK_TIMEOUT + runs.RUN_LEASE_GRACE
+    assert held + 2 * sweeper.SWEEP_SECONDS <= runs.SILENT_WORKER_SECONDS
+    assert lease.task == task_id

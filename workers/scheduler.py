@@ -37,6 +37,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from campaigns import runs
 from campaigns.models import Campaign, Kernel, Result, Task
 from campaigns.replicas import insert_replicas
 from campaigns.services.lifecycle import campaign_check_complete
@@ -478,7 +479,7 @@ def _lease_bulk(info: CampaignInfo, wants: list[tuple[SessionInfo, int]]) -> dic
     if not wants:
         return {}
     now = timezone.now()
-    deadline = now + timedelta(seconds=2 * info.task_timeout)
+    deadline = now + timedelta(seconds=lease_seconds(info))
     ids: list[int] = []
     users: list[int | None] = []
     sites: list[int | None] = []
@@ -562,11 +563,19 @@ def _next_campaign(
     return best
 
 
+def lease_seconds(info: CampaignInfo) -> int:
+    """How long a lease of the campaign lasts: the kernel's own wall-time limit plus as much
+    again for time spent queued in the worker's prefetch buffer and on the network; a
+    synchronous run's, its limit and a short grace (campaigns/runs.py: a caller waits on it,
+    and it is leased before batch work, so it does not queue long)."""
+    if info.interactive:
+        return info.task_timeout + runs.RUN_LEASE_GRACE
+    return 2 * info.task_timeout
+
+
 def _lease_from(session: SessionInfo, info: CampaignInfo, n: int) -> list[Lease]:
     now = timezone.now()
-    # The deadline covers the kernel's own wall-time limit plus as much again for time spent
-    # queued in the worker's prefetch buffer and on the network.
-    deadline = now + timedelta(seconds=2 * info.task_timeout)
+    deadline = now + timedelta(seconds=lease_seconds(info))
     set_params = [
         session.id,
         session.user_id,
@@ -1037,6 +1046,9 @@ def reclaim_expired(now: datetime | None = None) -> int:
         _charge_sessions(cursor, Counter(r[4] for r in rows if r[4] is not None), now)
         hooks.record_failed([FailedRow(*r[:4]) for r in rows])
         _bump_counters(cursor, Counter(), failed)
+        # Runs whose worker went silent were queued again or failed: a request waiting on a
+        # failed one is answered now (not when its wait runs out); one queued again waits on.
+        _announce_runs(running_campaigns(), [(r[0], r[1], r[2]) for r in rows])
         expired = sorted(r[0] for r in rows)
 
         def tell() -> None:

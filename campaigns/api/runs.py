@@ -97,7 +97,8 @@ class RunOutput(serializers.Serializer):
     id = serializers.IntegerField(help_text="the run's id (GET /api/v1/runs/{id})")
     url = serializers.CharField(help_text="where to fetch the run later")
     state = serializers.CharField(
-        help_text="queued (no worker has it), running (leased), done or failed"
+        help_text="queued (no worker has it; also again after a worker went silent holding "
+        "it), running (leased), done or failed"
     )
     campaign = serializers.IntegerField(help_text="the interactive campaign holding the run")
     kernel = serializers.CharField(help_text="sha256 of the module that ran")
@@ -186,7 +187,13 @@ class RunApi(ApiView):
             "decided (done, or failed after its attempts: `ok` false, `error`, `exit_code`, "
             "`stderr`), else 202 with the run as it is now and a `Location` to fetch it from "
             "(GET /api/v1/runs/{id}, which can wait too). A queued run stays queued until a "
-            "worker takes it. With quorum 1 the answer is one worker's, unverified "
+            "worker takes it. A worker that goes silent holding the run loses it within "
+            f"{runs.SILENT_WORKER_SECONDS} s of its lease (the kernel's "
+            f"{runs.RUN_TASK_TIMEOUT} s limit and a {runs.RUN_LEASE_GRACE} s grace, then the "
+            "sweeper): the run is queued again for another worker, or fails with `failure` "
+            '"lease expired on N worker session(s)..." once silent sessions of max_attempts '
+            "distinct networks let it expire; a request waiting on it is answered as soon "
+            "as it is decided. With quorum 1 the answer is one worker's, unverified "
             "(`verification.basis` = single); with quorum N it is decided by N independent "
             "volunteers' byte-identical answers. Runs are tasks of the organization's "
             '"Synchronous runs of KERNEL" campaign (one per kernel and quorum).'

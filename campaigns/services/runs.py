@@ -14,13 +14,12 @@ from accounts.models import Organization, User
 from campaigns import replicas, signals
 from campaigns.inputs import TaskSpec
 from campaigns.models import Campaign, Kernel, Task
-from campaigns.runs import group_name
+from campaigns.runs import RUN_TASK_TIMEOUT, group_name
 from campaigns.services.base import ServiceError, limits
 from campaigns.services.creation import campaign_create
 from campaigns.services.lifecycle import campaign_start
 
-#: How long a run's kernel may run on the worker (the interactive campaign's task_timeout).
-RUN_TASK_TIMEOUT = 60
+__all__ = ["RUN_TASK_TIMEOUT", "announce", "run_campaign", "run_submit"]
 
 
 def run_campaign(*, organization: Organization, kernel: Kernel, quorum: int) -> Campaign:
