@@ -10,10 +10,14 @@ once and validated like any other. Nothing runs in the web process. What is part
   with the organization's other campaigns). The scheduler leases an interactive campaign's
   replicas before any batch campaign's (workers/scheduler.py `_next_campaign`), and such a
   campaign never completes.
-- After a result of an interactive task is recorded, the scheduler says so on the task's
-  channel group (services.runs.announce); the waiting request re-reads the task
-  (`wait_decided`). The task is committed before the request subscribes, so the request reads
-  it once after subscribing: an answer that came in between is not missed.
+- After a result of an interactive task is recorded (or its lease expired: the sweeper), the
+  scheduler says so after the commit (services.runs.announce): to requests waiting in the same
+  process directly, by an asyncio event of theirs (`wake_here`: no Redis round trip when the
+  worker's session and the caller share a process), and to every process on the task's
+  channel group (the caller may be on another process than the worker). A waiting request
+  re-reads the task when woken either way (`wait_decided`). The task is committed before the
+  request registers and subscribes, so it reads it once after both: an answer that came in
+  between is not missed.
 - Verification is the campaign's: with quorum 1 (the default) a run is one worker's answer,
   unverified (basis "single"); with quorum N it is decided when N independent volunteers
   agreed, exactly as in a batch campaign.
@@ -24,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
@@ -53,7 +59,11 @@ WAIT_DEFAULT_SECONDS = 30.0
 MAX_WAITING = 64
 GROUP_PREFIX = "ccgsc.run."
 
+log = logging.getLogger(__name__)
 _waiting = threading.BoundedSemaphore(MAX_WAITING)
+# Requests of this process waiting on a task: its id -> (loop, event) of each (wake_here).
+_here: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+_here_lock = threading.Lock()
 
 
 def group_name(task_id: int) -> str:
@@ -171,33 +181,112 @@ def _decided(task_id: int) -> bool:
     return Task.objects.filter(pk=task_id).exclude(state=Task.State.PENDING).exists()
 
 
+def wake_here(task_ids: list[int]) -> None:
+    """Wake the requests of this process waiting on these tasks (from any thread)."""
+    with _here_lock:
+        waiters = [w for tid in task_ids for w in _here.get(tid, ())]
+    for loop, event in waiters:
+        with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits any more
+            loop.call_soon_threadsafe(event.set)
+
+
+class _Listener:
+    """One per event loop of the process: receives the run announcements of other processes
+    for the tasks its loop's requests wait on (they subscribe its channel to their task's
+    group) and wakes them. Requests never receive from the layer themselves: cancelling a
+    receive of channels_redis mid-read could lose another consumer's message (a process's
+    channels share one Redis list)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        # (task id -> requests of this loop subscribed to its group)
+        self.subscribed: dict[int, int] = {}
+
+    async def ensure(self) -> str:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._listen(self.channel))
+        return self.channel
+
+    async def _listen(self, channel: str) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("receiving run announcements failed")
+                await asyncio.sleep(1.0)
+                continue
+            task = event.get("task")
+            if isinstance(task, int):
+                wake_here([task])
+
+
+_listeners: dict[asyncio.AbstractEventLoop, _Listener] = {}
+
+
+def _listener(layer: Any) -> _Listener:
+    loop = asyncio.get_running_loop()
+    found = _listeners.get(loop)
+    if found is None or found.layer is not layer:
+        for old in [lp for lp in _listeners if lp.is_closed()]:
+            del _listeners[old]
+        found = _listeners[loop] = _Listener(layer)
+    return found
+
+
 async def wait_decided(task_id: int, seconds: float) -> bool:
     """Wait up to `seconds` for the task to be decided (done or failed), woken by
-    services.runs.announce. Returns whether it was."""
+    services.runs.announce: directly (`wake_here`) when the answer was recorded in this
+    process, through the channel layer (this loop's _Listener) when in another. Returns
+    whether it was."""
+    decided = sync_to_async(_decided, thread_sensitive=True)
     if seconds <= 0:
-        return await sync_to_async(_decided, thread_sensitive=True)(task_id)
+        return await decided(task_id)
     layer = get_channel_layer()
-    if layer is None:
-        return await sync_to_async(_decided, thread_sensitive=True)(task_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    channel = await layer.new_channel()
+    woken = asyncio.Event()
+    me = (loop, woken)
+    with _here_lock:
+        _here.setdefault(task_id, set()).add(me)
+    listener = _listener(layer) if layer is not None else None
     group = group_name(task_id)
-    await layer.group_add(group, channel)
     try:
-        # Read after subscribing: an answer recorded before the subscription is seen here.
-        while not await sync_to_async(_decided, thread_sensitive=True)(task_id):
+        if listener is not None:
+            listener.subscribed[task_id] = listener.subscribed.get(task_id, 0) + 1
+            await layer.group_add(group, await listener.ensure())
+        # Read after registering and subscribing: an answer recorded before is seen here.
+        while not await decided(task_id):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(layer.receive(channel), remaining)
+                await asyncio.wait_for(woken.wait(), remaining)
             except TimeoutError:
-                return await sync_to_async(_decided, thread_sensitive=True)(task_id)
+                return await decided(task_id)
+            woken.clear()  # a wake from here on is for the read below
         return True
     finally:
-        with contextlib.suppress(Exception):
-            await layer.group_discard(group, channel)
+        with _here_lock:
+            mine = _here.get(task_id)
+            if mine is not None:
+                mine.discard(me)
+                if not mine:
+                    del _here[task_id]
+        if listener is not None:
+            left = listener.subscribed.get(task_id, 1) - 1
+            if left > 0:
+                listener.subscribed[task_id] = left
+            else:
+                listener.subscribed.pop(task_id, None)
+                if listener.channel is not None:
+                    with contextlib.suppress(Exception):
+                        await layer.group_discard(group, listener.channel)
 
 
 def wait(task_id: int, seconds: float) -> bool:

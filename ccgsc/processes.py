@@ -34,6 +34,8 @@ class Platform:
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # The checkout whose code the server and its workers run (a benchmark's earlier commit).
+    root: Path = ROOT
 
     @property
     def url(self) -> str:
@@ -53,7 +55,7 @@ class Platform:
                 "--quiet",
                 *args,
             ],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
         )
         self.workers.append(proc)
@@ -106,7 +108,7 @@ def start_platform(
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    platform = Platform(port=port, proc=proc, env=env)
+    platform = Platform(port=port, proc=proc, env=env, root=root)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

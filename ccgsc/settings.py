@@ -151,6 +151,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": f"ccgsc{_xdist}",
+            # One pool per process, not per request's thread (ccgsc/cache.py).
+            "OPTIONS": {"pool_class": "ccgsc.cache.SharedConnectionPool"},
         }
     }
 else:

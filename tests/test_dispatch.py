@@ -316,3 +316,80 @@ def test_lease_many_asks_the_lease_gates(make_campaign: Any, hooks: Any) -> None
     hooks.lease_gates.append(lambda s: s.id != refused.id)
     got = scheduler.lease_many([LeaseRequest(session=s, n=2) for s in (refused, served)])
     assert list(got) == [served.id] and len(got[served.id][0]) == 2
+
+
+def _run_campaign(people: Any, kernel: Any) -> int:
+    """The organization's campaign of synchronous runs, approved so that the tests' anonymous
+    sessions may take its tasks."""
+    from campaigns.models import Campaign
+    from campaigns.services import runs as run_services
+
+    campaign = run_services.run_campaign(organization=people.org, kernel=kernel, quorum=1)
+    Campaign.objects.filter(pk=campaign.pk).update(approved=True)
+    scheduler.work_available()
+    return campaign.pk
+
+
+def _submit_run(people: Any, kernel: Any) -> int:
+    from campaigns.inputs import TaskSpec
+    from campaigns.services import runs as run_services
+
+    return run_services.run_submit(
+        organization=people.org, kernel=kernel, spec=TaskSpec(input=b"run")
+    ).pk
+
+
+@pytest.fixture
+def echo(people: Any) -> Any:
+    from campaigns import services
+    from tests.conftest import kernel_bytes
+
+    return services.kernel_upload(organization=people.org, name="echo", data=kernel_bytes("echo"))
+
+
+async def test_a_runs_nudge_wakes_this_processs_dispatcher_directly(
+    people: Any, echo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sync_to_async(_run_campaign)(people, echo)
+    comm = await idle_session()
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(live, "_servers_send", events.append)  # no channel layer
+    loads = _counting(monkeypatch, "_load_campaigns")
+    task_id = await sync_to_async(_submit_run)(people, echo)
+    frame = await recv(comm)
+    assert frame["t"] == "tasks" and [t["task"] for t in frame["tasks"]] == [task_id]
+    # The other processes are told through the layer, marked as from this one.
+    assert events == [
+        {
+            "type": "work.available",
+            "campaign": frame["tasks"][0]["c"],
+            "run": True,
+            "from": dispatch.process_id(),
+        }
+    ]
+    assert loads == []  # the directory knew the campaign: not read again for a new task
+    await comm.disconnect()
+
+
+async def test_a_run_made_in_another_process_comes_through_the_layer(
+    people: Any, echo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from channels.layers import get_channel_layer
+
+    campaign_id = await sync_to_async(_run_campaign)(people, echo)
+    comm = await idle_session()
+    d = dispatch.dispatcher()
+    # The run's own nudges are lost; what the other process sends is what wakes this one.
+    monkeypatch.setattr(live, "_servers_send", lambda event: None)
+    monkeypatch.setattr(live, "nudge_here", lambda campaign_id: None)
+    task_id = await sync_to_async(_submit_run)(people, echo)
+    before = d.nudges
+    layer = get_channel_layer()
+    event = {"type": "work.available", "campaign": campaign_id, "run": True}
+    # This process's own run nudge, back through the layer: already handled directly.
+    await layer.group_send(dispatch.SERVERS_GROUP, {**event, "from": dispatch.process_id()})
+    await layer.group_send(dispatch.SERVERS_GROUP, {**event, "from": "elsewhere:1"})
+    frame = await recv(comm)
+    assert frame["t"] == "tasks" and [t["task"] for t in frame["tasks"]] == [task_id]
+    assert d.nudges == before + 1
+    await comm.disconnect()

@@ -727,6 +727,37 @@ async def test_results_go_at_once_when_the_queue_is_short(
     await h.stop()
 
 
+async def test_the_result_of_the_last_task_in_hand_goes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no other task in hand nothing could share its frame (a synchronous run's answer,
+    the end of a burst): no RESULT_DELAY."""
+    monkeypatch.setattr(results_mod, "RESULT_DELAY", 30.0)
+    host = GatedHost()
+    h = Harness(host, slots=2)
+    server = await h.start()
+    server.push(tasks_frame([1, 2], desc=descriptor()))
+    await until(lambda: len(host.calls) == 2)
+    host.gate(1).set()
+    session = h.worker.session
+    assert session is not None
+    results = session.results
+    # Task 2 still runs: result 1 waits for company.
+    await until(lambda: len(results) == 1)
+    assert results.due is not None and results.due - loop_time() > 10
+    assert server.of("result") == []
+    host.gate(2).set()
+    await until(lambda: len(server.of("result")) == 1)
+    assert sorted(r["lease"] for r in server.of("result")[0]["results"]) == [1, 2]
+    # A lone task: its result goes as soon as it is there.
+    server.push(tasks_frame([3]))
+    await until(lambda: len(host.calls) == 3)
+    host.gate(3).set()
+    await until(lambda: len(server.of("result")) == 2)
+    assert [r["lease"] for r in server.of("result")[1]["results"]] == [3]
+    await h.stop()
+
+
 async def test_flow_control_waits_for_acks_but_not_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -290,3 +290,45 @@ def test_a_runs_lease_lasts_its_kernels_time_limit_and_a_short_grace(people, ech
     assert held == runs.RUN_TASK_TIMEOUT + runs.RUN_LEASE_GRACE
     assert held + 2 * sweeper.SWEEP_SECONDS <= runs.SILENT_WORKER_SECONDS
     assert lease.task == task_id
+
+
+# --- how a waiting caller is woken ----------------------------------------------------------------
+
+
+def _answered(organization, task_id: int, out: bytes) -> None:
+    worker = native_session(organization)
+    (lease,) = scheduler.lease(worker, 1)
+    assert lease.task == task_id
+    scheduler.submit_results(worker, [ok(lease, out=out)])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_caller_in_the_workers_process_is_woken_without_the_channel_layer(
+    people, echo, monkeypatch
+):
+    task_id = await sync_to_async(_queued_run)(people.org, echo)
+    waiter = await _waiting(task_id, monkeypatch)
+    sent: list[list[int]] = []
+
+    async def no_layer(layer, task_ids):
+        sent.append(task_ids)
+
+    monkeypatch.setattr(run_services, "_send_all", no_layer)
+    await sync_to_async(_answered)(people.org, task_id, b"here")
+    assert await asyncio.wait_for(waiter, 10) is True
+    assert sent == [[task_id]]  # told to the other processes all the same
+    assert runs._here == {}  # nothing left registered
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_caller_in_another_process_than_the_worker_is_woken_through_the_layer(
+    people, echo, monkeypatch
+):
+    task_id = await sync_to_async(_queued_run)(people.org, echo)
+    waiter = await _waiting(task_id, monkeypatch)
+    # As if the result were recorded in another server process: its wake_here knows nobody.
+    monkeypatch.setattr(run_services, "wake_here", lambda task_ids: None)
+    await sync_to_async(_answered)(people.org, task_id, b"there")
+    assert await asyncio.wait_for(waiter, 10) is True
+    view = await sync_to_async(runs.run_view)(task_id)
+    assert view is not None and view.stdout == b"there"

@@ -86,3 +86,17 @@ def test_readers_are_strict():
     assert env_url("U", ("redis",), environ={}) is None
     with pytest.raises(ConfigError):
         env_url("U", ("redis",), environ={"U": "redis://"})
+
+
+def test_the_redis_cache_has_one_connection_pool_per_process():
+    """Django makes a cache object per thread, and under ASGI each request runs in a thread of
+    its own: with a pool per object, every request connected to Redis anew."""
+    from redis import ConnectionPool
+
+    from ccgsc.cache import SharedConnectionPool
+
+    a = SharedConnectionPool.from_url("redis://127.0.0.1:6379/12", socket_timeout=5)
+    assert a is SharedConnectionPool.from_url("redis://127.0.0.1:6379/12", socket_timeout=5)
+    assert isinstance(a, ConnectionPool)
+    assert a is not SharedConnectionPool.from_url("redis://127.0.0.1:6379/11", socket_timeout=5)
+    assert a is not SharedConnectionPool.from_url("redis://127.0.0.1:6379/12", socket_timeout=9)

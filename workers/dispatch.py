@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -77,9 +80,9 @@ class Dispatcher:
 
     # --- events ---------------------------------------------------------------------------------
 
-    def nudge(self, campaign_id: int | None = None) -> None:
-        """Work appeared (for one campaign or any)."""
-        scheduler.work_available(campaign_id)
+    def nudge(self, campaign_id: int | None = None, *, reload: bool = True) -> None:
+        """Work appeared (for one campaign or any; `reload`: see scheduler.work_available)."""
+        scheduler.work_available(campaign_id, reload=reload)
         self.nudges += 1
         self._wake.set()
 
@@ -186,7 +189,13 @@ class Dispatcher:
                 continue
             kind = event.get("type")
             if kind == "work.available":
-                self.nudge(event.get("campaign"))
+                if event.get("run"):
+                    # A synchronous run's task: this process was nudged directly (nudge_here)
+                    # if the run was made here; others' come through the layer.
+                    if event.get("from") != process_id():
+                        self.nudge(event.get("campaign"), reload=False)
+                else:
+                    self.nudge(event.get("campaign"))
             elif kind == "campaign.changed":
                 await self.campaign_changed(event["campaign"], event["state"])
 
@@ -197,6 +206,29 @@ def _release_all(orphans: list[tuple[int, list[int]]]) -> None:
 
 
 _dispatchers: dict[asyncio.AbstractEventLoop, Dispatcher] = {}
+
+
+def process_id() -> str:
+    """This server process, as the nudges it sends name their sender."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def nudge_here(campaign_id: int) -> None:
+    """A synchronous run's task was committed in this process: wake this process's dispatchers
+    now, from any thread, without the channel layer's round trip (the run's nudge still goes
+    to the other processes through the layer, marked as from this one, which ignores it)."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for loop, d in list(_dispatchers.items()):
+        if loop.is_closed() or not loop.is_running():
+            continue
+        if loop is running:
+            d.nudge(campaign_id, reload=False)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(functools.partial(d.nudge, campaign_id, reload=False))
 
 
 def dispatcher() -> Dispatcher:

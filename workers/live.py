@@ -24,7 +24,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from workers import scheduler
-from workers.dispatch import SERVERS_GROUP
+from workers.dispatch import SERVERS_GROUP, nudge_here, process_id
 
 log = logging.getLogger(__name__)
 NUDGE_INTERVAL = 0.25
@@ -56,13 +56,17 @@ def _servers_send(event: dict[str, Any]) -> None:
 
 
 def on_work_available(sender: Any, campaign_id: int, urgent: bool = False, **kwargs: Any) -> None:
-    scheduler.work_available(campaign_id)
-    event = {"type": "work.available", "campaign": campaign_id}
+    event: dict[str, Any] = {"type": "work.available", "campaign": campaign_id}
     if urgent:
         # A synchronous run (campaigns/runs.py): someone waits on this one task, so it is
         # never held back by the coalescing below (one nudge per call, as the call is one).
-        _servers_send(event)
+        # This process's dispatchers are woken directly, the others through the layer; a new
+        # task of a campaign the directory knows needs no reading of the directory.
+        scheduler.work_available(campaign_id, reload=False)
+        nudge_here(campaign_id)
+        _servers_send({**event, "run": True, "from": process_id()})
         return
+    scheduler.work_available(campaign_id)
     now = time.monotonic()
     with _lock:
         # Coalesce: a generator committing a batch every few milliseconds nudges a few times a

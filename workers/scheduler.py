@@ -236,14 +236,18 @@ def campaign_info(campaign_id: int) -> CampaignInfo | None:
     return info
 
 
-def work_available(campaign_id: int | None = None) -> None:
-    """Forget that a campaign (or every campaign) looked empty: work appeared."""
+def work_available(campaign_id: int | None = None, *, reload: bool = True) -> None:
+    """Forget that a campaign (or every campaign) looked empty: work appeared. The directory
+    is read again at the next lease (the campaign may have just started) unless `reload` is
+    False and the campaign is in it already: a synchronous run's new task (campaigns/runs.py)
+    changes nothing the directory holds, and reading it again cost each run a query."""
     with _directory.lock:
         if campaign_id is None:
             _directory.empty_until.clear()
         else:
             _directory.empty_until.pop(campaign_id, None)
-        _directory.loaded_at = 0.0
+        if reload or campaign_id not in _directory.campaigns:
+            _directory.loaded_at = 0.0
 
 
 def eligible(session: SessionInfo, info: CampaignInfo) -> bool:
@@ -888,8 +892,15 @@ def _bump_counters(cursor: Any, done: Counter[int], failed: Counter[int]) -> Non
             [done[cid], failed[cid], cid],
         )
         row = cursor.fetchone()
-        if row and row[0] == row[1] + row[2]:
+        if row and row[0] == row[1] + row[2] and not _interactive(cid):
+            # (A campaign of synchronous runs never completes: each of its results would
+            # otherwise look for completion, an UPDATE that never matches.)
             campaign_check_complete(campaign_id=cid)
+
+
+def _interactive(campaign_id: int) -> bool:
+    info = campaign_info(campaign_id)
+    return info is not None and info.interactive
 
 
 def _record_failures(

@@ -14,7 +14,7 @@ from accounts.models import Organization, User
 from campaigns import replicas, signals
 from campaigns.inputs import TaskSpec
 from campaigns.models import Campaign, Kernel, Task
-from campaigns.runs import RUN_TASK_TIMEOUT, group_name
+from campaigns.runs import RUN_TASK_TIMEOUT, group_name, wake_here
 from campaigns.services.base import ServiceError, limits
 from campaigns.services.creation import campaign_create
 from campaigns.services.lifecycle import campaign_start
@@ -108,6 +108,8 @@ def announce(task_ids: list[int]) -> None:
 
 
 def _tell(task_ids: list[int]) -> None:
+    # This process's waiting requests first (no Redis round trip), then every process's.
+    wake_here(task_ids)
     layer = get_channel_layer()
     if layer is None:
         return

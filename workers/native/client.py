@@ -407,6 +407,7 @@ class Worker:
             want=lambda: self._want(s),
             lingering=lambda: self.runner.running >= 2 * self.slots,
             on_sent=self._results_sent,
+            alone=lambda: not s.jobs,
         )
         self.session = s
         self.stats.sessions += 1

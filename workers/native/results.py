@@ -1,7 +1,8 @@
 """One session's results on their way to the server: batched into frames, paced by acks.
 
-Results are sent in batches: at once when RESULT_BATCH are ready, else after RESULT_DELAY
-(a few milliseconds: enough to gather the results of a burst, short enough not to matter) or,
+Results are sent in batches: at once when RESULT_BATCH are ready or when no other task is in
+hand (nothing could share the frame: a synchronous run's answer, the last task of a burst),
+else after RESULT_DELAY (a few milliseconds: enough to gather the results of a burst) or,
 while every slot has another task queued behind the one it runs, after RESULT_LINGER. Long
 tasks then share frames too: the server's cost is mostly per frame (a transaction, the next
 lease), and on a machine whose cores also run the server every frame saved is kernel time.
@@ -43,7 +44,8 @@ class ResultBatcher:
     """The results of one session not sent yet, and its result frames not acknowledged yet.
 
     `want()` is how many more tasks to ask for on the last frame of a flush; `lingering()`
-    whether every slot has another task queued (results then wait RESULT_LINGER);
+    whether every slot has another task queued (results then wait RESULT_LINGER); `alone()`
+    whether no other task is in hand (results then go at once);
     `on_sent(ok, failed)` hears how many results each frame carries, before it is sent."""
 
     def __init__(
@@ -55,12 +57,14 @@ class ResultBatcher:
         want: Callable[[], int],
         lingering: Callable[[], bool],
         on_sent: Callable[[int, int], None],
+        alone: Callable[[], bool] = lambda: False,
     ) -> None:
         self.transport = transport
         self.max_frame = max_frame
         self.max_batch = max_batch
         self._want = want
         self._lingering = lingering
+        self._alone = alone
         self._on_sent = on_sent
         self.items: list[ResultItem] = []
         self.bytes = 0
@@ -85,7 +89,7 @@ class ResultBatcher:
             self.flush(force=True)
         self.items.append(item)
         self.bytes += size
-        if len(self.items) >= min(RESULT_BATCH, self.max_batch):
+        if len(self.items) >= min(RESULT_BATCH, self.max_batch) or self._alone():
             self.flush()
             return
         self.flush_soon()
