@@ -58,13 +58,14 @@ def native_session(organization) -> SessionInfo:
 
 def test_a_run_not_taken_in_time_is_202_with_where_to_fetch_it(people, echo):
     client = token_client(people.org)
-    r = post_run(client, kernel=echo.sha256, input="hello", args=["-n"], wait=0)
+    r = post_run(client, kernel=echo.sha256, input="hello", args=["-n"], env={"A": "1"}, wait=0)
     assert r.status_code == 202, r.content
     body = r.json()
     assert body["state"] == "queued" and body["stdout"] is None and body["ok"] is None
     assert r["Location"] == body["url"] == f"{API}/runs/{body['id']}"
     task = Task.objects.get(pk=body["id"])
-    assert (bytes(task.input), task.args) == (b"hello", ["-n"])
+    assert (bytes(task.input), task.args, task.env) == (b"hello", ["-n"], {"A": "1"})
+    assert task.state == Task.State.PENDING and task.error_count == 0 and task.failure == ""
     campaign = Campaign.objects.get(pk=body["campaign"])
     assert campaign.interactive and campaign.state == Campaign.State.RUNNING
     assert campaign.name == "Synchronous runs of echo" and campaign.tasks_total == 1
