@@ -287,6 +287,7 @@ def test_a_runs_lease_lasts_its_kernels_time_limit_and_a_short_grace(people, ech
     task_id = _queued_run(people.org, echo)
     (lease,) = scheduler.lease(native_session(people.org), 1)
     row = Result.objects.get(pk=lease.lease)
+    assert row.deadline is not None and row.leased_at is not None
     held = (row.deadline - row.leased_at).total_seconds()
     assert held == runs.RUN_TASK_TIMEOUT + runs.RUN_LEASE_GRACE
     assert held + 2 * sweeper.SWEEP_SECONDS <= runs.SILENT_WORKER_SECONDS
