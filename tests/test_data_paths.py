@@ -1,10 +1,16 @@
-"""The bulk data paths: the JSON Lines export written by PostgreSQL gives the same rows as the
-Python encoder, whatever the bytes; the pages of a campaign cost the same queries at any size."""
+"""The bulk data paths: the export gives the same rows from both of its readers (PostgreSQL's
+binary stream, the ORM) in every format, whatever the bytes, and the rows its documentation
+describes; the pages of a campaign cost the same queries at any size."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
+import io
 import json
 
+import msgpack
 import pytest
 from django.db import connection
 from django.test import Client
@@ -24,10 +30,11 @@ INPUTS = [
     ("héllo wörld ✓".encode(), ["ünï"]),
     (b"\xff\xfe binary", []),
     (b"nul \x00 inside", None),
-    (b"back\\slash", ["\\"]),
+    (b"back\\slash", ["\\", 'q"uote', "tab\t"]),
     (b"x" * (export.INPUT_INLINE_MAX + 1), None),
     (b"\x01\x02\x1f\x7f controls", None),
     (b"", ["only args"]),
+    ("ünï \x00 nul".encode(), None),
 ]
 OUTPUTS = [
     b"out\n",
@@ -39,7 +46,9 @@ OUTPUTS = [
     b"x" * 10_000,
     b"\x7f\x1b[0m",
     None,  # this task failed
+    "ü\x00".encode(),
 ]
+FAILURE = "5 failed attempt(s); last: exit — ✗"
 
 
 @pytest.fixture
@@ -52,7 +61,7 @@ def decided(people, make_campaign) -> Campaign:
         result = Result.objects.filter(task=task).first()
         assert result is not None
         if output is None:
-            task.state, task.failure = Task.State.FAILED, "5 failed attempt(s); last: exit — ✗"
+            task.state, task.failure = Task.State.FAILED, FAILURE
         else:
             Result.objects.filter(pk=result.pk).update(
                 state=Result.State.RETURNED,
@@ -67,32 +76,118 @@ def decided(people, make_campaign) -> Campaign:
     return campaign
 
 
-def python_rows(campaign: Campaign, state: str) -> list[dict]:
-    lines = b"".join(export.encode_jsonl(export.result_rows(campaign, export.STATES[state])))
-    return [json.loads(line) for line in lines.splitlines()]
+def _written(data: bytes, binary: str, *, csv_text: bool = False) -> tuple[object, str]:
+    """What the documentation says a value is written as (an oracle apart from the code)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not (csv_text and "\0" in text):
+        return text, "utf-8"
+    if binary == "binary":
+        return data, "binary"
+    return base64.b64encode(data).decode(), "base64"
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL path is PostgreSQL's")
+def expected(state: str, binary: str = "base64", *, csv_text: bool = False) -> list[dict]:
+    rows = []
+    for seq, ((data, args), output) in enumerate(zip(INPUTS, OUTPUTS, strict=True)):
+        done = output is not None
+        if state != "all" and done != (state == "done"):
+            continue
+        value: object
+        if len(data) > export.INPUT_INLINE_MAX:
+            value, encoding = hashlib.sha256(data).hexdigest(), "sha256"
+        else:
+            value, encoding = _written(data, binary, csv_text=csv_text)
+        out: object = None
+        out_encoding: str | None = None
+        if output is not None:
+            out, out_encoding = _written(output, binary, csv_text=csv_text)
+        rows.append(
+            {
+                "seq": seq,
+                "state": "done" if done else "failed",
+                "args": args,
+                "input": value,
+                "input_encoding": encoding,
+                "input_size": len(data),
+                "exit_code": 0 if done else None,
+                "runtime_ms": seq if done else None,
+                "output": out,
+                "output_encoding": out_encoding,
+                "output_size": None if output is None else len(output),
+                "output_sha256": f"sha-{seq}" if done else None,
+                "failure": "" if done else FAILURE,
+            }
+        )
+    return rows
+
+
+def readers() -> list:
+    """Both of the export's readers where this database has both (the ORM's everywhere)."""
+    if connection.vendor == "postgresql":
+        return [export.orm_rows, export.postgres_rows]
+    return [export.orm_rows]
+
+
+def _csv_rows(body: bytes) -> list[dict]:
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    for row in rows:  # back to the JSON Lines' values, to compare with the same oracle
+        for name in ("seq", "input_size", "exit_code", "runtime_ms", "output_size"):
+            row[name] = int(row[name]) if row[name] else None
+        row["args"] = json.loads(row["args"]) if row["args"] else None
+        if not row["output_encoding"]:  # no result: no output (an empty output has "utf-8")
+            row["output"] = row["output_encoding"] = None
+        row["output_sha256"] = row["output_sha256"] or None
+    return rows
+
+
 @pytest.mark.parametrize("state", ["done", "failed", "all"])
-def test_the_postgresql_export_gives_the_python_encoders_rows(decided, state):
-    body = b"".join(export.jsonl_postgres(decided, export.STATES[state]))
-    assert body.endswith(b"\n")
-    rows = [json.loads(line) for line in body.splitlines()]
-    expected = python_rows(decided, state)
-    assert rows == expected and len(rows) == {"done": 8, "failed": 1, "all": 9}[state]
-    # Both kinds of line were exercised: written in SQL (PostgreSQL's JSON text of args has a
-    # space after the comma) and re-encoded in Python (no spaces).
-    by_seq = {r["seq"]: r for r in rows}
-    if state == "all":
-        assert b'"args":["a", "b c"]' in body and rb'"args":["\u00fcn\u00ef"]' in body
-        assert by_seq[0]["output"] == "out\n" and by_seq[2]["input"] == "héllo wörld ✓"
-        assert by_seq[3]["input_encoding"] == "base64" and by_seq[6]["input_encoding"] == "sha256"
-        assert by_seq[8]["output"] is None and by_seq[8]["state"] == "failed"
+def test_every_reader_gives_the_documented_rows_in_every_format(decided, state):
+    states = export.STATES[state]
+    bodies: dict[str, bytes] = {}
+    for read in readers():
+        for fmt, encode in export.ENCODERS.items():
+            body = b"".join(encode(read(decided, states)))
+            # The readers give the same tuples, so the same bytes.
+            assert bodies.setdefault(fmt, body) == body, (read.__name__, fmt)
+    lines = bodies["jsonl"].splitlines()
+    assert bodies["jsonl"].endswith(b"\n") and len(lines) == len(expected(state))
+    assert [json.loads(line) for line in lines] == expected(state)
+    unpacked = list(msgpack.Unpacker(io.BytesIO(bodies["msgpack"]), raw=False))
+    assert unpacked == expected(state, "binary")
+    assert _csv_rows(bodies["csv"]) == expected(state, csv_text=True)
 
 
-def test_export_chunks_use_the_same_rows_on_every_database(decided):
-    body = b"".join(export.export_chunks(decided, "jsonl", "all"))
-    assert [json.loads(line) for line in body.splitlines()] == python_rows(decided, "all")
+def test_csv_never_carries_a_raw_nul(decided):
+    body = b"".join(export.export_chunks(decided, "csv", "all"))
+    assert b"\0" not in body
+    rows = {int(r["seq"]): r for r in csv.DictReader(io.StringIO(body.decode()))}
+    # UTF-8 with NUL goes as base64 in CSV (and as text in JSON Lines and msgpack).
+    assert (rows[4]["input_encoding"], base64.b64decode(rows[4]["input"])) == (
+        "base64",
+        b"nul \x00 inside",
+    )
+    assert (rows[3]["output_encoding"], base64.b64decode(rows[3]["output"])) == (
+        "base64",
+        b"\x00\x01\x02",
+    )
+    assert rows[0]["output_encoding"] == "utf-8" and rows[2]["input"] == "héllo wörld ✓"
+    jsonl = [json.loads(line) for line in b"".join(export.export_chunks(decided, "jsonl", "all"))
+             .splitlines()]  # fmt: skip
+    assert (jsonl[4]["input"], jsonl[4]["input_encoding"]) == ("nul \x00 inside", "utf-8")
+
+
+def test_export_chunks_are_whole_rows_of_about_chunk_bytes(decided, monkeypatch):
+    monkeypatch.setattr(export, "CHUNK_BYTES", 500)
+    for fmt in export.FORMATS:
+        chunks = list(export.export_chunks(decided, fmt, "all"))
+        assert len(chunks) >= 3, fmt
+        assert max(len(c) for c in chunks) < 500 + 20_000  # one row may pass the mark
+        if fmt == "jsonl":
+            assert all(c.endswith(b"\n") for c in chunks)
+            assert [json.loads(line) for c in chunks for line in c.splitlines()] == expected("all")
 
 
 # --- pages independent of the campaign's size ----------------------------------------------------

@@ -1,11 +1,14 @@
 """Results export: a campaign's canonical results, in task order, streamed as JSON Lines, CSV
 or msgpack in constant memory however many there are.
 
-Rows come from one query (tasks joined to their canonical result) read with
-`.iterator(chunk_size=...)`: a server-side cursor on PostgreSQL, chunked fetchmany on SQLite.
-They are encoded into chunks of about CHUNK_BYTES and handed to the response one chunk at a
-time. Under ASGI (daphne) Django would drain a synchronous iterator into a list before sending
-it, so there the same generator is driven one chunk per thread hop by an async iterator.
+Rows come from one query (tasks joined to their canonical result) as plain tuples (ROW below):
+on PostgreSQL a binary-format query streamed in chunks of rows (libpq's chunked rows mode:
+psycopg's C loaders build the tuples, the server keeps sending while the web process encodes),
+elsewhere the ORM's `.iterator(chunk_size=...)`. One encoder per format turns those tuples
+into chunks of about CHUNK_BYTES, so both readers give the same bytes. JSON Lines are written
+by msgspec, a batch of rows per call. Under ASGI (daphne) Django would drain a synchronous
+iterator into a list before sending it, so there the same generator is driven one chunk per
+thread hop by an async iterator.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-import msgpack
+import msgspec
+import psycopg
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
@@ -48,8 +52,9 @@ STATES = {
 # Inputs up to this size are exported themselves; a larger input is exported as its sha256
 # (the owner has it already, and a million 1 MiB inputs would dwarf the results).
 INPUT_INLINE_MAX = 4096
-# How `input` and `output` are written (the `*_encoding` fields): text when the bytes are UTF-8;
-# otherwise base64 in JSON Lines and CSV, raw bytes in msgpack; sha256 for a large input.
+# How `input` and `output` are written (the `*_encoding` fields): text when the bytes are UTF-8
+# (in CSV: UTF-8 without NUL, a byte CSV cannot carry); otherwise base64 in JSON Lines and CSV,
+# raw bytes in msgpack; sha256 for a large input.
 UTF8, BASE64, BINARY, SHA256 = "utf-8", "base64", "binary", "sha256"
 CSV_COLUMNS = [
     "seq",
@@ -66,228 +71,272 @@ CSV_COLUMNS = [
     "output_sha256",
     "failure",
 ]
-COLUMNS = (
-    "seq",
-    "state",
-    "args",
-    "input",
-    "canonical_result__exit_code",
-    "canonical_result__runtime_ms",
-    "canonical_result__output_sha256",
-    "canonical_result__output",
-    "failure",
-)
-STATE_NAMES = {Task.State.DONE: "done", Task.State.FAILED: "failed"}
+STATE_NAMES: dict[int, str] = {Task.State.DONE: "done", Task.State.FAILED: "failed"}
+
+# A decided task as both readers give it, a tuple in this order:
+#   seq, state (its name), args (JSON text, or None), input (bytes, or None when larger than
+#   INPUT_INLINE_MAX), input_sha256 (hex, only for such a large input), input_size, exit_code,
+#   runtime_ms, output (bytes, or None for a task without a result), output_size,
+#   output_sha256 (None when unknown), failure
+Row = tuple[
+    int, str, str | None, bytes | None, str | None, int, int | None, int | None,
+    bytes | None, int | None, str | None, str,
+]  # fmt: skip
 
 
-def result_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[dict[str, Any]]:
-    """One dict per decided task, in seq order: its args, its input and the canonical output
-    as bytes (None for a failed task). Reads ROWS_PER_QUERY_CHUNK rows at a time."""
+def task_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[Row]:
+    """The campaign's decided tasks in `states`, in seq order, as ROW tuples."""
+    if connection.vendor == "postgresql":
+        return postgres_rows(campaign, states)
+    return orm_rows(campaign, states)
+
+
+def orm_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[Row]:
+    """task_rows through the ORM (SQLite; any database). Reads ROWS_PER_QUERY_CHUNK rows at a
+    time."""
     rows = (
         Task.objects.filter(campaign=campaign, state__in=list(states))
         .order_by("seq")
-        .values_list(*COLUMNS)
+        .values_list(
+            "seq",
+            "state",
+            "args",
+            "input",
+            "canonical_result__exit_code",
+            "canonical_result__runtime_ms",
+            "canonical_result__output",
+            "canonical_result__output_sha256",
+            "failure",
+        )
         .iterator(chunk_size=ROWS_PER_QUERY_CHUNK)
     )
-    for seq, state, args, task_input, exit_code, runtime_ms, sha, output, failure in rows:
-        data = None if output is None else bytes(output)
-        yield {
-            "seq": seq,
-            "state": STATE_NAMES.get(state, str(state)),
-            "args": args,
-            "input": bytes(task_input),
-            "exit_code": exit_code,
-            "runtime_ms": runtime_ms,
-            "output_size": None if data is None else len(data),
-            "output_sha256": sha or None,
-            "output": data,
-            "failure": failure,
-        }
+    for seq, state, args, task_input, exit_code, runtime_ms, output, sha, failure in rows:
+        data = bytes(task_input)
+        big = len(data) > INPUT_INLINE_MAX
+        out = None if output is None else bytes(output)
+        yield (
+            seq,
+            STATE_NAMES.get(state, str(state)),
+            None if args is None else json.dumps(args, ensure_ascii=False),
+            None if big else data,
+            hashlib.sha256(data).hexdigest() if big else None,
+            len(data),
+            exit_code,
+            runtime_ms,
+            out,
+            None if out is None else len(out),
+            sha or None,
+            failure,
+        )
 
 
-def _text(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+# task_rows on PostgreSQL: the same tuples, computed by the server where that is cheap (the
+# state's name, sizes, the large input's digest). Binary results, read by psycopg's C loaders;
+# a chunk of ROWS_PER_QUERY_CHUNK rows at a time with libpq 17 or later (chunked rows mode:
+# constant memory, the server writes the next rows while this process encodes), one at a time
+# otherwise. JSON text of args (`::text`): the web process passes it through unparsed.
+_ROWS_QUERY = """
+SELECT t.seq, CASE t.state WHEN {done} THEN 'done' WHEN {failed} THEN 'failed'
+    ELSE t.state::text END,
+  t.args::text,
+  CASE WHEN length(t.input) <= {inline_max} THEN t.input END,
+  CASE WHEN length(t.input) > {inline_max} THEN encode(sha256(t.input), 'hex') END,
+  length(t.input), r.exit_code, r.runtime_ms, r.output, length(r.output),
+  NULLIF(r.output_sha256, ''), t.failure
+FROM {tasks} t LEFT JOIN {results} r ON r.id = t.canonical_result_id
+WHERE t.campaign_id = %s AND t.state = ANY(%s)
+ORDER BY t.seq
+"""
 
 
-def present(row: dict[str, Any], *, binary: str) -> dict[str, Any]:
-    """Write the row's input and output for people: text when UTF-8, else `binary` (BASE64 for
-    text formats, BINARY for msgpack), a large input as its sha256; `*_encoding` says which."""
-    data: bytes = row.pop("input")
-    out: dict[str, Any] = {"seq": row["seq"], "state": row["state"], "args": row["args"]}
-    if len(data) > INPUT_INLINE_MAX:
-        out["input"], out["input_encoding"] = hashlib.sha256(data).hexdigest(), SHA256
-    else:
-        out["input"], out["input_encoding"] = _encode(data, binary)
-    out["input_size"] = len(data)
-    output: bytes | None = row.pop("output")
-    out["exit_code"], out["runtime_ms"] = row["exit_code"], row["runtime_ms"]
-    if output is None:
-        out["output"], out["output_encoding"] = None, None
-    else:
-        out["output"], out["output_encoding"] = _encode(output, binary)
-    out["output_size"], out["output_sha256"] = row["output_size"], row["output_sha256"]
-    out["failure"] = row["failure"]
-    return out
+def postgres_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[Row]:
+    """task_rows on PostgreSQL: one statement, streamed (above)."""
+    query = _ROWS_QUERY.format(
+        done=Task.State.DONE.value,
+        failed=Task.State.FAILED.value,
+        inline_max=INPUT_INLINE_MAX,
+        tasks=Task._meta.db_table,
+        results=Result._meta.db_table,
+    )
+    size = ROWS_PER_QUERY_CHUNK if psycopg.capabilities.has_stream_chunked() else 1
+    # Django's cursors bind parameters on the client, which psycopg cannot combine with binary
+    # results: a plain psycopg cursor on the same connection.
+    with (
+        connection.cursor() as django_cursor,
+        psycopg.Cursor(django_cursor.cursor.connection) as cursor,
+    ):
+        yield from cursor.stream(
+            query, [campaign.pk, [int(s) for s in states]], binary=True, size=size
+        )
 
 
-def _encode(data: bytes, binary: str) -> tuple[str | bytes, str]:
-    text = _text(data)
-    if text is not None:
-        return text, UTF8
-    if binary == BINARY:
-        return data, BINARY
+class _JsonRow(msgspec.Struct, gc=False):
+    """A JSON Lines row: msgspec writes the fields in this order (bytes as base64; args as the
+    JSON text it holds)."""
+
+    seq: int
+    state: str
+    args: Any
+    input: str | bytes
+    input_encoding: str
+    input_size: int
+    exit_code: int | None
+    runtime_ms: int | None
+    output: str | bytes | None
+    output_encoding: str | None
+    output_size: int | None
+    output_sha256: str | None
+    failure: str
+
+
+def encode_jsonl(rows: Iterable[Row]) -> Iterator[bytes]:
+    """JSON Lines in chunks of about CHUNK_BYTES: each chunk's rows encoded by one msgspec
+    call. The per-row Python is only the choice of text or base64 (a UTF-8 decode)."""
+    encode_lines = msgspec.json.Encoder().encode_lines
+    raw = msgspec.Raw
+    batch: list[_JsonRow] = []
+    append = batch.append
+    held = 0
+    for seq, state, args, data, digest, in_size, code, ms, out, out_size, sha, failure in rows:
+        in_encoding: str = UTF8
+        out_encoding: str | None = UTF8
+        in_held = in_size
+        text_in: str | bytes | None = data
+        text_out: str | bytes | None = out
+        try:
+            text_in = data.decode()  # type: ignore[union-attr]
+        except UnicodeDecodeError:
+            in_encoding = BASE64
+        except AttributeError:  # None: a large input, written as its sha256
+            text_in, in_encoding, in_held = digest, SHA256, 0
+        try:
+            text_out = out.decode()  # type: ignore[union-attr]
+        except UnicodeDecodeError:
+            out_encoding = BASE64
+        except AttributeError:  # None: no result (a failed task)
+            out_encoding = None
+        append(
+            _JsonRow(
+                seq,
+                state,
+                None if args is None else raw(args),
+                text_in,  # type: ignore[arg-type]
+                in_encoding,
+                in_size,
+                code,
+                ms,
+                text_out,
+                out_encoding,
+                out_size,
+                sha,
+                failure,
+            )
+        )
+        held += in_held + (out_size or 0) + 200  # about the row's size (before base64)
+        if held >= CHUNK_BYTES:
+            yield encode_lines(batch)
+            batch.clear()
+            held = 0
+    if batch:
+        yield encode_lines(batch)
+
+
+def _csv_value(data: bytes | None, digest: str | None) -> tuple[str, str]:
+    if data is None:
+        return digest or "", SHA256
+    if b"\0" not in data:
+        try:
+            return data.decode(), UTF8
+        except UnicodeDecodeError:
+            pass
     return base64.b64encode(data).decode("ascii"), BASE64
 
 
-def encode_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    for row in rows:
-        yield json.dumps(present(row, binary=BASE64), separators=(",", ":")).encode() + b"\n"
-
-
-def encode_csv(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+def encode_csv(rows: Iterable[Row]) -> Iterator[bytes]:
+    """CSV with a header row; args as JSON text. Text that holds NUL goes as base64 (a NUL byte
+    never appears raw in the CSV)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        out = present(row, binary=BASE64)
-        if out["args"] is not None:
-            out["args"] = json.dumps(out["args"])
-        writer.writerow(["" if out[c] is None else out[c] for c in CSV_COLUMNS])
-        yield buffer.getvalue().encode()
-        buffer.seek(0)
-        buffer.truncate()
+    for seq, state, args, data, digest, in_size, code, ms, out, out_size, sha, failure in rows:
+        text_in, in_encoding = _csv_value(data, digest)
+        text_out, out_encoding = ("", "") if out is None else _csv_value(out, None)
+        writer.writerow(
+            [
+                seq,
+                state,
+                "" if args is None else args,
+                text_in,
+                in_encoding,
+                in_size,
+                "" if code is None else code,
+                "" if ms is None else ms,
+                text_out,
+                out_encoding,
+                "" if out_size is None else out_size,
+                sha or "",
+                failure,
+            ]
+        )
+        if buffer.tell() >= CHUNK_BYTES:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
     if buffer.tell():
         yield buffer.getvalue().encode()
 
 
-def encode_msgpack(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    packer = msgpack.Packer(use_bin_type=True)
-    for row in rows:
-        yield packer.pack(present(row, binary=BINARY))
+class _MsgpackRow(_JsonRow, gc=False):
+    """A msgpack row: the JSON Lines fields, bytes as msgpack's bin type."""
+
+
+def encode_msgpack(rows: Iterable[Row]) -> Iterator[bytes]:
+    encoder = msgspec.msgpack.Encoder()
+    decode_json = msgspec.json.decode
+    buffer = bytearray()
+    for seq, state, args, data, digest, in_size, code, ms, out, out_size, sha, failure in rows:
+        value_in: str | bytes | None
+        if data is None:
+            value_in, in_encoding = digest, SHA256
+        else:
+            value_in, in_encoding = _text_or_binary(data)
+        value_out, out_encoding = (None, None) if out is None else _text_or_binary(out)
+        row = _MsgpackRow(
+            seq,
+            state,
+            None if args is None else decode_json(args),
+            value_in,  # type: ignore[arg-type]
+            in_encoding,
+            in_size,
+            code,
+            ms,
+            value_out,
+            out_encoding,
+            out_size,
+            sha,
+            failure,
+        )
+        encoder.encode_into(row, buffer, -1)
+        if len(buffer) >= CHUNK_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+def _text_or_binary(data: bytes) -> tuple[str | bytes, str]:
+    try:
+        return data.decode(), UTF8
+    except UnicodeDecodeError:
+        return data, BINARY
 
 
 ENCODERS = {"jsonl": encode_jsonl, "csv": encode_csv, "msgpack": encode_msgpack}
 
 
-def chunked(pieces: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Join small pieces into chunks of about `size` bytes (one write per chunk, not per row)."""
-    parts: list[bytes] = []
-    held = 0
-    for piece in pieces:
-        parts.append(piece)
-        held += len(piece)
-        if held >= size:
-            yield b"".join(parts)
-            parts, held = [], 0
-    if parts:
-        yield b"".join(parts)
-
-
 def export_chunks(campaign: Campaign, fmt: str, state: str = "done") -> Iterator[bytes]:
-    if fmt == "jsonl" and connection.vendor == "postgresql":
-        return chunked(jsonl_postgres(campaign, STATES[state]))
-    return chunked(ENCODERS[fmt](result_rows(campaign, STATES[state])))
-
-
-# JSON Lines on PostgreSQL: the database writes the lines and COPY TO STDOUT streams them (the
-# ORM path built a dict per row, converted its fields and encoded it in Python, at 0.12x the
-# speed of a bare COPY: bench/data_paths.py). A row whose input and output are ASCII without
-# NUL or backslash ("plain": encode(..., 'escape') leaves such bytes as they are, and has a
-# backslash otherwise) is written whole in SQL, its bytes as JSON text (to_json). Any other row
-# (non-ASCII text, binary) is written as "#" and a JSON array of its columns with the bytes in
-# hex, and present() encodes it in Python as the ORM path does; both paths give the same fields,
-# encodings and values. COPY's CSV format with control characters as delimiter and quote writes
-# each line as it is: JSON has no raw control characters to quote. `OFFSET 0` keeps the inner
-# query a subquery: pulled up, each use of `ein` and `eout` would encode the bytes again.
-_EXPORT_INNER = """
-SELECT t.seq, t.state, t.args, t.input, t.failure, r.exit_code, r.runtime_ms, r.output,
-  r.output_sha256, length(t.input) > {inline_max} AS big,
-  CASE WHEN length(t.input) <= {inline_max} THEN encode(t.input, 'escape') END AS ein,
-  encode(r.output, 'escape') AS eout
-FROM {tasks} t LEFT JOIN {results} r ON r.id = t.canonical_result_id
-WHERE t.campaign_id = %s AND t.state = ANY(%s)
-OFFSET 0
-"""
-_EXPORT_LINE = """
-SELECT CASE WHEN (big OR strpos(ein, '\\') = 0) AND (eout IS NULL OR strpos(eout, '\\') = 0)
-THEN '{{"seq":' || seq
-  || ',"state":' || CASE state WHEN {done} THEN '"done"' WHEN {failed} THEN '"failed"'
-    ELSE to_json(state::text)::text END
-  || ',"args":' || COALESCE(args::text, 'null')
-  || ',"input":' || CASE WHEN big
-    THEN '"' || encode(sha256(input), 'hex') || '","input_encoding":"{sha}"'
-    ELSE to_json(ein)::text || ',"input_encoding":"{utf8}"' END
-  || ',"input_size":' || length(input)
-  || ',"exit_code":' || COALESCE(exit_code::text, 'null')
-  || ',"runtime_ms":' || COALESCE(runtime_ms::text, 'null')
-  || ',"output":' || CASE WHEN output IS NULL
-    THEN 'null,"output_encoding":null,"output_size":null'
-    ELSE to_json(eout)::text || ',"output_encoding":"{utf8}","output_size":' || length(output)
-    END
-  || ',"output_sha256":' || CASE WHEN output_sha256 IS NULL OR output_sha256 = '' THEN 'null'
-    ELSE to_json(output_sha256)::text END
-  || ',"failure":' || CASE failure WHEN '' THEN '""' ELSE to_json(failure)::text END || '}}'
-ELSE '#' || json_build_array(seq, state, args,
-  CASE WHEN big THEN NULL ELSE encode(input, 'hex') END, length(input),
-  CASE WHEN big THEN encode(sha256(input), 'hex') END,
-  exit_code, runtime_ms, encode(output, 'hex'), output_sha256, failure)::text
-END
-FROM ({inner}) x ORDER BY seq
-"""
-_COPY_LINES = "COPY ({query}) TO STDOUT (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
-_HASH = ord("#")
-
-
-def jsonl_postgres(campaign: Campaign, states: Iterable[int]) -> Iterator[bytes]:
-    """export_chunks' JSON Lines on PostgreSQL, written by the database where it can (above).
-    One statement; the rows stream through COPY in constant memory."""
-    inner = _EXPORT_INNER.format(
-        inline_max=INPUT_INLINE_MAX, tasks=Task._meta.db_table, results=Result._meta.db_table
-    )
-    query = _EXPORT_LINE.format(
-        done=Task.State.DONE.value,
-        failed=Task.State.FAILED.value,
-        sha=SHA256,
-        utf8=UTF8,
-        inner=inner,
-    )
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(_COPY_LINES.format(query=query), [campaign.pk, list(states)]) as copy,
-    ):
-        # One block per row (PostgreSQL sends each row in a message of its own).
-        for block in copy:
-            if block[0] == _HASH:
-                yield _jsonl_row(json.loads(bytes(block[1:])))
-            else:
-                yield bytes(block)
-
-
-def _jsonl_row(columns: list[Any]) -> bytes:
-    seq, state, args, hex_input, size, digest, exit_code, runtime_ms, hex_output, sha, failure = (
-        columns
-    )
-    out: dict[str, Any] = {
-        "seq": seq,
-        "state": STATE_NAMES.get(state, str(state)),
-        "args": args,
-    }
-    if digest is not None:
-        out["input"], out["input_encoding"] = digest, SHA256
-    else:
-        out["input"], out["input_encoding"] = _encode(bytes.fromhex(hex_input), BASE64)
-    out["input_size"], out["exit_code"], out["runtime_ms"] = size, exit_code, runtime_ms
-    data = None if hex_output is None else bytes.fromhex(hex_output)
-    if data is None:
-        out["output"], out["output_encoding"] = None, None
-    else:
-        out["output"], out["output_encoding"] = _encode(data, BASE64)
-    out["output_size"] = None if data is None else len(data)
-    out["output_sha256"], out["failure"] = sha or None, failure
-    return json.dumps(out, separators=(",", ":")).encode() + b"\n"
+    """The export as chunks of about CHUNK_BYTES (one write per chunk, not per row)."""
+    return ENCODERS[fmt](task_rows(campaign, STATES[state]))
 
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
@@ -319,8 +368,9 @@ class ResultExportApi(ApiView):
             "The canonical result of every decided task, in task order. Fields: seq, state "
             "(done/failed), args, input, input_encoding, input_size, exit_code, runtime_ms, "
             "output, output_encoding, output_size, output_sha256, failure. `input` and "
-            "`output` are text when their bytes are UTF-8 (encoding `utf-8`); otherwise base64 "
-            "in JSON Lines and CSV (`base64`) or raw bytes in msgpack (`binary`). An input "
+            "`output` are text when their bytes are UTF-8 (encoding `utf-8`; in CSV only UTF-8 "
+            "without NUL); otherwise base64 in JSON Lines and CSV (`base64`) or raw bytes in "
+            "msgpack (`binary`). An input "
             f"larger than {INPUT_INLINE_MAX} bytes is given as its sha256 (`sha256`). In CSV, "
             "args is a JSON list."
         ),
