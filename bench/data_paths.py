@@ -1,14 +1,16 @@
 """Bulk data paths against PostgreSQL COPY.
 
-    DATABASE_URL=postgres://... python -m bench.data_paths [N]
+    DATABASE_URL=postgres://... python -m bench.data_paths [N] [--rounds K] [--before REV]
 
 
 1. Task upload: N JSON Lines tasks POSTed to /api/v1/campaigns/{id}/tasks (parsed as a stream,
    inserted in batches by COPY, plus one replica row each), against a bare COPY of the same
    task rows (no parsing, no replicas).
 2. Export: the N results streamed as JSON Lines by the export endpoint's generator, against
-   `COPY (SELECT the same columns) TO STDOUT`. On PostgreSQL the export writes its JSON Lines in
-   SQL and streams them through COPY TO STDOUT too (campaigns/api/export.py).
+   `COPY (SELECT the same columns) TO STDOUT`, K rounds (default 3) taken in turn, so that both
+   see the same moments of a shared machine; each round's ratio and the median are printed.
+   With `--before REV`, campaigns/api/export.py as it was at git revision REV is timed in the
+   same rounds too.
 
 Runs in-process (Django test client, no network), on the database DATABASE_URL names (it is
 migrated first; the rows it creates are deleted at the end). Prints rates and ratios; the
@@ -17,10 +19,16 @@ figures in docs/benchmarks.md come from here.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
-import sys
+import shutil
+import statistics
+import subprocess
 import time
+from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccgsc.settings")
 
@@ -40,7 +48,13 @@ def main() -> None:
     from campaigns.models import Campaign, Result, Task
     from tests.conftest import kernel_bytes
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    parser = argparse.ArgumentParser(prog="python -m bench.data_paths")
+    parser.add_argument("n", nargs="?", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", metavar="REV", help="also time the export at this revision")
+    options = parser.parse_args()
+    n = options.n
+    before_chunks = _export_at(options.before) if options.before else None
     call_command("migrate", verbosity=0)
     org, _ = Organization.objects.get_or_create(slug="bench-data", defaults={"name": "Bench"})
     kernel = services.kernel_upload(organization=org, name="echo", data=kernel_bytes("echo"))
@@ -103,32 +117,81 @@ def main() -> None:
                 f" WHERE task_id = {T}.id) WHERE campaign_id = %s",
                 [api.pk],
             )
-        start = time.perf_counter()
-        size = sum(len(c) for c in export_chunks(Campaign.objects.get(pk=api.pk), "jsonl"))
-        export = time.perf_counter() - start
+        campaign = Campaign.objects.get(pk=api.pk)
 
-        copy_out = float("nan")
-        if connection.vendor == "postgresql":
+        def export_now() -> int:
+            return sum(len(c) for c in export_chunks(campaign, "jsonl"))
+
+        def export_before() -> int:
+            assert before_chunks is not None
+            return sum(len(c) for c in before_chunks(campaign, "jsonl"))
+
+        def copy_to() -> int:
             query = (
                 f"COPY (SELECT t.seq, t.state, t.args, t.input, r.exit_code, r.runtime_ms,"
                 f" r.output_sha256, r.output, t.failure FROM {T} t JOIN {R} r"
                 f" ON r.id = t.canonical_result_id WHERE t.campaign_id = {api.pk}"
                 f" ORDER BY t.seq) TO STDOUT"
             )
-            start = time.perf_counter()
             with connection.cursor() as cursor, cursor.cursor.copy(query) as copy:
-                copied = sum(len(block) for block in copy)
-            copy_out = time.perf_counter() - start
-            assert copied > 0
+                return sum(len(block) for block in copy)
+
+        paths = {"export": export_now}
+        if before_chunks is not None:
+            paths["before"] = export_before
+        if connection.vendor == "postgresql":
+            paths["copy"] = copy_to
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        sizes: dict[str, int] = {}
+        for _ in range(options.rounds):
+            for name, path in paths.items():
+                start = time.perf_counter()
+                sizes[name] = path()
+                times[name].append(time.perf_counter() - start)
     finally:
         Campaign.objects.filter(organization=org).delete()
 
     print(f"  upload via the API  {n / upload:10,.0f} tasks/s ({upload:.2f} s)")
     print(f"  COPY FROM (tasks)   {n / copy_in:10,.0f} tasks/s")
     print(f"  -> the API uploads at {copy_in / upload:.2f}x COPY")
-    print(f"  export JSON Lines   {n / export:10,.0f} rows/s  ({size / 1e6:.1f} MB)")
-    print(f"  COPY TO (same cols) {n / copy_out:10,.0f} rows/s")
-    print(f"  -> the export runs at {copy_out / export:.2f}x COPY")
+
+    def rates(name: str) -> str:
+        return ", ".join(f"{n / t:,.0f}" for t in times[name])
+
+    megabytes = sizes["export"] / 1e6
+    print(f"  export JSON Lines   rows/s by round: {rates('export')}  ({megabytes:.1f} MB)")
+    if "before" in times:
+        print(f"  export at {options.before:<9} rows/s by round: {rates('before')}")
+    if "copy" in times:
+        print(f"  COPY TO (same cols) rows/s by round: {rates('copy')}")
+        for name in ("export", "before"):
+            if name in times:
+                ratios = [c / t for c, t in zip(times["copy"], times[name], strict=True)]
+                print(
+                    f"  -> {'the export' if name == 'export' else options.before} runs at "
+                    + ", ".join(f"{r:.2f}x" for r in ratios)
+                    + f" COPY by round (median {statistics.median(ratios):.2f}x)"
+                )
+
+
+def _export_at(rev: str) -> Any:
+    """export_chunks of campaigns/api/export.py as it was at git revision `rev`."""
+    root = Path(__file__).resolve().parent.parent
+    git = shutil.which("git")
+    if git is None:
+        raise SystemExit("--before needs git")
+    source = subprocess.run(
+        [git, "show", f"{rev}:campaigns/api/export.py"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader(f"export_at_{rev}", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, f"{rev}:campaigns/api/export.py", "exec"), module.__dict__)  # noqa: S102
+    return module.export_chunks
 
 
 if __name__ == "__main__":
