@@ -160,6 +160,27 @@ def test_every_reader_gives_the_documented_rows_in_every_format(decided, state):
     assert _csv_rows(bodies["csv"]) == expected(state, csv_text=True)
 
 
+@pytest.mark.django_db(transaction=True)  # the second connection sees committed rows only
+def test_large_outputs_are_read_alone_with_the_same_rows(decided, monkeypatch):
+    monkeypatch.setattr(export, "OUTPUT_CHUNKED_MAX", 5000)  # the 10,000-byte output
+    opened = []
+    new_connection = connection.get_new_connection
+
+    def spy(params):
+        opened.append(params)
+        return new_connection(params)
+
+    monkeypatch.setattr(connection, "get_new_connection", spy)
+    for fmt, encode in export.ENCODERS.items():
+        bodies = {b"".join(encode(read(decided, export.STATES["all"]))) for read in readers()}
+        assert len(bodies) == 1, fmt
+    rows = [json.loads(line) for line in b"".join(export.export_chunks(decided, "jsonl", "all"))
+            .splitlines()]  # fmt: skip
+    assert rows == expected("all") and rows[6]["output"] == "x" * 10_000
+    # On PostgreSQL that output was read alone, once for each reading.
+    assert len(opened) == (4 if connection.vendor == "postgresql" else 0)
+
+
 def test_csv_never_carries_a_raw_nul(decided):
     body = b"".join(export.export_chunks(decided, "csv", "all"))
     assert b"\0" not in body

@@ -37,7 +37,7 @@ from campaigns.api.base import ApiView, Rejected
 from campaigns.models import Campaign, Result, Task
 
 CHUNK_BYTES = 64 * 1024
-ROWS_PER_QUERY_CHUNK = 500
+ROWS_PER_QUERY_CHUNK = 100
 
 FORMATS = {
     "jsonl": ("application/x-ndjson", "jsonl"),
@@ -134,40 +134,65 @@ def orm_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[Row]:
 # state's name, sizes, the large input's digest). Binary results, read by psycopg's C loaders;
 # a chunk of ROWS_PER_QUERY_CHUNK rows at a time with libpq 17 or later (chunked rows mode:
 # constant memory, the server writes the next rows while this process encodes), one at a time
-# otherwise. JSON text of args (`::text`): the web process passes it through unparsed.
+# otherwise. JSON text of args (`::text`): the web process passes it through unparsed. An output
+# larger than OUTPUT_CHUNKED_MAX is not sent with its row (a chunk would hold up to
+# ROWS_PER_QUERY_CHUNK outputs of up to a result frame's 16 MiB): it is read alone, on a second
+# connection (this one is busy streaming), when its row comes.
+OUTPUT_CHUNKED_MAX = 256 * 1024
 _ROWS_QUERY = """
 SELECT t.seq, CASE t.state WHEN {done} THEN 'done' WHEN {failed} THEN 'failed'
     ELSE t.state::text END,
   t.args::text,
   CASE WHEN length(t.input) <= {inline_max} THEN t.input END,
   CASE WHEN length(t.input) > {inline_max} THEN encode(sha256(t.input), 'hex') END,
-  length(t.input), r.exit_code, r.runtime_ms, r.output, length(r.output),
+  length(t.input), r.exit_code, r.runtime_ms,
+  CASE WHEN length(r.output) <= {output_max} THEN r.output END, length(r.output),
   NULLIF(r.output_sha256, ''), t.failure
 FROM {tasks} t LEFT JOIN {results} r ON r.id = t.canonical_result_id
 WHERE t.campaign_id = %s AND t.state = ANY(%s)
 ORDER BY t.seq
 """
+_OUTPUT_QUERY = """
+SELECT r.output FROM {tasks} t JOIN {results} r ON r.id = t.canonical_result_id
+WHERE t.campaign_id = %s AND t.seq = %s
+"""
 
 
 def postgres_rows(campaign: Campaign, states: Iterable[int]) -> Iterator[Row]:
     """task_rows on PostgreSQL: one statement, streamed (above)."""
+    tables = {"tasks": Task._meta.db_table, "results": Result._meta.db_table}
     query = _ROWS_QUERY.format(
         done=Task.State.DONE.value,
         failed=Task.State.FAILED.value,
         inline_max=INPUT_INLINE_MAX,
-        tasks=Task._meta.db_table,
-        results=Result._meta.db_table,
+        output_max=OUTPUT_CHUNKED_MAX,
+        **tables,
     )
     size = ROWS_PER_QUERY_CHUNK if psycopg.capabilities.has_stream_chunked() else 1
+    second: psycopg.Connection[Any] | None = None
     # Django's cursors bind parameters on the client, which psycopg cannot combine with binary
     # results: a plain psycopg cursor on the same connection.
     with (
         connection.cursor() as django_cursor,
         psycopg.Cursor(django_cursor.cursor.connection) as cursor,
     ):
-        yield from cursor.stream(
-            query, [campaign.pk, [int(s) for s in states]], binary=True, size=size
-        )
+        try:
+            for row in cursor.stream(
+                query, [campaign.pk, [int(s) for s in states]], binary=True, size=size
+            ):
+                if row[8] is None and row[9] is not None:  # a large output, not sent (above)
+                    if second is None:
+                        second = connection.get_new_connection(connection.get_connection_params())
+                    with psycopg.Cursor(second) as alone:
+                        alone.execute(
+                            _OUTPUT_QUERY.format(**tables), [campaign.pk, row[0]], binary=True
+                        )
+                        fetched = alone.fetchone()
+                    row = (*row[:8], bytes(fetched[0]) if fetched else b"", *row[9:])
+                yield row
+        finally:
+            if second is not None:
+                second.close()
 
 
 class _JsonRow(msgspec.Struct, gc=False):
