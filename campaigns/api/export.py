@@ -1,7 +1,7 @@
 """Results export: a campaign's canonical results, in task order, streamed as JSON Lines, CSV
 or msgpack in constant memory however many there are.
 
-Rows come from one query (tasks joined to their canonical result) as plain tuples (ROW below):
+Rows come from one query (tasks joined to their canonical result) as plain tuples (Row below):
 on PostgreSQL a binary-format query streamed in chunks of rows (libpq's chunked rows mode:
 psycopg's C loaders build the tuples, the server keeps sending while the web process encodes),
 elsewhere the ORM's `.iterator(chunk_size=...)`. One encoder per format turns those tuples
