@@ -2,7 +2,7 @@
 #
 # CCGSC: one image for every role; the command chooses the role.
 #
-#   web (default)   daphne -b 0.0.0.0 -p 8000 ccgsc.asgi:application
+#   web (default)   python -m ccgsc.server -b 0.0.0.0 -p 8000 ccgsc.asgi:application (daphne)
 #   celery          celery -A ccgsc worker -l info
 #   migrations      python manage.py migrate --noinput
 #   native worker   ccgsc-worker --server http://web:8000 --token ccgsc_...
@@ -81,7 +81,8 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
 # Worker frames may be up to 16 MiB (workers/protocol.py MAX_FRAME); daphne's default is 1 MiB.
 # It reads up to twice that (MAX_WEBSOCKET_MESSAGE) so an oversized frame gets the too_large error.
 # Keepalive pings every 50 s, 30 s for the pong (workers/protocol.py PING_INTERVAL, PING_TIMEOUT).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", \
+# ccgsc.server is daphne with its per-connection loops made cheap for many idle sessions.
+CMD ["python", "-m", "ccgsc.server", "-b", "0.0.0.0", "-p", "8000", \
      "--websocket-max-message-size", "33554432", "--websocket-max-frame-size", "33554432", \
      "--ping-interval", "50", "--ping-timeout", "30", \
      "ccgsc.asgi:application"]

@@ -81,17 +81,20 @@ def start_platform(
     port: int | None = None,
     root: Path = ROOT,
 ) -> Platform:
-    """A daphne server on 127.0.0.1 (on `port`, or a free one), returned once /api/v1/status
-    answers (`daphne_args`: more daphne options, e.g. --proxy-headers behind a proxy).
+    """The platform's daphne (ccgsc.server) on 127.0.0.1 (on `port`, or a free one), returned
+    once /api/v1/status answers (`daphne_args`: more daphne options, e.g. --proxy-headers
+    behind a proxy).
 
     `timeout` bounds a start that is merely slow (on a loaded machine importing Django and
     answering the first request can take tens of seconds); a daphne that exits fails at once."""
     port = port or free_port()
+    # The platform's daphne (ccgsc/server.py); a commit from before it had daphne's own.
+    server = "ccgsc.server" if (root / "ccgsc" / "server.py").exists() else "daphne"
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "daphne",
+            server,
             "-b",
             "127.0.0.1",
             "-p",

@@ -123,23 +123,47 @@ async def test_the_safety_net_leases_nothing_for_idle_sessions_while_no_campaign
         await comm.disconnect()
 
 
-def test_every_way_of_running_daphne_pings_idle_sockets_at_the_protocol_interval() -> None:
+def test_every_way_of_running_daphne_runs_ours_and_pings_at_the_protocol_interval(
+    monkeypatch,
+) -> None:
     """Each keepalive ping is CPU for every idle session (docs/benchmarks.md, Scale): daphne's
-    default (20 s) is replaced everywhere the platform starts daphne."""
+    default (20 s) is replaced everywhere the platform starts daphne. And everywhere it is the
+    platform's daphne (ccgsc/server.py), whose per-connection loops cost what changed."""
     from pathlib import Path
 
-    from ccgsc import processes
+    from django.core.management import call_command
+
+    from ccgsc import processes, server
 
     root = Path(__file__).resolve().parent.parent
     args = ["--ping-interval", str(protocol.PING_INTERVAL), "--ping-timeout"]
     assert (*args, str(protocol.PING_TIMEOUT)) == protocol.DAPHNE_KEEPALIVE_ARGS
-    assert "DAPHNE_KEEPALIVE_ARGS" in Path(processes.__file__).read_text()
+    # The tests' and benchmarks' servers (processes.start_platform).
+    source = Path(processes.__file__).read_text()
+    assert "DAPHNE_KEEPALIVE_ARGS" in source and '"ccgsc.server"' in source
+    # `make run` is `manage.py serve`, which runs ccgsc.server's command line with the keepalive.
+    assert "manage.py serve" in (root / "Makefile").read_text()
+    ran: list[tuple[type, list[str]]] = []
+    monkeypatch.setattr(
+        server.CommandLineInterface, "run", lambda cli, argv: ran.append((cli.server_class, argv))
+    )
+    call_command("serve", "--port", "8123")
+    ((server_class, argv),) = ran
+    assert server_class is server.Server
+    assert " ".join(protocol.DAPHNE_KEEPALIVE_ARGS) in " ".join(argv)
+    # The image and compose.
     dockerfile = (root / "Dockerfile").read_text()
+    assert 'CMD ["python", "-m", "ccgsc.server",' in dockerfile
     assert f'"--ping-interval", "{protocol.PING_INTERVAL}"' in dockerfile
     assert f'"--ping-timeout", "{protocol.PING_TIMEOUT}"' in dockerfile
     compose = (root / "compose.yaml").read_text()
+    assert "command:\n      # daphne" in compose and "- -m\n      - ccgsc.server\n" in compose
     assert f'- --ping-interval\n      - "{protocol.PING_INTERVAL}"' in compose
     assert f'- --ping-timeout\n      - "{protocol.PING_TIMEOUT}"' in compose
+    # Nothing else starts daphne's own.
+    for path in ["Makefile", "Dockerfile", "compose.yaml", "docs/deployment.md", "README.md"]:
+        text = (root / path).read_text()
+        assert "-m daphne" not in text and "`daphne -b" not in text and '"daphne", "-b"' not in text
 
 
 async def test_a_closed_session_stops_waiting() -> None:

@@ -34,7 +34,8 @@ MAX_WEBSOCKET_MESSAGE = 2 * MAX_FRAME
 #: The server's WebSocket keepalive (daphne's --ping-interval and --ping-timeout): a ping frame
 #: to every open socket once per PING_INTERVAL, closed when no pong comes within PING_TIMEOUT.
 #: A peer that vanishes without a close (a cut cable, a sleeping laptop) is found dead, and its
-#: leases released, within PING_INTERVAL + PING_TIMEOUT + 2 s (daphne looks every 2 s): 82 s.
+#: leases released, within PING_INTERVAL + PING_TIMEOUT + 1 s (ccgsc/server.py looks every
+#: second; daphne's own server every 2 s): 81 s.
 #: Every ping is CPU for every idle session (daphne's default, 20 s, was most of an idle
 #: process's CPU: docs/benchmarks.md, Scale); 50 s stays below the idle timeouts proxies and
 #: load balancers commonly apply (60 s; deploy/nginx.conf keeps /ws/ open for 1 h).

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from workers.protocol import MAX_WEBSOCKET_MESSAGE
+from workers.protocol import DAPHNE_KEEPALIVE_ARGS, MAX_WEBSOCKET_MESSAGE
 
 
 class Command(BaseCommand):
@@ -23,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--worker-slots", type=int, default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from daphne.cli import CommandLineInterface
+        # The platform's daphne (ccgsc/server.py), as processes.py and the Dockerfile start it.
+        from ccgsc.server import CommandLineInterface
 
         host, port = options["host"], options["port"]
         worker: subprocess.Popen[bytes] | None = None
@@ -52,6 +53,7 @@ class Command(BaseCommand):
                     str(MAX_WEBSOCKET_MESSAGE),
                     "--websocket-max-frame-size",
                     str(MAX_WEBSOCKET_MESSAGE),
+                    *DAPHNE_KEEPALIVE_ARGS,
                     "ccgsc.asgi:application",
                 ]
             )

@@ -1,0 +1,217 @@
+"""The platform's daphne: daphne's Server with its two periodic loops costing what changed, not
+what is connected. Same command line as daphne (every option, same defaults):
+
+    python -m ccgsc.server -b 127.0.0.1 -p 8000 [daphne options] ccgsc.asgi:application
+
+(`manage.py serve`, ccgsc/processes.py, the Dockerfile and compose.yaml start it so.)
+
+daphne.server.Server keeps `connections` (protocol -> {"connected", "application_instance",
+"disconnected"}) and walks ALL of it in two loops, which at 10,000 idle sessions were most of
+an idle process's CPU (docs/benchmarks.md, Scale):
+
+- application_checker, every 1 s: cancels an application still running application_close_timeout
+  after its connection closed; reaps a finished application (its exception logged and, on a
+  connection still open, handed to protocol.handle_exception; KeyboardInterrupt stops the
+  server); forgets a closed connection once its application has ended.
+- timeout_checker, every 2 s: protocol.check_timeouts() on every connection. A WebSocket is
+  rejected if still in its handshake after websocket_connect_timeout, closed after
+  websocket_timeout, and pinged once silent for ping_interval (autobahn then drops it if no
+  pong comes within ping_timeout); an HTTP request (the long-poll fallback) gets its 503 after
+  http_timeout.
+
+Here the same rules apply, by daphne's own per-connection code (check_timeouts, handle_exception,
+serverReject...), to fewer connections:
+
+- The application checker looks only at `unsettled` connections: one that closed
+  (protocol_disconnected) or whose application ended (a done callback on its future). A closed
+  connection stays unsettled until its application has ended and it is forgotten.
+- check_timeouts() runs for a connection when its next deadline comes (`deadlines`, a heap),
+  computed from what daphne's check reads (socket_opened, state, last_ping, request_start).
+  A received message moves a socket's ping deadline (daphne's onMessage sets last_ping) without
+  telling the server, so a deadline can come early: the check then does nothing and the next
+  one is computed. Never late, since last_ping only grows. Both loops run every second (the
+  timeouts were checked every 2 s), so a silent peer is pinged at most 1 s after ping_interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import sys
+import time
+import weakref
+from concurrent.futures import CancelledError
+from typing import Any
+
+# daphne.server installs Twisted's asyncio reactor when imported: before anything imports it.
+from daphne import cli
+from daphne import server as daphne_server
+from daphne.http_protocol import WebRequest
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import reactor as _reactor
+
+# daphne's own logger: the settings' LOGGING and log handlers treat these records as before.
+logger = logging.getLogger("daphne.server")
+
+reactor: Any = _reactor  # the asyncio reactor daphne.server installed (untyped: a module)
+
+#: Seconds between two runs of each loop.
+TICK = 1.0
+#: A connection of a kind not known here is checked as daphne checks every one: every 2 s.
+OTHER_PERIOD = 2.0
+
+
+class Server(daphne_server.Server):
+    #: What "now" is, for the deadlines and the close timeout (a fake clock in tests). daphne's
+    #: protocols read time.time() themselves.
+    clock = staticmethod(time.time)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # run() makes `connections` afresh; made here too so that the methods below work
+        # without a reactor (tests).
+        self.connections: dict[Any, dict[str, Any]] = {}
+        self.unsettled: set[Any] = set()
+        # (due, tie-breaker, weak reference to the protocol): a forgotten connection's entry
+        # lapses when it comes due, without keeping the protocol alive until then.
+        self.deadlines: list[tuple[float, int, weakref.ref[Any]]] = []
+        self._order = itertools.count()
+
+    # --- what daphne's protocols tell the server -------------------------------------------------
+
+    def protocol_connected(self, protocol: Any) -> None:
+        super().protocol_connected(protocol)
+        self._schedule(protocol, self.clock())
+
+    def protocol_disconnected(self, protocol: Any) -> None:
+        # daphne's, with this server's clock (the first time counts: see its comment).
+        details = self.connections[protocol]
+        if "disconnected" not in details:
+            details["disconnected"] = self.clock()
+        self.unsettled.add(protocol)
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        queue = super().create_application(protocol, scope)
+        instance = self.connections.get(protocol, {}).get("application_instance")
+        if instance is not None:
+            instance.add_done_callback(lambda _: self.unsettled.add(protocol))
+        return queue
+
+    # --- the application checker -----------------------------------------------------------------
+
+    def application_checker(self) -> None:
+        """daphne's loop (run() starts it), over the unsettled connections only."""
+        try:
+            self.check_applications()
+        finally:
+            reactor.callLater(TICK, self.application_checker)
+
+    def check_applications(self) -> None:
+        now = self.clock()
+        for protocol in list(self.unsettled):
+            if not self._check_application(protocol, now):
+                self.unsettled.discard(protocol)
+
+    def _check_application(self, protocol: Any, now: float) -> bool:
+        """daphne's application_checker for one connection; True while it stays unsettled (closed,
+        its application not yet ended)."""
+        details = self.connections.get(protocol)
+        if details is None:
+            return False
+        disconnected = details.get("disconnected")
+        instance = details.get("application_instance")
+        # Closed, and its application has taken too long to end.
+        closed_for = now - disconnected if disconnected else 0.0
+        if closed_for > self.application_close_timeout and instance and not instance.done():
+            logger.warning(
+                "Application instance %r for connection %s took too long to shut down and "
+                "was killed.",
+                instance,
+                repr(protocol),
+            )
+            instance.cancel()
+        # The application has ended: reap it.
+        if instance and instance.done():
+            try:
+                exception = instance.exception()
+            except (CancelledError, asyncio.CancelledError):
+                pass  # cancelled: nothing to say
+            else:
+                if isinstance(exception, KeyboardInterrupt):
+                    self.stop()  # the application asks the server to exit (likely a test)
+                elif exception:
+                    logger.error("Exception inside application: %s", exception, exc_info=exception)
+                    if not disconnected:
+                        protocol.handle_exception(exception)
+            del details["application_instance"]
+            instance = None
+        # Closed and its application ended: forget the connection.
+        if not instance and disconnected:
+            del self.connections[protocol]
+            return False
+        return bool(disconnected)
+
+    # --- the timeout checker ---------------------------------------------------------------------
+
+    def timeout_checker(self) -> None:
+        """daphne's loop (run() starts it), over the connections with a deadline due."""
+        try:
+            self.check_due_timeouts()
+        finally:
+            reactor.callLater(TICK, self.timeout_checker)
+
+    def check_due_timeouts(self) -> None:
+        now = self.clock()
+        due = []
+        # All that are due first: a check that rescheduled for now waits for the next tick.
+        while self.deadlines and self.deadlines[0][0] <= now:
+            due.append(heapq.heappop(self.deadlines)[2]())
+        for protocol in due:
+            if protocol is None or protocol not in self.connections:
+                continue  # forgotten since
+            try:
+                protocol.check_timeouts()
+            except Exception:
+                # daphne's loop would have died here, leaving every later timeout unchecked.
+                logger.exception("Checking the timeouts of %r failed", protocol)
+            self._schedule(protocol, now)
+
+    def _schedule(self, protocol: Any, now: float) -> None:
+        due = self.next_deadline(protocol, now)
+        if due is not None:
+            heapq.heappush(self.deadlines, (due, next(self._order), weakref.ref(protocol)))
+
+    def next_deadline(self, protocol: Any, now: float) -> float | None:
+        """When protocol.check_timeouts() may next do something (None: never), from what it
+        reads. Before a WebSocket's onConnect has set socket_opened and last_ping (it calls
+        protocol_connected first) they count as now: they are set later, so the deadline is
+        early, never late."""
+        if isinstance(protocol, WebSocketProtocol):
+            opened = getattr(protocol, "socket_opened", now)
+            deadlines = []
+            if self.websocket_timeout >= 0:
+                deadlines.append(opened + self.websocket_timeout)
+            state = getattr(protocol, "state", protocol.STATE_CONNECTING)
+            if state == protocol.STATE_CONNECTING:
+                deadlines.append(opened + self.websocket_connect_timeout)
+            elif state == protocol.STATE_OPEN:
+                deadlines.append(getattr(protocol, "last_ping", now) + self.ping_interval)
+            # Closing or closed: only websocket_timeout applies (a socket never opens again).
+            return min(deadlines, default=None)
+        if isinstance(protocol, WebRequest):
+            if not self.http_timeout:
+                return None  # its check_timeouts does nothing
+            return float(getattr(protocol, "request_start", now) + self.http_timeout)
+        return now + OTHER_PERIOD
+
+
+class CommandLineInterface(cli.CommandLineInterface):
+    """daphne's command line, running the Server above."""
+
+    server_class = Server
+
+
+if __name__ == "__main__":
+    CommandLineInterface().run(sys.argv[1:])

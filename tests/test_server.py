@@ -1,0 +1,343 @@
+"""The platform's daphne (ccgsc/server.py): its loops visit only the connections that changed or
+have a deadline due, and daphne's rules still hold. Real daphne protocols (WebSocket and HTTP)
+over in-memory transports, with a fake clock; then a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+import types
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pytest
+from daphne import http_protocol, ws_protocol
+from daphne.http_protocol import HTTPFactory
+from daphne.ws_protocol import WebSocketFactory
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from ccgsc.server import Server
+from workers import protocol
+
+PEER = IPv4Address("TCP", "127.0.0.1", 50000)
+HANDSHAKE = (
+    b"GET /ws/work/ HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+PING, PONG, CLOSE = 0x89, 0x8A, 0x88
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A client's frame (masked, with a zero key: the payload as it is)."""
+    return bytes([opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Timer:
+    """autobahn's batched timer (the pong timeout, the handshake's): calls fired by hand."""
+
+    def __init__(self) -> None:
+        self.calls: list[types.SimpleNamespace] = []
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        call = types.SimpleNamespace(delay=delay, fn=fn, cancelled=False)
+        call.cancel = lambda: setattr(call, "cancelled", True)
+        self.calls.append(call)
+        return call
+
+    def fire(self, delay: float) -> None:
+        for call in [c for c in self.calls if c.delay == delay and not c.cancelled]:
+            self.calls.remove(call)
+            call.fn()
+
+
+class Transport(StringTransport):
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+
+class Unscannable(dict):
+    """server.connections that fails a test walking all of it (what daphne's loops did)."""
+
+    def _scan(self, *args: Any) -> Any:
+        raise AssertionError("a loop walked every connection")
+
+    __iter__ = keys = values = items = _scan
+
+
+async def settle(condition: Callable[[], bool]) -> None:
+    """Let the event loop run the applications until `condition` holds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the applications never got there")
+
+
+class Harness:
+    """A ccgsc Server as daphne's run() sets it up, without a reactor or sockets."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, app: Any, **options: Any) -> None:
+        self.clock = Clock()
+        fake_time = types.SimpleNamespace(time=self.clock)
+        monkeypatch.setattr(ws_protocol, "time", fake_time)  # the protocols' own clock
+        monkeypatch.setattr(http_protocol, "time", fake_time)
+        options = {"ping_interval": 50, "ping_timeout": 30, **options}
+        self.server = Server(app, endpoints=["tcp:0"], **options)
+        self.server.clock = self.clock
+        self.server.connections = Unscannable()
+        self.server.http_factory = HTTPFactory(self.server)
+        self.server.ws_factory = WebSocketFactory(self.server, server="daphne")
+        self.server.ws_factory.setProtocolOptions(
+            autoPingTimeout=self.server.ping_timeout, allowNullOrigin=True
+        )
+        self.timer = self.server.ws_factory._batched_timer = Timer()
+
+    def socket(self) -> tuple[Any, Transport]:
+        """A WebSocket as the client's upgrade request arrives (daphne's onConnect runs)."""
+        ws = self.server.ws_factory.buildProtocol(PEER)
+        ws._raw_query_string = b""
+        transport = Transport(peerAddress=PEER, hostAddress=PEER)
+        ws.makeConnection(transport)
+        ws.dataReceived(HANDSHAKE)
+        return ws, transport
+
+    async def open_socket(self) -> tuple[Any, Transport]:
+        ws, transport = self.socket()
+        await settle(lambda: transport.value().startswith(b"HTTP/1.1 101"))
+        transport.clear()
+        return ws, transport
+
+    def advance(self, seconds: float) -> None:
+        """Time passes; both loops run once, as their ticks would."""
+        self.clock.now += seconds
+        self.server.check_due_timeouts()
+        self.server.check_applications()
+
+
+def websocket_app(*, accept: bool = True, on_disconnect: str = "end") -> Any:
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        if accept:
+            await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive" and message["text"] == "fail":
+                raise ValueError("the application failed")
+            if message["type"] == "websocket.disconnect":
+                if on_disconnect == "hang":
+                    await asyncio.Event().wait()  # never ends on its own
+                return
+
+    return app
+
+
+def counting_checks(*sockets: Any) -> list[Any]:
+    """The sockets whose check_timeouts() runs, in order (daphne's method still runs)."""
+    checked: list[Any] = []
+    for ws in sockets:
+        check = ws.check_timeouts
+
+        def counted(ws: Any = ws, check: Callable[[], None] = check) -> None:
+            checked.append(ws)
+            check()
+
+        ws.check_timeouts = counted
+    return checked
+
+
+async def test_a_silent_socket_is_pinged_after_the_interval_and_dropped_without_a_pong(
+    monkeypatch,
+):
+    h = Harness(monkeypatch, websocket_app())
+    silent, silent_wire = await h.open_socket()
+    answering, answering_wire = await h.open_socket()
+    talking, talking_wire = await h.open_socket()
+    checked = counting_checks(silent, answering, talking)
+    h.advance(30)
+    talking.dataReceived(client_frame(0x81, b"hi"))  # a message: daphne sets its last_ping
+    h.advance(5)
+    later = [await h.open_socket() for _ in range(50)]  # at 35 s
+    checked_later = counting_checks(*(ws for ws, _ in later))
+    # Their handshake deadline (20 s) came and went: looked at once each, nothing to do.
+    assert checked == [silent, answering, talking] and not silent_wire.value()
+    checked.clear()
+
+    h.advance(15)  # 50 s since the silent ones' last message: not more than ping_interval yet
+    assert not silent_wire.value() and not answering_wire.value()
+    # The talking one's deadline came early (it talked at 30 s): looked at, not pinged.
+    assert sorted(map(id, checked)) == sorted(map(id, [silent, answering, talking]))
+    assert not talking_wire.value()
+    checked.clear()
+    h.advance(0.5)
+    assert silent_wire.value()[0] == PING and answering_wire.value()[0] == PING
+    assert sorted(map(id, checked)) == sorted(map(id, [silent, answering]))
+    assert not checked_later  # the 50 later sockets are not due: not looked at
+
+    ping = answering_wire.value()
+    answering.dataReceived(client_frame(PONG, ping[2 : 2 + ping[1]]))
+    h.advance(29.5)
+    h.timer.fire(h.server.ping_timeout)  # autobahn's pong timeout (armed with the ping)
+    assert silent_wire.disconnecting and not answering_wire.disconnecting
+    assert not talking_wire.value()  # 50 s since its message: due, not more than that yet
+    h.advance(1)
+    assert talking_wire.value()[0] == PING
+    # The later ones were looked at once, at their handshake deadline (55 s), and not pinged.
+    assert sorted(map(id, checked_later)) == sorted(id(ws) for ws, _ in later)
+    assert not any(wire.value() for _, wire in later)
+
+    silent.connectionLost(Failure(ConnectionDone()))
+    await settle(lambda: h.server.connections[silent]["application_instance"].done())
+    h.advance(0)
+    assert silent not in h.server.connections and answering in h.server.connections
+
+
+async def test_a_socket_still_in_its_handshake_after_the_connect_timeout_is_rejected(
+    monkeypatch,
+):
+    h = Harness(monkeypatch, websocket_app(accept=False), websocket_connect_timeout=20)
+    ws, wire = h.socket()
+    await settle(lambda: "application_instance" in h.server.connections[ws])
+    h.advance(20)
+    assert not wire.value()  # daphne rejects after more than the timeout
+    h.advance(1)
+    assert wire.value().startswith(b"HTTP/1.1 403")
+    assert "disconnected" in h.server.connections[ws]
+
+
+async def test_a_finished_application_is_reaped_without_walking_every_connection(
+    monkeypatch, caplog
+):
+    h = Harness(monkeypatch, websocket_app())
+    sockets = [await h.open_socket() for _ in range(50)]
+    (failing, failing_wire), (closing, _) = sockets[:2]
+    failing.dataReceived(client_frame(0x81, b"fail"))
+    closing.connectionLost(Failure(ConnectionDone()))
+    instance = h.server.connections[failing]["application_instance"]
+    await settle(lambda: instance.done() and len(h.server.unsettled) == 2)
+    with caplog.at_level(logging.ERROR, logger="daphne.server"):
+        h.advance(1)  # h.server.connections refuses to be walked
+    # The exception is logged and handed to the still open socket: a 1011 close frame.
+    assert "Exception inside application: the application failed" in caplog.text
+    assert failing_wire.value() == bytes([CLOSE, 2, 0x03, 0xF3])
+    assert "application_instance" not in h.server.connections[failing]
+    assert closing not in h.server.connections  # closed, its application ended: forgotten
+    assert all("application_instance" in h.server.connections[ws] for ws, _ in sockets[2:])
+    assert not h.server.unsettled
+
+
+async def test_an_application_outliving_its_closed_connection_is_cancelled(monkeypatch, caplog):
+    h = Harness(monkeypatch, websocket_app(on_disconnect="hang"), application_close_timeout=10)
+    ws, _ = await h.open_socket()
+    ws.connectionLost(Failure(ConnectionDone()))
+    instance = h.server.connections[ws]["application_instance"]
+    h.advance(10)
+    assert not instance.cancelled() and not instance.cancelling()
+    with caplog.at_level(logging.WARNING, logger="daphne.server"):
+        h.advance(0.5)
+    assert "took too long to shut down and was killed" in caplog.text
+    await settle(instance.done)
+    assert instance.cancelled()
+    h.advance(0)
+    assert ws not in h.server.connections and not h.server.unsettled
+
+
+async def test_an_application_raising_keyboard_interrupt_stops_the_server(monkeypatch):
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    h = Harness(monkeypatch, lambda scope, receive, send: ended)  # ensure_future gives it back
+    h.socket()
+    ended.set_exception(KeyboardInterrupt())
+    await settle(lambda: bool(h.server.unsettled))
+    h.advance(0)
+    assert h.server.abort_start  # stop() before the reactor runs; reactor.stop() once it does
+
+
+async def test_a_long_poll_past_the_http_timeout_gets_503_and_none_is_looked_at_without_one(
+    monkeypatch,
+):
+    async def never_answers(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.Event().wait()
+
+    def request(h: Harness) -> Transport:
+        channel = h.server.http_factory.buildProtocol(PEER)
+        wire = Transport(peerAddress=PEER, hostAddress=PEER)
+        channel.makeConnection(wire)
+        body = b"POST /api/v1/work HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+        channel.dataReceived(body)
+        return wire
+
+    h = Harness(monkeypatch, never_answers, http_timeout=30)
+    wire = request(h)
+    h.advance(30)
+    assert not wire.value()
+    h.advance(1)
+    assert wire.value().startswith(b"HTTP/1.1 503")
+
+    # daphne's default: no http_timeout, so a request's check would do nothing and none runs.
+    h = Harness(monkeypatch, never_answers)
+    request(h)
+    assert not h.server.deadlines
+
+
+@pytest.mark.live
+def test_the_server_process_is_ours_drops_a_dead_peer_and_serves_both_transports(
+    transactional_db,
+):
+    from websockets.sync.client import connect
+
+    from tests.live import start_server
+
+    hello = {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "agent": "test"}
+    platform = start_server(daphne_args=("--ping-interval", "1", "--ping-timeout", "1"))
+    try:
+        assert list(platform.proc.args)[1:3] == ["-m", "ccgsc.server"]  # type: ignore[arg-type]
+        url = platform.url.replace("http", "ws") + "/ws/work/"
+        with connect(url) as ws:  # its client answers pings
+            ws.send(protocol.encode(hello))
+            assert msgpack.unpackb(ws.recv(timeout=30))["t"] == "welcome"
+            # A peer that completes the handshake and then never answers.
+            with socket.create_connection(("127.0.0.1", platform.port), timeout=30) as dead:
+                key = base64.b64encode(os.urandom(16))
+                dead.sendall(HANDSHAKE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", key))
+                received = b""
+                try:
+                    while chunk := dead.recv(4096):
+                        received += chunk
+                except ConnectionResetError:
+                    pass  # dropped: autobahn aborts the connection (a reset, not a FIN)
+            head, _, frames = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101") and frames[0] == PING
+            # The live session saw the same pings and is still served.
+            ws.send(protocol.encode({"t": "ping"}))
+            while (answer := msgpack.unpackb(ws.recv(timeout=30)))["t"] != "pong":
+                assert answer["t"] in ("idle", "tasks")
+        # The HTTP fallback.
+        body = protocol.encode({"messages": [hello]})
+        post = urllib.request.Request(
+            f"{platform.url}/api/v1/work",
+            data=body,
+            headers={"Content-Type": "application/msgpack"},
+        )
+        with urllib.request.urlopen(post, timeout=30) as response:
+            assert msgpack.unpackb(response.read())["messages"][0]["t"] == "welcome"
+    finally:
+        platform.stop()
