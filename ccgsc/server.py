@@ -111,7 +111,14 @@ class Server(daphne_server.Server):
     def check_applications(self) -> None:
         now = self.clock()
         for protocol in list(self.unsettled):
-            if not self._check_application(protocol, now):
+            try:
+                settled = not self._check_application(protocol, now)
+            except Exception:
+                # daphne's loop would have died here (say, handle_exception failing on a
+                # socket half gone); its closing puts the connection back in view.
+                logger.exception("Checking the application of %r failed", protocol)
+                settled = True
+            if settled:
                 self.unsettled.discard(protocol)
 
     def _check_application(self, protocol: Any, now: float) -> bool:
