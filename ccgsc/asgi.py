@@ -11,11 +11,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the apps loa
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from campaigns.routing import websocket_urlpatterns as campaign_routes  # noqa: E402
+from ccgsc import dbconnections  # noqa: E402
 from operations.health import start_heartbeat  # noqa: E402
 from workers.routing import websocket_urlpatterns as worker_routes  # noqa: E402
 
 # Each server process reports itself to the health panel and runs its share of periodic jobs.
 start_heartbeat()
+# Requests reuse PostgreSQL connections (each runs in a thread of its own).
+dbconnections.install()
 
 application = ProtocolTypeRouter(
     {
