@@ -26,7 +26,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, Result
 from ccgsc.env import env_bool
 from operations.models import ProcessHeartbeat
-from workers import sweeper
+from workers import liveness, sweeper
 from workers.models import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ HEARTBEAT_SECONDS = 5.0
 PROCESS_GONE = timedelta(seconds=30)
 SWEEPER_LATE = timedelta(seconds=20)
 
-_STARTED = timezone.now()
-_HOST = socket.gethostname()[:255]
+STARTED = timezone.now()
+HOST = socket.gethostname()[:255]
 
 
 @dataclass
@@ -218,11 +218,12 @@ def heartbeat() -> None:
     """This process is alive (called every HEARTBEAT_SECONDS by its heartbeat thread)."""
     now = timezone.now()
     ProcessHeartbeat.objects.update_or_create(
-        host=_HOST,
-        pid=os.getpid(),
+        key=liveness.process_key(),
         defaults={
+            "host": HOST,
+            "pid": os.getpid(),
             "seen_at": now,
-            "started_at": _STARTED,
+            "started_at": STARTED,
             "rss_bytes": _rss_bytes(),
             "cpu_seconds": round(sum(os.times()[:2]), 2),
             "threads": threading.active_count(),

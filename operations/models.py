@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
 from django.utils import timezone
 
@@ -9,10 +11,19 @@ from accounts.models import User
 from campaigns.models import Campaign
 
 
-class ProcessHeartbeat(models.Model):
-    """One server process, as it last reported itself (every few seconds, from its sweeper
-    loop): the health panel's per-process figures and the sweeper's lag."""
+def new_process_key() -> str:
+    return uuid.uuid4().hex
 
+
+class ProcessHeartbeat(models.Model):
+    """One server process, as it last reported itself (every few seconds, from its heartbeat
+    thread): the health panel's per-process figures and the sweeper's lag. Also the liveness
+    of the process's WebSocket sessions (workers.liveness): `vouched_at`, bumped by its event
+    loop, and `key`, which the sessions name."""
+
+    # Random, made when the process starts (workers.liveness.process_key): host and pid repeat
+    # across restarts (a container's daphne is often the same pid under the same host name).
+    key = models.CharField(max_length=32, unique=True, default=new_process_key)
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()
@@ -22,9 +33,12 @@ class ProcessHeartbeat(models.Model):
     # CPU time the process used since it started (user + system), and its live threads.
     cpu_seconds = models.FloatField(default=0.0)
     threads = models.PositiveIntegerField(default=0)
+    # Last time the process's event loop vouched for its WebSocket sessions (workers.liveness;
+    # null: it holds none yet). Sessions of a process silent for liveness.PROCESS_DEAD are
+    # closed by the sweeper.
+    vouched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="heartbeat_process")]
         verbose_name = "health"
         verbose_name_plural = "health (server processes, queues, workers)"
 

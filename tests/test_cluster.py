@@ -36,6 +36,7 @@ from tests.live import ROOT, start_server, subprocess_env
 from tests.skips import skip_unless_ci
 from tests.test_e2e import assert_each_task_done_exactly_once, completed
 from tests.waiting import wait_for
+from workers import liveness, scheduler
 from workers.models import WorkerSession
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("cluster")]
@@ -45,6 +46,9 @@ pytestmark = [pytest.mark.live, pytest.mark.xdist_group("cluster")]
 DAPHNE_BEHIND_PROXY = ("--proxy-headers",)
 JOBS_IN_CELERY = {"JOBS_INLINE": "false"}
 SLOW = 60.0  # bound on any one wait (a loaded two-core machine runs two servers here)
+# The kill test's task timeout: its leases' deadline (twice this) is far beyond the time a
+# killed process's leases take to come back (workers.liveness.PROCESS_DEAD and a sweep).
+LEASE_TASK_TIMEOUT = 60
 
 
 @pytest.fixture
@@ -232,9 +236,10 @@ def open_sessions() -> list[int]:
 
 
 def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, make_campaign):
-    # ~50 ms a task. A killed process cannot close its sessions: their leases come back at
-    # their deadline (2 x the task timeout, short here), taken back by the sweeper of process B
-    # (the sweeper lock dies with A's database connection); their workers meanwhile reconnect.
+    # ~50 ms a task. A killed process cannot close its sessions: process B's sweeper (the
+    # sweeper lock dies with A's database connection) closes them once A has not vouched for
+    # them for liveness.PROCESS_DEAD, which puts their leases back in the queue long before
+    # their deadline (2 x the task timeout); their workers meanwhile reconnect.
     iterations, n = 3_000_000, 400
     reducer = kernel_upload(
         organization=people.org, name="reduce", data=kernel_bytes("montecarlo_reduce")
@@ -243,7 +248,7 @@ def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, ma
         [f"{i + 1} {iterations}" for i in range(n)],
         kernel="montecarlo",
         start=False,
-        task_timeout=5,
+        task_timeout=LEASE_TASK_TIMEOUT,
         max_attempts=6,
         reducer=reducer,
     )
@@ -286,11 +291,35 @@ def test_killing_a_server_process_mid_campaign_loses_nothing(cluster, people, ma
     wait_for(
         working_on_both, timeout=SLOW, what="workers on both processes to hold or return tasks"
     )
+    held_on_a = list(
+        Result.objects.filter(
+            campaign=campaign, state=Result.State.LEASED, session_id__in=on_a
+        ).values_list("pk", flat=True)
+    )
     killed_at = timezone.now()
+    killed_clock = time.monotonic()
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(10)
     campaign.refresh_from_db()
     assert campaign.tasks_done < campaign.tasks_total, "the campaign ended before the kill"
+
+    # The killed process's leases are back (requeued, maybe leased again or answered by then)
+    # within PROCESS_DEAD and a sweep or two, far from their deadline.
+    wait_for(
+        lambda: (
+            not Result.objects.filter(
+                pk__in=held_on_a, state=Result.State.LEASED, session_id__in=on_a
+            ).exists()
+        ),
+        timeout=SLOW,
+        interval=0.2,
+        what="process A's leases to come back",
+    )
+    back_after = time.monotonic() - killed_clock
+    assert back_after < liveness.PROCESS_DEAD.total_seconds() + 25 < 2 * LEASE_TASK_TIMEOUT
+    assert not WorkerSession.objects.filter(pk__in=on_a, disconnected_at__isnull=True).exists()
+    # Released, not expired: no attempt was charged to anyone.
+    assert not Result.objects.filter(campaign=campaign, error_kind=scheduler.LEASE_EXPIRED).exists()
 
     wait_for(lambda: completed(campaign), timeout=180, what="the campaign to complete on process B")
     assert_each_task_done_exactly_once(campaign)

@@ -16,7 +16,7 @@ from campaigns.models import Result
 from ccgsc.hooks import PeriodicJob, Registry
 from rewards import validation
 from tests.waiting import until
-from workers import scheduler, sessions, sweeper
+from workers import protocol, scheduler, sessions, sweeper
 from workers.connection import limits as connection_limits
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
@@ -97,7 +97,8 @@ def test_http_session_silent_for_two_long_polls_is_closed_and_its_leases_freed(
     two_polls = 2 * sessions.LONG_POLL_SECONDS
     http_gone = _silent_session(WorkerSession.Transport.HTTP, two_polls + 1)
     http_alive = _silent_session(WorkerSession.Transport.HTTP, two_polls - 5)
-    # A WebSocket session as silent as http_gone is alive: it pings only every 20 s.
+    # A WebSocket session as silent as http_gone is alive: it pings only every 30 s (and a
+    # session's own silence no longer matters when its process vouches for it).
     ws_quiet = _silent_session(WorkerSession.Transport.WEBSOCKET, two_polls + 1)
     ws_gone = _silent_session(WorkerSession.Transport.WEBSOCKET, 91)
     held = scheduler.lease(SessionInfo(id=http_gone.pk), 1)
@@ -117,7 +118,11 @@ def test_http_session_silent_for_two_long_polls_is_closed_and_its_leases_freed(
 
 def test_http_sessions_are_told_to_ping_within_one_long_poll() -> None:
     assert connection_limits(WorkerSession.Transport.HTTP).heartbeat < (sessions.LONG_POLL_SECONDS)
-    assert connection_limits(WorkerSession.Transport.WEBSOCKET).heartbeat == 20
+    # WebSocket sessions need no ping to stay open (their process vouches for them): the
+    # heartbeat only lets workers notice a silent server, and keeps proxies from timing out.
+    ws_heartbeat = connection_limits(WorkerSession.Transport.WEBSOCKET).heartbeat
+    assert ws_heartbeat == protocol.WEBSOCKET_HEARTBEAT == 30
+    assert ws_heartbeat < 60  # the idle timeout of common proxies and load balancers
 
 
 @pytest.mark.django_db

@@ -65,7 +65,11 @@ def limits(transport: str = WorkerSession.Transport.WEBSOCKET) -> protocol.Limit
     cfg = settings.CCGSC
     # The HTTP fallback keeps no socket: its session lives on its requests, so it must be heard
     # from well within the sweeper's two-long-poll cutoff (workers.sweeper).
-    heartbeat = sessions.HTTP_HEARTBEAT_SECONDS if transport == WorkerSession.Transport.HTTP else 20
+    heartbeat = (
+        sessions.HTTP_HEARTBEAT_SECONDS
+        if transport == WorkerSession.Transport.HTTP
+        else protocol.WEBSOCKET_HEARTBEAT
+    )
     return protocol.Limits(
         max_frame=protocol.MAX_FRAME,
         max_batch=protocol.MAX_BATCH,
@@ -105,8 +109,18 @@ class WorkerConnection:
         origin: str | None = None,
         profile: str | None = None,
         channel: str = "",
+        kick: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.send = send
+        # Closes the transport (the WebSocket consumer's close, with a code): used when the
+        # session was closed behind the connection's back (workers.liveness).
+        self._kick = kick
+        # The task serving the connection (the consumer's application instance): a connection
+        # whose task ended without closing it leaked (workers.liveness closes it).
+        try:
+            self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        except RuntimeError:  # built outside an event loop (tests of the state machine)
+            self.task = None
         # The WebSocket consumer's channel name: cancels for this session's leases are sent
         # there (workers.live), from any server process.
         self.channel = channel
@@ -214,6 +228,13 @@ class WorkerConnection:
         dispatch.dispatcher().closed(self)
         if self.info is not None:
             await db(sessions.session_close)(self.info.id, self._take_stats())
+
+    async def kick(self, code: int) -> None:
+        """Drop the transport; its disconnect closes the session (or close it here)."""
+        if self._kick is not None and not self.closed:
+            await self._kick(code)
+        else:
+            await self.close()
 
     async def on_work_available(self) -> None:
         if self.wanted > 0 and not self.closed:
@@ -361,8 +382,9 @@ class WorkerConnection:
         await self.send(protocol.Ack(released=leases))
 
     async def _ping(self) -> None:
+        # Nothing written: the session's server process vouches for all its sessions at once
+        # (workers.liveness), and the HTTP fallback's requests are seen by its view.
         await self.send(protocol.Pong())
-        await self._maybe_flush(force=time.monotonic() - self.last_flush > 30)
 
     async def _bye(self) -> None:
         await self.close()

@@ -11,6 +11,7 @@ from ccgsc.origins import scope_origin_allowed
 from ccgsc.sockets import QuietWhenClosed
 from workers import identity, protocol
 from workers.connection import WorkerConnection
+from workers.liveness import ensure_liveness
 from workers.protocol import ProtocolError
 from workers.sweeper import ensure_sweeper
 
@@ -29,6 +30,7 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_POLICY)
             return
         ensure_sweeper()
+        ensure_liveness()
         self.gone = False
         origin, profile = identity.scope_identity(self.scope)
         self.conn = WorkerConnection(
@@ -37,6 +39,7 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
             origin=origin,
             profile=profile,
             channel=self.channel_name or "",
+            kick=self._close,
         )
         await self.accept()
 

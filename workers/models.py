@@ -49,6 +49,10 @@ class WorkerSession(models.Model):
     # pushes meant for this session alone (cancelled leases, campaign changes) go there.
     # Empty for the HTTP fallback, which gets no pushes.
     channel = models.CharField(max_length=100, blank=True)
+    # The server process holding its WebSocket (operations.ProcessHeartbeat.key; not a foreign
+    # key: a row may be gone or not written yet). The process vouches for all its sessions at
+    # once (workers.liveness); empty for the HTTP fallback, which is seen at every request.
+    process = models.CharField(max_length=32, blank=True, default="")
     # HTTP-fallback sessions present this secret (hashed here) with every request.
     secret_hash = models.CharField(max_length=64, blank=True)
     # Who is behind it (workers.identity): the client's network origin (an address prefix)
@@ -80,6 +84,12 @@ class WorkerSession(models.Model):
                 fields=["last_seen_at"],
                 condition=models.Q(disconnected_at__isnull=True),
                 name="session_connected",
+            ),
+            # Open sessions per server process (the sweeper closes a dead process's).
+            models.Index(
+                fields=["process"],
+                condition=models.Q(disconnected_at__isnull=True),
+                name="session_open_process",
             ),
             # Open sessions per network origin (the per-origin caps at hello).
             models.Index(

@@ -40,6 +40,14 @@ MAX_WEBSOCKET_MESSAGE = 2 * MAX_FRAME
 #: process's CPU: docs/benchmarks.md, Scale); 50 s stays below the idle timeouts proxies and
 #: load balancers commonly apply (60 s; deploy/nginx.conf keeps /ws/ open for 1 h).
 PING_INTERVAL = 50
+#: The application-level heartbeat a WebSocket worker is told in `welcome` (`ping` messages).
+#: The server needs none of it to know a session is alive (its process vouches for all of its
+#: sessions: workers/liveness.py), nor to find a vanished peer (the keepalive above). It lets a
+#: worker find a silent server (the native worker reconnects after three heartbeats without a
+#: word, workers/native/client.py SILENT_HEARTBEATS: 90 s) and keeps traffic flowing through
+#: proxies that time out idle connections at 60 s. Every ping is a message and a pong for the
+#: server (at 10,000 sessions, 333 a second at 30 s; 500 at the former 20 s).
+WEBSOCKET_HEARTBEAT = 30
 PING_TIMEOUT = 30
 DAPHNE_KEEPALIVE_ARGS = (
     "--ping-interval",
@@ -193,7 +201,9 @@ class Metrics(Message, tag="metrics"):
 
 
 class Ping(Message, tag="ping"):
-    """Heartbeat, every 20 s."""
+    """Heartbeat, every `heartbeat` seconds of the limits (30 s over WebSocket, 8 s over the
+    HTTP fallback). Answered with `pong`; a WebSocket session's liveness is its server
+    process's, so the server writes nothing for it."""
 
 
 class Bye(Message, tag="bye"):

@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -1002,6 +1003,16 @@ def release(session_id: int, lease_ids: Sequence[int] | None = None) -> int:
     qs = Result.objects.filter(session_id=session_id, state=LEASED)
     if lease_ids is not None:
         qs = qs.filter(id__in=list(lease_ids))
+    return _release(qs)
+
+
+def release_sessions(session_ids: Sequence[int]) -> int:
+    """release() of every lease of several sessions, in one statement (the sweeper closing a
+    dead server process's sessions)."""
+    return _release(Result.objects.filter(session_id__in=list(session_ids), state=LEASED))
+
+
+def _release(qs: QuerySet[Result]) -> int:
     with transaction.atomic():
         campaign_ids = set(qs.values_list("campaign_id", flat=True).distinct())
         count = qs.update(

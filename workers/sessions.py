@@ -14,7 +14,7 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, User
-from workers import protocol, scheduler
+from workers import liveness, protocol, scheduler
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 
@@ -72,6 +72,8 @@ def session_open(
         protocol_version=hello.v,
         secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
         channel=channel,
+        # A WebSocket lives as long as this process, which vouches for it (workers.liveness).
+        process=liveness.process_key() if transport == WorkerSession.Transport.WEBSOCKET else "",
     )
     return session, secret
 
@@ -162,6 +164,20 @@ def session_close(session_id: int, stats: dict[str, Any]) -> int:
     with transaction.atomic():
         released = scheduler.release(session_id)
         session_flush(session_id, stats, closing=True)
+    return released
+
+
+def close_sessions(session_ids: list[int]) -> int:
+    """session_close() of several sessions whose connections are gone with nothing to flush (a
+    dead server process's, leaked ones): their leases go back to the queue and they are marked
+    closed, in one transaction and three statements however many they are. Returns the
+    leases released."""
+    with transaction.atomic():
+        released = scheduler.release_sessions(session_ids)
+        now = timezone.now()
+        WorkerSession.objects.filter(pk__in=session_ids, disconnected_at__isnull=True).update(
+            last_seen_at=now, disconnected_at=now
+        )
     return released
 
 

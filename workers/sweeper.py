@@ -33,17 +33,24 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ccgsc import hooks
-from workers import scheduler, sessions
+from workers import liveness, scheduler, sessions
 from workers.models import WorkerSession
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
-# A WebSocket session pings every 20 s and is flushed at least every 30 s, so this long a
-# silence means its server process died without closing it.
+# WebSocket sessions of a live process are vouched for by it (workers.liveness): their
+# last_seen_at only moves when their counters are flushed. A session whose process is dead (not
+# vouched for liveness.PROCESS_DEAD) is closed at the next sweep. This bound is for the rest: a
+# session whose process row is unknown (not written yet, deleted, or a server of an earlier
+# version, which flushed last_seen_at every 30 s at a ping) and silent this long is gone.
 STALE_SESSION = timedelta(seconds=90)
 # An HTTP-fallback session is seen at every request; its clients ping within one long poll
 # (workers.sessions.HTTP_HEARTBEAT_SECONDS), so two long-poll periods of silence mean gone.
 STALE_HTTP_SESSION = timedelta(seconds=2 * sessions.LONG_POLL_SECONDS)
+# Sessions closed per statement (a dead process's may be tens of thousands: a few statements a
+# chunk, several chunks a sweep).
+CLOSE_CHUNK = 1000
+CLOSE_PER_SWEEP = 20_000
 # pg_try_advisory_lock key of the deployment's one sweeper ("ccgs"; below 2**31 so pg_locks
 # shows it as classid 0, objid SWEEPER_LOCK).
 SWEEPER_LOCK = 0x63636773
@@ -78,23 +85,44 @@ def release_sweeper_lock() -> None:
 
 
 def stale_sessions_filter(now: datetime) -> Q:
+    """Open sessions that nobody vouches for and that have been silent too long: HTTP ones
+    after two long polls, WebSocket ones of no live process after STALE_SESSION."""
     return Q(disconnected_at__isnull=True) & (
-        Q(last_seen_at__lt=now - STALE_SESSION)
-        | Q(transport=WorkerSession.Transport.HTTP, last_seen_at__lt=now - STALE_HTTP_SESSION)
+        Q(transport=WorkerSession.Transport.HTTP, last_seen_at__lt=now - STALE_HTTP_SESSION)
+        | (
+            Q(transport=WorkerSession.Transport.WEBSOCKET, last_seen_at__lt=now - STALE_SESSION)
+            & ~Q(process__in=liveness.live_processes(now))
+        )
     )
+
+
+def dead_process_sessions_filter(now: datetime) -> Q:
+    """Open sessions of the server processes that stopped vouching (workers.liveness)."""
+    return Q(disconnected_at__isnull=True, process__in=liveness.dead_processes(now))
+
+
+def _close(where: Q, budget: int) -> int:
+    closed = 0
+    while closed < budget:
+        ids = list(
+            WorkerSession.objects.filter(where).values_list("pk", flat=True)[
+                : min(CLOSE_CHUNK, budget - closed)
+            ]
+        )
+        if not ids:
+            break
+        sessions.close_sessions(ids)
+        closed += len(ids)
+    return closed
 
 
 def sweep_once() -> tuple[int, int]:
-    """Returns (expired leases reclaimed, stale sessions closed)."""
+    """Returns (expired leases reclaimed, sessions closed: of dead processes and stale)."""
     reclaimed = scheduler.reclaim_expired()
-    stale = list(
-        WorkerSession.objects.filter(stale_sessions_filter(timezone.now())).values_list(
-            "pk", flat=True
-        )[:500]
-    )
-    for session_id in stale:
-        sessions.session_close(session_id, {})
-    return reclaimed, len(stale)
+    now = timezone.now()
+    closed = _close(dead_process_sessions_filter(now), CLOSE_PER_SWEEP)
+    closed += _close(stale_sessions_filter(now), CLOSE_PER_SWEEP)
+    return reclaimed, closed
 
 
 def tick() -> bool:
