@@ -23,7 +23,8 @@ class ProcessHeartbeat(models.Model):
 
     # Random, made when the process starts (workers.liveness.process_key): host and pid repeat
     # across restarts (a container's daphne is often the same pid under the same host name).
-    key = models.CharField(max_length=32, unique=True, default=new_process_key)
+    # Null for a row written by a server of an earlier version (during a rolling update).
+    key = models.CharField(max_length=32, unique=True, null=True, default=new_process_key)  # noqa: DJ001 (NULL: no key, unique ignores it)
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()

@@ -52,7 +52,9 @@ class WorkerSession(models.Model):
     # The server process holding its WebSocket (operations.ProcessHeartbeat.key; not a foreign
     # key: a row may be gone or not written yet). The process vouches for all its sessions at
     # once (workers.liveness); empty for the HTTP fallback, which is seen at every request.
-    process = models.CharField(max_length=32, blank=True, default="")
+    # A database default too: a server of an earlier version (a rolling update) inserts
+    # sessions without it.
+    process = models.CharField(max_length=32, blank=True, default="", db_default="")
     # HTTP-fallback sessions present this secret (hashed here) with every request.
     secret_hash = models.CharField(max_length=64, blank=True)
     # Who is behind it (workers.identity): the client's network origin (an address prefix)

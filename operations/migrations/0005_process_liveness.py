@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
             model_name="processheartbeat",
             name="key",
             field=models.CharField(
-                default=operations.models.new_process_key, max_length=32, unique=True
+                default=operations.models.new_process_key, max_length=32, null=True, unique=True
             ),
         ),
         migrations.AddField(
