@@ -117,22 +117,14 @@ def dead_processes(now: datetime) -> QuerySet[ProcessHeartbeat, Any]:
     )
 
 
-def open_sessions_here() -> set[int]:
-    """Ids of the sessions the database has open in this process."""
-    return set(
+def open_sessions_here() -> dict[int, datetime]:
+    """The sessions the database has open in this process: id -> connected at (one read of
+    the index of open sessions per process)."""
+    return dict(
         WorkerSession.objects.filter(
             process=process_key(), disconnected_at__isnull=True
-        ).values_list("pk", flat=True)
+        ).values_list("pk", "connected_at")
     )
-
-
-def leaked_rows(held: set[int], now: datetime | None = None) -> list[int]:
-    """Open sessions of this process, older than LEAK_GRACE, that no connection holds."""
-    now = now or timezone.now()
-    rows = WorkerSession.objects.filter(
-        process=process_key(), disconnected_at__isnull=True, connected_at__lt=now - LEAK_GRACE
-    ).values_list("pk", flat=True)
-    return [pk for pk in rows if pk not in held]
 
 
 def _alive(conn: WorkerConnection) -> bool:
@@ -154,15 +146,17 @@ async def reconcile() -> tuple[int, int, int]:
         else:
             await conn.close()
     held = {sid for sid, conn in connections.items() if _alive(conn)}
-    leaked = await db(leaked_rows)(held)
+    open_rows = await db(open_sessions_here)()
+    # Rows no connection holds, older than a hello takes: leaked.
+    young = timezone.now() - LEAK_GRACE
+    leaked = [sid for sid, at in open_rows.items() if sid not in held and at < young]
     if leaked:
         await db(sessions.close_sessions)(leaked)
-    open_rows = await db(open_sessions_here)()
     # Registered connections whose row is closed: the sweeper took this process for dead.
     gone = [
         conn
         for sid, conn in list(connections.items())
-        if sid not in open_rows and _alive(conn) and sid in held
+        if sid in held and sid not in open_rows and _alive(conn)
     ]
     for conn in gone:
         await conn.kick(CLOSE_SESSION_GONE)
