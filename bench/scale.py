@@ -1104,6 +1104,8 @@ def working_row(r: dict[str, Any]) -> str:
 def section(b: Bench, before: str | None) -> list[str]:
     import platform as py_platform
 
+    from workers import protocol
+
     command = "python -m bench scale" + (f" --before {before}" if before else "")
 
     load = os.getloadavg()[0]
@@ -1163,7 +1165,8 @@ def section(b: Bench, before: str | None) -> list[str]:
         " the same database and Redis, the idle clients split evenly over them in client"
         f" processes of at most {CLIENTS_PER_PROCESS:,} sessions, from 127.0.0.1 with"
         " `MAX_SESSIONS_PER_ORIGIN=0`; unlike the rows above, the clients send the protocol's"
-        " application `ping` every 20 s as real workers do. One campaign of 20,000 tasks,"
+        f" application `ping` every {protocol.WEBSOCKET_HEARTBEAT} s (the `heartbeat` of"
+        " `welcome`) as real workers do. One campaign of 20,000 tasks,"
         " started in the bench process, feeds the sessions of both processes.",
         "",
         *CLUSTER_HEADER,
