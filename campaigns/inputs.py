@@ -163,6 +163,8 @@ def iter_jsonl(stream: IO[bytes], *, max_input: int) -> Iterator[TaskSpec]:
             obj = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"line {number}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InputError(f"line {number}: not valid JSON (nested too deeply)") from None
         yield _spec_from_object(obj, f"line {number}", max_input)
 
 

@@ -216,6 +216,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ccgsc.api.exception_handler",
+    # DRF's defaults, with a JSON parser that answers too deep a nesting with a 400.
+    "DEFAULT_PARSER_CLASSES": [
+        "ccgsc.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Per API token / signed-in user (see ccgsc.throttling); workers' protocol
     # endpoints are not DRF views and are not throttled here.
     "DEFAULT_THROTTLE_CLASSES": ["ccgsc.throttling.ApiRateThrottle"],

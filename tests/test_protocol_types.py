@@ -119,3 +119,15 @@ def test_an_envelope_keeps_its_messages_raw_for_the_sessions_version() -> None:
     with pytest.raises(protocol.ProtocolError) as caught:
         protocol.decode_envelope(frame(messages=[{"t": "ping"}] * 65))
     assert caught.value.code == "invalid"
+
+
+def test_frames_nested_too_deeply_are_malformed_not_a_crash() -> None:
+    # msgspec recurses once per level and raises RecursionError past Python's limit.
+    deep = b"\x91" * 5000 + b"\x90"
+    for decode, head in (
+        (protocol.decode, msgpack.packb({"t": "result", "data": None})[:-1]),
+        (protocol.decode_envelope, frame(session=None, secret=None, messages=[])[:-1]),
+    ):
+        with pytest.raises(protocol.ProtocolError) as caught:
+            decode(head + deep)
+        assert caught.value.code == "malformed"

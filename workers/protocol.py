@@ -436,7 +436,7 @@ def _refusal(
     """Name what was wrong with a frame that decodes but does not validate."""
     try:
         head = _head_decoder.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return ProtocolError("malformed", "a message is a map with a string type 't'")
     if head.t not in tags:
         return ProtocolError("unknown_type", f"unknown message type {head.t!r}")
@@ -458,7 +458,7 @@ def decode(frame: bytes | msgspec.Raw, *, version: int = VERSION) -> WorkerMessa
         message: WorkerMessage = _worker_decoders[version].decode(frame)
     except msgspec.ValidationError as exc:
         raise _refusal(exc, frame, _TAGS[version]) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
     return message
 
@@ -470,7 +470,7 @@ def decode_server(frame: bytes, *, max_frame: int = MAX_FRAME) -> ServerMessage:
         message: ServerMessage = _server_decoder.decode(frame)
     except msgspec.ValidationError as exc:
         raise _refusal(exc, frame, _SERVER_TAGS) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
     return message
 
@@ -486,7 +486,7 @@ def decode_envelope(body: bytes) -> Envelope:
         raise ProtocolError(
             code, f"the body is {{session, secret, messages: [...]}}: {exc}"
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
 
 
@@ -495,7 +495,7 @@ def decode_reply(body: bytes, *, max_frame: int = MAX_FRAME) -> list[ServerMessa
     _check_size(body, max_frame)
     try:
         raw = msgspec.msgpack.decode(body, type=_RawReply)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not a protocol answer: {exc}") from None
     return [decode_server(bytes(m), max_frame=max_frame) for m in raw.messages]
 
@@ -510,7 +510,7 @@ def decode_map(frame: bytes, *, max_frame: int = MAX_FRAME) -> dict[str, Any]:
     _check_size(frame, max_frame)
     try:
         message = msgspec.msgpack.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not a msgpack frame: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise ProtocolError("malformed", "a message is a map with a string type 't'")

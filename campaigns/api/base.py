@@ -317,10 +317,11 @@ def _decode_form_json(field: serializers.Field, data: Any, example: str) -> Any:
         return data
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError) as exc:
+        deep = " (nested too deeply)" if isinstance(exc, RecursionError) else ""
         raise serializers.ValidationError(
-            f"{field.field_name} is not valid JSON: in a form, give it JSON-encoded, like "
-            f"{example}."
+            f"{field.field_name} is not valid JSON{deep}: in a form, give it JSON-encoded, "
+            f"like {example}."
         ) from None
 
 

@@ -45,6 +45,7 @@ from campaigns.services.lifecycle import (
     campaign_start,
 )
 from campaigns.services.tasks import tasks_add
+from ccgsc.parsers import JSONParser
 
 # --- output --------------------------------------------------------------------------------
 
@@ -254,7 +255,7 @@ def _kernel_field(actor: Actor, organization: Organization, field: str, pk: int 
 class CampaignListApi(ApiView, generics.GenericAPIView):
     not_found = "Organization not found."
 
-    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+    parser_classes = [JSONParser, parsers.MultiPartParser, parsers.FormParser]
     pagination_class = IdCursorPagination
     serializer_class = CampaignOutput
 
