@@ -7,19 +7,22 @@ Tenant scoping happens only through accounts.tenancy (`Actor`, `for_actor`, `get
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.signals import got_request_exception
 from django.http import Http404
 from rest_framework import exceptions, pagination, parsers, permissions, serializers
-from rest_framework.request import Request
+from rest_framework.request import Request, is_form_media_type
 from rest_framework.views import APIView
 
 from accounts.models import ApiToken, Organization
@@ -58,6 +61,22 @@ class ServerError(exceptions.APIException):
     default_detail = "The server failed to handle the request; the error was logged."
 
 
+class TooLarge(exceptions.APIException):
+    """A request body over DATA_UPLOAD_MAX_MEMORY_SIZE (UPLOAD_MAX_BYTES) (HTTP 413)."""
+
+    status_code = 413
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
+def too_large() -> TooLarge:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return TooLarge(
+        f"The request body is larger than the {limit} bytes this server takes "
+        "(UPLOAD_MAX_BYTES); send less, or split the tasks over several requests."
+    )
+
+
 class InvalidTasks(Rejected):
     """A task stream or task file with a bad line or object (HTTP 400)."""
 
@@ -68,7 +87,10 @@ class BodyRequest(Request):
     """DRF's Request, reading a body sent with `Transfer-Encoding: chunked` too. DRF takes a
     missing Content-Length for "no body" and hands the parsers nothing; a chunked body (what
     streaming clients send when they do not know the size up front) has no Content-Length.
-    The ASGI server has already de-chunked it, so the Django request reads it like any other."""
+    The ASGI server has already de-chunked it, so the Django request reads it like any other:
+    task streams and raw kernels as they come. A chunked form (multipart or urlencoded) is
+    spooled first, up to DATA_UPLOAD_MAX_MEMORY_SIZE (over it: RequestDataTooBig, a 413), and
+    its size set as its Content-Length: Django's form parsers read nothing without one."""
 
     def _load_stream(self) -> None:
         super()._load_stream()  # type: ignore[misc]
@@ -78,7 +100,28 @@ class BodyRequest(Request):
             and not meta.get("CONTENT_LENGTH")
             and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
         ):
-            self._stream = self._request
+            if is_form_media_type(self.content_type or ""):
+                self._stream = _spooled(self._request)
+                meta["CONTENT_LENGTH"] = str(self._stream.seek(0, io.SEEK_END))
+                self._stream.seek(0)
+            else:
+                self._stream = self._request
+
+
+def _spooled(source: Any) -> IO[bytes]:
+    """The rest of `source` in a temporary file (in memory while small), at most
+    DATA_UPLOAD_MAX_MEMORY_SIZE bytes."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    # Returned open: the request reads it, and it goes when the request does.
+    body = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)  # noqa: SIM115
+    size = 0
+    while chunk := source.read(64 * 1024):
+        size += len(chunk)
+        if limit is not None and size > limit:
+            body.close()
+            raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+        body.write(chunk)
+    return cast(IO[bytes], body)
 
 
 class IsMemberOrToken(permissions.BasePermission):
@@ -115,6 +158,8 @@ class ApiView(APIView):
             exc = exceptions.NotFound(self.not_found.format(**self.kwargs))
         elif isinstance(exc, DjangoPermissionDenied):
             exc = exceptions.PermissionDenied(str(exc) or None)
+        elif isinstance(exc, RequestDataTooBig):
+            exc = too_large()
         elif isinstance(exc, InputError):
             exc = InvalidTasks(f"The task stream was rejected: {exc}")
         elif isinstance(exc, ServiceError):
