@@ -30,10 +30,10 @@ tasks lost (not done when it ends) and double-counted (more than one valid resul
 cluster N: as idle, but N sessions across --processes daphne processes (2 by default) on the
 same database and Redis, the clients split evenly over them (at most CLIENTS_PER_PROCESS
 sessions per client process, each client process on one server). The clients send the
-protocol's application `ping` every `heartbeat` as real workers do (N handshakes take longer
-than the sweeper's 90 s silence cutoff). Measured per server process and overall: connect
-rate, memory per session, idle CPU, and the time from the campaign start (one campaign of N
-tasks, started in the bench process) until every session of every process has work.
+protocol's application `ping` every `heartbeat` as real workers do. Measured per server
+process and overall: connect rate, memory per session, idle CPU, and the time from the
+campaign start (one campaign of N tasks, started in the bench process) until every session of
+every process has work.
 
 working N: N simulated protocol workers (1 slot each, fed as the native worker is: `want` =
 room up to 4 frames, results batched and paced by acks, each task "running" WORKING_TASK_MS)
