@@ -6,7 +6,7 @@
     python -m bench.scale visitors 10000        # distinct visitors, default per-origin caps
     python -m bench.scale churn                 # Panther's visitor churn
     python -m bench.scale lease 2000 5000       # the lease statement alone, bulk vs per session
-    python -m bench.scale cluster 20000 [--processes 2] [--idle-seconds S]
+    python -m bench.scale cluster 20000 [--processes 2] [--idle-seconds S] [--no-ping]
     python -m bench.scale working 10000 1000 [--tasks T]
 
 idle N: N WebSocket sessions (asyncio clients in a separate process, one task each, all from
@@ -30,10 +30,10 @@ tasks lost (not done when it ends) and double-counted (more than one valid resul
 cluster N: as idle, but N sessions across --processes daphne processes (2 by default) on the
 same database and Redis, the clients split evenly over them (at most CLIENTS_PER_PROCESS
 sessions per client process, each client process on one server). The clients send the
-protocol's application `ping` every `heartbeat` as real workers do. Measured per server
-process and overall: connect rate, memory per session, idle CPU, and the time from the
-campaign start (one campaign of N tasks, started in the bench process) until every session of
-every process has work.
+protocol's application `ping` every `heartbeat` as real workers do (with --no-ping they do
+not, as idle's clients). Measured per server process and overall: connect rate, memory per
+session, idle CPU, and the time from the campaign start (one campaign of N tasks, started in
+the bench process) until every session of every process has work.
 
 working N: N simulated protocol workers (1 slot each, fed as the native worker is: `want` =
 room up to 4 frames, results batched and paced by acks, each task "running" WORKING_TASK_MS)
@@ -673,9 +673,15 @@ def _stop_clients(clients: list[subprocess.Popen[str]]) -> None:
 
 
 def cluster_run(
-    b: Bench, n: int, *, processes: int = CLUSTER_PROCESSES, idle_seconds: float
+    b: Bench,
+    n: int,
+    *,
+    processes: int = CLUSTER_PROCESSES,
+    idle_seconds: float,
+    heartbeat: bool = True,
 ) -> dict[str, Any]:
-    """n idle sessions across `processes` daphne processes, then a campaign of n tasks."""
+    """n idle sessions across `processes` daphne processes, then a campaign of n tasks
+    (`heartbeat`: the clients send the protocol's application ping, as real workers do)."""
     from workers.protocol import PING_INTERVAL
 
     caps = {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
@@ -695,7 +701,8 @@ def cluster_run(
                 subprocess.Popen(
                     [
                         *(sys.executable, "-m", "bench.scale", "--clients", url, str(count)),
-                        *("0", str(float(PING_INTERVAL)), "1", str(per_server_in_flight)),
+                        *("0", str(float(PING_INTERVAL)), str(int(heartbeat))),
+                        str(per_server_in_flight),
                     ],
                     env=b.env,
                     stdin=subprocess.PIPE,
@@ -730,6 +737,7 @@ def cluster_run(
     lasts = [f["last"] for f in fed if f["last"]]
     return {
         "n": n,
+        "heartbeat": heartbeat,
         "processes": processes,
         "client_processes": k,
         "connected": total,
@@ -762,7 +770,8 @@ def cluster_row(r: dict[str, Any]) -> str:
     return (
         f"| {r['processes']} ({r['client_processes']} client processes) | {r['n']:,} ({per})"
         f" | {r['connected']:,} in {r['seconds']:.1f} s ({rate:,.0f}/s){failed} | {kib} KiB"
-        f" | {cpu} of a core ({r['idle_seconds']:.0f} s) | {last} ({r['fed']:,} fed) |"
+        f" | {cpu} of a core ({r['idle_seconds']:.0f} s{'' if r['heartbeat'] else ', no pings'})"
+        f" | {last} ({r['fed']:,} fed) |"
     )
 
 
@@ -1195,6 +1204,7 @@ def _cluster_or_working(
                 n,
                 processes=options.get("--processes", CLUSTER_PROCESSES),
                 idle_seconds=idle_seconds,
+                heartbeat=not options.get("--no-ping"),
             )
             print(cluster_row(r), flush=True)
         return 0
@@ -1225,6 +1235,9 @@ def main(argv: list[str]) -> int:
         idle_seconds = float(argv[i + 1])
         del argv[i : i + 2]
     options: dict[str, int] = {}
+    if "--no-ping" in argv:
+        argv.remove("--no-ping")
+        options["--no-ping"] = 1
     for name in ("--processes", "--tasks"):
         if name in argv:
             i = argv.index(name)
