@@ -14,8 +14,9 @@
    the cost of the independence checks per result batch.
 
 `python -m bench scale` (the last step of `make bench`) runs bench/scale.py: idle sessions,
-distinct visitors under the default per-origin caps, and visitor churn, on DATABASE_URL and
-REDIS_URL (skipped without them); recorded in its own section.
+distinct visitors under the default per-origin caps, visitor churn, 20,000 idle sessions on two
+server processes and server CPU per task with 10,000 and 1,000 sessions working, on
+DATABASE_URL and REDIS_URL (skipped without them); recorded in its own section.
 
 Figures are printed and written to docs/benchmarks.md (between the distribution markers).
 """
