@@ -957,7 +957,12 @@ def _results_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     p = sub(common, results, "pull", cmd_results_pull, "stream a campaign's results to a file")
     p.add_argument("id", type=int)
     p.add_argument("-o", "--output", metavar="FILE", help="FILE, or - for stdout")
-    p.add_argument("--files", metavar="DIR", help="also (or only) one file per task in DIR")
+    p.add_argument(
+        "--files",
+        metavar="DIR",
+        help="also (or only) one file per task in DIR: 000042.out, and 000042.failed for a "
+        "failed task (with --state failed or all)",
+    )
     p.add_argument("--format", choices=FORMATS, help="default: from FILE's extension, or jsonl")
     p.add_argument("--state", choices=["done", "failed", "all"], default="done")
 
@@ -991,7 +996,10 @@ def _run_command(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="campaign name (default: the kernel's file name)")
     p.add_argument("--org", help="organization slug (when you belong to several)")
     p.add_argument(
-        "-o", "--output", metavar="FILE", help="results file (default NAME.results.jsonl)"
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="results file (default STEM.results.jsonl: the kernel file's stem, not --name)",
     )
     p.add_argument("--files", metavar="DIR", help="one file per task in DIR")
     p.add_argument("--format", choices=FORMATS, help="default: from FILE's extension, or jsonl")
