@@ -835,12 +835,19 @@ def test_bulk_add_refuses_args_and_env_a_kernel_cannot_receive(world, owner, lin
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [(b"", NDJSON), (b"\n\n", NDJSON), (b"", MSGPACK), (b"", "application/json")],
+    [
+        (b"", NDJSON),
+        (b"\n\n", NDJSON),
+        (b"", MSGPACK),
+        (b"", "application/json"),
+        (b"", "text/plain"),
+    ],
 )
 def test_a_body_without_tasks_is_refused_and_changes_nothing(world, owner, body, content_type):
     url = f"{API}/campaigns/{world.draft.pk}/tasks"
     response = owner.post(url, body, content_type=content_type)
-    assert_error(response, 400, "invalid_tasks", "The body held no tasks")
+    error = assert_error(response, 400, "invalid_tasks", "The body held no tasks")
+    assert "plain text lines" in error["message"]
     world.draft.refresh_from_db()
     assert world.draft.tasks_total == 3
     assert Task.objects.filter(campaign=world.draft).count() == 3

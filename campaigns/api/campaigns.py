@@ -575,8 +575,8 @@ class TaskListApi(ApiView, generics.GenericAPIView):
             added = tasks_add(campaign=campaign, specs=specs)
             if not added:
                 raise InvalidTasks(
-                    "The body held no tasks: send one task per line (JSON Lines) or a "
-                    "sequence of msgpack objects."
+                    "The body held no tasks: send one task per line (JSON Lines, or plain "
+                    "text lines as inputs) or a sequence of msgpack objects."
                 )
         campaign.refresh_from_db()
         return Response(
