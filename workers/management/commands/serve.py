@@ -1,4 +1,5 @@
-"""Serve the platform: daphne on a port, optionally with one native worker beside it."""
+"""Serve the platform: daphne on a port, optionally with one native worker beside it (and, when
+jobs go to Celery through REDIS_URL, one Celery worker, without which no job would run)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import subprocess
 import sys
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from workers.protocol import DAPHNE_KEEPALIVE_ARGS, MAX_WEBSOCKET_MESSAGE
 
 
 class Command(BaseCommand):
-    help = "Run the server (daphne) and, with --with-worker, one native worker process."
+    help = (
+        "Run the server (daphne) and, with --with-worker, one native worker process (and a "
+        "Celery worker when REDIS_URL sends jobs to Celery)."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -27,13 +32,30 @@ class Command(BaseCommand):
         from ccgsc.server import CommandLineInterface
 
         host, port = options["host"], options["port"]
-        worker: subprocess.Popen[bytes] | None = None
+        children: list[subprocess.Popen[bytes]] = []
+        if settings.USE_CELERY_BROKER and options["with_worker"]:
+            # REDIS_URL set (and not JOBS_INLINE): jobs (task generation, exports) are sent to
+            # Celery, so a local trial needs a Celery worker or its campaigns never generate.
+            celery = [sys.executable, "-m", "celery", "-A", "ccgsc", "worker"]
+            children.append(subprocess.Popen([*celery, "-l", "warning", "--concurrency", "1"]))
+            self.stdout.write(
+                "REDIS_URL is set: jobs go to Celery; started a Celery worker beside the server "
+                "(JOBS_INLINE=true runs them in the server instead)."
+            )
+        elif settings.USE_CELERY_BROKER:
+            self.stderr.write(
+                self.style.WARNING(
+                    "REDIS_URL is set: jobs (task generation, exports) go to Celery, and none "
+                    "runs until a worker does: start `celery -A ccgsc worker` beside this server, "
+                    "or set JOBS_INLINE=true to run them in the server."
+                )
+            )
         if options["with_worker"]:
             cmd = [sys.executable, "-m", "workers.native", "--server", f"http://127.0.0.1:{port}"]
             if options["worker_slots"]:
                 cmd += ["--slots", str(options["worker_slots"])]
             # The worker retries with backoff until the server below is listening.
-            worker = subprocess.Popen(cmd)
+            children.append(subprocess.Popen(cmd))
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
         self.stdout.write(self.style.SUCCESS(f"CCGSC is running at http://{shown}:{port}/"))
         try:
@@ -58,9 +80,11 @@ class Command(BaseCommand):
                 ]
             )
         finally:
-            if worker is not None and worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
                 try:
-                    worker.wait(timeout=15)
+                    child.wait(timeout=15)
                 except subprocess.TimeoutExpired:
-                    worker.kill()
+                    child.kill()
