@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import ApiToken, Membership, Organization, User
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def issue(*args: str) -> tuple[str, str]:
@@ -51,3 +57,20 @@ def test_login_saves_the_cli_config(tmp_path, monkeypatch):
     token, note = issue("--login", "http://127.0.0.1:8104/")
     assert json.loads(path.read_text()) == {"server": "http://127.0.0.1:8104", "token": token}
     assert str(path) in note
+
+
+def test_a_database_without_tables_says_to_migrate_first(tmp_path):
+    # A real empty database (an SQLite file nothing migrated), in a process of its own.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH")}
+    env["SQLITE_PATH"] = str(tmp_path / "empty.sqlite3")
+    done = subprocess.run(
+        [sys.executable, "manage.py", "issue_token"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "the database has no tables: run `make run` (or manage.py migrate)" in done.stderr
+    assert "Traceback" not in done.stderr

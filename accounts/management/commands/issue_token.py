@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts import services
 from accounts.models import Organization, User
@@ -44,6 +44,13 @@ class Command(BaseCommand):
         parser.add_argument("-q", "--quiet", action="store_true", help="print the token only")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # A database never migrated (or another DATABASE_URL than the server's) would fail
+        # below with a traceback about a missing relation.
+        if User._meta.db_table not in connection.introspection.table_names():
+            raise CommandError(
+                "the database has no tables: run `make run` (or manage.py migrate) first, "
+                "with the same DATABASE_URL"
+            )
         with transaction.atomic():
             user = self._user(options["email"])
             organization = self._organization(user, options["org"])
