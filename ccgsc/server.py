@@ -31,6 +31,14 @@ serverReject...), to fewer connections:
   telling the server, so a deadline can come early: the check then does nothing and the next
   one is computed. Never late, since last_ping only grows. Both loops run every second (the
   timeouts were checked every 2 s), so a silent peer is pinged at most 1 s after ping_interval.
+
+And a WebSocket connection answers some frames itself (ShortcutWebSocketProtocol): an idle
+worker's only traffic is its `ping` every 30 s, which went through the Channels consumer (queue,
+dispatch, decode, handle, encode, send) for a `pong`. Once the worker endpoint has opened a
+session it arms the connection's Shortcut (ccgsc/sockets.py) with the exact ping frame of
+workers/protocol.py and its pong; such a frame is then answered here, as daphne's onMessage
+would hand it on (last_ping set, nothing while muted), unless an earlier frame is still pending
+in the consumer (answers keep their order).
 """
 
 from __future__ import annotations
@@ -46,11 +54,13 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 # daphne.server installs Twisted's asyncio reactor when imported: before anything imports it.
-from daphne import cli
+from daphne import cli, ws_protocol
 from daphne import server as daphne_server
 from daphne.http_protocol import WebRequest
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor as _reactor
+
+from ccgsc.sockets import SHORTCUT, Shortcut
 
 # daphne's own logger: the settings' LOGGING and log handlers treat these records as before.
 logger = logging.getLogger("daphne.server")
@@ -61,6 +71,27 @@ reactor: Any = _reactor  # the asyncio reactor daphne.server installed (untyped:
 TICK = 1.0
 #: A connection of a kind not known here is checked as daphne checks every one: every 2 s.
 OTHER_PERIOD = 2.0
+
+
+class ShortcutWebSocketProtocol(WebSocketProtocol):
+    """daphne's WebSocket protocol, answering the frames its Shortcut is armed with."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shortcut = Shortcut()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self.muted:
+            if not isBinary:
+                self.shortcut.pending += 1
+            else:
+                answer = self.shortcut.answer(payload)
+                if answer is not None:
+                    # As daphne's onMessage (with its clock): the peer is there.
+                    self.last_ping = ws_protocol.time.time()
+                    self.sendMessage(answer, True)
+                    return
+        super().onMessage(payload, isBinary)
 
 
 class Server(daphne_server.Server):
@@ -92,12 +123,31 @@ class Server(daphne_server.Server):
             details["disconnected"] = self.clock()
         self.unsettled.add(protocol)
 
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        # daphne's run() makes its WebSocketFactory: its connections speak the protocol above.
+        factory.protocol = ShortcutWebSocketProtocol
+        self._ws_factory = factory
+
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        shortcut = getattr(protocol, "shortcut", None)
+        if isinstance(shortcut, Shortcut):
+            scope.setdefault("extensions", {})[SHORTCUT] = shortcut
         queue = super().create_application(protocol, scope)
         instance = self.connections.get(protocol, {}).get("application_instance")
         if instance is not None:
-            instance.add_done_callback(lambda _: self.unsettled.add(protocol))
+            instance.add_done_callback(lambda _: self._application_ended(protocol))
         return queue
+
+    def _application_ended(self, protocol: Any) -> None:
+        self.unsettled.add(protocol)
+        shortcut = getattr(protocol, "shortcut", None)
+        if isinstance(shortcut, Shortcut):
+            shortcut.disarm()  # nothing answers for an application that has ended
 
     # --- the application checker -----------------------------------------------------------------
 

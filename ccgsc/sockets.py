@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from autobahn.exception import Disconnected
@@ -26,3 +27,51 @@ class QuietWhenClosed:
                 log.debug("dropped a %s for a closed socket", message.get("type"))
 
         await super().__call__(scope, receive, send_unless_closed)  # type: ignore[misc]
+
+
+#: Where the server (ccgsc/server.py) puts a WebSocket connection's Shortcut: the scope's ASGI
+#: extensions.
+SHORTCUT = "ccgsc.shortcut"
+_NONE: Mapping[bytes, bytes] = {}
+
+
+class Shortcut:
+    """Frames a WebSocket connection's server protocol answers itself, without waking the
+    application (ccgsc/server.py; the worker endpoint arms it with protocol.PING_ANSWERS once a
+    session is open). An exact frame of `answers` is answered with its bytes only while no
+    earlier frame is `pending` in the application, so answers keep the order of the frames:
+    the protocol counts each frame it hands on, the consumer calls done() when it has handled
+    one. Unarmed (the default), every frame goes to the application as in daphne."""
+
+    __slots__ = ("answers", "longest", "pending")
+
+    def __init__(self) -> None:
+        self.answers: Mapping[bytes, bytes] = _NONE
+        self.longest = 0
+        self.pending = 0
+
+    def arm(self, answers: Mapping[bytes, bytes]) -> None:
+        self.answers, self.longest = answers, max(map(len, answers), default=0)
+
+    def disarm(self) -> None:
+        self.answers, self.longest = _NONE, 0
+
+    def answer(self, frame: bytes) -> bytes | None:
+        """The answer to a frame, or None: the application reads it (it is counted pending)."""
+        if not self.pending and len(frame) <= self.longest:
+            found = self.answers.get(frame)
+            if found is not None:
+                return found
+        self.pending += 1
+        return None
+
+    def done(self) -> None:
+        """The application has handled a frame."""
+        self.pending = max(0, self.pending - 1)
+
+
+def scope_shortcut(scope: Mapping[str, Any]) -> Shortcut | None:
+    """The connection's Shortcut, when its server makes one (not under daphne's own server nor
+    the test communicator)."""
+    found = scope.get("extensions", {}).get(SHORTCUT)
+    return found if isinstance(found, Shortcut) else None

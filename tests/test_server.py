@@ -341,3 +341,152 @@ def test_the_server_process_is_ours_drops_a_dead_peer_and_serves_both_transports
             assert msgpack.unpackb(response.read())["messages"][0]["t"] == "welcome"
     finally:
         platform.stop()
+
+
+# --- pings answered by the server itself (ShortcutWebSocketProtocol) ---------------------------
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The server's frames (unmasked) in what the transport received: (opcode byte, payload)."""
+    frames = []
+    while data:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        frames.append((data[0], data[start : start + length]))
+        data = data[start + length :]
+    return frames
+
+
+def messages(transport: Transport) -> list[dict[str, Any]]:
+    """The protocol messages the server sent since the last look."""
+    out = [msgpack.unpackb(p) for op, p in server_frames(transport.value()) if op == 0x82]
+    transport.clear()
+    return out
+
+
+async def arrive(transport: Transport, count: int) -> list[dict[str, Any]]:
+    """Wait (for the consumer and its database threads) until `count` frames have come."""
+    got: list[dict[str, Any]] = []
+    for _ in range(3000):
+        got += messages(transport)
+        if len(got) >= count:
+            return got
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"only {got} came")
+
+
+@pytest.fixture
+def consumer_receives(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The frames the worker endpoint's consumer reads (its receive)."""
+    from workers.consumers import WorkConsumer
+
+    seen: list[Any] = []
+    receive = WorkConsumer.receive
+
+    async def counted(self: Any, text_data: Any = None, bytes_data: Any = None) -> None:
+        seen.append(bytes_data if bytes_data is not None else text_data)
+        await receive(self, text_data, bytes_data)
+
+    monkeypatch.setattr(WorkConsumer, "receive", counted)
+    return seen
+
+
+async def worker_socket(monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, Any, Transport]:
+    from ccgsc.asgi import application
+
+    h = Harness(monkeypatch, application)
+    h.server.connections = {}  # reaping is not what is tested here
+    ws, transport = h.socket()
+    await wait_for(lambda: transport.value().startswith(b"HTTP/1.1 101"))
+    transport.clear()
+    return h, ws, transport
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    """Wait (for the consumer and its database threads) until `condition` holds."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")
+
+
+PING_FRAME = msgpack.packb({"t": "ping"})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("version", protocol.VERSIONS)
+async def test_an_open_sessions_ping_is_answered_by_the_server_without_the_consumer(
+    monkeypatch, consumer_receives, version
+):
+    h, ws, transport = await worker_socket(monkeypatch)
+    # Before hello: the consumer answers, with today's error.
+    ws.dataReceived(client_frame(0x82, PING_FRAME))
+    (error,) = await arrive(transport, 1)
+    assert error["t"] == "error" and error["code"] == "hello_first" and not error["fatal"]
+    hello = {"t": "hello", "v": version, "kind": "native", "slots": 1, "agent": "test"}
+    ws.dataReceived(client_frame(0x82, msgpack.packb(hello)))
+    (welcome,) = await arrive(transport, 1)
+    assert welcome["t"] == "welcome" and welcome["v"] == version
+    await wait_for(lambda: ws.shortcut.answers != {} and not ws.shortcut.pending)
+    read = len(consumer_receives)
+    # The ping is answered at once, as it arrives: no event-loop turn, no consumer.
+    h.clock.now += 40
+    ws.dataReceived(client_frame(0x82, PING_FRAME))
+    assert messages(transport) == [{"t": "pong"}]
+    assert ws.last_ping == h.clock.now  # daphne's keepalive counts it as traffic
+    # A flood of pings: each answered, in order, as the consumer answered them (pings count
+    # toward no limit; the socket stays open).
+    ws.dataReceived(b"".join(client_frame(0x82, PING_FRAME) for _ in range(200)))
+    assert messages(transport) == [{"t": "pong"}] * 200
+    assert len(consumer_receives) == read and ws.state == ws.STATE_OPEN
+    # A ping spelled otherwise (version 1 takes unknown fields) goes to the consumer.
+    other = msgpack.packb({"t": "ping", "x": 1})
+    ws.dataReceived(client_frame(0x82, other))
+    got = await arrive(transport, 1)
+    assert consumer_receives[read:] == [other]
+    if version == 1:
+        assert got == [{"t": "pong"}]
+    else:
+        assert got[0]["code"] == "invalid"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_ping_behind_a_pending_frame_waits_its_turn_and_refusals_still_close(
+    monkeypatch, consumer_receives
+):
+    _, ws, transport = await worker_socket(monkeypatch)
+    hello = {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "agent": "test"}
+    ws.dataReceived(client_frame(0x82, msgpack.packb(hello)))
+    assert (await arrive(transport, 1))[0]["t"] == "welcome"
+    await wait_for(lambda: ws.shortcut.answers != {} and not ws.shortcut.pending)
+    # A want and then a ping: the pong comes after the want's answer, as before.
+    ws.dataReceived(client_frame(0x82, msgpack.packb({"t": "want", "n": 1})))
+    ws.dataReceived(client_frame(0x82, PING_FRAME))
+    assert messages(transport) == []
+    assert [m["t"] for m in await arrive(transport, 2)] == ["idle", "pong"]
+    assert consumer_receives[-1] == PING_FRAME
+    # Refused frames still go to the consumer and still strike: the fifth closes (4400), and
+    # pings in between change nothing of that.
+    bad = msgpack.packb({"t": "ping", "x": 1})  # a field version 2 does not declare
+    await wait_for(lambda: not ws.shortcut.pending)
+    for i in range(protocol_strikes()):
+        ws.dataReceived(client_frame(0x82, bad))
+        ws.dataReceived(client_frame(0x82, PING_FRAME))
+        got = await arrive(transport, 1 if i == protocol_strikes() - 1 else 2)
+        assert got[0]["code"] == "invalid"
+    assert got[0]["fatal"] is True
+    await wait_for(lambda: ws.shortcut.answers == {} and ws.state != ws.STATE_OPEN)
+    assert ws.localCloseCode == 4400
+    # Closed: nothing is answered here any more.
+    ws.dataReceived(client_frame(0x82, PING_FRAME))
+    assert not [op for op, _ in server_frames(transport.value()) if op == 0x82]
+
+
+def protocol_strikes() -> int:
+    from workers.connection import MAX_STRIKES
+
+    return MAX_STRIKES

@@ -8,7 +8,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ccgsc.origins import scope_origin_allowed
-from ccgsc.sockets import QuietWhenClosed
+from ccgsc.sockets import QuietWhenClosed, scope_shortcut
 from workers import identity, protocol
 from workers.connection import WorkerConnection
 from workers.liveness import ensure_liveness
@@ -24,7 +24,15 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
     # (workers.dispatch); cancels and campaign changes reach this connection by its channel
     # name (workers.live, workers.dispatch), only when it holds the leases concerned.
 
+    # The server answers an open session's exact `ping` frames itself, without waking this
+    # consumer (ccgsc/server.py: the connection's Shortcut, armed here once the session is open
+    # and as long as it is; None under another server). A ping is then one WebSocket message
+    # each way, and a `pong` all it changes: a ping writes nothing (workers/liveness.py) and
+    # counts toward no limit (strikes count refused frames, which always come here).
+    shortcut = None
+
     async def connect(self) -> None:
+        self.shortcut = scope_shortcut(self.scope)
         # Browsers only from the platform's own origin, exactly (ccgsc/origins.py).
         if not scope_origin_allowed(self.scope):
             await self.close(code=CLOSE_POLICY)
@@ -53,9 +61,28 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
         # Nothing more goes out after our close frame (a group event may still arrive before
         # disconnect() runs).
         self.gone = True
+        if self.shortcut is not None:
+            self.shortcut.disarm()
         await self.close(code=code)
 
+    def _arm(self) -> None:
+        """Let the server answer pings while the session is open, in its version."""
+        if self.shortcut is None:
+            return
+        if self.conn.info is not None and not self.conn.closed and not self.gone:
+            self.shortcut.arm(protocol.PING_ANSWERS[self.conn.version])
+        else:
+            self.shortcut.disarm()
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            await self._receive(text_data, bytes_data)
+        finally:
+            if self.shortcut is not None:
+                self._arm()
+                self.shortcut.done()
+
+    async def _receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None and len(bytes_data) > protocol.MAX_FRAME:
             # The documented error, then the close. The server (daphne) reads messages up to
             # protocol.MAX_WEBSOCKET_MESSAGE so that a frame a little over the limit reaches
@@ -82,6 +109,8 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.gone = True
+        if self.shortcut is not None:
+            self.shortcut.disarm()
         conn = getattr(self, "conn", None)
         if conn is not None:
             await conn.close()

@@ -515,3 +515,28 @@ def decode_map(frame: bytes, *, max_frame: int = MAX_FRAME) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise ProtocolError("malformed", "a message is a map with a string type 't'")
     return message
+
+
+# --- the ping a server answers without decoding it ----------------------------------------------
+
+
+def _ping_answers() -> dict[int, dict[bytes, bytes]]:
+    """For each version, the `ping` frame as this encoder writes it (msgpack's packb and the
+    browser's encoder write the same bytes: a one-entry map, its key and tag as fixstr) and the
+    `pong` frame that answers it. The server answers exactly these bytes in its WebSocket
+    protocol (ccgsc/server.py), without waking the session's consumer; any other frame, a ping
+    spelled otherwise included, is decoded as usual. Checked here, at import, against the
+    decoders: the frames cannot drift from the message types."""
+    ping, pong = encode(Ping()), encode(Pong())
+    if not isinstance(decode_server(pong), Pong):
+        raise RuntimeError(f"{pong!r} does not decode as pong")
+    answers: dict[int, dict[bytes, bytes]] = {}
+    for version in VERSIONS:
+        if not isinstance(decode(ping, version=version), Ping):
+            raise RuntimeError(f"{ping!r} does not decode as a version {version} ping")
+        answers[version] = {ping: pong}
+    return answers
+
+
+#: {version: {ping frame: pong frame}} (see _ping_answers).
+PING_ANSWERS = _ping_answers()
