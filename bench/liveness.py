@@ -1,7 +1,8 @@
 """What keeping WebSocket sessions alive costs, and how fast a killed server process's leases
 come back (workers/liveness.py). PostgreSQL and Redis from DATABASE_URL and REDIS_URL.
 
-    python -m bench.liveness [--before REV] [--sessions N] [--window S] [--holders K] [--kill-only]
+    python -m bench.liveness [--before REV] [--sessions N] [--window S] [--holders K]
+        [--kill-only | --pings-only]
 
 pings: N sessions on one daphne process say hello, want one task (told idle) and then only
 `ping` at the heartbeat the server told them in `welcome`, as the browser harness and the native
@@ -257,6 +258,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--holders", type=int, default=100)
     parser.add_argument("--kill-only", action="store_true", help="skip the pings runs")
+    parser.add_argument("--pings-only", action="store_true", help="skip the kill runs")
     args = parser.parse_args(argv)
     from bench.scale import _raise_nofile, before_root, bench_setup
 
@@ -275,7 +277,7 @@ def main(argv: list[str]) -> int:
                 f" | {p['cpu'] * 100:.1f} % |",
                 flush=True,
             )
-        for label, root in roots:
+        for label, root in roots if not args.pings_only else []:
             k = kill_run(b, args.holders, root)
             back = f"{k['back']:.1f} s" if k["back"] is not None else f"> {KILL_BOUND:.0f} s"
             print(f"| {label} | {k['holders']} sessions, {k['held']} leases | {back} |", flush=True)
