@@ -372,6 +372,10 @@ class Result(models.Model):
                 fields=["campaign", "id"], condition=Q(state=0), name="result_unsent_queue"
             ),
             models.Index(fields=["session_id"], condition=Q(state=1), name="result_leased_by"),
+            # Replicas a session let expire: every lease statement excludes their tasks for
+            # that session (NOT EXISTS … state = timed out AND session_id = …). Without it
+            # the check read the whole (task, state) index, per lease, as results grew.
+            models.Index(fields=["session_id"], condition=Q(state=3), name="result_timed_out_by"),
             models.Index(fields=["deadline"], condition=Q(state=1), name="result_lease_deadline"),
             # A network origin's leases of a campaign (the scheduler's per-origin fair share).
             models.Index(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, Result, Task
 from tests.conftest import fail_item as fail
 from tests.conftest import ok_item as ok
+from tests.skips import needs
 from workers import scheduler
 from workers.models import WorkerSession
 from workers.scheduler import SessionInfo
@@ -271,3 +272,19 @@ def test_a_campaign_without_room_is_not_skipped_for_another(make_campaign, sessi
     assert scheduler.lease(s, 5, budget=lambda cid: 0 if cid == turn.pk else 5) == []
     got = scheduler.lease(s, 5, budget=lambda cid: 5)
     assert got and got[0].campaign == turn.pk
+
+
+@needs(connection.vendor != "postgresql", "a PostgreSQL query plan")
+def test_the_expired_replica_check_is_an_index_lookup(make_campaign, session):
+    """Every lease excludes the tasks whose replica this session let expire. That check must
+    look up the session's expired replicas, not read the (task, state) index of every result
+    (10,000 working sessions slowed to 45 tasks/s as results grew: docs/benchmarks.md)."""
+    c = make_campaign([str(i) for i in range(20)])
+    s = session()
+    sql, params = scheduler._candidates(s, scheduler.running_campaigns(refresh=True)[c.pk], 5)
+    assert c.pk in params
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "result_timed_out_by" in plan, plan
