@@ -391,15 +391,48 @@ async def test_checkpoint_for_a_withdrawn_lease_is_acknowledged_not_punished(mak
     await comm.disconnect()
 
 
+async def test_the_only_volunteer_is_not_benched_a_failing_kernel_ends_failed(make_campaign):
+    """Issue 12: a kernel that fails everywhere, on a deployment of one worker, ends `failed`
+    as soon as its attempts are spent. Benching the only session that could run the campaign
+    would send the retries nowhere and only hold back the outcome (minutes, silently)."""
+    from asgiref.sync import sync_to_async
+
+    from campaigns.models import Campaign
+    from workers.connection import ERROR_STREAK
+
+    campaign = await sync_to_async(make_campaign)(["a", "b"])  # max_attempts: the default
+    assert 2 * campaign.max_attempts > ERROR_STREAK
+    comm = await connect()
+    await hello(comm)
+    await send(comm, {"t": "want", "n": 1})
+    frame = await recv(comm)
+    failed = 0
+    while frame["t"] == "tasks":
+        lease = frame["tasks"][0]["lease"]
+        exit1 = {"lease": lease, "ok": False, "err": "exit", "exit": 1, "stderr": b"no", "ms": 3}
+        await send(comm, {"t": "result", "results": [exit1], "want": 1})
+        assert (await recv(comm))["t"] == "ack"
+        failed += 1
+        frame = await recv(comm)
+    assert frame["t"] != "cancel", frame
+    assert failed == 2 * campaign.max_attempts
+    await sync_to_async(campaign.refresh_from_db)()
+    assert campaign.state == Campaign.State.FAILED
+    await comm.disconnect()
+
+
 async def test_a_session_failing_a_campaign_again_and_again_is_benched_from_it(make_campaign):
     """A broken worker (say, a browser out of memory: every kernel traps) must not spend every
     attempt of a campaign's tasks: after ERROR_STREAK failures in a row it gives back that
-    campaign's leases and gets none of its tasks for a while; other campaigns still run."""
+    campaign's leases and gets none of its tasks for a while, as long as another connected
+    worker could take the retries; other campaigns still run."""
     from asgiref.sync import sync_to_async
 
     from workers.connection import BENCH_SECONDS, ERROR_STREAK
 
     broken = await sync_to_async(make_campaign)([f"t{i}" for i in range(20)], max_attempts=10)
+    other_worker = await connect()
+    await hello(other_worker)
     comm = await connect()
     await hello(comm)
     await send(comm, {"t": "want", "n": 4})
@@ -442,6 +475,7 @@ async def test_a_session_failing_a_campaign_again_and_again_is_benched_from_it(m
         lambda: set(Task.objects.filter(campaign=other).values_list("pk", flat=True))
     )()
     await comm.disconnect()
+    await other_worker.disconnect()
     assert broken.pk != other.pk
 
 

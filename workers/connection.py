@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from workers import dispatch, protocol, scheduler, sessions
+from workers import dispatch, protocol, scheduler, selectors, sessions
 from workers.models import WorkerSession
 from workers.protocol import ProtocolError
 
@@ -46,7 +46,10 @@ STRIKE_WINDOW_SECONDS = 60.0
 # A session whose results for one campaign keep failing (a browser out of memory, a broken
 # machine) gets none of that campaign's tasks for a while, and gives back those it holds: the
 # retries go to other workers instead of spending every attempt here. Each further streak
-# doubles the pause; a success ends it.
+# doubles the pause; a success ends it. A session is not benched when no other connected
+# session may run the campaign: the retries would have nowhere else to go, and the pause would
+# only hold back a failing kernel's honest outcome (issue 12: a campaign of two tasks that
+# exit 1 took 61 s to fail on `make run`'s one worker, and said nothing meanwhile).
 ERROR_STREAK = 6
 BENCH_SECONDS = 30.0
 BENCH_MAX_SECONDS = 600.0
@@ -408,6 +411,9 @@ class WorkerConnection:
         give back its leases (without counting an attempt: they have not failed yet)."""
         assert self.info is not None
         self.failing.pop(campaign_id, None)
+        if not await db(selectors.others_may_run)(self.info.id, campaign_id):
+            # The only volunteer: its failures are the campaign's, and go on to their end.
+            return
         times = self.benched.get(campaign_id, (0.0, 0))[1] + 1
         pause = min(BENCH_MAX_SECONDS, BENCH_SECONDS * 2 ** (times - 1))
         self.benched[campaign_id] = (time.monotonic() + pause, times)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import EmbedSite
@@ -138,14 +138,7 @@ def count_volunteers(sender: Any, campaign: Campaign, **kwargs: Any) -> int:
     distinct replicas a task can get now (sessions sharing a browser profile are rarer and not
     counted apart). An unapproved campaign only counts its organization's workers and members.
     One query on the connected-sessions index."""
-    sessions = WorkerSession.objects.filter(disconnected_at__isnull=True).filter(
-        Q(only_campaign_id__isnull=True) | Q(only_campaign_id=campaign.pk)
-    )
-    if not campaign.approved:
-        sessions = sessions.filter(
-            Q(organization_id=campaign.organization_id)
-            | Q(user__memberships__organization_id=campaign.organization_id)
-        )
+    sessions = _connected_for(campaign.pk, campaign.approved, campaign.organization_id)
     counted = sessions.aggregate(
         users=Count("user_id", distinct=True),
         anonymous=Count("id", filter=Q(user_id__isnull=True), distinct=True),
@@ -155,3 +148,36 @@ def count_volunteers(sender: Any, campaign: Campaign, **kwargs: Any) -> int:
     by_account = int(counted["users"]) + int(counted["anonymous"])
     by_network = int(counted["origins"]) + int(counted["unknown_origin"])
     return min(by_account, by_network)
+
+
+def _connected_for(
+    campaign_id: int, approved: bool, organization_id: int
+) -> QuerySet[WorkerSession]:
+    """Connected sessions allowed to run a campaign: not pinned to another campaign, and for an
+    unapproved campaign its organization's workers and members' browsers (scheduler.eligible;
+    capabilities such as JavaScript or a GPU adapter are not stored, so not checked here)."""
+    sessions = WorkerSession.objects.filter(disconnected_at__isnull=True).filter(
+        Q(only_campaign_id__isnull=True) | Q(only_campaign_id=campaign_id)
+    )
+    if not approved:
+        sessions = sessions.filter(
+            Q(organization_id=organization_id)
+            | Q(user__memberships__organization_id=organization_id)
+        )
+    return sessions
+
+
+def others_may_run(session_id: int, campaign_id: int) -> bool:
+    """Whether a session other than this one is connected now and allowed to run the campaign:
+    where its failed tasks' retries could go if this session were benched from it
+    (workers/connection.py). One query, at most once per streak of failures."""
+    from workers.scheduler import campaign_info
+
+    info = campaign_info(campaign_id)
+    if info is None:
+        return False
+    return (
+        _connected_for(campaign_id, info.approved, info.organization_id)
+        .exclude(pk=session_id)
+        .exists()
+    )
