@@ -21,7 +21,7 @@ from accounts import services as account_services
 from campaigns.cli import __main__ as cli
 from campaigns.cli import build as builder
 from campaigns.cli import config
-from campaigns.cli.output import ProgressView, duration, progress_bar
+from campaigns.cli.output import ProgressView, duration, progress_bar, progress_line
 from campaigns.models import Campaign
 from kernelhost import default_host
 from tests.conftest import KERNELS_DIR, kernel_bytes
@@ -377,6 +377,12 @@ def test_the_progress_bar_shows_rate_and_eta():
     assert "2 failed" in line and "12.3/s" in line and "ETA 0:31" in line
     assert len(line) < 100
     assert duration(3725) == "1:02:05" and duration(None) == "?"
+
+
+def test_a_stalled_campaign_shows_no_eta():
+    stalled = {**snapshot(340, 2), "stalled": "each task needs 2 agreeing results"}
+    for line in (progress_bar(stalled, 0.1, None, 100), progress_line(stalled, 0.1, None)):
+        assert "ETA" not in line and "stalled" in line
 
 
 def test_the_progress_view_redraws_on_a_terminal_and_prints_changes_otherwise():

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import types
+from typing import Any
+
 import pytest
 
 from accounts import services as account_services
@@ -82,6 +85,27 @@ def test_a_quorum_above_the_connected_volunteers_is_reported(client, people, mak
 
     WorkerSession.objects.create(kind="native", organization=people.org)
     assert client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()["stalled"] == ""
+
+
+def test_a_stalled_campaign_has_no_eta(client, people, make_campaign, session, capsys):
+    """Issue 12: results returned in the last minute give a rate, but a campaign that cannot
+    progress has no ETA; the watch prints why instead of one."""
+    c = make_campaign(["a", "b"], min_quorum=2, target_replicas=2)
+    (lease,) = scheduler.lease(session, 1)
+    scheduler.submit_results(session, [ok_item(lease)])
+    token = account_services.token_issue(organization=people.org, name="t", created_by=None)[1]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    progress = client.get(f"/api/v1/campaigns/{c.pk}/progress", **auth).json()
+    assert "1 connected volunteer can run it" in progress["stalled"]
+    assert progress["rate_per_second"] > 0 and progress["eta_seconds"] is None
+
+    api = types.SimpleNamespace(get=lambda path: progress if path.endswith("/progress") else None)
+    ctx: Any = types.SimpleNamespace(api=lambda: api, json=False)  # Context, as watch uses it
+    with pytest.raises(cli.CliError, match="still running"):
+        cli.watch(ctx, c.pk, interval=0, timeout=-1, json_lines=False)
+    text = capsys.readouterr().err
+    assert "ETA" not in text and ", stalled" in text
+    assert f"campaign {c.pk} cannot progress: each task needs 2" in text
 
 
 def test_workers_on_one_network_count_once_for_a_quorum(client, people, make_campaign):

@@ -136,7 +136,9 @@ class ProgressOutput(serializers.Serializer):
         help_text="results returned per second over the last minute (or since the start)"
     )
     eta_seconds = serializers.FloatField(
-        allow_null=True, help_text="remaining tasks / rate; null while nothing is known"
+        allow_null=True,
+        help_text="remaining tasks / rate; null while nothing is known or while `stalled` says "
+        "why the campaign cannot progress",
     )
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -154,19 +156,21 @@ def progress_data(campaign: Campaign) -> dict[str, Any]:
         ).count()
         rate = returned / window
     remaining = campaign.tasks_remaining
+    stalled = campaign_stalled(campaign)
     return {
         "id": campaign.pk,
         "state": campaign.state,
         "input_state": campaign.input_state,
         "error": campaign.error,
-        "stalled": campaign_stalled(campaign),
+        "stalled": stalled,
         "tasks_total": campaign.tasks_total,
         "tasks_done": campaign.tasks_done,
         "tasks_failed": campaign.tasks_failed,
         "tasks_remaining": remaining,
         "progress": round(campaign.progress, 6),
         "rate_per_second": round(rate, 3),
-        "eta_seconds": round(remaining / rate, 1) if rate > 0 else None,
+        # A stalled campaign's recent rate says nothing of when it ends (it cannot, as it is).
+        "eta_seconds": round(remaining / rate, 1) if rate > 0 and not stalled else None,
         "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,
     }

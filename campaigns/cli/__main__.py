@@ -570,7 +570,8 @@ def watch(
         local_rate = meter.add(time.monotonic(), finished)
         rate = p.get("rate_per_second") or local_rate
         remaining = p["tasks_remaining"]
-        eta = remaining / rate if rate > 0 else p.get("eta_seconds")
+        # Stalled: no ETA (the server sends none either); the reason is printed below.
+        eta = None if p.get("stalled") else remaining / rate if rate > 0 else p.get("eta_seconds")
         if ctx.json:
             if json_lines:
                 emit_json({**p, "rate_per_second": round(rate, 3), "eta_seconds": eta})

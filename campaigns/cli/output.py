@@ -37,7 +37,10 @@ def progress_line(p: dict[str, Any], rate: float, eta: float | None) -> str:
         f"campaign {p['id']} {p['state']}: {p['tasks_done']}/{total} done ({pct:.1f}%), "
         f"{p['tasks_failed']} failed"
     )
-    if p["state"] == "running":
+    if p["state"] == "running" and p.get("stalled"):
+        # No ETA: the watch prints why it cannot progress (the `stalled` reason) instead.
+        text += f", {rate_text(rate)}, stalled"
+    elif p["state"] == "running":
         text += f", {rate_text(rate)}, ETA {duration(eta)}"
     if p.get("input_state") == "generating":
         text += " (generating tasks)"
@@ -52,7 +55,9 @@ def progress_bar(p: dict[str, Any], rate: float, eta: float | None, width: int) 
     tail = f" {100 * fraction:5.1f}% {done + failed}/{total}"
     if failed:
         tail += f" · {failed} failed"
-    if p["state"] == "running":
+    if p["state"] == "running" and p.get("stalled"):
+        tail += f" · {rate_text(rate)} · stalled"
+    elif p["state"] == "running":
         tail += f" · {rate_text(rate)} · ETA {duration(eta)}"
     else:
         tail += f" · {p['state']}"
