@@ -79,6 +79,19 @@ def test_a_run_not_taken_in_time_is_202_with_where_to_fetch_it(people, echo):
     assert fetched.status_code == 200 and fetched.json()["state"] == "queued"
 
 
+def test_a_run_whose_quorum_exceeds_the_connected_volunteers_says_why(people, echo):
+    """Issue 12: a 202 after `wait` for a run that cannot be decided as things are says why."""
+    native_session(people.org)  # one volunteer connected; the quorum needs two
+    client = token_client(people.org)
+    body = post_run(client, kernel=echo.sha256, quorum=2, wait=0).json()
+    assert body["state"] == "queued"
+    assert "needs 2 agreeing results from distinct volunteers" in body["stalled"]
+    assert "1 connected volunteer can run it" in body["stalled"]
+    assert client.get(body["url"]).json()["stalled"] == body["stalled"]
+    # Nothing to say when a run can be decided.
+    assert post_run(client, kernel=echo.sha256, wait=0).json()["stalled"] == ""
+
+
 def test_runs_are_leased_before_batch_work_and_answer_once_decided(people, echo, make_campaign):
     batch = make_campaign([f"batch {i}" for i in range(20)], priority=1000)
     client = token_client(people.org)

@@ -26,7 +26,8 @@ from campaigns.api.base import (
     organization_for_write,
 )
 from campaigns.inputs import TaskSpec
-from campaigns.models import Kernel, Task
+from campaigns.models import Campaign, Kernel, Task
+from campaigns.selectors import campaign_stalled
 from campaigns.services import runs as run_services
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -115,6 +116,11 @@ class RunOutput(serializers.Serializer):
     stdout_sha256 = serializers.CharField(allow_null=True)
     stderr = serializers.CharField(allow_blank=True, help_text="the tail of the kernel's stderr")
     failure = serializers.CharField(allow_blank=True, help_text="why a failed run failed")
+    stalled = serializers.CharField(
+        allow_blank=True,
+        help_text="why an undecided run cannot be decided now (its quorum needs more distinct "
+        "volunteers than are connected: the campaign's `stalled`), or empty",
+    )
     verification = VerificationOutput()
     runtime_ms = serializers.IntegerField(
         allow_null=True, help_text="the kernel's run time as the worker measured it"
@@ -127,7 +133,7 @@ class RunOutput(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
-def _output(view: runs.RunView, started: float) -> dict[str, Any]:
+def _output(view: runs.RunView, started: float, stalled: str = "") -> dict[str, Any]:
     stdout: str | None = None
     encoding: str | None = None
     if view.stdout is not None:
@@ -151,6 +157,7 @@ def _output(view: runs.RunView, started: float) -> dict[str, Any]:
             "stdout_sha256": view.stdout_sha256,
             "stderr": view.stderr,
             "failure": view.failure,
+            "stalled": stalled,
             "verification": {
                 "quorum": view.quorum,
                 "basis": view.basis,
@@ -166,9 +173,12 @@ def _output(view: runs.RunView, started: float) -> dict[str, Any]:
 
 
 def _answer(view: runs.RunView, started: float, *, created: bool) -> Response:
-    data = _output(view, started)
     if view.decided:
-        return Response(data, status=status.HTTP_200_OK)
+        return Response(_output(view, started), status=status.HTTP_200_OK)
+    # Not decided within `wait`: say so when it cannot be, as things are (one query for the
+    # campaign, and one more for the volunteers only when its quorum is above one).
+    campaign = Campaign.objects.filter(pk=view.campaign).first()
+    data = _output(view, started, campaign_stalled(campaign) if campaign else "")
     response = Response(data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
     response["Location"] = data["url"]
     response["Retry-After"] = "1"
