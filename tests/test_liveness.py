@@ -5,6 +5,7 @@ write nothing; leaked sessions are still closed."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from campaigns.models import Result
 from operations.models import ProcessHeartbeat
+from tests.skips import needs
 from tests.test_protocol import HELLO, connect, hello, recv, send
 from tests.waiting import until
 from workers import connection as worker_connection
@@ -231,3 +233,29 @@ async def test_a_connection_whose_session_was_closed_behind_its_back_is_dropped(
     await until(
         lambda: session not in dispatch.dispatcher().connections, what="the connection to go"
     )
+
+
+@needs(dj_connection.vendor != "postgresql", "SQLite vouches on its one database thread")
+async def test_a_busy_process_still_vouches() -> None:
+    """The vouch does not queue behind the sessions' database work: with every thread of the
+    shared pool busy (10,000 working sessions did that for longer than PROCESS_DEAD, and the
+    sweeper closed a live process's sessions), it still lands."""
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    busy = threading.Event()
+
+    def occupied() -> None:
+        busy.set()
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+
+    blockers = [loop.run_in_executor(None, occupied) for _ in range(64)]
+    try:
+        await sync_to_async(busy.wait, thread_sensitive=True)()
+        before = timezone.now()
+        await asyncio.wait_for(liveness.vouch_now(), timeout=60)
+        row = await ProcessHeartbeat.objects.aget(key=liveness.process_key())
+        assert row.vouched_at is not None and row.vouched_at >= before
+        assert not any(b.done() for b in blockers)  # the shared pool was busy all along
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)

@@ -490,3 +490,23 @@ def protocol_strikes() -> int:
     from workers.connection import MAX_STRIKES
 
     return MAX_STRIKES
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_connection_whose_session_was_closed_behind_its_back_is_closed_for_real(
+    monkeypatch,
+):
+    # Through daphne's protocol and autobahn, which send only codes 1000 and 3000-4999: the
+    # consumer-level test cannot see a code the real socket refuses.
+    from asgiref.sync import sync_to_async
+
+    from workers import liveness, sessions
+
+    _, ws, transport = await worker_socket(monkeypatch)
+    hello = {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "agent": "test"}
+    ws.dataReceived(client_frame(0x82, msgpack.packb(hello)))
+    (welcome,) = await arrive(transport, 1)
+    await sync_to_async(sessions.close_sessions)([welcome["session"]])
+    assert (await liveness.reconcile())[2] == 1
+    await wait_for(lambda: ws.localCloseCode is not None)
+    assert ws.localCloseCode == liveness.CLOSE_SESSION_GONE

@@ -40,9 +40,11 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -63,12 +65,14 @@ RECONCILE_SECONDS = 30.0
 # A session row is written before its connection registers with the dispatcher (the hello's
 # answer is still on its way): so young a row is not a leak.
 LEAK_GRACE = timedelta(seconds=30)
-# The WebSocket close code a connection whose session was closed behind its back gets (the
-# server is "restarting" as far as the worker is concerned: it reconnects).
-CLOSE_SESSION_GONE = 1012
+# The WebSocket close code a connection whose session was closed behind its back gets: the
+# worker reconnects and starts a new session. An application's own code: a server may send
+# only 1000 or 3000-4999 (autobahn, under daphne, refuses 1012 "service restart").
+CLOSE_SESSION_GONE = 4012
 
 _key: tuple[int, str] | None = None
 _task: asyncio.Task[None] | None = None
+_vouch_thread: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def process_key() -> str:
@@ -100,6 +104,36 @@ def vouch(now: datetime | None = None) -> None:
             "started_at": health.STARTED,
         },
     )
+
+
+def _vouch_executor() -> ThreadPoolExecutor:
+    """The vouch's own thread (and database connection), made once per process."""
+    global _vouch_thread
+    if _vouch_thread is None or _vouch_thread[0] != os.getpid():
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccgsc-vouch")
+        _vouch_thread = (os.getpid(), pool)
+    return _vouch_thread[1]
+
+
+def _vouch_with_own_connection() -> None:
+    close_old_connections()
+    try:
+        vouch()
+    finally:
+        close_old_connections()
+
+
+async def vouch_now() -> None:
+    """Vouch from the event loop. On PostgreSQL in a thread of its own: the threads every
+    session's database work shares (workers.connection.db) may be queued for longer than
+    PROCESS_DEAD under load (10,000 working sessions), and a busy process is not a dead one;
+    a stuck event loop still vouches for nothing. SQLite: the one database thread."""
+    from workers.connection import db
+
+    if connection.vendor != "postgresql":
+        await db(vouch)()
+        return
+    await asyncio.get_running_loop().run_in_executor(_vouch_executor(), _vouch_with_own_connection)
 
 
 def live_processes(now: datetime) -> QuerySet[ProcessHeartbeat, Any]:
@@ -172,12 +206,10 @@ async def reconcile() -> tuple[int, int, int]:
 
 
 async def _loop() -> None:
-    from workers.connection import db
-
     last_reconcile = time.monotonic()
     while True:
         try:
-            await db(vouch)()
+            await vouch_now()
         except Exception:
             log.exception("vouching for this process's sessions failed")
         if time.monotonic() - last_reconcile >= RECONCILE_SECONDS:
