@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgpack
@@ -452,6 +453,31 @@ def test_run_builds_a_c_file_and_pulls_results_in_one_command(live_platform, peo
         (["100"], "", "25\n"),
         (["10", "ignored"], "", "4\n"),
     ]
+
+
+@pytest.mark.live
+def test_run_of_a_kernel_failing_everywhere_on_one_worker_ends_failed_at_once(
+    live_platform, people, tmp_path
+):
+    """Issue 12, the kernel author's path on `make run`'s one worker: three tasks that all
+    exit 2 spend their attempts (15 failures, above the error streak) and the run ends
+    `failed`, not after a 30 s pause per streak of the only worker."""
+    from campaigns.cli import EXIT_CAMPAIGN_FAILED
+    from workers.connection import BENCH_SECONDS
+
+    token = account_services.token_issue(organization=people.org, name="cli", created_by=None)[1]
+    home = tmp_path / "home"
+    ok(run_cli("login", "--server", live_platform.url, "--token", token, home=home))
+    live_platform.worker("--token", token)
+    started = time.monotonic()
+    run = run_cli(
+        "run", str(KERNELS_DIR / "exitcode.wasm"), "--args-list", "1", "2", "3",
+        "--interval", "0.2", home=home, cwd=tmp_path,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert run.returncode == EXIT_CAMPAIGN_FAILED, (run.stdout, run.stderr)
+    assert " failed" in run.stderr, run.stderr
+    assert elapsed < BENCH_SECONDS, (elapsed, run.stderr)
 
 
 def test_kernel_build_needs_no_repository_and_reports_compiler_errors(tmp_path):
