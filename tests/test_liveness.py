@@ -236,10 +236,11 @@ async def test_a_connection_whose_session_was_closed_behind_its_back_is_dropped(
 
 
 @needs(dj_connection.vendor != "postgresql", "SQLite vouches on its one database thread")
-async def test_a_busy_process_still_vouches() -> None:
-    """The vouch does not queue behind the sessions' database work: with every thread of the
-    shared pool busy (10,000 working sessions did that for longer than PROCESS_DEAD, and the
-    sweeper closed a live process's sessions), it still lands."""
+async def test_a_busy_process_still_vouches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vouching thread vouches while every thread of the shared database pool is busy
+    (10,000 working sessions did that for longer than PROCESS_DEAD, and the sweeper closed a
+    live process's sessions)."""
+    monkeypatch.setattr(liveness, "VOUCH_SECONDS", 0.05)
     loop = asyncio.get_running_loop()
     release = asyncio.Event()
     busy = threading.Event()
@@ -249,13 +250,46 @@ async def test_a_busy_process_still_vouches() -> None:
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
 
     blockers = [loop.run_in_executor(None, occupied) for _ in range(64)]
+    stop = None
     try:
         await sync_to_async(busy.wait, thread_sensitive=True)()
         before = timezone.now()
-        await asyncio.wait_for(liveness.vouch_now(), timeout=60)
-        row = await ProcessHeartbeat.objects.aget(key=liveness.process_key())
-        assert row.vouched_at is not None and row.vouched_at >= before
+        monkeypatch.setattr(liveness, "_loop_seen", time.monotonic())
+        stop = liveness.start_vouching()
+
+        def vouched() -> bool:
+            row = ProcessHeartbeat.objects.filter(key=liveness.process_key()).first()
+            return row is not None and row.vouched_at is not None and row.vouched_at >= before
+
+        await until(lambda: vouched_in_thread(vouched), what="a vouch with the pool busy")
         assert not any(b.done() for b in blockers)  # the shared pool was busy all along
     finally:
+        if stop is not None:
+            stop.set()
         release.set()
         await asyncio.gather(*blockers)
+
+
+def vouched_in_thread(check: Any) -> bool:
+    """Run a database check in a fresh thread (the loop's pool is what the test keeps busy)."""
+    out: list[bool] = []
+
+    def run() -> None:
+        try:
+            out.append(bool(check()))
+        finally:
+            dj_connection.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_a_stuck_event_loop_vouches_for_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(liveness, "_loop_seen", time.monotonic() - liveness.LOOP_STUCK - 1)
+    assert liveness.vouch_if_loop_turns() is False
+    assert not ProcessHeartbeat.objects.filter(key=liveness.process_key()).exists()
+    monkeypatch.setattr(liveness, "_loop_seen", time.monotonic())
+    assert liveness.vouch_if_loop_turns() is True
+    assert ProcessHeartbeat.objects.get(key=liveness.process_key()).vouched_at is not None

@@ -29,8 +29,11 @@ database says it holds (one indexed SELECT of its open session ids) and
   stalled for longer than PROCESS_DEAD and was taken for dead): their workers reconnect and
   start a new session, so no connection keeps working for a closed session.
 
-The vouch and the reconciliation run on the process's event loop (database work in a thread):
-a process whose loop is stuck serves none of its sessions and should not vouch for them.
+A server process on PostgreSQL vouches from a thread of its own with its own database
+connection, so that neither the sessions' queued database work nor a lagging event loop delays
+it past PROCESS_DEAD (10,000 working sessions did both, and the sweeper took a busy process for
+dead); it stops vouching when the event loop has not turned for LOOP_STUCK (a process whose
+loop is stuck serves none of its sessions). The reconciliation runs on the event loop.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,7 @@ from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from ccgsc.env import env_bool
 from operations.models import ProcessHeartbeat
 from workers.models import WorkerSession
 
@@ -58,7 +62,7 @@ log = logging.getLogger(__name__)
 
 VOUCH_SECONDS = 5.0
 # Four vouching periods without a vouch: the process is gone (or its event loop has been stuck
-# that long, which serves no session either). Its sessions are closed at the next sweep (every
+# for LOOP_STUCK, which serves no session either). Its sessions are closed at the next sweep (every
 # 2 s): a killed process's leases are back in the queue 15 to 22 s after the kill.
 PROCESS_DEAD = timedelta(seconds=20)
 RECONCILE_SECONDS = 30.0
@@ -72,7 +76,12 @@ CLOSE_SESSION_GONE = 4012
 
 _key: tuple[int, str] | None = None
 _task: asyncio.Task[None] | None = None
-_vouch_thread: tuple[int, ThreadPoolExecutor] | None = None
+_vouching: tuple[int, threading.Thread, threading.Event] | None = None
+# When the event loop last turned (monotonic; a callback on the loop sets it every second).
+# The vouching thread stops vouching when it is older than LOOP_STUCK: a stuck loop serves no
+# session, while a loop merely lagging under load still does.
+_loop_seen = time.monotonic()
+LOOP_STUCK = 60.0
 
 
 def process_key() -> str:
@@ -106,15 +115,6 @@ def vouch(now: datetime | None = None) -> None:
     )
 
 
-def _vouch_executor() -> ThreadPoolExecutor:
-    """The vouch's own thread (and database connection), made once per process."""
-    global _vouch_thread
-    if _vouch_thread is None or _vouch_thread[0] != os.getpid():
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccgsc-vouch")
-        _vouch_thread = (os.getpid(), pool)
-    return _vouch_thread[1]
-
-
 def _vouch_with_own_connection() -> None:
     close_old_connections()
     try:
@@ -123,17 +123,43 @@ def _vouch_with_own_connection() -> None:
         close_old_connections()
 
 
-async def vouch_now() -> None:
-    """Vouch from the event loop. On PostgreSQL in a thread of its own: the threads every
-    session's database work shares (workers.connection.db) may be queued for longer than
-    PROCESS_DEAD under load (10,000 working sessions), and a busy process is not a dead one;
-    a stuck event loop still vouches for nothing. SQLite: the one database thread."""
-    from workers.connection import db
+def vouch_if_loop_turns() -> bool:
+    """The vouching thread's vouch: only while the event loop has turned within LOOP_STUCK
+    (a process whose loop is stuck serves none of its sessions). False when it did not."""
+    if time.monotonic() - _loop_seen > LOOP_STUCK:
+        return False
+    _vouch_with_own_connection()
+    return True
 
-    if connection.vendor != "postgresql":
-        await db(vouch)()
-        return
-    await asyncio.get_running_loop().run_in_executor(_vouch_executor(), _vouch_with_own_connection)
+
+def _vouch_forever(stop: threading.Event) -> None:
+    try:
+        while True:
+            try:
+                if not vouch_if_loop_turns():
+                    log.warning("not vouching: the event loop stuck for %.0f s", LOOP_STUCK)
+            except Exception:
+                log.exception("vouching for this process's sessions failed")
+            if stop.wait(VOUCH_SECONDS):
+                return
+    finally:
+        connection.close()
+
+
+def start_vouching() -> threading.Event:
+    """Start this process's vouching thread (PostgreSQL), once per process; returns the event
+    that stops it. The vouch does not share the threads of the sessions' database work
+    (workers.connection.db) nor wait on the event loop: 10,000 working sessions kept both
+    busy for longer than PROCESS_DEAD, and the sweeper took a live process for dead."""
+    global _vouching
+    if _vouching is None or _vouching[0] != os.getpid() or not _vouching[1].is_alive():
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_vouch_forever, args=(stop,), name="ccgsc-vouch", daemon=True
+        )
+        thread.start()
+        _vouching = (os.getpid(), thread, stop)
+    return _vouching[2]
 
 
 def live_processes(now: datetime) -> QuerySet[ProcessHeartbeat, Any]:
@@ -205,13 +231,16 @@ async def reconcile() -> tuple[int, int, int]:
     return len(dead), len(leaked), len(gone)
 
 
-async def _loop() -> None:
+async def _loop(threaded_vouch: bool) -> None:
+    from workers.connection import db
+
     last_reconcile = time.monotonic()
     while True:
-        try:
-            await vouch_now()
-        except Exception:
-            log.exception("vouching for this process's sessions failed")
+        if not threaded_vouch:  # SQLite, or a test process: the loop vouches itself
+            try:
+                await db(vouch)()
+            except Exception:
+                log.exception("vouching for this process's sessions failed")
         if time.monotonic() - last_reconcile >= RECONCILE_SECONDS:
             last_reconcile = time.monotonic()
             try:
@@ -221,10 +250,24 @@ async def _loop() -> None:
         await asyncio.sleep(VOUCH_SECONDS)
 
 
+def _turned() -> None:
+    """Every second, on the loop: the loop turns (whatever the database threads are doing)."""
+    global _loop_seen
+    _loop_seen = time.monotonic()
+    asyncio.get_running_loop().call_later(1.0, _turned)
+
+
 def ensure_liveness() -> None:
     """Start this process's vouching loop on the running event loop, once (the WebSocket
     consumer calls it at connect, before any session of this process exists)."""
     global _task
     loop = asyncio.get_running_loop()
     if _task is None or _task.done() or _task.get_loop() is not loop:
-        _task = loop.create_task(_loop())
+        # A server process on PostgreSQL vouches from a thread of its own; the test suite
+        # (HEARTBEAT=false: no background writes into the tests' database) and SQLite (one
+        # database thread, one process) from the loop.
+        threaded = connection.vendor == "postgresql" and env_bool("HEARTBEAT", True)
+        if threaded:
+            _turned()
+            start_vouching()
+        _task = loop.create_task(_loop(threaded))
