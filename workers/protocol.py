@@ -358,7 +358,9 @@ class Cancel(Message, tag="cancel"):
     elsewhere, the lease expired — `lease expired`: the task went back to the queue for
     another session —, or this session failed 6 of the campaign's tasks in a row: it then gets
     none of that campaign's tasks for 30 s, doubling with each further streak up to 10 min,
-    until a success)."""
+    until a success; never when no other connected session may run the campaign, whose retries
+    would then have nowhere to go: a kernel that fails everywhere ends `failed` as soon as its
+    attempts are spent)."""
 
     leases: list[int]
     reason: str
