@@ -566,3 +566,30 @@ def test_the_first_c_build_says_it_fills_zigs_cache(tmp_path, monkeypatch, capsy
     assert not builder.zig_cache_cold()
     assert cli.main(["kernel", "build", str(source)]) == 0
     assert "zig" not in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_device_or_pipe_is_written_into_never_replaced(tmp_path):
+    # `-o /dev/null` as root replaced the device with a regular file (os.replace), and every
+    # later `> /dev/null` on the machine wrote into it. A FIFO stands in for the device.
+    from campaigns.cli import files
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        done = tmp_path / "kernel.tmp"
+        done.write_bytes(b"\0asm built")
+        assert files.is_special(fifo) and not files.is_special(done)
+        assert not files.is_special(tmp_path / "missing")
+        files.install(done, fifo)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+        assert os.read(reader, 100) == b"\0asm built"
+        assert not done.exists()
+    finally:
+        os.close(reader)
+    regular = tmp_path / "out.wasm"
+    regular.write_bytes(b"old")
+    again = tmp_path / "again.tmp"
+    again.write_bytes(b"new")
+    files.install(again, regular)
+    assert regular.read_bytes() == b"new" and not again.exists()

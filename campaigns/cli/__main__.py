@@ -36,6 +36,7 @@ from campaigns.cli import (
     EXIT_OK,
     EXIT_USAGE,
     config,
+    files,
 )
 from campaigns.cli import build as builder
 from campaigns.cli.client import Api, CliError
@@ -723,9 +724,11 @@ def cmd_results_pull(ctx: Context) -> int:
 
 def pull_results(ctx: Context, campaign_id: int, output: str, *, fmt: str, state: str) -> int:
     """Stream the export to `output` (- for stdout); whole files only. Returns the size."""
-    to_stdout = output == "-"
     target = Path(output)
-    partial = target.with_name(target.name + ".part")
+    # "-", or a device or pipe (/dev/null, /dev/stdout): written as it comes, never replaced.
+    to_stdout = output == "-"
+    direct = not to_stdout and files.is_special(target)
+    partial = target if direct else target.with_name(target.name + ".part")
     size = 0
     show = not ctx.json and not to_stdout and sys.stderr.isatty()
     with ctx.api().stream(f"/campaigns/{campaign_id}/results", format=fmt, state=state) as r:
@@ -740,13 +743,15 @@ def pull_results(ctx: Context, campaign_id: int, output: str, *, fmt: str, state
         except BaseException:
             if not to_stdout:
                 out.close()
-                partial.unlink(missing_ok=True)
+                if not direct:
+                    partial.unlink(missing_ok=True)
             raise
         if to_stdout:
             out.flush()
         else:
             out.close()
-            partial.replace(target)  # whole files only: a broken download leaves no FILE
+            if not direct:
+                partial.replace(target)  # whole files only: a broken download leaves no FILE
     if show:
         sys.stderr.write("\r\x1b[2K")
     return size

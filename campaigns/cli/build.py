@@ -14,9 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from campaigns.cli import files
 
 MEMORY_MAX_MIB = 64  # what the reference kernels declare; the platform caps at 256 MiB
 STACK_SIZE = 65536
@@ -155,7 +158,10 @@ def build(source: Path, output: Path | None = None, *, memory_mib: int = MEMORY_
     lang = lang_of(source)
     output = output or source.with_suffix(".wasm")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    # Beside the output, so the finished kernel moves in one step; a device or pipe
+    # (-o /dev/null) is written into instead, from a temporary directory.
+    spool = Path(tempfile.gettempdir()) if files.is_special(output) else output.parent
+    tmp = spool / f".{output.name}.{os.getpid()}.tmp"
     if lang == "rust":
         command, env = rust_command(source, tmp, memory_mib), None
     else:
@@ -172,7 +178,7 @@ def build(source: Path, output: Path | None = None, *, memory_mib: int = MEMORY_
                 f"{source.name}: the compiler failed (exit {proc.returncode})\n"
                 f"{proc.stdout}{proc.stderr}".rstrip()
             )
-        os.replace(tmp, output)  # a failed build never leaves a half-written kernel
+        files.install(tmp, output)  # a failed build never leaves a half-written kernel
     finally:
         tmp.unlink(missing_ok=True)
     return Built(output=output, lang=lang, command=command)
