@@ -132,6 +132,13 @@ def vouch_if_loop_turns() -> bool:
     return True
 
 
+def stop_vouching() -> None:
+    """Stop this process's vouching thread and wait for it (tests)."""
+    if _vouching is not None:
+        _vouching[2].set()
+        _vouching[1].join()
+
+
 def _vouch_forever(stop: threading.Event) -> None:
     try:
         while True:
