@@ -38,12 +38,23 @@ dispatch, decode, handle, encode, send) for a `pong`. Once the worker endpoint h
 session it arms the connection's Shortcut (ccgsc/sockets.py) with the exact ping frame of
 workers/protocol.py and its pong; such a frame is then answered here, as daphne's onMessage
 would hand it on (last_ping set, nothing while muted), unless an earlier frame is still pending
-in the consumer (answers keep their order).
+in the consumer (answers keep their order). Such a ping, or a WebSocket-level ping, arriving
+as one whole small frame with nothing of an earlier one buffered, is answered before autobahn
+parses it (answer_frame): an idle session's traffic then costs a header check, a 4-byte unmask
+and one send.
+
+Frames go out at once (send_now): a frame to a plain TCP connection with nothing of an earlier
+one waiting in Twisted's buffer is written to the socket directly, the rest (if the socket takes
+less) through Twisted's buffer as before. Twisted's own write registers the socket for writing
+and sends on the next loop turn, then unregisters it: two epoll updates and a loop turn per
+frame, which were most of feeding 10,000 waiting sessions at a campaign's start and a large part
+of answering their pings (docs/benchmarks.md, Scale).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -59,6 +70,7 @@ from daphne import server as daphne_server
 from daphne.http_protocol import WebRequest
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor as _reactor
+from twisted.internet import tcp
 
 from ccgsc.sockets import SHORTCUT, Shortcut
 
@@ -73,12 +85,111 @@ TICK = 1.0
 OTHER_PERIOD = 2.0
 
 
+#: First bytes of a client's frame (FIN, no extension bits; the mask bit is checked apart).
+_BINARY, _PING = 0x82, 0x89
+#: The longest payload with a one-byte length (RFC 6455 5.2): the frames answered here.
+_SHORT = 125
+
+
+def send_now(transport: Any, data: bytes) -> bool:
+    """Write data on a plain TCP connection whose Twisted buffer is empty: to its socket at once,
+    what the socket does not take (or all of it, after an error, which Twisted then finds and
+    handles as its own) through that buffer, in order; True. False, having written nothing, when
+    Twisted still holds an earlier write (the data must queue behind it) or for any other
+    transport (TLS, a test's): use transport.write()."""
+    if (
+        not isinstance(transport, tcp.Connection)
+        or transport.TLS
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or transport._tempDataLen
+        or transport.offset != len(transport.dataBuffer)
+    ):
+        return False
+    sent = transport.writeSomeData(data)  # at most SEND_LIMIT bytes; an int or ConnectionLost
+    if isinstance(sent, int) and sent > 0:
+        data = data[sent:]
+    if data:
+        transport.write(data)
+    return True
+
+
+def unmask(key: bytes, payload: bytes) -> bytes:
+    """A client frame's payload (RFC 6455 5.3), for the short frames answered here."""
+    n = len(payload)
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(
+        n, "little"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _frame(payload: bytes) -> bytes:
+    """A server's unfragmented binary frame of a Shortcut's answer (unmasked: RFC 6455 5.1)."""
+    if len(payload) <= _SHORT:
+        return bytes((_BINARY, len(payload))) + payload
+    if len(payload) < 1 << 16:
+        return bytes((_BINARY, 126)) + len(payload).to_bytes(2, "big") + payload
+    return bytes((_BINARY, 127)) + len(payload).to_bytes(8, "big") + payload
+
+
 class ShortcutWebSocketProtocol(WebSocketProtocol):
-    """daphne's WebSocket protocol, answering the frames its Shortcut is armed with."""
+    """daphne's WebSocket protocol, answering the frames its Shortcut is armed with, and sending
+    its frames at once (send_now)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shortcut = Shortcut()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.answer_frame(data):
+            super().dataReceived(data)
+
+    def answer_frame(self, data: bytes) -> bool:
+        """Answer `data` here, before autobahn, when it is exactly one whole short frame that
+        is answered without the application (a WebSocket ping, or an exact frame of the
+        Shortcut: see onMessage) and nothing of an earlier frame is buffered; True if so. As
+        autobahn would answer: a ping's pong carries its payload. Anything else (a fragment, two
+        frames in one read, compressed or unmasked frames, a closing socket) is autobahn's."""
+        size = len(data)
+        if (
+            size < 6
+            or size > 6 + _SHORT
+            or data[1] != 0x80 | (size - 6)  # masked, and its length is the rest
+            or self.state != WebSocketProtocol.STATE_OPEN
+            or self.data
+            or self.current_frame is not None
+            or self.logOctets
+            or self.logFrames
+        ):
+            return False
+        first = data[0]
+        if first == _PING:
+            self.sendData(bytes((0x8A, size - 6)) + unmask(data[2:6], data[6:]))
+            return True
+        if first != _BINARY or self.muted:
+            return False
+        shortcut = self.shortcut
+        if shortcut.pending or size - 6 > shortcut.longest:
+            return False
+        answer = shortcut.answers.get(unmask(data[2:6], data[6:]))
+        if answer is None:
+            return False
+        self.last_ping = ws_protocol.time.time()  # as daphne's onMessage: the peer is there
+        self.sendData(_frame(answer))
+        return True
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # autobahn's, for the writes it makes with transport.write (not chopped or synced ones,
+        # nor any while its own queue holds some).
+        if not (sync or chopsize or self.send_queue or self.logOctets) and send_now(
+            self.transport, data
+        ):
+            if self.state == WebSocketProtocol.STATE_OPEN:
+                self.trafficStats.outgoingOctetsWireLevel += len(data)
+            return
+        super().sendData(data, sync, chopsize)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self.muted:

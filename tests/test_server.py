@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import socket
@@ -510,3 +511,122 @@ async def test_a_connection_whose_session_was_closed_behind_its_back_is_closed_f
     assert (await liveness.reconcile())[2] == 1
     await wait_for(lambda: ws.localCloseCode is not None)
     assert ws.localCloseCode == liveness.CLOSE_SESSION_GONE
+
+
+# --- frames answered before autobahn parses them, frames sent at once ---------------------------
+
+
+def masked_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    """A client's frame as browsers send it: masked with a key of their choosing."""
+    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
+    masked = bytes(a ^ b for a, b in zip(payload, stream, strict=True))
+    return bytes([opcode, 0x80 | len(payload)]) + key + masked
+
+
+def test_unmask_reverses_any_key_at_every_short_length():
+    from ccgsc.server import unmask
+
+    for n in range(126):
+        payload, key = os.urandom(n), os.urandom(4)
+        assert unmask(key, masked_frame(0x82, payload, key)[6:]) == payload
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_whole_ping_frame_is_answered_before_autobahn_and_anything_else_is_autobahns(
+    monkeypatch, consumer_receives
+):
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    h, ws, transport = await worker_socket(monkeypatch)
+    hello = {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "agent": "test"}
+    ws.dataReceived(masked_frame(0x82, msgpack.packb(hello), os.urandom(4)))
+    assert (await arrive(transport, 1))[0]["t"] == "welcome"
+    await wait_for(lambda: ws.shortcut.answers != {} and not ws.shortcut.pending)
+    read = len(consumer_receives)
+    parsed: list[bytes] = []
+    parse = WebSocketProtocol._dataReceived
+
+    def counted(self: Any, data: bytes) -> Any:
+        parsed.append(data)
+        return parse(self, data)
+
+    monkeypatch.setattr(WebSocketProtocol, "_dataReceived", counted)
+    # The protocol's ping and a WebSocket ping, each masked with a random key, each one read:
+    # answered without autobahn's parser or the consumer, a WebSocket pong carrying its payload.
+    h.clock.now += 40
+    for key in (os.urandom(4) for _ in range(20)):
+        ws.dataReceived(masked_frame(0x82, PING_FRAME, key))
+        ws.dataReceived(masked_frame(PING, b"are you there", key))
+    got = server_frames(transport.value())
+    transport.clear()
+    assert got == [(0x82, msgpack.packb({"t": "pong"})), (PONG, b"are you there")] * 20
+    assert ws.last_ping == h.clock.now and parsed == [] and len(consumer_receives) == read
+    # Anything else goes through autobahn, with the same answers: two frames in one read, a
+    # frame in two reads, an unmasked frame (a protocol error: autobahn drops the connection).
+    key = os.urandom(4)
+    ws.dataReceived(masked_frame(0x82, PING_FRAME, key) + masked_frame(PING, b"x", key))
+    frame = masked_frame(0x82, PING_FRAME, key)
+    ws.dataReceived(frame[:3])
+    ws.dataReceived(frame[3:])
+    got = server_frames(transport.value())
+    transport.clear()
+    assert got == [(0x82, msgpack.packb({"t": "pong"})), (PONG, b"x"), (0x82, got[0][1])]
+    assert len(parsed) == 3 and len(consumer_receives) == read
+    ws.dataReceived(bytes([0x82, len(PING_FRAME)]) + PING_FRAME)
+    assert len(parsed) == 4 and ws.state != ws.STATE_OPEN and transport.disconnecting
+    assert not [op for op, _ in server_frames(transport.value()) if op == 0x82]
+
+
+class Reactor:
+    """What a Twisted connection asks of its reactor when it buffers: counted."""
+
+    def __init__(self) -> None:
+        self.writers: list[Any] = []
+
+    def addWriter(self, fd: Any) -> None:
+        self.writers.append(fd)
+
+    def removeWriter(self, fd: Any) -> None:
+        self.writers.remove(fd)
+
+
+def test_a_frame_goes_to_the_socket_at_once_and_what_it_cannot_take_waits_in_order():
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+
+    from ccgsc.server import send_now
+
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reactor = Reactor()
+    conn = tcp.Connection(ours, Protocol(), reactor)  # type: ignore[arg-type]
+    conn.connected = True
+    try:
+        # Nothing buffered: written now, without registering for writing.
+        assert send_now(conn, b"first") and reactor.writers == []
+        assert peer.recv(100) == b"first"
+        # More than the socket takes: the rest in Twisted's buffer (registered once), and what
+        # follows queues behind it, in order.
+        big = os.urandom(4 << 20)
+        assert send_now(conn, big) and reactor.writers == [conn]
+        assert not send_now(conn, b"after")  # the caller writes it through Twisted
+        conn.write(b"after")
+        received = bytearray()
+        peer.setblocking(False)
+        while len(received) < len(big) + 5:
+            with contextlib.suppress(BlockingIOError):
+                received += peer.recv(1 << 20)
+            if reactor.writers:
+                conn.doWrite()
+        assert bytes(received) == big + b"after" and reactor.writers == []
+        # Buffer empty again: at once.
+        assert send_now(conn, b"again") and reactor.writers == []
+        peer.setblocking(True)
+        assert peer.recv(100) == b"again"
+        # Not a plain TCP connection (TLS, a test's transport): not ours to write.
+        conn.TLS = True
+        assert not send_now(conn, b"tls")
+        assert not send_now(Transport(), b"test")
+    finally:
+        ours.close()
+        peer.close()
