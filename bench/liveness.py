@@ -39,7 +39,12 @@ KILL_BOUND = 200.0
 
 
 async def _session(
-    url: str, want: int, ready: list[int], pings: list[int], opening: asyncio.Semaphore
+    url: str,
+    want: int,
+    ready: list[int],
+    pings: list[int],
+    opening: asyncio.Semaphore,
+    keepalive: float | None,
 ) -> None:
     import msgpack
     import websockets
@@ -51,7 +56,7 @@ async def _session(
             url,
             max_size=protocol.MAX_FRAME,
             open_timeout=120,
-            ping_interval=protocol.PING_INTERVAL,
+            ping_interval=keepalive,  # WebSocket pings as the server's tree's native worker
         )
         hello = {"t": "hello", "v": 1, "kind": "native", "slots": 2, "agent": "bench-liveness"}
         await ws.send(msgpack.packb(hello))
@@ -80,11 +85,13 @@ async def _session(
         pass
 
 
-async def _clients(url: str, n: int, want: int) -> None:
+async def _clients(url: str, n: int, want: int, keepalive: float | None) -> None:
     ready: list[int] = []
     pings = [0]
     opening = asyncio.Semaphore(100)
-    tasks = [asyncio.create_task(_session(url, want, ready, pings, opening)) for _ in range(n)]
+    tasks = [
+        asyncio.create_task(_session(url, want, ready, pings, opening, keepalive)) for _ in range(n)
+    ]
     while len(ready) + sum(t.done() for t in tasks) < n:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     print(json.dumps({"ready": len(ready)}), flush=True)
@@ -98,10 +105,17 @@ async def _clients(url: str, n: int, want: int) -> None:
         t.cancel()
 
 
-def _spawn_clients(env: dict[str, str], url: str, n: int, want: int) -> subprocess.Popen[str]:
+def _spawn_clients(
+    env: dict[str, str], url: str, n: int, want: int, root: Path | None = None
+) -> subprocess.Popen[str]:
+    """Clients of the server running the tree at `root` (this one if None): they send the
+    WebSocket pings that tree's native worker sends."""
+    from bench import platform as bp
+
     ws_url = url.replace("http", "ws", 1) + "/ws/work/"
+    keepalive = str(bp.native_keepalive(root or bp.ROOT) or 0.0)
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.liveness", "_clients", ws_url, str(n), str(want)],
+        [sys.executable, "-m", "bench.liveness", "_clients", ws_url, str(n), str(want), keepalive],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -167,7 +181,7 @@ def pings_run(b: Any, n: int, window: float, root: Path | None) -> dict[str, Any
     from bench.scale import _forget_sessions, _server
 
     server = _server(b, root, MAX_SESSIONS_PER_ORIGIN="0", MAX_SLOTS_PER_ORIGIN="0")
-    clients = _spawn_clients(b.env, server.url, n, 1)
+    clients = _spawn_clients(b.env, server.url, n, 1, root)
     try:
         ready = _read(clients)["ready"]
         # A heartbeat after the last hello, so every session is in its steady state.
@@ -206,7 +220,7 @@ def kill_run(b: Any, holders: int, root: Path | None) -> dict[str, Any]:
     _start(cid)
     env = {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
     a = _server(b, root, **env)
-    on_a = _spawn_clients(b.env, a.url, holders, 2)
+    on_a = _spawn_clients(b.env, a.url, holders, 2, root)
     b_server = on_b = None
     try:
         _read(on_a)
@@ -215,7 +229,7 @@ def kill_run(b: Any, holders: int, root: Path | None) -> dict[str, Any]:
         )
         # One session on B, so that B runs a sweeper (a process starts it with its first).
         b_server = _server(b, root, **env)
-        on_b = _spawn_clients(b.env, b_server.url, 1, 1)
+        on_b = _spawn_clients(b.env, b_server.url, 1, 1, root)
         _read(on_b)
         # Steady state: A's sessions pinged and (before) flushed once or more.
         time.sleep(25)
@@ -248,7 +262,7 @@ def main(argv: list[str]) -> int:
         from bench.scale import _raise_nofile
 
         _raise_nofile()
-        asyncio.run(_clients(argv[1], int(argv[2]), int(argv[3])))
+        asyncio.run(_clients(argv[1], int(argv[2]), int(argv[3]), float(argv[4]) or None))
         return 0
     import argparse
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform as py_platform
+import re
 import socket
 import sys
 import time
@@ -14,6 +15,23 @@ from typing import Any
 from ccgsc.processes import Platform, start_platform
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def native_keepalive(root: Path = ROOT) -> float | None:
+    """The WebSocket-level ping interval of the native worker in the tree at `root` (its
+    websockets library's keepalive), None when it sends none: benchmark clients that stand for
+    native workers ping as that tree's worker does."""
+    transport = (root / "workers/native/transport.py").read_text()
+    if "ping_interval=None" in transport:
+        return None
+    if "ping_interval=protocol.PING_INTERVAL" in transport:
+        protocol = (root / "workers/protocol.py").read_text()
+        found = re.search(r"^PING_INTERVAL = (\d+)", protocol, re.M)
+        if found:
+            return float(found.group(1))
+    return 20.0  # the library's default
+
+
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 
 

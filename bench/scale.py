@@ -114,13 +114,13 @@ async def _client(
 
     headers = {"X-Forwarded-For": visitor_address(n)} if distinct else None
     async with opening:
-        # Keepalive pings as often as a native worker's (workers/native/transport.py).
+        # WebSocket pings as a native worker's (bench.platform.native_keepalive; 0: none).
         ws = await websockets.connect(
             url,
             max_size=protocol.MAX_FRAME,
             open_timeout=120,
             additional_headers=headers,
-            ping_interval=ping,
+            ping_interval=ping or None,
             ping_timeout=protocol.PING_TIMEOUT,
         )
         hello = {"t": "hello", "v": 1, "kind": "native", "slots": 1, "agent": "scale"}
@@ -315,14 +315,15 @@ def idle_run(
         if distinct
         else {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
     )
-    from workers.protocol import PING_INTERVAL
+    from bench import platform as bp
 
     # An earlier commit's server runs with the keepalive it had then (daphne's default pings
-    # every 20 s, native workers every 20 s) if it predates workers.protocol.PING_INTERVAL.
+    # every 20 s) if it predates workers.protocol.PING_INTERVAL; the clients ping as that
+    # commit's native worker.
     old_keepalive = (
         root is not None and "PING_INTERVAL" not in (root / "workers/protocol.py").read_text()
     )
-    ping = 20.0 if old_keepalive else float(PING_INTERVAL)
+    ping = bp.native_keepalive(root or bp.ROOT) or 0.0
     server = _server(
         b,
         root,
@@ -682,7 +683,7 @@ def cluster_run(
 ) -> dict[str, Any]:
     """n idle sessions across `processes` daphne processes, then a campaign of n tasks
     (`heartbeat`: the clients send the protocol's application ping, as real workers do)."""
-    from workers.protocol import PING_INTERVAL
+    from bench import platform as bp
 
     caps = {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
     servers: list[Any] = []
@@ -701,7 +702,7 @@ def cluster_run(
                 subprocess.Popen(
                     [
                         *(sys.executable, "-m", "bench.scale", "--clients", url, str(count)),
-                        *("0", str(float(PING_INTERVAL)), str(int(heartbeat))),
+                        *("0", str(bp.native_keepalive() or 0.0), str(int(heartbeat))),
                         str(per_server_in_flight),
                     ],
                     env=b.env,
@@ -897,6 +898,7 @@ async def _sim_worker(
     import msgpack
     import websockets
 
+    from bench.platform import native_keepalive
     from workers import protocol
 
     async with opening:
@@ -904,7 +906,7 @@ async def _sim_worker(
             url,
             max_size=protocol.MAX_FRAME,
             open_timeout=120,
-            ping_interval=protocol.PING_INTERVAL,
+            ping_interval=native_keepalive(),  # as the native worker
             ping_timeout=protocol.PING_TIMEOUT,
         )
         hello = {"t": "hello", "v": 2, "kind": "native", "slots": 1, "agent": "scale-working"}

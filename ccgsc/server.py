@@ -166,6 +166,7 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             return False
         first = data[0]
         if first == _PING:
+            self.last_ping = ws_protocol.time.time()  # as onPing below
             self.sendData(bytes((0x8A, size - 6)) + unmask(data[2:6], data[6:]))
             return True
         if first != _BINARY or self.muted:
@@ -179,6 +180,12 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
         self.last_ping = ws_protocol.time.time()  # as daphne's onMessage: the peer is there
         self.sendData(_frame(answer))
         return True
+
+    def onPing(self, payload: bytes) -> None:
+        # A peer's WebSocket ping is a sign of life as good as a message: daphne's keepalive
+        # need not ping it (daphne counts only messages).
+        self.last_ping = ws_protocol.time.time()
+        super().onPing(payload)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's, for the writes it makes with transport.write (not chopped or synced ones,

@@ -572,8 +572,15 @@ async def test_a_whole_ping_frame_is_answered_before_autobahn_and_anything_else_
     transport.clear()
     assert got == [(0x82, msgpack.packb({"t": "pong"})), (PONG, b"x"), (0x82, got[0][1])]
     assert len(parsed) == 3 and len(consumer_receives) == read
+    # A WebSocket ping through autobahn is a sign of life too (the server's keepalive waits).
+    h.clock.now += 10
+    frame = masked_frame(PING, b"y", key)
+    ws.dataReceived(frame[:4])
+    ws.dataReceived(frame[4:])
+    assert server_frames(transport.value()) == [(PONG, b"y")] and ws.last_ping == h.clock.now
+    transport.clear()
     ws.dataReceived(bytes([0x82, len(PING_FRAME)]) + PING_FRAME)
-    assert len(parsed) == 4 and ws.state != ws.STATE_OPEN and transport.disconnecting
+    assert len(parsed) == 6 and ws.state != ws.STATE_OPEN and transport.disconnecting
     assert not [op for op, _ in server_frames(transport.value()) if op == 0x82]
 
 

@@ -132,10 +132,12 @@ class WebSocketTransport:
             max_size=MAX_INCOMING_FRAME,
             # msgpack of random-ish task data compresses poorly; deflate would only cost CPU.
             compression=None,
-            # Library-level keepalive finds a dead TCP path even when we have nothing to say; as
-            # often as the server's own (each ping is CPU for the server too: idle sessions).
-            ping_interval=protocol.PING_INTERVAL,
-            ping_timeout=protocol.PING_TIMEOUT,
+            # No library-level keepalive: the protocol's `ping` every `heartbeat` (client.py)
+            # finds a silent server (SILENT_HEARTBEATS) and keeps proxies open, and the server
+            # takes it as the sign of life its own keepalive waits for. A WebSocket ping on top
+            # was a second frame and answer per idle session for the server (docs/benchmarks.md,
+            # Scale).
+            ping_interval=None,
             close_timeout=2,
         )
         return cls(ws)
