@@ -2,7 +2,7 @@
 `python -m bench scale`, which records the section in docs/benchmarks.md).
 
     python -m bench.scale                       # the whole section, recorded
-    python -m bench.scale idle 2000 5000 [--before REV] [--idle-seconds S]
+    python -m bench.scale idle 2000 5000 [--before REV] [--idle-seconds S] [--ping]
     python -m bench.scale visitors 10000        # distinct visitors, default per-origin caps
     python -m bench.scale churn                 # Panther's visitor churn
     python -m bench.scale lease 2000 5000       # the lease statement alone, bulk vs per session
@@ -14,7 +14,10 @@ idle N: N WebSocket sessions (asyncio clients in a separate process, one task ea
 hello and want one task, and are told idle. Measured: connect rate, the server's memory per
 session (RSS growth / N), its CPU while all N sit idle, and the time from the campaign start
 until every session has its first task. With --before REV, the same runs are made first with
-the server code of commit REV (git archive into a temporary directory), side by side.
+the server code of commit REV (git archive into a temporary directory), side by side. The
+clients send WebSocket pings as that tree's native worker does; with --ping they also send the
+protocol's `ping` every `heartbeat` of `welcome`, as real workers do, and the idle window starts
+one heartbeat after the last handshake.
 
 visitors N: as idle, but each client comes from its own network (X-Forwarded-For through a
 trusted proxy address, TRUSTED_PROXY_ADDRESSES=127.0.0.1), and the per-origin caps keep their
@@ -307,9 +310,17 @@ def _server(b: Bench, root: Path | None = None, *daphne_args: str, **env: str) -
 
 
 def idle_run(
-    b: Bench, n: int, *, root: Path | None = None, distinct: bool = False, idle_seconds: float
+    b: Bench,
+    n: int,
+    *,
+    root: Path | None = None,
+    distinct: bool = False,
+    idle_seconds: float,
+    heartbeat: bool = False,
 ) -> dict[str, Any]:
-    """n idle sessions on one server process, then a campaign of n tasks started."""
+    """n idle sessions on one server process, then a campaign of n tasks started (`heartbeat`:
+    the clients send the protocol's `ping` every `heartbeat` of `welcome`, as real workers do;
+    the idle window then starts one heartbeat after the last handshake)."""
     caps = (
         {"TRUSTED_PROXY_ADDRESSES": "127.0.0.1"}
         if distinct
@@ -337,7 +348,7 @@ def idle_run(
         clients = subprocess.Popen(
             [
                 *(sys.executable, "-m", "bench.scale", "--clients", url, str(n)),
-                *(str(int(distinct)), str(ping)),
+                *(str(int(distinct)), str(ping), str(int(heartbeat)), str(IN_FLIGHT)),
             ],
             env=b.env,
             stdin=subprocess.PIPE,
@@ -348,6 +359,10 @@ def idle_run(
         conn_info: dict[str, Any] = json.loads(clients.stdout.readline())
         time.sleep(2)  # the last handshakes' garbage settles before memory is read
         rss = _rss_kib(server.proc.pid)
+        if heartbeat:
+            from workers.protocol import WEBSOCKET_HEARTBEAT
+
+            time.sleep(WEBSOCKET_HEARTBEAT)  # every session pinging at its pace
         cpu0 = _cpu(server.proc.pid)
         time.sleep(idle_seconds)
         idle_cpu = (_cpu(server.proc.pid) - cpu0) / idle_seconds
@@ -1132,6 +1147,14 @@ def section(b: Bench, before: str | None) -> list[str]:
             r = idle_run(b, n, idle_seconds=IDLE_SECONDS)
             idle_rows.append(idle_row("now", r))
             print(idle_rows[-1], flush=True)
+        # Real workers' idle: the protocol's ping every heartbeat.
+        if root is not None:
+            r = idle_run(b, 10_000, root=root, idle_seconds=IDLE_SECONDS, heartbeat=True)
+            idle_rows.append(idle_row(f"before ({before}), pinging", r))
+            print(idle_rows[-1], flush=True)
+        r = idle_run(b, 10_000, idle_seconds=IDLE_SECONDS, heartbeat=True)
+        idle_rows.append(idle_row("now, pinging", r))
+        print(idle_rows[-1], flush=True)
     r = idle_run(b, 10_000, distinct=True, idle_seconds=IDLE_SECONDS)
     idle_rows.append(idle_row("now, 10,000 distinct visitors, default per-origin caps", r))
     print(idle_rows[-1], flush=True)
@@ -1154,8 +1177,13 @@ def section(b: Bench, before: str | None) -> list[str]:
         "Idle sessions (hello, `want 1`, told idle): clients from 127.0.0.1 with"
         " `MAX_SESSIONS_PER_ORIGIN=0`, except the 10,000 row: each client its own /24 network"
         " (X-Forwarded-For through `TRUSTED_PROXY_ADDRESSES=127.0.0.1`) with the default caps."
-        " Idle CPU: the server process over 20 s (5 s for the `before` rows). The last column"
-        " runs from `campaign_start` until the last client has its first tasks frame.",
+        " Idle CPU: the server process over 20 s (5 s for the `before` rows of 2,000 and"
+        " 5,000). The clients send WebSocket pings as the native worker of the tree under test"
+        " does (bench.platform.native_keepalive); in the `pinging` rows they also send the"
+        f" protocol's `ping` every {protocol.WEBSOCKET_HEARTBEAT} s (the `heartbeat` of"
+        " `welcome`) as browsers and native workers do, and the window starts one heartbeat"
+        " after the last handshake. The last column runs from `campaign_start` until the last"
+        " client has its first tasks frame.",
         "",
         *IDLE_HEADER,
         *idle_rows,
@@ -1236,10 +1264,8 @@ def main(argv: list[str]) -> int:
         i = argv.index("--idle-seconds")
         idle_seconds = float(argv[i + 1])
         del argv[i : i + 2]
-    options: dict[str, int] = {}
-    if "--no-ping" in argv:
-        argv.remove("--no-ping")
-        options["--no-ping"] = 1
+    options: dict[str, int] = {name: 1 for name in ("--no-ping", "--ping") if name in argv}
+    argv[:] = [a for a in argv if a not in options]
     for name in ("--processes", "--tasks"):
         if name in argv:
             i = argv.index(name)
@@ -1268,11 +1294,14 @@ def main(argv: list[str]) -> int:
     print("\n".join(IDLE_HEADER))
     with tempfile.TemporaryDirectory() as tmp:
         root = before_root(before, Path(tmp)) if before else None
+        pinging = bool(options.get("--ping"))
         for n in counts or [1000]:
             if root is not None:
-                r = idle_run(b, n, root=root, idle_seconds=idle_seconds)
+                r = idle_run(b, n, root=root, idle_seconds=idle_seconds, heartbeat=pinging)
                 print(idle_row(f"before ({before})", r), flush=True)
-            r = idle_run(b, n, distinct=what == "visitors", idle_seconds=idle_seconds)
+            r = idle_run(
+                b, n, distinct=what == "visitors", idle_seconds=idle_seconds, heartbeat=pinging
+            )
             print(idle_row("now", r), flush=True)
     return 0
 

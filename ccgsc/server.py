@@ -33,7 +33,7 @@ serverReject...), to fewer connections:
   timeouts were checked every 2 s), so a silent peer is pinged at most 1 s after ping_interval.
 
 And a WebSocket connection answers some frames itself (ShortcutWebSocketProtocol): an idle
-worker's only traffic is its `ping` every 30 s, which went through the Channels consumer (queue,
+worker's only traffic is its `ping` every 45 s, which went through the Channels consumer (queue,
 dispatch, decode, handle, encode, send) for a `pong`. Once the worker endpoint has opened a
 session it arms the connection's Shortcut (ccgsc/sockets.py) with the exact ping frame of
 workers/protocol.py and its pong; such a frame is then answered here, as daphne's onMessage
@@ -43,7 +43,8 @@ as one whole small frame with nothing of an earlier one buffered, is answered be
 parses it (answer_frame): an idle session's traffic then costs a header check, a 4-byte unmask
 and one send.
 
-Frames go out at once (send_now): a frame to a plain TCP connection with nothing of an earlier
+Its reads skip Twisted's per-event logging context (read_directly). Frames go out at once
+(send_now): a frame to a plain TCP connection with nothing of an earlier
 one waiting in Twisted's buffer is written to the socket directly, the rest (if the socket takes
 less) through Twisted's buffer as before. Twisted's own write registers the socket for writing
 and sends on the next loop turn, then unregisters it: two epoll updates and a loop turn per
@@ -115,6 +116,40 @@ def send_now(transport: Any, data: bytes) -> bool:
     return True
 
 
+def read_directly(transport: Any, reactor_: Any = None) -> bool:
+    """Have the event loop hand a plain TCP connection's readable events to Twisted's read
+    (the reactor's _readOrWrite) without Twisted's per-event logging context (callWithLogger:
+    the connection's log prefix looked up and a context pushed and popped for every read, about
+    a seventh of an idle session's ping in a profile); a failure is still logged and the
+    connection still closed by the reactor as before. True if so; False (nothing changed) for
+    another reactor, transport or a connection not reading."""
+    reactor_ = reactor_ or reactor
+    loop = getattr(reactor_, "_asyncioEventloop", None)
+    read = getattr(reactor_, "_readOrWrite", None)
+    readers = getattr(reactor_, "_readers", None)
+    if (
+        loop is None
+        or read is None
+        or readers is None
+        or not isinstance(transport, tcp.Connection)
+        or transport.TLS
+        or readers.get(transport) != transport.fileno()
+    ):
+        return False
+    # The same fd's reader, replaced; the reactor's removeReader still removes it.
+    loop.add_reader(transport.fileno(), _read, read, transport)
+    return True
+
+
+def _read(read: Any, transport: Any) -> None:
+    try:
+        read(transport, True)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        logger.exception("Reading from %r failed", transport)
+
+
 def unmask(key: bytes, payload: bytes) -> bytes:
     """A client frame's payload (RFC 6455 5.3), for the short frames answered here."""
     n = len(payload)
@@ -141,6 +176,10 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shortcut = Shortcut()
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        read_directly(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if not self.answer_frame(data):

@@ -126,7 +126,7 @@ class Hostile:
                     await send({"t": "bye"})
 
     async def _ping(self, send: Callable[[dict[str, Any]], Any], stop: asyncio.Event) -> None:
-        # The protocol's heartbeat (30 s): even the silent hoarder stays connected.
+        # Pings more often than the protocol's heartbeat (45 s): the silent hoarder stays.
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 15)

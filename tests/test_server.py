@@ -637,3 +637,54 @@ def test_a_frame_goes_to_the_socket_at_once_and_what_it_cannot_take_waits_in_ord
     finally:
         ours.close()
         peer.close()
+
+
+def test_a_connections_reads_skip_twisteds_logging_context_and_a_failure_is_still_logged(caplog):
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+
+    from ccgsc.server import read_directly
+
+    class Loop:
+        def __init__(self) -> None:
+            self.readers: dict[int, tuple[Any, ...]] = {}
+
+        def add_reader(self, fd: int, callback: Any, *args: Any) -> None:
+            self.readers[fd] = (callback, *args)
+
+    calls: list[tuple[Any, bool]] = []
+
+    class FakeReactor(Reactor):
+        def __init__(self) -> None:
+            super().__init__()
+            self._asyncioEventloop = Loop()
+            self._readers: dict[Any, int] = {}
+
+        def _readOrWrite(self, selectable: Any, read: bool) -> None:
+            calls.append((selectable, read))
+            if selectable.fail:
+                raise RuntimeError("boom")
+
+    ours, peer = socket.socketpair()
+    fake = FakeReactor()
+    conn = tcp.Connection(ours, Protocol(), fake)  # type: ignore[arg-type]
+    conn.fail = False  # type: ignore[attr-defined]
+    try:
+        # Not reading (not registered with the reactor): left alone.
+        assert not read_directly(conn, fake) and fake._asyncioEventloop.readers == {}
+        fake._readers[conn] = ours.fileno()
+        assert read_directly(conn, fake)
+        callback, *args = fake._asyncioEventloop.readers[ours.fileno()]
+        callback(*args)  # what the event loop does when the socket is readable
+        assert calls == [(conn, True)]
+        conn.fail = True  # type: ignore[attr-defined]
+        with caplog.at_level(logging.ERROR, logger="daphne.server"):
+            callback(*args)
+        assert "Reading from" in caplog.text and "boom" in caplog.text
+        # TLS, or another kind of transport: Twisted's own way.
+        conn.TLS = True
+        assert not read_directly(conn, fake)
+        assert not read_directly(Transport(), fake)
+    finally:
+        ours.close()
+        peer.close()

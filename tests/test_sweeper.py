@@ -97,7 +97,7 @@ def test_http_session_silent_for_two_long_polls_is_closed_and_its_leases_freed(
     two_polls = 2 * sessions.LONG_POLL_SECONDS
     http_gone = _silent_session(WorkerSession.Transport.HTTP, two_polls + 1)
     http_alive = _silent_session(WorkerSession.Transport.HTTP, two_polls - 5)
-    # A WebSocket session as silent as http_gone is alive: it pings only every 30 s (and a
+    # A WebSocket session as silent as http_gone is alive: it pings only every 45 s (and a
     # session's own silence no longer matters when its process vouches for it).
     ws_quiet = _silent_session(WorkerSession.Transport.WEBSOCKET, two_polls + 1)
     ws_gone = _silent_session(WorkerSession.Transport.WEBSOCKET, 91)
@@ -121,8 +121,10 @@ def test_http_sessions_are_told_to_ping_within_one_long_poll() -> None:
     # WebSocket sessions need no ping to stay open (their process vouches for them): the
     # heartbeat only lets workers notice a silent server, and keeps proxies from timing out.
     ws_heartbeat = connection_limits(WorkerSession.Transport.WEBSOCKET).heartbeat
-    assert ws_heartbeat == protocol.WEBSOCKET_HEARTBEAT == 30
-    assert ws_heartbeat < 60  # the idle timeout of common proxies and load balancers
+    assert ws_heartbeat == protocol.WEBSOCKET_HEARTBEAT == 45
+    assert ws_heartbeat < 55  # the idle timeouts of common proxies and load balancers
+    # Within the server's keepalive interval: a pinging worker is never pinged by the server.
+    assert ws_heartbeat < protocol.PING_INTERVAL
 
 
 @pytest.mark.django_db

@@ -43,11 +43,13 @@ PING_INTERVAL = 50
 #: The application-level heartbeat a WebSocket worker is told in `welcome` (`ping` messages).
 #: The server needs none of it to know a session is alive (its process vouches for all of its
 #: sessions: workers/liveness.py), nor to find a vanished peer (the keepalive above). It lets a
-#: worker find a silent server (the native worker reconnects after three heartbeats without a
+#: worker find a silent server (the native worker reconnects after two heartbeats without a
 #: word, workers/native/client.py SILENT_HEARTBEATS: 90 s) and keeps traffic flowing through
-#: proxies that time out idle connections at 60 s. Every ping is a message and a pong for the
-#: server (at 10,000 sessions, 333 a second at 30 s; 500 at the former 20 s).
-WEBSOCKET_HEARTBEAT = 30
+#: proxies that time out idle connections (commonly 60 s; Heroku's router 55 s), and, coming
+#: within PING_INTERVAL, it spares the server its own keepalive ping. Every ping is a frame in
+#: and one out for the server, its main cost for an idle session: at 10,000 sessions 222 a
+#: second at 45 s (333 at the former 30 s, 500 at 20 s; docs/benchmarks.md, Scale).
+WEBSOCKET_HEARTBEAT = 45
 PING_TIMEOUT = 30
 DAPHNE_KEEPALIVE_ARGS = (
     "--ping-interval",
@@ -201,7 +203,7 @@ class Metrics(Message, tag="metrics"):
 
 
 class Ping(Message, tag="ping"):
-    """Heartbeat, every `heartbeat` seconds of the limits (30 s over WebSocket, 8 s over the
+    """Heartbeat, every `heartbeat` seconds of the limits (45 s over WebSocket, 8 s over the
     HTTP fallback). Answered with `pong`; a WebSocket session's liveness is its server
     process's, so the server writes nothing for it."""
 

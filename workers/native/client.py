@@ -63,8 +63,9 @@ WELCOME_TIMEOUT = 30.0
 #: How long to wait for the server's answer to bye.
 BYE_WAIT = 5.0
 STATS_INTERVAL = 10.0
-#: A session whose server has said nothing for this many heartbeats is considered dead.
-SILENT_HEARTBEATS = 3
+#: A session whose server has said nothing for this many heartbeats is considered dead (90 s at
+#: the WebSocket heartbeat of 45 s: a server answers every ping at once).
+SILENT_HEARTBEATS = 2
 #: A connection that lasted this long resets the reconnect backoff.
 STABLE_SECONDS = 10.0
 #: Compiled kernels this worker keeps referenced (the host keeps its own LRU as well).
