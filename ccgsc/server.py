@@ -103,6 +103,7 @@ def send_now(transport: Any, data: bytes) -> bool:
         or transport.TLS
         or not transport.connected
         or transport.disconnecting
+        or transport._aborting
         or transport._writeDisconnected
         or transport._tempDataLen
         or transport.offset != len(transport.dataBuffer)
@@ -189,8 +190,10 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
         """Answer `data` here, before autobahn, when it is exactly one whole short frame that
         is answered without the application (a WebSocket ping, or an exact frame of the
         Shortcut: see onMessage) and nothing of an earlier frame is buffered; True if so. As
-        autobahn would answer: a ping's pong carries its payload. Anything else (a fragment, two
-        frames in one read, compressed or unmasked frames, a closing socket) is autobahn's."""
+        autobahn would answer: a ping's pong carries its payload. Anything else (a fragment, a
+        data frame inside a fragmented message, two frames in one read, compressed or unmasked
+        frames, a closing socket, a frame while the server awaits its keepalive's pong) is
+        autobahn's."""
         size = len(data)
         if (
             size < 6
@@ -199,6 +202,9 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             or self.state != WebSocketProtocol.STATE_OPEN
             or self.data
             or self.current_frame is not None
+            # A data frame ends a wait for the pong to the server's keepalive ping (autobahn's
+            # autoPingRestartOnAnyTraffic): rare, autobahn's to do.
+            or self.autoPingTimeoutCall is not None
             or self.logOctets
             or self.logFrames
         ):
@@ -208,7 +214,9 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             self.last_ping = ws_protocol.time.time()  # as onPing below
             self.sendData(bytes((0x8A, size - 6)) + unmask(data[2:6], data[6:]))
             return True
-        if first != _BINARY or self.muted:
+        # Inside a fragmented message a data frame is a protocol error (RFC 6455 5.4):
+        # autobahn's to refuse.
+        if first != _BINARY or self.muted or self.inside_message:
             return False
         shortcut = self.shortcut
         if shortcut.pending or size - 6 > shortcut.longest:

@@ -562,7 +562,8 @@ async def test_a_whole_ping_frame_is_answered_before_autobahn_and_anything_else_
     assert got == [(0x82, msgpack.packb({"t": "pong"})), (PONG, b"are you there")] * 20
     assert ws.last_ping == h.clock.now and parsed == [] and len(consumer_receives) == read
     # Anything else goes through autobahn, with the same answers: two frames in one read, a
-    # frame in two reads, an unmasked frame (a protocol error: autobahn drops the connection).
+    # frame in two reads; and protocol errors, which autobahn refuses by dropping the connection
+    # (below).
     key = os.urandom(4)
     ws.dataReceived(masked_frame(0x82, PING_FRAME, key) + masked_frame(PING, b"x", key))
     frame = masked_frame(0x82, PING_FRAME, key)
@@ -579,9 +580,43 @@ async def test_a_whole_ping_frame_is_answered_before_autobahn_and_anything_else_
     ws.dataReceived(frame[4:])
     assert server_frames(transport.value()) == [(PONG, b"y")] and ws.last_ping == h.clock.now
     transport.clear()
-    ws.dataReceived(bytes([0x82, len(PING_FRAME)]) + PING_FRAME)
-    assert len(parsed) == 6 and ws.state != ws.STATE_OPEN and transport.disconnecting
+    # An exact ping inside a fragmented message (a binary frame without FIN before it): a
+    # protocol error, as autobahn says in one read or two (it drops the connection).
+    assert ws.state == ws.STATE_OPEN
+    fragment = masked_frame(0x02, b"\x81", key)
+    ws.dataReceived(fragment)
+    ws.dataReceived(masked_frame(0x82, PING_FRAME, key))
+    assert len(parsed) == 7 and ws.state != ws.STATE_OPEN and transport.disconnecting
     assert not [op for op, _ in server_frames(transport.value()) if op == 0x82]
+    # An unmasked frame likewise.
+    h, ws, transport = await worker_socket(monkeypatch)
+    ws.dataReceived(masked_frame(0x82, msgpack.packb(hello), os.urandom(4)))
+    assert (await arrive(transport, 1))[0]["t"] == "welcome"
+    await wait_for(lambda: ws.shortcut.answers != {} and not ws.shortcut.pending)
+    ws.dataReceived(bytes([0x82, len(PING_FRAME)]) + PING_FRAME)
+    assert ws.state != ws.STATE_OPEN and transport.disconnecting
+    assert not [op for op, _ in server_frames(transport.value()) if op == 0x82]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_ping_while_the_server_awaits_its_keepalives_pong_ends_the_wait(monkeypatch):
+    h, ws, transport = await worker_socket(monkeypatch)
+    hello = {"t": "hello", "v": protocol.VERSION, "kind": "native", "slots": 1, "agent": "test"}
+    ws.dataReceived(masked_frame(0x82, msgpack.packb(hello), os.urandom(4)))
+    assert (await arrive(transport, 1))[0]["t"] == "welcome"
+    await wait_for(lambda: ws.shortcut.answers != {} and not ws.shortcut.pending)
+    h.advance(h.server.ping_interval + 1)  # silent: the server's keepalive pings it
+    assert server_frames(transport.value())[-1][0] == PING
+    transport.clear()
+    # The peer never answers that ping, but sends the protocol's: like any message, it ends the
+    # wait (autobahn's rule), and the connection outlives the pong timeout.
+    ws.dataReceived(masked_frame(0x82, PING_FRAME, os.urandom(4)))
+    assert messages(transport) == [{"t": "pong"}]
+    h.timer.fire(h.server.ping_timeout)
+    assert ws.state == ws.STATE_OPEN and not transport.disconnecting
+    # And the next protocol ping is answered before autobahn again.
+    ws.dataReceived(masked_frame(0x82, PING_FRAME, os.urandom(4)))
+    assert messages(transport) == [{"t": "pong"}]
 
 
 class Reactor:
