@@ -723,3 +723,97 @@ def test_a_connections_reads_skip_twisteds_logging_context_and_a_failure_is_stil
     finally:
         ours.close()
         peer.close()
+
+
+# --- the server process's garbage collection (Collector) ----------------------------------------
+
+
+class FakeGc:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.callbacks: list[Any] = []
+
+    def collect(self, generation: int = 2) -> int:
+        self.calls.append(f"collect({generation})")
+        return 0
+
+    def freeze(self) -> None:
+        self.calls.append("freeze")
+
+    def unfreeze(self) -> None:
+        self.calls.append("unfreeze")
+
+
+def test_what_survives_a_full_collection_is_frozen_until_connections_have_closed_in_number():
+    from ccgsc.server import Collector
+
+    fake, clock = FakeGc(), Clock()
+    c = Collector(fake, clock)
+    c.install()
+    c.tick(10_000)
+    assert fake.calls == []  # nothing happened: nothing to do
+    for callback in fake.callbacks:  # what CPython calls around a collection
+        callback("start", {"generation": 1})
+        callback("stop", {"generation": 1})
+    c.tick(10_000)
+    assert fake.calls == []  # a young collection: nothing to freeze
+    fake.callbacks[0]("stop", {"generation": 2})
+    c.tick(10_000)
+    assert fake.calls == ["collect(1)", "freeze"]  # a full one: freeze what survived it
+    c.tick(10_000)
+    assert fake.calls == ["collect(1)", "freeze"]  # once
+    # Closed connections: at a quarter of those open (at least CHURN), one full round.
+    c.closed = 2_499
+    c.tick(10_000)
+    assert fake.calls == ["collect(1)", "freeze"]
+    c.closed += 1
+    c.tick(10_000)
+    assert fake.calls[2:] == ["unfreeze", "collect(2)", "freeze"] and c.closed == 0
+    c.closed = Collector.CHURN - 1
+    c.tick(100)
+    assert len(fake.calls) == 5
+    c.closed += 1
+    c.tick(100)
+    assert fake.calls[5:] == ["unfreeze", "collect(2)", "freeze"]
+    # And at least once an hour, whatever happened.
+    clock.now += Collector.UNFREEZE_SECONDS
+    c.tick(100)
+    assert fake.calls[8:] == ["unfreeze", "collect(2)", "freeze"] and c.full_collections == 3
+    c.uninstall()
+    assert fake.callbacks == []
+
+
+def test_a_cycle_frozen_alive_is_freed_by_the_full_round_after_churn():
+    import gc
+    import weakref
+
+    from ccgsc.server import Collector
+
+    class Node:
+        pass
+
+    c = Collector()
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # type: ignore[attr-defined]
+        alive = weakref.ref(a)
+        c.collected = True  # as after a full collection
+        c.tick(0)  # frozen with everything else
+        del a, b
+        gc.collect()
+        assert alive() is not None  # frozen: not looked at
+        c.closed = Collector.CHURN
+        c.tick(0)
+        assert alive() is None and c.full_collections == 1
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_server_counts_closed_websockets_for_its_collector(monkeypatch):
+    h = Harness(monkeypatch, websocket_app())
+    ws, _ = await h.open_socket()
+    before = h.server.collector.closed
+    ws.connectionLost(Failure(ConnectionDone()))
+    ws.connectionLost(Failure(ConnectionDone()))  # told twice: counted once
+    assert h.server.collector.closed == before + 1
