@@ -1166,11 +1166,12 @@ def section(b: Bench, before: str | None) -> list[str]:
     for n in (10_000, 1000):
         working_rows.append(working_row(working_run(b, n)))
         print(working_rows[-1], flush=True)
+    end_load = os.getloadavg()[0]
     return [
         "## Scale",
         "",
         f"Measured {when} with `{command}`, load average {load:.1f}"
-        f" at the start: {os.cpu_count()} cores shared with ~7 other agents' builds and tests,"
+        f" at the start and {end_load:.1f} at the end: {os.cpu_count()} shared cores,"
         f" Python {py_platform.python_version()}, PostgreSQL and Redis on the same machine, one"
         " daphne process. Clients: asyncio processes on loopback, `ulimit -n` raised.",
         "",

@@ -28,8 +28,8 @@ serverReject...), to fewer connections:
 - check_timeouts() runs for a connection when its next deadline comes (`deadlines`, a heap),
   computed from what daphne's check reads (socket_opened, state, last_ping, request_start).
   A received message moves a socket's ping deadline (daphne's onMessage sets last_ping) without
-  telling the server, so a deadline can come early: the check then does nothing and the next
-  one is computed. Never late, since last_ping only grows. Both loops run every second (the
+  telling the server, so a deadline can come early: the next one is then computed, without a
+  check. Never late, since last_ping only grows. Both loops run every second (the
   timeouts were checked every 2 s), so a silent peer is pinged at most 1 s after ping_interval.
 
 And a WebSocket connection answers some frames itself (ShortcutWebSocketProtocol): an idle
@@ -459,6 +459,13 @@ class Server(daphne_server.Server):
         for protocol in due:
             if protocol is None or protocol not in self.connections:
                 continue  # forgotten since
+            if isinstance(protocol, WebSocketProtocol):
+                at = self.next_deadline(protocol, now)
+                if at is not None and at > now:
+                    # Its deadline moved since (a message came): nothing to check yet. An idle
+                    # worker's ping comes before each deadline; this is its every visit.
+                    self._push(protocol, at)
+                    continue
             try:
                 protocol.check_timeouts()
             except Exception:
@@ -469,7 +476,10 @@ class Server(daphne_server.Server):
     def _schedule(self, protocol: Any, now: float) -> None:
         due = self.next_deadline(protocol, now)
         if due is not None:
-            heapq.heappush(self.deadlines, (due, next(self._order), weakref.ref(protocol)))
+            self._push(protocol, due)
+
+    def _push(self, protocol: Any, due: float) -> None:
+        heapq.heappush(self.deadlines, (due, next(self._order), weakref.ref(protocol)))
 
     def next_deadline(self, protocol: Any, now: float) -> float | None:
         """When protocol.check_timeouts() may next do something (None: never), from what it
