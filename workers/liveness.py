@@ -198,9 +198,7 @@ def open_sessions_here() -> set[int]:
 def opened_before(ids: list[int], when: datetime) -> list[int]:
     """Which of these sessions connected before `when`."""
     return list(
-        WorkerSession.objects.filter(pk__in=ids, connected_at__lt=when).values_list(
-            "pk", flat=True
-        )
+        WorkerSession.objects.filter(pk__in=ids, connected_at__lt=when).values_list("pk", flat=True)
     )
 
 
