@@ -3,6 +3,7 @@ machine, otherwise SQLite), a daphne server process, and helpers to create campa
 
 from __future__ import annotations
 
+import functools
 import os
 import platform as py_platform
 import re
@@ -17,6 +18,7 @@ from ccgsc.processes import Platform, start_platform
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def native_keepalive(root: Path = ROOT) -> float | None:
     """The WebSocket-level ping interval of the native worker in the tree at `root` (its
     websockets library's keepalive), None when it sends none: benchmark clients that stand for

@@ -60,7 +60,6 @@ sessions connected, and one in the middle of feeding them all at a campaign's st
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import heapq
 import itertools
@@ -166,16 +165,6 @@ def unmask(key: bytes, payload: bytes) -> bytes:
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _frame(payload: bytes) -> bytes:
-    """A server's unfragmented binary frame of a Shortcut's answer (unmasked: RFC 6455 5.1)."""
-    if len(payload) <= _SHORT:
-        return bytes((_BINARY, len(payload))) + payload
-    if len(payload) < 1 << 16:
-        return bytes((_BINARY, 126)) + len(payload).to_bytes(2, "big") + payload
-    return bytes((_BINARY, 127)) + len(payload).to_bytes(8, "big") + payload
-
-
 class ShortcutWebSocketProtocol(WebSocketProtocol):
     """daphne's WebSocket protocol, answering the frames its Shortcut is armed with, and sending
     its frames at once (send_now)."""
@@ -226,13 +215,21 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             return False
         shortcut = self.shortcut
         if shortcut.pending or size - 6 > shortcut.longest:
-            return False
-        answer = shortcut.answers.get(unmask(data[2:6], data[6:]))
+            return False  # without unmasking it
+        answer = shortcut.lookup(unmask(data[2:6], data[6:]))
         if answer is None:
             return False
-        self.last_ping = ws_protocol.time.time()  # as daphne's onMessage: the peer is there
-        self.sendData(_frame(answer))
+        self.send_answer(answer)
         return True
+
+    def send_answer(self, answer: bytes) -> None:
+        """Send a Shortcut's answer, as daphne's onMessage would have let the application: the
+        peer is there (last_ping, daphne's clock). A short one as its frame, built here."""
+        self.last_ping = ws_protocol.time.time()
+        if len(answer) <= _SHORT:
+            self.sendData(bytes((_BINARY, len(answer))) + answer)  # RFC 6455 5.2, unmasked
+        else:
+            self.sendMessage(answer, True)
 
     def onPing(self, payload: bytes) -> None:
         # A peer's WebSocket ping is a sign of life as good as a message: daphne's keepalive
@@ -258,9 +255,7 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             else:
                 answer = self.shortcut.answer(payload)
                 if answer is not None:
-                    # As daphne's onMessage (with its clock): the peer is there.
-                    self.last_ping = ws_protocol.time.time()
-                    self.sendMessage(answer, True)
+                    self.send_answer(answer)
                     return
         super().onMessage(payload, isBinary)
 

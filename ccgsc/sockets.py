@@ -56,14 +56,19 @@ class Shortcut:
     def disarm(self) -> None:
         self.answers, self.longest = _NONE, 0
 
+    def lookup(self, frame: bytes) -> bytes | None:
+        """The answer to a frame if it is answered now (nothing pending before it), else None;
+        counts nothing."""
+        if not self.pending and len(frame) <= self.longest:
+            return self.answers.get(frame)
+        return None
+
     def answer(self, frame: bytes) -> bytes | None:
         """The answer to a frame, or None: the application reads it (it is counted pending)."""
-        if not self.pending and len(frame) <= self.longest:
-            found = self.answers.get(frame)
-            if found is not None:
-                return found
-        self.pending += 1
-        return None
+        found = self.lookup(frame)
+        if found is None:
+            self.pending += 1
+        return found
 
     def done(self) -> None:
         """The application has handled a frame."""

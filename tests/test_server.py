@@ -86,11 +86,7 @@ class Unscannable(dict):
 
 async def settle(condition: Callable[[], bool]) -> None:
     """Let the event loop run the applications until `condition` holds."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the applications never got there")
+    await wait_for(condition, turns=1000, pause=0)
 
 
 class Harness:
@@ -407,12 +403,15 @@ async def worker_socket(monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, Any, 
     return h, ws, transport
 
 
-async def wait_for(condition: Callable[[], bool]) -> None:
-    """Wait (for the consumer and its database threads) until `condition` holds."""
-    for _ in range(3000):
+async def wait_for(
+    condition: Callable[[], bool], *, turns: int = 3000, pause: float = 0.01
+) -> None:
+    """Wait (for the consumer and its database threads: `pause` between looks; 0 lets only
+    the event loop run) until `condition` holds."""
+    for _ in range(turns):
         if condition():
             return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(pause)
     raise AssertionError("never happened")
 
 
