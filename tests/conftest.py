@@ -82,6 +82,17 @@ def hooks():
 
 
 @pytest.fixture(autouse=True)
+def _sweeper_lets_go():
+    """After every test, this process's sweeper (started by any in-process consumer) gives its
+    lock up: it would otherwise keep it from the server processes of later tests on the same
+    database, whose leases then never expire."""
+    yield
+    from workers import sweeper
+
+    sweeper.let_go()
+
+
+@pytest.fixture(autouse=True)
 def _eager_jobs(settings):
     # Background jobs run synchronously in tests, also under CI where a broker is configured;
     # the tests that exercise a real Celery worker process opt in with `celery_worker`.

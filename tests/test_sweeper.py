@@ -166,10 +166,9 @@ def test_only_one_process_holds_the_sweeper_lock_until_it_goes() -> None:
         # The embedded mode is one process (in-memory channel layer): it always sweeps.
         assert sweeper.hold_sweeper_lock() is True
         return
-    if sweeper._executor is not None:
-        # A sweeper an earlier test's server started in this process holds the lock on its
-        # own thread's connection: let it go, as a process that stops does.
-        sweeper._executor.submit(dj_connection.close).result(30)
+    # A sweeper an earlier test's consumer started in this process may hold the lock on its
+    # own thread's connection: let it go, as a process that stops does.
+    sweeper.let_go()
     ready, release = threading.Event(), threading.Event()
     holder: list[bool] = []
 
@@ -191,3 +190,28 @@ def test_only_one_process_holds_the_sweeper_lock_until_it_goes() -> None:
         release.set()
         t.join(30)
     assert _in_thread(sweeper.tick) is True  # it takes over once the first is gone
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_sweeper_started_in_this_process_lets_its_lock_go() -> None:
+    from asgiref.sync import sync_to_async
+
+    if dj_connection.vendor != "postgresql":
+        # The embedded mode is one process: it always sweeps, and letting go changes nothing.
+        sweeper.let_go()
+        assert sweeper.hold_sweeper_lock() is True
+        return
+
+    def holders() -> list[Any]:
+        with dj_connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
+                [sweeper.SWEEPER_LOCK],
+            )
+            return cursor.fetchall()
+
+    sweeper.let_go()
+    assert await sweeper._run(sweeper.hold_sweeper_lock) is True  # on the sweeper's thread
+    assert await sync_to_async(holders)()
+    sweeper.let_go()
+    assert await sync_to_async(holders)() == []

@@ -197,6 +197,18 @@ async def _loop() -> None:
                     log.exception("periodic %s failed", getattr(job, "__name__", job))
 
 
+def let_go() -> None:
+    """Close this process's sweeper thread's database connection, which gives the sweeper lock
+    up (tests: a sweeper started by an in-process consumer outlives its test's event loop, and
+    its connection kept the lock from every later server process on the same database)."""
+    if _executor is not None:
+        _executor.submit(_close_connection).result(30)
+
+
+def _close_connection() -> None:
+    connection.close()  # the calling thread's own connection (Django's are per thread)
+
+
 def ensure_sweeper() -> None:
     """Start this process's sweeper loop on the running event loop, once."""
     global _task
