@@ -204,8 +204,10 @@ async def test_a_sweeper_started_in_this_process_lets_its_lock_go() -> None:
 
     def holders() -> list[Any]:
         with dj_connection.cursor() as cursor:
+            # This database's (other test workers' servers hold theirs on their databases).
             cursor.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND"
+                " database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 [sweeper.SWEEPER_LOCK],
             )
             return cursor.fetchall()
