@@ -203,17 +203,23 @@ async def test_a_sweeper_started_in_this_process_lets_its_lock_go() -> None:
         return
 
     def holders() -> list[Any]:
+        # Held by this process's sweeper thread's backend (other processes, such as other
+        # test workers' servers, hold theirs).
         with dj_connection.cursor() as cursor:
-            # This database's (other test workers' servers hold theirs on their databases).
             cursor.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND"
-                " database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                [sweeper.SWEEPER_LOCK],
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND pid = %s",
+                [sweeper.SWEEPER_LOCK, backend],
             )
             return cursor.fetchall()
 
+    def backend_pid() -> int:
+        with dj_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
     sweeper.let_go()
     assert await sweeper._run(sweeper.hold_sweeper_lock) is True  # on the sweeper's thread
+    backend = await sweeper._run(backend_pid)
     assert await sync_to_async(holders)()
     sweeper.let_go()
     assert await sync_to_async(holders)() == []
