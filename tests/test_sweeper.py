@@ -44,6 +44,10 @@ class SweepClock:
         return (0, 0)
 
 
+# The loop runs its steps on the database thread, which checks that thread's connection first
+# (Channels' database_sync_to_async): a connection an earlier test left open there is touched,
+# which pytest-django refuses without database access (seen in the embedded mode under xdist).
+@pytest.mark.django_db
 async def test_periodic_jobs_run_at_their_period_and_a_failing_one_stops_nothing(
     monkeypatch: pytest.MonkeyPatch, hooks: Registry
 ) -> None:
@@ -125,6 +129,12 @@ def test_http_sessions_are_told_to_ping_within_one_long_poll() -> None:
     assert ws_heartbeat < 55  # the idle timeouts of common proxies and load balancers
     # Within the server's keepalive interval: a pinging worker is never pinged by the server.
     assert ws_heartbeat < protocol.PING_INTERVAL
+    # A worker the server pings (hello: pongs) pings only a server silent longer than the
+    # server's keepalive plus its 1 s check and some, and still within common proxies' 60 s.
+    beaten = connection_limits(WorkerSession.Transport.WEBSOCKET, beat=True)
+    assert (beaten.beat, beaten.heartbeat) == (protocol.PING_INTERVAL, protocol.QUIET_HEARTBEAT)
+    assert protocol.PING_INTERVAL + 3 < beaten.heartbeat < 60
+    assert connection_limits(WorkerSession.Transport.HTTP, beat=True).beat is None
 
 
 @pytest.mark.django_db
