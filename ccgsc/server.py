@@ -41,7 +41,14 @@ would hand it on (last_ping set, nothing while muted), unless an earlier frame i
 in the consumer (answers keep their order). Such a ping, or a WebSocket-level ping, arriving
 as one whole small frame with nothing of an earlier one buffered, is answered before autobahn
 parses it (answer_frame): an idle session's traffic then costs a header check, a 4-byte unmask
-and one send.
+and one send. A session whose hello said `pongs` is not left to ping: armed with a beat, the
+connection's keepalive (daphne's check_timeouts, when it has been silent ping_interval) sends
+the protocol's ping where it would send a WebSocket ping (_sendAutoPing), and the worker's exact
+pong is taken here like a WebSocket pong (heard_pong). The keepalive pings every connection due
+in the same pass of the timeout loop, once a second, so their pongs arrive together: one wake-up
+of the event loop reads many, where pings each worker times for itself arrive one by one, each
+costing a wake-up (epoll, a loop turn, the kernel's scheduling), which was most of an idle
+session's cost (docs/benchmarks.md, Scale).
 
 Its reads skip Twisted's per-event logging context (read_directly). Frames go out at once
 (send_now): a frame to a plain TCP connection with nothing of an earlier
@@ -183,12 +190,13 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
 
     def answer_frame(self, data: bytes) -> bool:
         """Answer `data` here, before autobahn, when it is exactly one whole short frame that
-        is answered without the application (a WebSocket ping, or an exact frame of the
-        Shortcut: see onMessage) and nothing of an earlier frame is buffered; True if so. As
-        autobahn would answer: a ping's pong carries its payload. Anything else (a fragment, a
-        data frame inside a fragmented message, two frames in one read, compressed or unmasked
-        frames, a closing socket, a frame while the server awaits its keepalive's pong) is
-        autobahn's."""
+        is answered without the application (a WebSocket ping, an exact frame of the
+        Shortcut: see onMessage, or the pong to its beat, which is taken and answered with
+        nothing) and nothing of an earlier frame is buffered; True if so. As autobahn would
+        answer: a ping's pong carries its payload. Anything else (a fragment, a data frame
+        inside a fragmented message, two frames in one read, compressed or unmasked frames, a
+        closing socket, a frame other than the beat's pong while the server awaits its
+        keepalive's pong) is autobahn's."""
         size = len(data)
         if (
             size < 6
@@ -197,15 +205,14 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             or self.state != WebSocketProtocol.STATE_OPEN
             or self.data
             or self.current_frame is not None
-            # A data frame ends a wait for the pong to the server's keepalive ping (autobahn's
-            # autoPingRestartOnAnyTraffic): rare, autobahn's to do.
-            or self.autoPingTimeoutCall is not None
             or self.logOctets
             or self.logFrames
         ):
             return False
         first = data[0]
         if first == _PING:
+            if self.autoPingTimeoutCall is not None:
+                return False
             self.last_ping = ws_protocol.time.time()  # as onPing below
             self.sendData(bytes((0x8A, size - 6)) + unmask(data[2:6], data[6:]))
             return True
@@ -214,6 +221,14 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
         if first != _BINARY or self.muted or self.inside_message:
             return False
         shortcut = self.shortcut
+        pong = shortcut.pong
+        if pong is not None and size - 6 == len(pong) and unmask(data[2:6], data[6:]) == pong:
+            self.heard_pong()
+            return True
+        # A data frame ends a wait for the pong to the server's keepalive ping (autobahn's
+        # autoPingRestartOnAnyTraffic): rare, autobahn's to do.
+        if self.autoPingTimeoutCall is not None:
+            return False
         if shortcut.pending or size - 6 > shortcut.longest:
             return False  # without unmasking it
         answer = shortcut.lookup(unmask(data[2:6], data[6:]))
@@ -221,6 +236,30 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             return False
         self.send_answer(answer)
         return True
+
+    def heard_pong(self) -> None:
+        """The peer's pong to the Shortcut's beat: the peer is there (daphne's last_ping), and
+        the wait for it (autobahn's keepalive timeout) ends."""
+        self.last_ping = ws_protocol.time.time()
+        if self.autoPingTimeoutCall is not None:
+            self._cancelAutoPingTimeoutCall()
+
+    def _sendAutoPing(self) -> None:
+        # daphne's keepalive ping to a socket silent for ping_interval (check_timeouts): the
+        # Shortcut's beat, when armed with one (the peer answers its pong; autobahn's timeout
+        # drops the connection if neither it nor any other frame comes), else autobahn's
+        # WebSocket ping.
+        beat = self.shortcut.beat
+        if beat is None:
+            super()._sendAutoPing()
+            return
+        self.autoPingPendingCall = None
+        self.autoPingPending = None  # no WebSocket pong is awaited
+        self.sendData(bytes((_BINARY, len(beat))) + beat)  # short: one-byte length
+        if self.autoPingTimeout:
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
+            )
 
     def send_answer(self, answer: bytes) -> None:
         """Send a Shortcut's answer, as daphne's onMessage would have let the application: the
@@ -250,6 +289,9 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self.muted:
+            if isBinary and payload == self.shortcut.pong:
+                self.heard_pong()  # autobahn has already ended the wait (any traffic does)
+                return
             if not isBinary:
                 self.shortcut.pending += 1
             else:

@@ -41,20 +41,29 @@ class Shortcut:
     session is open). An exact frame of `answers` is answered with its bytes only while no
     earlier frame is `pending` in the application, so answers keep the order of the frames:
     the protocol counts each frame it hands on, the consumer calls done() when it has handled
-    one. Unarmed (the default), every frame goes to the application as in daphne."""
+    one. Unarmed (the default), every frame goes to the application as in daphne.
 
-    __slots__ = ("answers", "longest", "pending")
+    Armed with a `beat` (ping, pong), the server's keepalive sends a silent connection that
+    ping (a frame the application can see, unlike a WebSocket ping) where it would send a
+    WebSocket ping, and takes the exact pong frame as its answer, which never reaches the
+    application (it answers nothing, so it has no order to keep)."""
+
+    __slots__ = ("answers", "beat", "longest", "pending", "pong")
 
     def __init__(self) -> None:
         self.answers: Mapping[bytes, bytes] = _NONE
         self.longest = 0
         self.pending = 0
+        self.beat: bytes | None = None
+        self.pong: bytes | None = None
 
-    def arm(self, answers: Mapping[bytes, bytes]) -> None:
+    def arm(self, answers: Mapping[bytes, bytes], beat: tuple[bytes, bytes] | None = None) -> None:
         self.answers, self.longest = answers, max(map(len, answers), default=0)
+        self.beat, self.pong = beat or (None, None)
 
     def disarm(self) -> None:
         self.answers, self.longest = _NONE, 0
+        self.beat = self.pong = None
 
     def lookup(self, frame: bytes) -> bytes | None:
         """The answer to a frame if it is answered now (nothing pending before it), else None;

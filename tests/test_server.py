@@ -619,6 +619,69 @@ async def test_a_ping_while_the_server_awaits_its_keepalives_pong_ends_the_wait(
     assert messages(transport) == [{"t": "pong"}]
 
 
+async def beaten_socket(monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, Any, Transport]:
+    """A worker socket whose session's hello said `pongs`, welcomed and armed."""
+    h, ws, transport = await worker_socket(monkeypatch)
+    hello = {"t": "hello", "v": 2, "kind": "browser", "slots": 1, "agent": "t", "pongs": True}
+    ws.dataReceived(masked_frame(0x82, msgpack.packb(hello), os.urandom(4)))
+    (welcome,) = await arrive(transport, 1)
+    assert welcome["limits"]["beat"] == protocol.PING_INTERVAL == h.server.ping_interval
+    assert welcome["limits"]["heartbeat"] == protocol.QUIET_HEARTBEAT
+    await wait_for(lambda: ws.shortcut.beat is not None and not ws.shortcut.pending)
+    return h, ws, transport
+
+
+PONG_FRAME = msgpack.packb({"t": "pong"})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+async def test_a_silent_session_that_answers_pings_gets_the_protocols_ping_and_its_pong_stays_here(
+    monkeypatch, consumer_receives, split
+):
+    h, ws, transport = await beaten_socket(monkeypatch)
+    read = len(consumer_receives)
+    h.advance(h.server.ping_interval - 1)
+    assert transport.value() == b""  # not silent long enough
+    h.advance(2)
+    # The keepalive's ping is the protocol's (a browser's script sees it), not a WebSocket one.
+    assert server_frames(transport.value()) == [(0x82, msgpack.packb({"t": "ping"}))]
+    transport.clear()
+    answer = masked_frame(0x82, PONG_FRAME, os.urandom(4))
+    if split:  # through autobahn: the same outcome
+        ws.dataReceived(answer[:3])
+        ws.dataReceived(answer[3:])
+    else:
+        ws.dataReceived(answer)
+    assert ws.autoPingTimeoutCall is None and ws.last_ping == h.clock.now
+    h.timer.fire(h.server.ping_timeout)
+    assert ws.state == ws.STATE_OPEN and not transport.disconnecting
+    assert transport.value() == b""  # a pong is answered with nothing
+    await asyncio.sleep(0.05)
+    assert consumer_receives[read:] == []  # and never reaches the consumer
+    # The next beat comes after the next silence, and one not answered closes the socket.
+    h.advance(h.server.ping_interval + 1)
+    assert messages(transport) == [{"t": "ping"}]
+    h.timer.fire(h.server.ping_timeout)
+    assert transport.disconnecting
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_session_that_does_not_answer_pings_keeps_websocket_pings_and_its_own_heartbeat(
+    monkeypatch,
+):
+    h, ws, transport = await worker_socket(monkeypatch)
+    hello = {"t": "hello", "v": 2, "kind": "native", "slots": 1, "agent": "t"}
+    ws.dataReceived(masked_frame(0x82, msgpack.packb(hello), os.urandom(4)))
+    (welcome,) = await arrive(transport, 1)
+    assert "beat" not in welcome["limits"]
+    assert welcome["limits"]["heartbeat"] == protocol.WEBSOCKET_HEARTBEAT
+    await wait_for(lambda: ws.shortcut.answers != {} and not ws.shortcut.pending)
+    assert ws.shortcut.beat is None
+    h.advance(h.server.ping_interval + 1)
+    assert [op for op, _ in server_frames(transport.value())] == [PING]
+
+
 class Reactor:
     """What a Twisted connection asks of its reactor when it buffers: counted."""
 

@@ -64,21 +64,24 @@ def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(fn)
 
 
-def limits(transport: str = WorkerSession.Transport.WEBSOCKET) -> protocol.Limits:
+def limits(
+    transport: str = WorkerSession.Transport.WEBSOCKET, *, beat: bool = False
+) -> protocol.Limits:
+    """`beat`: the server pings this WebSocket session when it is silent (protocol.BEAT)."""
     cfg = settings.CCGSC
     # The HTTP fallback keeps no socket: its session lives on its requests, so it must be heard
     # from well within the sweeper's two-long-poll cutoff (workers.sweeper).
-    heartbeat = (
-        sessions.HTTP_HEARTBEAT_SECONDS
-        if transport == WorkerSession.Transport.HTTP
-        else protocol.WEBSOCKET_HEARTBEAT
-    )
+    if transport == WorkerSession.Transport.HTTP:
+        heartbeat, beat = sessions.HTTP_HEARTBEAT_SECONDS, False
+    else:
+        heartbeat = protocol.QUIET_HEARTBEAT if beat else protocol.WEBSOCKET_HEARTBEAT
     return protocol.Limits(
         max_frame=protocol.MAX_FRAME,
         max_batch=protocol.MAX_BATCH,
         max_output=int(cfg["RESULT_MAX_BYTES"]),
         max_checkpoint=int(cfg["CHECKPOINT_MAX_BYTES"]),
         heartbeat=int(heartbeat),
+        beat=protocol.PING_INTERVAL if beat else None,
     )
 
 
@@ -113,8 +116,13 @@ class WorkerConnection:
         profile: str | None = None,
         channel: str = "",
         kick: Callable[[int], Awaitable[None]] | None = None,
+        beats: bool = False,
     ) -> None:
         self.send = send
+        # Whether the transport can ping a silent session itself (the platform's server: a
+        # WebSocket connection's Shortcut); a hello with `pongs` then gets `beat` (limits()).
+        self.beats = beats
+        self.beating = False
         # Closes the transport (the WebSocket consumer's close, with a code): used when the
         # session was closed behind the connection's back (workers.liveness).
         self._kick = kick
@@ -192,6 +200,8 @@ class WorkerConnection:
                 self.stats["idle_ms"] += msg.idle_ms
             case protocol.Ping():
                 await self._ping()
+            case protocol.Pong():
+                pass  # the answer to the server's ping (usually taken before it comes here)
             case protocol.Bye():
                 await self._bye()
             case protocol.Hello():  # one per session (as before: not a message it may send now)
@@ -295,9 +305,15 @@ class WorkerConnection:
         self.info = await db(sessions.session_info)(session)
         if self.transport == WorkerSession.Transport.WEBSOCKET:
             dispatch.dispatcher().opened(self)
+        self.beating = bool(
+            hello.pongs and self.beats and self.transport == WorkerSession.Transport.WEBSOCKET
+        )
         await self.send(
             protocol.Welcome(
-                v=hello.v, session=session.pk, secret=secret, limits=limits(self.transport)
+                v=hello.v,
+                session=session.pk,
+                secret=secret,
+                limits=limits(self.transport, beat=self.beating),
             )
         )
 

@@ -28,7 +28,9 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
     # consumer (ccgsc/server.py: the connection's Shortcut, armed here once the session is open
     # and as long as it is; None under another server). A ping is then one WebSocket message
     # each way, and a `pong` all it changes: a ping writes nothing (workers/liveness.py) and
-    # counts toward no limit (strikes count refused frames, which always come here).
+    # counts toward no limit (strikes count refused frames, which always come here). For a
+    # session whose hello said `pongs` the Shortcut also carries the server's own ping
+    # (protocol.BEAT), sent to the socket when it is silent, whose exact pong stays there too.
     shortcut = None
 
     async def connect(self) -> None:
@@ -48,6 +50,7 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
             profile=profile,
             channel=self.channel_name or "",
             kick=self._close,
+            beats=self.shortcut is not None,
         )
         await self.accept()
 
@@ -66,11 +69,15 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
         await self.close(code=code)
 
     def _arm(self) -> None:
-        """Let the server answer pings while the session is open, in its version."""
+        """Let the server answer pings while the session is open, in its version, and ping
+        the session when it is silent if its hello asked for that (`pongs`)."""
         if self.shortcut is None:
             return
         if self.conn.info is not None and not self.conn.closed and not self.gone:
-            self.shortcut.arm(protocol.PING_ANSWERS[self.conn.version])
+            self.shortcut.arm(
+                protocol.PING_ANSWERS[self.conn.version],
+                protocol.BEAT if self.conn.beating else None,
+            )
         else:
             self.shortcut.disarm()
 

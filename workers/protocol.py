@@ -49,7 +49,21 @@ PING_INTERVAL = 50
 #: within PING_INTERVAL, it spares the server its own keepalive ping. Every ping is a frame in
 #: and one out for the server, its main cost for an idle session: at 10,000 sessions 222 a
 #: second at 45 s (333 at the former 30 s, 500 at 20 s; docs/benchmarks.md, Scale).
+#: Workers whose hello says `pongs` are told QUIET_HEARTBEAT instead (below).
 WEBSOCKET_HEARTBEAT = 45
+#: A worker whose hello says `pongs` answers the server's `ping` with `pong`. The server then
+#: keeps its idle WebSocket session alive itself: its keepalive sends that session the
+#: protocol's `ping` (which a browser's script sees, unlike a WebSocket ping) once it has been
+#: silent PING_INTERVAL s (`beat` in welcome's limits), and closes it if no `pong` (or any
+#: other frame) comes within PING_TIMEOUT. The worker pings only when the server has been
+#: silent QUIET_HEARTBEAT s, which an idle session's beats never let happen (the server's
+#: check runs every second: beats come PING_INTERVAL to PING_INTERVAL + 1 s apart, plus the
+#: round trip), and reconnects after twice that without a word. Why: the server sends the
+#: beats of every session due in one pass, once a second, and their pongs come back together,
+#: where pings every worker times for itself arrive one by one and wake the server one by one
+#: (each wake-up costs more than the ping it carries: docs/benchmarks.md, Scale). Still under
+#: the 60 s of common proxies, both ways.
+QUIET_HEARTBEAT = 55
 PING_TIMEOUT = 30
 DAPHNE_KEEPALIVE_ARGS = (
     "--ping-interval",
@@ -114,10 +128,11 @@ class Hello(Message, tag="hello", forbid_unknown_fields=False):
     `campaign`: work for this campaign only; `js`: accepts JavaScript kernels (default true
     for browsers); `gpu`: the WebGPU adapter when the session runs gpu kernels (without it, it
     is never sent one); `memory`: bytes the session gives a kernel at most (campaigns whose
-    kernel declares more are not sent to it). With a token, the organization's unapproved
-    campaigns are served too;
-    without one, only campaigns a platform admin approved. Unknown fields are ignored here
-    (a newer worker may announce more than this server knows)."""
+    kernel declares more are not sent to it); `pongs`: the worker answers the server's `ping`
+    with `pong` (over WebSocket the server then keeps the idle session alive with its pings:
+    `beat` in welcome's limits). With a token, the organization's unapproved campaigns are
+    served too; without one, only campaigns a platform admin approved. Unknown fields are
+    ignored here (a newer worker may announce more than this server knows)."""
 
     v: Annotated[int, msgspec.Meta(ge=0, le=1 << 16)]
     kind: Literal["browser", "native"]
@@ -128,6 +143,7 @@ class Hello(Message, tag="hello", forbid_unknown_fields=False):
     site: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     campaign: LeaseId | None = None
     js: bool | None = None
+    pongs: bool | None = None
     gpu: GpuInfo | None = None
     memory: Annotated[int, msgspec.Meta(ge=0, le=1 << 48)] | None = None
 
@@ -203,9 +219,16 @@ class Metrics(Message, tag="metrics"):
 
 
 class Ping(Message, tag="ping"):
-    """Heartbeat, every `heartbeat` seconds of the limits (45 s over WebSocket, 8 s over the
-    HTTP fallback). Answered with `pong`; a WebSocket session's liveness is its server
-    process's, so the server writes nothing for it."""
+    """Heartbeat, answered with `pong`. From a worker: every `heartbeat` seconds of the limits
+    (45 s over WebSocket, 8 s over the HTTP fallback); with `beat` in the limits, only once
+    the server has been silent `heartbeat` seconds (55 s). A WebSocket session's liveness is its
+    server process's, so the server writes nothing for it. From the server (a hello with
+    `pongs`, over WebSocket): sent once the worker has been silent `beat` seconds; answer at
+    once, or the socket is closed after 30 s."""
+
+
+class Pong(Message, tag="pong"):
+    """Answer to ping. From a worker it changes nothing but that the session was heard from."""
 
 
 class Bye(Message, tag="bye"):
@@ -214,7 +237,7 @@ class Bye(Message, tag="bye"):
 
 
 WorkerMessage: TypeAlias = (
-    Hello | Want | Result | Checkpoint | Progress | Release | Metrics | Ping | Bye
+    Hello | Want | Result | Checkpoint | Progress | Release | Metrics | Ping | Pong | Bye
 )
 
 
@@ -267,12 +290,25 @@ class PingV1(Ping, tag="ping", forbid_unknown_fields=False):
     pass
 
 
+class PongV1(Pong, tag="pong", forbid_unknown_fields=False):
+    pass
+
+
 class ByeV1(Bye, tag="bye", forbid_unknown_fields=False):
     pass
 
 
 WorkerMessageV1: TypeAlias = (
-    Hello | WantV1 | ResultV1 | CheckpointV1 | ProgressV1 | ReleaseV1 | MetricsV1 | PingV1 | ByeV1
+    Hello
+    | WantV1
+    | ResultV1
+    | CheckpointV1
+    | ProgressV1
+    | ReleaseV1
+    | MetricsV1
+    | PingV1
+    | PongV1
+    | ByeV1
 )
 
 
@@ -280,13 +316,17 @@ WorkerMessageV1: TypeAlias = (
 
 
 class Limits(msgspec.Struct, omit_defaults=True):
-    """The server's limits, sent in `welcome` (bytes; `heartbeat` in seconds)."""
+    """The server's limits, sent in `welcome` (bytes; `heartbeat` and `beat` in seconds).
+    `beat` (a hello with `pongs`, over WebSocket, to a server that sends them): the server
+    pings the session once it has been silent this long; absent, the worker pings every
+    `heartbeat`."""
 
     max_frame: int
     max_batch: int
     max_output: int
     max_checkpoint: int
     heartbeat: int
+    beat: int | None = None
 
 
 class Welcome(Message, tag="welcome"):
@@ -368,10 +408,6 @@ class Cancel(Message, tag="cancel"):
     reason: str
 
 
-class Pong(Message, tag="pong"):
-    """Answer to ping."""
-
-
 class Error(Message, tag="error"):
     """A refused message, which changed nothing. `code`: `malformed`, `too_large`, `invalid`,
     `unknown_type`, `hello_first`, `not_leased` (a result or checkpoint for a lease this
@@ -384,7 +420,7 @@ class Error(Message, tag="error"):
     fatal: bool
 
 
-ServerMessage: TypeAlias = Welcome | Tasks | Ack | Idle | Cancel | Pong | Error | Bye
+ServerMessage: TypeAlias = Welcome | Tasks | Ack | Idle | Cancel | Ping | Pong | Error | Bye
 
 
 class Envelope(msgspec.Struct):
@@ -544,3 +580,21 @@ def _ping_answers() -> dict[int, dict[bytes, bytes]]:
 
 #: {version: {ping frame: pong frame}} (see _ping_answers).
 PING_ANSWERS = _ping_answers()
+
+
+def _beat() -> tuple[bytes, bytes]:
+    """The server's `ping` frame to a session whose hello said `pongs`, and the worker's `pong`
+    frame that answers it, which the server takes without waking the session's consumer
+    (ccgsc/server.py); a pong spelled otherwise is decoded as usual. Checked against the
+    decoders, as above."""
+    ping, pong = encode(Ping()), encode(Pong())
+    if not isinstance(decode_server(ping), Ping):
+        raise RuntimeError(f"{ping!r} does not decode as a server's ping")
+    for version in VERSIONS:
+        if not isinstance(decode(pong, version=version), Pong):
+            raise RuntimeError(f"{pong!r} does not decode as a version {version} pong")
+    return ping, pong
+
+
+#: (the server's ping frame, the worker's pong frame) (see _beat).
+BEAT = _beat()
