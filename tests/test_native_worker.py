@@ -1242,3 +1242,50 @@ async def test_websocket_transport_speaks_binary_msgpack() -> None:
         assert await t.recv() is None
         await t.close()
     assert all(isinstance(f, bytes) for f in received)
+
+
+# --- heartbeat -----------------------------------------------------------------------------------
+
+
+def test_without_beats_the_worker_pings_every_heartbeat_and_gives_a_silent_server_up() -> None:
+    step = client_mod.heartbeat_step
+    assert step(100.0, heard=100.0, pinged=100.0, heartbeat=45, beat=None) == ("wait", 45.01)
+    assert step(145.0, heard=140.0, pinged=100.0, heartbeat=45, beat=None) == ("ping", 0.0)
+    # Heard from all along: still a ping every heartbeat.
+    assert step(190.0, heard=189.0, pinged=145.0, heartbeat=45, beat=None)[0] == "ping"
+    assert step(190.1, heard=100.0, pinged=145.0, heartbeat=45, beat=None) == ("dead", 0.0)
+
+
+def test_with_beats_the_worker_pings_only_once_the_server_has_been_silent_a_heartbeat() -> None:
+    step = client_mod.heartbeat_step
+    inf = float("inf")
+    # The server talks (its pings of a silent session among others): no ping of ours, ever.
+    for now in (110.0, 150.0, 154.9):
+        assert step(now, heard=100.0, pinged=-inf, heartbeat=55, beat=50)[0] == "wait"
+    assert step(150.0, heard=100.0, pinged=-inf, heartbeat=55, beat=50) == ("wait", 5.01)
+    # Silent a heartbeat (we talked, nothing came back): one ping for this silence...
+    assert step(155.0, heard=100.0, pinged=-inf, heartbeat=55, beat=50) == ("ping", 0.0)
+    # ...then only the wait for the server to be given up.
+    assert step(155.0, heard=100.0, pinged=155.0, heartbeat=55, beat=50) == ("wait", 55.01)
+    assert step(210.1, heard=100.0, pinged=155.0, heartbeat=55, beat=50) == ("dead", 0.0)
+    # Once it speaks again, the next silence gets its ping.
+    assert step(216.0, heard=160.0, pinged=155.0, heartbeat=55, beat=50) == ("ping", 0.0)
+
+
+async def test_the_worker_announces_pongs_and_answers_the_servers_ping() -> None:
+    h = Harness()
+    server = await h.start()
+    assert server.of("hello")[0]["pongs"] is True
+    server.push({"t": "ping"})
+    await until(lambda: server.of("pong"))
+    assert server.of("ping") == []  # answered, not pinged back
+    await h.stop()
+
+
+def test_a_welcome_with_beat_makes_the_session_wait_for_the_servers_pings() -> None:
+    limits = {"max_frame": 1 << 20, "max_batch": 8, "heartbeat": 55, "beat": 50}
+    with_beat = client_mod.Session.from_welcome(1, None, {"session": 1, "limits": limits})  # type: ignore[arg-type]
+    assert (with_beat.heartbeat, with_beat.beat) == (55.0, 50.0)
+    del limits["beat"]
+    without = client_mod.Session.from_welcome(1, None, {"session": 1, "limits": limits})  # type: ignore[arg-type]
+    assert without.beat is None

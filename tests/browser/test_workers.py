@@ -20,6 +20,7 @@ from campaigns.models import Campaign, Kernel, Result, Task
 from kernelhost import KernelHost
 from tests.browser.helpers import wait_for
 from tests.conftest import kernel_bytes
+from tests.live import start_server
 from workers import protocol
 from workers.models import WorkerSession
 
@@ -357,6 +358,34 @@ def test_a_hidden_tab_pauses_unless_background_work_is_allowed(browser, platform
         assert page.evaluate("window.ccgscHarness.snapshot().state") != "paused"
     finally:
         context.close()
+
+
+def test_an_idle_tab_answers_the_servers_pings_and_keeps_its_session(browser, platform):
+    # A server whose keepalive pings after 1 s of silence (instead of 50 s) and drops a socket
+    # whose answer has not come 3 s after.
+    quick = start_server(daphne_args=("--ping-interval", "1", "--ping-timeout", "3"))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{quick.url}/contribute/")
+        page.click("#start")
+        page.wait_for_function("() => window.ccgscHarness.snapshot().session !== null")
+        session = page.evaluate("window.ccgscHarness.snapshot().session")
+        limits = page.evaluate("window.ccgscHarness.limits")
+        assert (limits["beat"], limits["heartbeat"]) == (50, protocol.QUIET_HEARTBEAT)
+        page.evaluate(RECORD_SENT)
+        # Each of the server's pings (a protocol message, which the page's script sees) gets
+        # its pong; more of them than the 3 s the server waits for one: the socket stays.
+        page.wait_for_function(
+            "() => window.ccgscHarness.sent.filter((m) => m.t === 'pong').length >= 5",
+            timeout=90_000,
+        )
+        assert page.evaluate("window.ccgscHarness.snapshot().session") == session
+        # Never silent itself that long, the server needs no ping from the tab.
+        assert page.evaluate("window.ccgscHarness.sent.filter((m) => m.t === 'ping')") == []
+    finally:
+        context.close()
+        quick.stop()
 
 
 def test_a_signed_in_contributor_gets_the_results(browser, platform, make_campaign, people):

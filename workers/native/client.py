@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import platform
 import random
@@ -64,7 +65,8 @@ WELCOME_TIMEOUT = 30.0
 BYE_WAIT = 5.0
 STATS_INTERVAL = 10.0
 #: A session whose server has said nothing for this many heartbeats is considered dead (90 s at
-#: the WebSocket heartbeat of 45 s: a server answers every ping at once).
+#: the WebSocket heartbeat of 45 s, 110 s at 55 s when the server pings a silent session
+#: itself: a server answers every ping at once).
 SILENT_HEARTBEATS = 2
 #: A connection that lasted this long resets the reconnect backoff.
 STABLE_SECONDS = 10.0
@@ -139,6 +141,9 @@ class Session:
     max_output: int = 4 * 1024 * 1024
     max_checkpoint: int = 4 * 1024 * 1024
     heartbeat: float = 20.0
+    # Seconds of our silence after which the server pings us (None: it does not, so we ping
+    # every heartbeat; protocol.QUIET_HEARTBEAT).
+    beat: float | None = None
     campaigns: dict[int, CampaignSpec | str] = field(default_factory=dict)  # str: why invalid
     plans: dict[int, RunPlan] = field(default_factory=dict)
     waiting: dict[int, list[Job]] = field(default_factory=dict)  # for their kernel/static data
@@ -175,7 +180,29 @@ class Session:
             max_output=num("max_output", 4 * 1024 * 1024),
             max_checkpoint=num("max_checkpoint", 4 * 1024 * 1024),
             heartbeat=float(num("heartbeat", 20)),
+            beat=float(num("beat", 0)) or None,
         )
+
+
+def heartbeat_step(
+    now: float, heard: float, pinged: float, heartbeat: float, beat: float | None
+) -> tuple[str, float]:
+    """What a session's heartbeat does at `now` (monotonic seconds; `heard`: the server's last
+    message, `pinged`: our last ping): ("dead", 0) once the server has been silent
+    SILENT_HEARTBEATS heartbeats; ("ping", 0); or ("wait", seconds until the next look).
+    Without `beat` a ping every `heartbeat`; with it (the server pings this session when it is
+    silent, and we answer) one only once the server has been silent `heartbeat`, once per
+    silence."""
+    dead_at = heard + SILENT_HEARTBEATS * heartbeat
+    if now > dead_at:
+        return "dead", 0.0
+    if beat is None:
+        ping_at = pinged + heartbeat
+    else:
+        ping_at = heard + heartbeat if pinged < heard else math.inf
+    if now >= ping_at:
+        return "ping", 0.0
+    return "wait", min(ping_at, dead_at) - now + 0.01
 
 
 def user_agent() -> str:
@@ -450,21 +477,27 @@ class Worker:
             campaign=self.options.campaign,
             gpu=protocol.GpuInfo(**self.gpu_info.hello()) if self.gpu_info else None,
             memory=self.options.memory,
+            pongs=True,
         )
 
     async def _heartbeat(self, s: Session) -> None:
-        """Ping every `heartbeat` seconds; a server silent for several of them is gone (the
-        TCP connection can stay up through a dead proxy)."""
+        """Ping as heartbeat_step says; a server gone silent ends the session (the TCP
+        connection can stay up through a dead proxy)."""
+        pinged = time.monotonic() if s.beat is None else -math.inf  # (once per silence)
         while not s.closed:
-            await asyncio.sleep(s.heartbeat)
-            if time.monotonic() - s.last_heard > SILENT_HEARTBEATS * s.heartbeat:
+            now = time.monotonic()
+            step, wait = heartbeat_step(now, s.last_heard, pinged, s.heartbeat, s.beat)
+            if step == "dead":
                 log.warning(
-                    "the server has been silent for %.0f s; reconnecting",
-                    time.monotonic() - s.last_heard,
+                    "the server has been silent for %.0f s; reconnecting", now - s.last_heard
                 )
                 await s.transport.close()
                 return
-            s.transport.send(protocol.Ping())
+            if step == "ping":
+                s.transport.send(protocol.Ping())
+                pinged = now
+            else:
+                await asyncio.sleep(wait)
 
     # --- messages from the server -------------------------------------------------------------
 
@@ -489,6 +522,8 @@ class Worker:
             self._on_error(s, msg)
         elif kind == "bye":
             asyncio.get_running_loop().create_task(s.transport.close())
+        elif kind == "ping":
+            s.transport.send(protocol.Pong())  # the server's, to a silent session (hello: pongs)
         elif kind != "pong":
             log.debug("ignoring a %r message", kind)
 

@@ -132,11 +132,12 @@ class WebSocketTransport:
             max_size=MAX_INCOMING_FRAME,
             # msgpack of random-ish task data compresses poorly; deflate would only cost CPU.
             compression=None,
-            # No library-level keepalive: the protocol's `ping` every `heartbeat` (client.py)
-            # finds a silent server (SILENT_HEARTBEATS) and keeps proxies open, and the server
-            # takes it as the sign of life its own keepalive waits for. A WebSocket ping on top
-            # was a second frame and answer per idle session for the server (docs/benchmarks.md,
-            # Scale).
+            # No library-level keepalive: the protocol's `ping`s (the server's to a silent
+            # session, answered with `pong`, or ours after `heartbeat` of the server's silence:
+            # client.py) find a silent server (SILENT_HEARTBEATS) and keep proxies open, and
+            # the server takes them as the sign of life its own keepalive waits for. A
+            # WebSocket ping on top was a second frame and answer per idle session for the
+            # server (docs/benchmarks.md, Scale).
             ping_interval=None,
             close_timeout=2,
         )

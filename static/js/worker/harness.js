@@ -101,6 +101,8 @@ export class Harness {
     this.recent = [];
     this._timers = new Set();
     this._heartbeat = null;
+    this.lastHeard = 0; // performance.now() of the server's last message
+    this.pingedAt = 0; // and of our last ping
     this._updateQueued = false;
   }
 
@@ -568,7 +570,8 @@ export class Harness {
     if (!(await connection.open())) return;
     if (this.connection !== connection) return;
     /** @type {Record<string, any>} */
-    const hello = { t: "hello", v: VERSION, kind: "browser", slots: this.handCount, agent: navigator.userAgent.slice(0, 200), js: true };
+    // pongs: we answer the server's ping, so it keeps an idle socket alive itself (limits.beat).
+    const hello = { t: "hello", v: VERSION, kind: "browser", slots: this.handCount, agent: navigator.userAgent.slice(0, 200), js: true, pongs: true };
     if (this.site) hello.site = this.site;
     this.gpuAnnounced = gpu !== null;
     if (gpu !== null) hello.gpu = gpu;
@@ -601,6 +604,7 @@ export class Harness {
   }
 
   _onMessage(msg) {
+    this.lastHeard = performance.now();
     switch (msg.t) {
       case "welcome":
         this.session = msg.session;
@@ -613,7 +617,23 @@ export class Harness {
           this._heartbeat = null;
         }
         if (this.limits && this.limits.heartbeat && this.connection.transportName === "websocket") {
-          this._heartbeat = this._every(this.limits.heartbeat * 1000, () => this._send({ t: "ping" }));
+          const every = this.limits.heartbeat * 1000;
+          if (this.limits.beat) {
+            // The server pings this socket when we are silent (answered below): a ping of ours
+            // is needed only when the server has been silent `heartbeat` (we kept talking and
+            // nothing came back), once per silence. A look every few seconds, not a timer per
+            // ping: most idle tabs never send one.
+            this.pingedAt = 0;
+            this._heartbeat = this._every(every / 11, () => {
+              const now = performance.now();
+              if (now - this.lastHeard >= every && this.pingedAt < this.lastHeard) {
+                this.pingedAt = now;
+                this._send({ t: "ping" });
+              }
+            });
+          } else {
+            this._heartbeat = this._every(every, () => this._send({ t: "ping" }));
+          }
         }
         this._markIdleHands();
         this._askForWork();
@@ -644,6 +664,9 @@ export class Harness {
       }
       case "ack":
         if (Array.isArray(msg.leases)) this._resultsAcknowledged();
+        break;
+      case "ping":
+        this._send({ t: "pong" }); // the server's, to a silent socket: we are here
         break;
       case "error":
         if (this.resultsInFlight !== null) this._resultsAcknowledged();
