@@ -4,12 +4,13 @@ come back (workers/liveness.py). PostgreSQL and Redis from DATABASE_URL and REDI
     python -m bench.liveness [--before REV] [--sessions N] [--window S] [--holders K]
         [--kill-only | --pings-only]
 
-pings: N sessions on one daphne process say hello, want one task (told idle) and then only
-`ping` at the heartbeat the server told them in `welcome`, as the browser harness and the native
-worker do. Over a window of S seconds once all are connected: the database's transactions per
-second (pg_stat_database.xact_commit of the bench database: every statement outside a
-transaction is one), rows updated per second in the session and process tables
-(pg_stat_user_tables.n_tup_upd), pings per second, and the server's CPU.
+pings: N sessions on one daphne process say hello, want one task (told idle) and then only keep
+the protocol's heartbeat, as the browser harness and the native worker do (bench/keepalive.py:
+they answer the server's `ping`, or, with a server that sends none, `ping` at the heartbeat it
+told them in `welcome`); "pings" below counts both. Over a window of S seconds once all are
+connected: the database's transactions per second (pg_stat_database.xact_commit of the bench
+database: every statement outside a transaction is one), rows updated per second in the session
+and process tables (pg_stat_user_tables.n_tup_upd), pings per second, and the server's CPU.
 
 kill: K sessions on process A each lease two tasks and hold them (a campaign of the default
 300 s task timeout: the leases' deadline is 600 s away); one session on process B, so that B
@@ -49,6 +50,7 @@ async def _session(
     import msgpack
     import websockets
 
+    from bench.keepalive import Heartbeat
     from workers import protocol
 
     async with opening:  # handshakes paced, as in bench.scale
@@ -59,30 +61,29 @@ async def _session(
             ping_interval=keepalive,  # WebSocket pings as the server's tree's native worker
         )
         hello = {"t": "hello", "v": 1, "kind": "native", "slots": 2, "agent": "bench-liveness"}
+        hello["pongs"] = True
         await ws.send(msgpack.packb(hello))
         welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
-    heartbeat = float(welcome["limits"]["heartbeat"])
+    heartbeat = Heartbeat(ws, welcome["limits"], pings)
     await ws.send(msgpack.packb({"t": "want", "n": want}))
     while True:  # told idle, or given its tasks (which it holds and never answers)
         msg = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
+        await heartbeat.message(msg)
         if msg["t"] in ("idle", "tasks"):
             break
     ready.append(welcome["session"])
 
-    async def drain() -> None:
+    async def read() -> None:
         with contextlib.suppress(websockets.ConnectionClosed):  # its server was killed
-            async for _ in ws:
-                pass
+            async for frame in ws:
+                await heartbeat.message(msgpack.unpackb(frame, raw=False, strict_map_key=False))
 
-    reader = asyncio.create_task(drain())
+    reader = asyncio.create_task(read())
+    pinger = asyncio.create_task(heartbeat.run())
     try:
-        while not reader.done():
-            await asyncio.wait([reader], timeout=heartbeat)
-            if not reader.done():
-                await ws.send(msgpack.packb({"t": "ping"}))
-                pings[0] += 1
-    except websockets.ConnectionClosed:
-        pass
+        await reader
+    finally:
+        pinger.cancel()
 
 
 async def _clients(url: str, n: int, want: int, keepalive: float | None) -> None:
@@ -178,14 +179,13 @@ def _stats_settle() -> None:
 
 def pings_run(b: Any, n: int, window: float, root: Path | None) -> dict[str, Any]:
     from bench import platform as bp
-    from bench.scale import _forget_sessions, _server
+    from bench.scale import _forget_sessions, _server, _until_steady
 
     server = _server(b, root, MAX_SESSIONS_PER_ORIGIN="0", MAX_SLOTS_PER_ORIGIN="0")
     clients = _spawn_clients(b.env, server.url, n, 1, root)
     try:
         ready = _read(clients)["ready"]
-        # A heartbeat after the last hello, so every session is in its steady state.
-        time.sleep(5)
+        _until_steady()  # every session in its heartbeat's steady rhythm
         _stats_settle()
         before, cpu0 = _db_counters(b.database), bp.cpu_seconds(server.proc.pid)
         pings0 = _ask(clients)["pings"]

@@ -15,9 +15,11 @@ hello and want one task, and are told idle. Measured: connect rate, the server's
 session (RSS growth / N), its CPU while all N sit idle, and the time from the campaign start
 until every session has its first task. With --before REV, the same runs are made first with
 the server code of commit REV (git archive into a temporary directory), side by side. The
-clients send WebSocket pings as that tree's native worker does; with --ping they also send the
-protocol's `ping` every `heartbeat` of `welcome`, as real workers do, and the idle window starts
-one heartbeat after the last handshake.
+clients send WebSocket pings as that tree's native worker does; with --ping they also keep the
+protocol's heartbeat as real workers do (bench/keepalive.py: they answer the server's pings,
+or, with a server that sends none, ping every `heartbeat` of `welcome`), and the idle window
+starts once every session is in that rhythm (the server's keepalive interval after the last
+handshake).
 
 visitors N: as idle, but each client comes from its own network (X-Forwarded-For through a
 trusted proxy address, TRUSTED_PROXY_ADDRESSES=127.0.0.1), and the per-origin caps keep their
@@ -32,11 +34,11 @@ tasks lost (not done when it ends) and double-counted (more than one valid resul
 
 cluster N: as idle, but N sessions across --processes daphne processes (2 by default) on the
 same database and Redis, the clients split evenly over them (at most CLIENTS_PER_PROCESS
-sessions per client process, each client process on one server). The clients send the
-protocol's application `ping` every `heartbeat` as real workers do (with --no-ping they do
-not, as idle's clients). Measured per server process and overall: connect rate, memory per
-session, idle CPU, and the time from the campaign start (one campaign of N tasks, started in
-the bench process) until every session of every process has work.
+sessions per client process, each client process on one server). The clients keep the protocol's
+heartbeat as real workers do (with --no-ping they do not, as idle's clients). Measured per
+server process and overall: connect rate, memory per session, idle CPU, and the time from the
+campaign start (one campaign of N tasks, started in the bench process) until every session of
+every process has work.
 
 working N: N simulated protocol workers (1 slot each, fed as the native worker is: `want` =
 room up to 4 frames, results batched and paced by acks, each task "running" WORKING_TASK_MS)
@@ -113,6 +115,7 @@ async def _client(
     import msgpack
     import websockets
 
+    from bench.keepalive import Heartbeat
     from workers import protocol
 
     headers = {"X-Forwarded-For": visitor_address(n)} if distinct else None
@@ -127,36 +130,40 @@ async def _client(
             ping_timeout=protocol.PING_TIMEOUT,
         )
         hello = {"t": "hello", "v": 1, "kind": "native", "slots": 1, "agent": "scale"}
+        if heartbeat:
+            hello["pongs"] = True
         await ws.send(msgpack.packb(hello))
         welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
         if welcome["t"] != "welcome":
             await ws.close()
             raise RuntimeError(f"refused: {welcome.get('code')}: {welcome.get('message')}")
-    pinger = (
-        asyncio.create_task(_heartbeat(ws, welcome["limits"]["heartbeat"])) if heartbeat else None
-    )
+    keepalive = Heartbeat(ws, welcome["limits"]) if heartbeat else None
+    pinger = asyncio.create_task(keepalive.run()) if keepalive is not None else None
+    fed_yet = asyncio.Event()
+
+    async def read() -> None:
+        # All along (a server's ping gets its pong while the session waits at the gate too).
+        async for frame in ws:
+            msg = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+            if keepalive is not None:
+                await keepalive.message(msg)
+            if msg["t"] == "tasks" and not fed_yet.is_set():
+                fed.append(time.time())
+                fed_yet.set()
+
     async with ws:
+        reader = asyncio.create_task(read())
         await ws.send(msgpack.packb({"t": "want", "n": 1}))
         connected.append(time.time())
-        while True:
-            msg = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
-            if msg["t"] == "tasks":
-                fed.append(time.time())
-                break
+        await asyncio.wait(
+            [reader, asyncio.create_task(fed_yet.wait())], return_when="FIRST_COMPLETED"
+        )
+        if reader.done():
+            reader.result()  # the connection closed before work came: its error
         await gate.wait()
-        if pinger is not None:
-            pinger.cancel()
-
-
-async def _heartbeat(ws: Any, every: float) -> None:
-    """The protocol's application ping every `every` seconds (as browsers and native workers
-    send it), the first at a random point of the first period so that N sessions spread."""
-    import msgpack
-
-    await asyncio.sleep(random.uniform(0, every))
-    while True:
-        await ws.send(msgpack.packb({"t": "ping"}))
-        await asyncio.sleep(every)
+        for task in (pinger, reader):
+            if task is not None:
+                task.cancel()
 
 
 async def _clients(
@@ -319,8 +326,8 @@ def idle_run(
     heartbeat: bool = False,
 ) -> dict[str, Any]:
     """n idle sessions on one server process, then a campaign of n tasks started (`heartbeat`:
-    the clients send the protocol's `ping` every `heartbeat` of `welcome`, as real workers do;
-    the idle window then starts one heartbeat after the last handshake)."""
+    the clients keep the protocol's heartbeat as real workers do, bench/keepalive.py; the idle
+    window then starts once it is in its steady rhythm)."""
     caps = (
         {"TRUSTED_PROXY_ADDRESSES": "127.0.0.1"}
         if distinct
@@ -360,9 +367,7 @@ def idle_run(
         time.sleep(2)  # the last handshakes' garbage settles before memory is read
         rss = _rss_kib(server.proc.pid)
         if heartbeat:
-            from workers.protocol import WEBSOCKET_HEARTBEAT
-
-            time.sleep(WEBSOCKET_HEARTBEAT)  # every session pinging at its pace
+            _until_steady()
         cpu0 = _cpu(server.proc.pid)
         time.sleep(idle_seconds)
         idle_cpu = (_cpu(server.proc.pid) - cpu0) / idle_seconds
@@ -385,6 +390,15 @@ def idle_run(
         "fed": fed["fed"],
         "last": fed["last"] - t0 if fed["last"] else None,
     }
+
+
+def _until_steady() -> None:
+    """Wait, after the last handshake, until every session keeps its heartbeat in its steady
+    rhythm: pinging at its pace, or pinged by the server once silent PING_INTERVAL (plus its
+    check's second)."""
+    from workers.protocol import PING_INTERVAL, WEBSOCKET_HEARTBEAT
+
+    time.sleep(max(WEBSOCKET_HEARTBEAT, PING_INTERVAL + 2))
 
 
 def _forget_sessions() -> None:
@@ -697,7 +711,8 @@ def cluster_run(
     heartbeat: bool = True,
 ) -> dict[str, Any]:
     """n idle sessions across `processes` daphne processes, then a campaign of n tasks
-    (`heartbeat`: the clients send the protocol's application ping, as real workers do)."""
+    (`heartbeat`: the clients keep the protocol's heartbeat, as real workers do; the idle
+    window then starts once it is in its steady rhythm)."""
     from bench import platform as bp
 
     caps = {"MAX_SESSIONS_PER_ORIGIN": "0", "MAX_SLOTS_PER_ORIGIN": "0"}
@@ -729,6 +744,8 @@ def cluster_run(
         conn_info = [_readline(c, deadline) for c in clients]
         time.sleep(2)  # the last handshakes' garbage settles before memory is read
         rss = [_rss_kib(s.proc.pid) for s in servers]
+        if heartbeat:
+            _until_steady()
         cpu0 = [_cpu(s.proc.pid) for s in servers]
         time.sleep(idle_seconds)
         idle_cpu = [
@@ -823,8 +840,9 @@ class _SimWorker:
     RESULT_BATCH, after RESULT_DELAY, or after RESULT_LINGER while more tasks wait), one
     result frame awaiting its ack at a time, each carrying the next `want`."""
 
-    def __init__(self, ws: Any, stats: WorkStats, task_ms: int) -> None:
+    def __init__(self, ws: Any, stats: WorkStats, task_ms: int, keepalive: Any) -> None:
         self.ws, self.stats, self.task_ms = ws, stats, task_ms
+        self.keepalive = keepalive  # bench.keepalive.Heartbeat
         self.queue: deque[int] = deque()
         self.ready = asyncio.Event()
         self.results: list[dict[str, Any]] = []
@@ -871,6 +889,7 @@ class _SimWorker:
         first = True
         async for raw in self.ws:
             msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            await self.keepalive.message(msg)
             if msg["t"] == "tasks":
                 if first:
                     first = False
@@ -913,6 +932,7 @@ async def _sim_worker(
     import msgpack
     import websockets
 
+    from bench.keepalive import Heartbeat
     from bench.platform import native_keepalive
     from workers import protocol
 
@@ -925,19 +945,21 @@ async def _sim_worker(
             ping_timeout=protocol.PING_TIMEOUT,
         )
         hello = {"t": "hello", "v": 2, "kind": "native", "slots": 1, "agent": "scale-working"}
+        hello["pongs"] = True
         await ws.send(msgpack.packb(hello))
         welcome = msgpack.unpackb(await ws.recv(), raw=False, strict_map_key=False)
         if welcome["t"] != "welcome":
             await ws.close()
             raise RuntimeError(f"refused: {welcome.get('code')}: {welcome.get('message')}")
     async with ws:
-        worker = _SimWorker(ws, stats, task_ms)
+        keepalive = Heartbeat(ws, welcome["limits"])
+        worker = _SimWorker(ws, stats, task_ms, keepalive)
         await ws.send(msgpack.packb({"t": "want", "n": worker.want()}))
         stats.connected += 1
         jobs = [
             asyncio.create_task(worker.receive()),
             asyncio.create_task(worker.run()),
-            asyncio.create_task(_heartbeat(ws, welcome["limits"]["heartbeat"])),
+            asyncio.create_task(keepalive.run()),
         ]
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*jobs, stopping], return_when="FIRST_COMPLETED")
@@ -1147,7 +1169,7 @@ def section(b: Bench, before: str | None) -> list[str]:
             r = idle_run(b, n, idle_seconds=IDLE_SECONDS)
             idle_rows.append(idle_row("now", r))
             print(idle_rows[-1], flush=True)
-        # Real workers' idle: the protocol's ping every heartbeat.
+        # Real workers' idle: the protocol's heartbeat (bench/keepalive.py).
         if root is not None:
             r = idle_run(b, 10_000, root=root, idle_seconds=IDLE_SECONDS, heartbeat=True)
             idle_rows.append(idle_row(f"before ({before}), pinging", r))
@@ -1180,10 +1202,12 @@ def section(b: Bench, before: str | None) -> list[str]:
         " (X-Forwarded-For through `TRUSTED_PROXY_ADDRESSES=127.0.0.1`) with the default caps."
         " Idle CPU: the server process over 20 s (5 s for the `before` rows of 2,000 and"
         " 5,000). The clients send WebSocket pings as the native worker of the tree under test"
-        " does (bench.platform.native_keepalive); in the `pinging` rows they also send the"
-        f" protocol's `ping` every {protocol.WEBSOCKET_HEARTBEAT} s (the `heartbeat` of"
-        " `welcome`) as browsers and native workers do, and the window starts one heartbeat"
-        " after the last handshake. The last column runs from `campaign_start` until the last"
+        " does (bench.platform.native_keepalive); in the `pinging` rows they also keep the"
+        " protocol's heartbeat as browsers and native workers do (bench/keepalive.py): they"
+        f" answer the `ping` a server sends a session silent {protocol.PING_INTERVAL} s, or,"
+        " with a server that sends none (an earlier commit's), `ping` every `heartbeat` of"
+        f" `welcome` ({protocol.WEBSOCKET_HEARTBEAT} s), and the window starts once every"
+        " session is in that rhythm. The last column runs from `campaign_start` until the last"
         " client has its first tasks frame.",
         "",
         *IDLE_HEADER,
@@ -1204,9 +1228,9 @@ def section(b: Bench, before: str | None) -> list[str]:
         f"{CLUSTER_PROCESSES} daphne processes together (`python -m bench.scale cluster 20000`):"
         " the same database and Redis, the idle clients split evenly over them in client"
         f" processes of at most {CLIENTS_PER_PROCESS:,} sessions, from 127.0.0.1 with"
-        " `MAX_SESSIONS_PER_ORIGIN=0`; unlike the rows above, the clients send the protocol's"
-        f" application `ping` every {protocol.WEBSOCKET_HEARTBEAT} s (the `heartbeat` of"
-        " `welcome`) as real workers do. One campaign of 20,000 tasks,"
+        " `MAX_SESSIONS_PER_ORIGIN=0`; unlike the rows above, the clients keep the protocol's"
+        " heartbeat as real workers do (they answer the server's `ping`, sent to a session"
+        f" silent {protocol.PING_INTERVAL} s). One campaign of 20,000 tasks,"
         " started in the bench process, feeds the sessions of both processes.",
         "",
         *CLUSTER_HEADER,
