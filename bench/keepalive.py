@@ -22,8 +22,18 @@ PONG = msgpack.packb({"t": "pong"})
 
 
 class Heartbeat:
-    def __init__(self, ws: Any, limits: dict[str, Any], sent: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        ws: Any,
+        limits: dict[str, Any],
+        sent: list[int] | None = None,
+        spread: float = 0.0,
+    ) -> None:
         self.ws = ws
+        # Seconds: each pong goes out after a random delay up to this (0: at once), standing
+        # for the spread of round trips of workers on real networks (bench.scale --pong-spread).
+        self.spread = spread
+        self.later: set[asyncio.Task[None]] = set()
         self.heartbeat = float(limits["heartbeat"])
         beat = limits.get("beat")
         self.beat = float(beat) if beat else None
@@ -34,9 +44,19 @@ class Heartbeat:
     async def message(self, msg: dict[str, Any]) -> None:
         """Every message read from the server: the server heard; its ping answered."""
         self.heard = time.monotonic()
-        if msg.get("t") == "ping":
+        if msg.get("t") != "ping":
+            return
+        self.sent[0] += 1
+        if not self.spread:
             await self.ws.send(PONG)
-            self.sent[0] += 1
+            return
+        task = asyncio.create_task(self._pong_after(random.uniform(0, self.spread)))
+        self.later.add(task)
+        task.add_done_callback(self.later.discard)
+
+    async def _pong_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.ws.send(PONG)
 
     async def run(self) -> None:
         while True:

@@ -3,6 +3,7 @@
 
     python -m bench.scale                       # the whole section, recorded
     python -m bench.scale idle 2000 5000 [--before REV] [--idle-seconds S] [--ping]
+        [--pong-spread MS]
     python -m bench.scale visitors 10000        # distinct visitors, default per-origin caps
     python -m bench.scale churn                 # Panther's visitor churn
     python -m bench.scale lease 2000 5000       # the lease statement alone, bulk vs per session
@@ -19,7 +20,9 @@ clients send WebSocket pings as that tree's native worker does; with --ping they
 protocol's heartbeat as real workers do (bench/keepalive.py: they answer the server's pings,
 or, with a server that sends none, ping every `heartbeat` of `welcome`), and the idle window
 starts once every session is in that rhythm (the server's keepalive interval after the last
-handshake).
+handshake). With --pong-spread MS each client sends its pong after a random delay of up to MS
+milliseconds, as workers on real networks answer a batch of the server's pings over their
+spread of round trips (on loopback they all answer at once).
 
 visitors N: as idle, but each client comes from its own network (X-Forwarded-For through a
 trusted proxy address, TRUSTED_PROXY_ADDRESSES=127.0.0.1), and the per-origin caps keep their
@@ -111,6 +114,7 @@ async def _client(
     opening: asyncio.Semaphore,
     ping: float,
     heartbeat: bool = False,
+    spread: float = 0.0,
 ) -> None:
     import msgpack
     import websockets
@@ -137,7 +141,7 @@ async def _client(
         if welcome["t"] != "welcome":
             await ws.close()
             raise RuntimeError(f"refused: {welcome.get('code')}: {welcome.get('message')}")
-    keepalive = Heartbeat(ws, welcome["limits"]) if heartbeat else None
+    keepalive = Heartbeat(ws, welcome["limits"], spread=spread) if heartbeat else None
     pinger = asyncio.create_task(keepalive.run()) if keepalive is not None else None
     fed_yet = asyncio.Event()
 
@@ -173,6 +177,7 @@ async def _clients(
     ping: float,
     heartbeat: bool = False,
     in_flight: int = IN_FLIGHT,
+    spread: float = 0.0,
 ) -> None:
     connected: list[float] = []
     fed: list[float] = []
@@ -181,7 +186,7 @@ async def _clients(
     opening = asyncio.Semaphore(in_flight)
     tasks = [
         asyncio.create_task(
-            _client(url, i, distinct, connected, fed, gate, opening, ping, heartbeat)
+            _client(url, i, distinct, connected, fed, gate, opening, ping, heartbeat, spread)
         )
         for i in range(n)
     ]
@@ -324,10 +329,12 @@ def idle_run(
     distinct: bool = False,
     idle_seconds: float,
     heartbeat: bool = False,
+    pong_spread: float = 0.0,
 ) -> dict[str, Any]:
     """n idle sessions on one server process, then a campaign of n tasks started (`heartbeat`:
-    the clients keep the protocol's heartbeat as real workers do, bench/keepalive.py; the idle
-    window then starts once it is in its steady rhythm)."""
+    the clients keep the protocol's heartbeat as real workers do, bench/keepalive.py, each
+    pong delayed up to `pong_spread` s; the idle window then starts once it is in its steady
+    rhythm)."""
     caps = (
         {"TRUSTED_PROXY_ADDRESSES": "127.0.0.1"}
         if distinct
@@ -356,6 +363,7 @@ def idle_run(
             [
                 *(sys.executable, "-m", "bench.scale", "--clients", url, str(n)),
                 *(str(int(distinct)), str(ping), str(int(heartbeat)), str(IN_FLIGHT)),
+                str(pong_spread),
             ],
             env=b.env,
             stdin=subprocess.PIPE,
@@ -1273,7 +1281,11 @@ def _cluster_or_working(
 def main(argv: list[str]) -> int:
     _raise_nofile()
     if argv[:1] == ["--clients"]:
-        extra = (argv[5] == "1", int(argv[6])) if len(argv) > 5 else ()
+        extra = (
+            (argv[5] == "1", int(argv[6]), float(argv[7]) if len(argv) > 7 else 0.0)
+            if len(argv) > 5
+            else ()
+        )
         asyncio.run(_clients(argv[1], int(argv[2]), argv[3] == "1", float(argv[4]), *extra))
         return 0
     if argv[:1] == ["--workers"]:
@@ -1288,6 +1300,11 @@ def main(argv: list[str]) -> int:
     if "--idle-seconds" in argv:
         i = argv.index("--idle-seconds")
         idle_seconds = float(argv[i + 1])
+        del argv[i : i + 2]
+    pong_spread = 0.0
+    if "--pong-spread" in argv:
+        i = argv.index("--pong-spread")
+        pong_spread = float(argv[i + 1]) / 1000  # given in ms
         del argv[i : i + 2]
     options: dict[str, int] = {name: 1 for name in ("--no-ping", "--ping") if name in argv}
     argv[:] = [a for a in argv if a not in options]
@@ -1322,10 +1339,22 @@ def main(argv: list[str]) -> int:
         pinging = bool(options.get("--ping"))
         for n in counts or [1000]:
             if root is not None:
-                r = idle_run(b, n, root=root, idle_seconds=idle_seconds, heartbeat=pinging)
+                r = idle_run(
+                    b,
+                    n,
+                    root=root,
+                    idle_seconds=idle_seconds,
+                    heartbeat=pinging,
+                    pong_spread=pong_spread,
+                )
                 print(idle_row(f"before ({before})", r), flush=True)
             r = idle_run(
-                b, n, distinct=what == "visitors", idle_seconds=idle_seconds, heartbeat=pinging
+                b,
+                n,
+                distinct=what == "visitors",
+                idle_seconds=idle_seconds,
+                heartbeat=pinging,
+                pong_spread=pong_spread,
             )
             print(idle_row("now", r), flush=True)
     return 0

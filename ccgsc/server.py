@@ -33,7 +33,8 @@ serverReject...), to fewer connections:
   timeouts were checked every 2 s), so a silent peer is pinged at most 1 s after ping_interval.
 
 And a WebSocket connection answers some frames itself (ShortcutWebSocketProtocol): an idle
-worker's only traffic is its `ping` every 45 s, which went through the Channels consumer (queue,
+worker's only traffic is its keepalive (a `ping` every 45 s, or its `pong` to the server's ping
+when its hello said `pongs`, below), which went through the Channels consumer (queue,
 dispatch, decode, handle, encode, send) for a `pong`. Once the worker endpoint has opened a
 session it arms the connection's Shortcut (ccgsc/sockets.py) with the exact ping frame of
 workers/protocol.py and its pong; such a frame is then answered here, as daphne's onMessage
@@ -222,16 +223,18 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             return False
         shortcut = self.shortcut
         pong = shortcut.pong
-        if pong is not None and size - 6 == len(pong) and unmask(data[2:6], data[6:]) == pong:
+        taken = pong is not None and size - 6 == len(pong)
+        if not taken and (shortcut.pending or size - 6 > shortcut.longest):
+            return False  # without unmasking it
+        payload = unmask(data[2:6], data[6:])
+        if taken and payload == pong:
             self.heard_pong()
             return True
         # A data frame ends a wait for the pong to the server's keepalive ping (autobahn's
         # autoPingRestartOnAnyTraffic): rare, autobahn's to do.
         if self.autoPingTimeoutCall is not None:
             return False
-        if shortcut.pending or size - 6 > shortcut.longest:
-            return False  # without unmasking it
-        answer = shortcut.lookup(unmask(data[2:6], data[6:]))
+        answer = shortcut.lookup(payload)
         if answer is None:
             return False
         self.send_answer(answer)
@@ -403,6 +406,7 @@ class Server(daphne_server.Server):
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         shortcut = getattr(protocol, "shortcut", None)
         if isinstance(shortcut, Shortcut):
+            shortcut.keepalive = self.ping_interval
             scope.setdefault("extensions", {})[SHORTCUT] = shortcut
         queue = super().create_application(protocol, scope)
         instance = self.connections.get(protocol, {}).get("application_instance")

@@ -48,14 +48,17 @@ class Shortcut:
     WebSocket ping, and takes the exact pong frame as its answer, which never reaches the
     application (it answers nothing, so it has no order to keep)."""
 
-    __slots__ = ("answers", "beat", "longest", "pending", "pong")
+    __slots__ = ("answers", "beat", "keepalive", "longest", "pending", "pong")
 
-    def __init__(self) -> None:
+    def __init__(self, keepalive: float | None = None) -> None:
         self.answers: Mapping[bytes, bytes] = _NONE
         self.longest = 0
         self.pending = 0
         self.beat: bytes | None = None
         self.pong: bytes | None = None
+        # Seconds of silence after which the server's keepalive pings the connection (its
+        # ping_interval), for the application to tell its peer; None: unknown.
+        self.keepalive = keepalive
 
     def arm(self, answers: Mapping[bytes, bytes], beat: tuple[bytes, bytes] | None = None) -> None:
         self.answers, self.longest = answers, max(map(len, answers), default=0)

@@ -131,10 +131,10 @@ def test_http_sessions_are_told_to_ping_within_one_long_poll() -> None:
     assert ws_heartbeat < protocol.PING_INTERVAL
     # A worker the server pings (hello: pongs) pings only a server silent longer than the
     # server's keepalive plus its 1 s check and some, and still within common proxies' 60 s.
-    beaten = connection_limits(WorkerSession.Transport.WEBSOCKET, beat=True)
+    beaten = connection_limits(WorkerSession.Transport.WEBSOCKET, beat=protocol.PING_INTERVAL)
     assert (beaten.beat, beaten.heartbeat) == (protocol.PING_INTERVAL, protocol.QUIET_HEARTBEAT)
     assert protocol.PING_INTERVAL + 3 < beaten.heartbeat < 60
-    assert connection_limits(WorkerSession.Transport.HTTP, beat=True).beat is None
+    assert connection_limits(WorkerSession.Transport.HTTP, beat=50).beat is None
 
 
 @pytest.mark.django_db

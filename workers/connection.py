@@ -65,23 +65,24 @@ def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 
 
 def limits(
-    transport: str = WorkerSession.Transport.WEBSOCKET, *, beat: bool = False
+    transport: str = WorkerSession.Transport.WEBSOCKET, *, beat: int | None = None
 ) -> protocol.Limits:
-    """`beat`: the server pings this WebSocket session when it is silent (protocol.BEAT)."""
+    """`beat`: the server pings this WebSocket session once it has been silent that many
+    seconds (protocol.BEAT); the worker then pings only a server silent QUIET_MARGIN longer."""
     cfg = settings.CCGSC
     # The HTTP fallback keeps no socket: its session lives on its requests, so it must be heard
     # from well within the sweeper's two-long-poll cutoff (workers.sweeper).
     if transport == WorkerSession.Transport.HTTP:
-        heartbeat, beat = sessions.HTTP_HEARTBEAT_SECONDS, False
+        heartbeat, beat = sessions.HTTP_HEARTBEAT_SECONDS, None
     else:
-        heartbeat = protocol.QUIET_HEARTBEAT if beat else protocol.WEBSOCKET_HEARTBEAT
+        heartbeat = protocol.WEBSOCKET_HEARTBEAT if beat is None else beat + protocol.QUIET_MARGIN
     return protocol.Limits(
         max_frame=protocol.MAX_FRAME,
         max_batch=protocol.MAX_BATCH,
         max_output=int(cfg["RESULT_MAX_BYTES"]),
         max_checkpoint=int(cfg["CHECKPOINT_MAX_BYTES"]),
         heartbeat=int(heartbeat),
-        beat=protocol.PING_INTERVAL if beat else None,
+        beat=beat,
     )
 
 
@@ -116,11 +117,12 @@ class WorkerConnection:
         profile: str | None = None,
         channel: str = "",
         kick: Callable[[int], Awaitable[None]] | None = None,
-        beats: bool = False,
+        beats: float | None = None,
     ) -> None:
         self.send = send
-        # Whether the transport can ping a silent session itself (the platform's server: a
-        # WebSocket connection's Shortcut); a hello with `pongs` then gets `beat` (limits()).
+        # After how many seconds of silence the transport pings a session itself (the
+        # platform's server: a WebSocket connection's Shortcut; None: it does not); a hello
+        # with `pongs` is then told so (`beat`, limits()).
         self.beats = beats
         self.beating = False
         # Closes the transport (the WebSocket consumer's close, with a code): used when the
@@ -308,12 +310,13 @@ class WorkerConnection:
         self.beating = bool(
             hello.pongs and self.beats and self.transport == WorkerSession.Transport.WEBSOCKET
         )
+        beat = max(1, round(self.beats)) if self.beating and self.beats else None
         await self.send(
             protocol.Welcome(
                 v=hello.v,
                 session=session.pk,
                 secret=secret,
-                limits=limits(self.transport, beat=self.beating),
+                limits=limits(self.transport, beat=beat),
             )
         )
 

@@ -50,7 +50,7 @@ class WorkConsumer(QuietWhenClosed, AsyncWebsocketConsumer):
             profile=profile,
             channel=self.channel_name or "",
             kick=self._close,
-            beats=self.shortcut is not None,
+            beats=self.shortcut.keepalive if self.shortcut is not None else None,
         )
         await self.accept()
 

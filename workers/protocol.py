@@ -49,21 +49,23 @@ PING_INTERVAL = 50
 #: within PING_INTERVAL, it spares the server its own keepalive ping. Every ping is a frame in
 #: and one out for the server, its main cost for an idle session: at 10,000 sessions 222 a
 #: second at 45 s (333 at the former 30 s, 500 at 20 s; docs/benchmarks.md, Scale).
-#: Workers whose hello says `pongs` are told QUIET_HEARTBEAT instead (below).
+#: Workers whose hello says `pongs` are told `beat` + QUIET_MARGIN instead (below).
 WEBSOCKET_HEARTBEAT = 45
 #: A worker whose hello says `pongs` answers the server's `ping` with `pong`. The server then
 #: keeps its idle WebSocket session alive itself: its keepalive sends that session the
 #: protocol's `ping` (which a browser's script sees, unlike a WebSocket ping) once it has been
-#: silent PING_INTERVAL s (`beat` in welcome's limits), and closes it if no `pong` (or any
-#: other frame) comes within PING_TIMEOUT. The worker pings only when the server has been
-#: silent QUIET_HEARTBEAT s, which an idle session's beats never let happen (the server's
-#: check runs every second: beats come PING_INTERVAL to PING_INTERVAL + 1 s apart, plus the
-#: round trip), and reconnects after twice that without a word. Why: the server sends the
-#: beats of every session due in one pass, once a second, and their pongs come back together,
-#: where pings every worker times for itself arrive one by one and wake the server one by one
-#: (each wake-up costs more than the ping it carries: docs/benchmarks.md, Scale). Still under
-#: the 60 s of common proxies, both ways.
-QUIET_HEARTBEAT = 55
+#: silent PING_INTERVAL s (`beat` in welcome's limits: the server's own setting), and closes
+#: it if no `pong` (or any other frame) comes within PING_TIMEOUT. The worker pings only when
+#: the server has been silent `beat` + QUIET_MARGIN s (its `heartbeat`: 55 s), which an idle
+#: session's beats never let happen (the server's check runs every second: beats come `beat`
+#: to `beat` + 1 s apart, plus the round trip), and reconnects after twice that without a
+#: word. Why: the server sends the beats of every session due in one pass, once a second, and
+#: their pongs come back together, where pings every worker times for itself arrive one by
+#: one and wake the server one by one (each wake-up costs more than the ping it carries:
+#: docs/benchmarks.md, Scale). Traffic then flows both ways at least every 56 s, under the
+#: 60 s of common proxies.
+QUIET_MARGIN = 5
+QUIET_HEARTBEAT = PING_INTERVAL + QUIET_MARGIN
 PING_TIMEOUT = 30
 DAPHNE_KEEPALIVE_ARGS = (
     "--ping-interval",

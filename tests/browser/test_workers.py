@@ -372,17 +372,21 @@ def test_an_idle_tab_answers_the_servers_pings_and_keeps_its_session(browser, pl
         page.wait_for_function("() => window.ccgscHarness.snapshot().session !== null")
         session = page.evaluate("window.ccgscHarness.snapshot().session")
         limits = page.evaluate("window.ccgscHarness.limits")
-        assert (limits["beat"], limits["heartbeat"]) == (50, protocol.QUIET_HEARTBEAT)
+        # Told the server's own keepalive, and to ping only a server silent a little longer.
+        assert (limits["beat"], limits["heartbeat"]) == (1, 1 + protocol.QUIET_MARGIN)
         page.evaluate(RECORD_SENT)
         # Each of the server's pings (a protocol message, which the page's script sees) gets
-        # its pong; more of them than the 3 s the server waits for one: the socket stays.
+        # its pong; more of them than the 3 s the server waits for one: the socket stays. Seven
+        # take over 12 s: the 10 s tick of the harness's metrics comes within.
         page.wait_for_function(
-            "() => window.ccgscHarness.sent.filter((m) => m.t === 'pong').length >= 5",
+            "() => window.ccgscHarness.sent.filter((m) => m.t === 'pong').length >= 7",
             timeout=90_000,
         )
         assert page.evaluate("window.ccgscHarness.snapshot().session") == session
-        # Never silent itself that long, the server needs no ping from the tab.
-        assert page.evaluate("window.ccgscHarness.sent.filter((m) => m.t === 'ping')") == []
+        # The server never silent for its 6 s of heartbeat (it pings every 2 s or so), the tab
+        # sends no ping of its own; and nothing else either: an idle tab is silent (its
+        # metrics wait while nothing changes), which is what lets the server's pings apply.
+        assert {m["t"] for m in page.evaluate("window.ccgscHarness.sent")} == {"pong"}
     finally:
         context.close()
         quick.stop()

@@ -14,6 +14,14 @@ import { gpuKernelSource, jsKernelUrl, staticData, wasmKernel } from "./kernels.
 import { restMs, toDuty } from "./throttle.js";
 
 const METRICS_EVERY_MS = 10000;
+// While nothing has run since the last report an idle tab reports its idle time this rarely:
+// it stays silent, so the server keeps its socket alive with its own pings (limits.beat),
+// which cost the server far less than a message through its handler every 10 s from every
+// idle tab (docs/protocol.md, Heartbeat).
+const IDLE_METRICS_EVERY_MS = 30 * 60 * 1000;
+// How often a session that the server pings looks whether the server has been silent its
+// heartbeat (a ping of ours is due then): a look, not a message.
+const SILENCE_CHECK_MS = 1000;
 const PROGRESS_EVERY_MS = 2000;
 const RECENT = 25;
 const STDERR_TAIL = 4096;
@@ -97,7 +105,7 @@ export class Harness {
     this._flushQueued = false;
     this.pendingProgress = new Map();
     this.stats = { done: 0, failed: 0, busyMs: 0, idleMs: 0, restMs: 0, badFrames: 0, since: null, perCampaign: {} };
-    this.reported = { busyMs: 0, idleMs: 0 };
+    this.reported = { busyMs: 0, idleMs: 0, at: 0 };
     this.recent = [];
     this._timers = new Set();
     this._heartbeat = null;
@@ -586,6 +594,7 @@ export class Harness {
       this.socketFailures += 1;
     }
     this._closeIdle();
+    this._stopHeartbeat(); // the next session's welcome starts its own
     this.connection = null;
     this.session = null;
     this.queue = [];
@@ -609,22 +618,18 @@ export class Harness {
       case "welcome":
         this.session = msg.session;
         this.limits = msg.limits || null;
+        this.reported.at = performance.now();
         this.reconnects = 0;
         this._setState("working", "");
-        if (this._heartbeat) {
-          clearInterval(this._heartbeat);
-          this._timers.delete(this._heartbeat);
-          this._heartbeat = null;
-        }
+        this._stopHeartbeat();
         if (this.limits && this.limits.heartbeat && this.connection.transportName === "websocket") {
           const every = this.limits.heartbeat * 1000;
           if (this.limits.beat) {
             // The server pings this socket when we are silent (answered below): a ping of ours
             // is needed only when the server has been silent `heartbeat` (we kept talking and
-            // nothing came back), once per silence. A look every few seconds, not a timer per
-            // ping: most idle tabs never send one.
+            // nothing came back), once per silence; an idle tab never sends one.
             this.pingedAt = 0;
-            this._heartbeat = this._every(every / 11, () => {
+            this._heartbeat = this._every(SILENCE_CHECK_MS, () => {
               const now = performance.now();
               if (now - this.lastHeard >= every && this.pingedAt < this.lastHeard) {
                 this.pingedAt = now;
@@ -682,17 +687,26 @@ export class Harness {
     this._update();
   }
 
+  _stopHeartbeat() {
+    if (this._heartbeat) {
+      clearInterval(this._heartbeat);
+      this._timers.delete(this._heartbeat);
+      this._heartbeat = null;
+    }
+  }
+
   _sendMetrics() {
     if (this.session === null) return;
     const now = performance.now();
     const idle = this.stats.idleMs + this._openIdle(now);
     const busy = this.stats.busyMs;
+    if (busy === this.reported.busyMs && now - this.reported.at < IDLE_METRICS_EVERY_MS) return;
     const msg = {
       t: "metrics",
       busy_ms: Math.max(0, Math.round(busy - this.reported.busyMs)),
       idle_ms: Math.max(0, Math.round(idle - this.reported.idleMs)),
     };
-    this.reported = { busyMs: busy, idleMs: idle };
+    this.reported = { busyMs: busy, idleMs: idle, at: now };
     this._send(msg);
   }
 
