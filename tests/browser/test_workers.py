@@ -387,6 +387,10 @@ def test_an_idle_tab_answers_the_servers_pings_and_keeps_its_session(browser, pl
         # sends no ping of its own; and nothing else either: an idle tab is silent (its
         # metrics wait while nothing changes), which is what lets the server's pings apply.
         assert {m["t"] for m in page.evaluate("window.ccgscHarness.sent")} == {"pong"}
+        # Stopping still reports the idle time (the last metrics), then says bye.
+        page.click("#stop")
+        sent = [m["t"] for m in page.evaluate("window.ccgscHarness.sent") if m["t"] != "pong"]
+        assert sent == ["metrics", "bye"]
     finally:
         context.close()
         quick.stop()

@@ -201,7 +201,7 @@ export class Harness {
     this.slots = [];
     if (this.session !== null) {
       this._flushResults({ force: true });
-      this._sendMetrics();
+      this._sendMetrics(true); // the last report, whatever changed
       if (leases.length) this._send({ t: "release", leases });
       this._send({ t: "bye" });
     }
@@ -695,12 +695,14 @@ export class Harness {
     }
   }
 
-  _sendMetrics() {
+  /** @param {boolean} [always] report even when nothing ran since the last report */
+  _sendMetrics(always = false) {
     if (this.session === null) return;
     const now = performance.now();
     const idle = this.stats.idleMs + this._openIdle(now);
     const busy = this.stats.busyMs;
-    if (busy === this.reported.busyMs && now - this.reported.at < IDLE_METRICS_EVERY_MS) return;
+    const quiet = busy === this.reported.busyMs && now - this.reported.at < IDLE_METRICS_EVERY_MS;
+    if (quiet && !always) return;
     const msg = {
       t: "metrics",
       busy_ms: Math.max(0, Math.round(busy - this.reported.busyMs)),
