@@ -669,6 +669,25 @@ async def test_a_silent_session_that_answers_pings_gets_the_protocols_ping_and_i
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_pong_behind_a_pending_frame_is_taken_at_once_and_a_ping_still_waits_its_turn(
+    monkeypatch, consumer_receives
+):
+    h, ws, transport = await beaten_socket(monkeypatch)
+    h.advance(h.server.ping_interval + 1)
+    assert messages(transport) == [{"t": "ping"}]
+    read = len(consumer_receives)
+    # A want goes to the consumer (pending); the pong behind it answers nothing, so it has no
+    # order to keep: taken at once. The worker's ping behind both waits for the want's answer.
+    ws.dataReceived(masked_frame(0x82, msgpack.packb({"t": "want", "n": 1}), os.urandom(4)))
+    assert ws.shortcut.pending == 1
+    ws.dataReceived(masked_frame(0x82, PONG_FRAME, os.urandom(4)))
+    assert ws.autoPingTimeoutCall is None and ws.shortcut.pending == 1
+    ws.dataReceived(masked_frame(0x82, PING_FRAME, os.urandom(4)))
+    assert [m["t"] for m in await arrive(transport, 2)] == ["idle", "pong"]
+    assert PONG_FRAME not in consumer_receives[read:]
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_session_that_does_not_answer_pings_keeps_websocket_pings_and_its_own_heartbeat(
     monkeypatch, consumer_receives
 ):
