@@ -164,6 +164,12 @@ def _read(read: Any, transport: Any) -> None:
         logger.exception("Reading from %r failed", transport)
 
 
+def short_frame(payload: bytes) -> bytes:
+    """A server's binary frame of at most _SHORT bytes (RFC 6455 5.2: unmasked, one-byte
+    length)."""
+    return bytes((_BINARY, len(payload))) + payload
+
+
 def unmask(key: bytes, payload: bytes) -> bytes:
     """A client frame's payload (RFC 6455 5.3), for the short frames answered here."""
     n = len(payload)
@@ -241,9 +247,10 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
         return True
 
     def heard_pong(self) -> None:
-        """The peer's pong to the Shortcut's beat: the peer is there (daphne's last_ping), and
-        the wait for it (autobahn's keepalive timeout) ends."""
-        self.last_ping = ws_protocol.time.time()
+        """The peer's pong to the Shortcut's beat: the wait for it (autobahn's keepalive
+        timeout) ends. Like a WebSocket pong it leaves last_ping alone: the keepalive set it
+        when it pinged, so the next beat is due ping_interval after this one (moving it by the
+        round trip would only make that deadline come early and be pushed back once more)."""
         if self.autoPingTimeoutCall is not None:
             self._cancelAutoPingTimeoutCall()
 
@@ -258,7 +265,7 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
             return
         self.autoPingPendingCall = None
         self.autoPingPending = None  # no WebSocket pong is awaited
-        self.sendData(bytes((_BINARY, len(beat))) + beat)  # short: one-byte length
+        self.sendData(short_frame(beat))
         if self.autoPingTimeout:
             self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
                 self.autoPingTimeout, self.onAutoPingTimeout
@@ -269,7 +276,7 @@ class ShortcutWebSocketProtocol(WebSocketProtocol):
         peer is there (last_ping, daphne's clock). A short one as its frame, built here."""
         self.last_ping = ws_protocol.time.time()
         if len(answer) <= _SHORT:
-            self.sendData(bytes((_BINARY, len(answer))) + answer)  # RFC 6455 5.2, unmasked
+            self.sendData(short_frame(answer))
         else:
             self.sendMessage(answer, True)
 

@@ -50,7 +50,7 @@ class Shortcut:
 
     __slots__ = ("answers", "beat", "keepalive", "longest", "pending", "pong")
 
-    def __init__(self, keepalive: float | None = None) -> None:
+    def __init__(self) -> None:
         self.answers: Mapping[bytes, bytes] = _NONE
         self.longest = 0
         self.pending = 0
@@ -58,7 +58,7 @@ class Shortcut:
         self.pong: bytes | None = None
         # Seconds of silence after which the server's keepalive pings the connection (its
         # ping_interval), for the application to tell its peer; None: unknown.
-        self.keepalive = keepalive
+        self.keepalive: float | None = None
 
     def arm(self, answers: Mapping[bytes, bytes], beat: tuple[bytes, bytes] | None = None) -> None:
         self.answers, self.longest = answers, max(map(len, answers), default=0)

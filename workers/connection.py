@@ -307,10 +307,12 @@ class WorkerConnection:
         self.info = await db(sessions.session_info)(session)
         if self.transport == WorkerSession.Transport.WEBSOCKET:
             dispatch.dispatcher().opened(self)
-        self.beating = bool(
-            hello.pongs and self.beats and self.transport == WorkerSession.Transport.WEBSOCKET
+        beat = (
+            max(1, round(self.beats))
+            if hello.pongs and self.beats and self.transport == WorkerSession.Transport.WEBSOCKET
+            else None
         )
-        beat = max(1, round(self.beats)) if self.beating and self.beats else None
+        self.beating = beat is not None
         await self.send(
             protocol.Welcome(
                 v=hello.v,
